@@ -1,0 +1,320 @@
+//! Quipu's configuration: typed, validated, layered.
+//!
+//! Layers, each overriding the one before: built-in defaults < a TOML file < `QUIPU_*` environment
+//! variables < command-line overrides. Keys use Kafka's broker names; `log.dirs`, `log_dirs`,
+//! `[log] dirs = …` and `QUIPU_LOG_DIRS` all name the same setting. An unknown key or a bad value is
+//! an error that names the key and what it accepts: the broker does not start on a guess.
+//!
+//! [`topic`] holds the per-topic settings (Kafka's topic config names such as `retention.ms`).
+
+pub mod topic;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use config::{Config, Environment, File, FileFormat, Value, ValueKind};
+use serde::Deserialize;
+
+/// Prefix of the environment variables that configure the broker.
+pub const ENV_PREFIX: &str = "QUIPU";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Load(#[from] config::ConfigError),
+    #[error("configuration key `{key}` has invalid value {value}: {expected}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        expected: String,
+    },
+}
+
+/// Broker settings, named as Kafka names them with `.` written `_`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BrokerConfig {
+    /// This broker's id in the cluster.
+    pub node_id: i32,
+    /// Address to listen on, `host:port` or `PLAINTEXT://host:port`.
+    pub listeners: String,
+    /// Address clients are told to connect to; defaults to `listeners`.
+    pub advertised_listeners: Option<String>,
+    /// Directory holding the partition logs and the metadata log.
+    pub log_dirs: PathBuf,
+    /// Partitions of an automatically created topic, and of CreateTopics with -1.
+    pub num_partitions: i32,
+    /// Replication factor of a topic created with -1 or automatically.
+    pub default_replication_factor: i16,
+    /// Create a topic when a client asks Metadata for one that does not exist.
+    pub auto_create_topics_enable: bool,
+    /// Largest request frame accepted; a larger one closes the connection.
+    pub socket_request_max_bytes: u32,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: u32,
+    /// Requests one connection may have in progress at once; responses keep request order.
+    pub connection_max_in_flight_requests: u32,
+    /// Upper bound on the records one Fetch response carries.
+    pub fetch_max_bytes: i32,
+    /// Largest record batch accepted (topic default for `max.message.bytes`).
+    pub message_max_bytes: i32,
+    /// Topic default for `segment.bytes`.
+    pub log_segment_bytes: i32,
+    /// Topic default for `segment.ms`.
+    pub log_roll_ms: i64,
+    /// Topic default for `retention.ms`.
+    pub log_retention_ms: i64,
+    /// Topic default for `retention.bytes`.
+    pub log_retention_bytes: i64,
+    /// Topic default for `segment.index.bytes`.
+    pub log_index_size_max_bytes: i32,
+    /// Topic default for `index.interval.bytes`.
+    pub log_index_interval_bytes: i32,
+    /// Topic default for `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
+    pub log_message_timestamp_type: String,
+    /// Topic default for `cleanup.policy`.
+    pub log_cleanup_policy: String,
+    /// Topic default for `min.insync.replicas`.
+    pub min_insync_replicas: i32,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        Self {
+            node_id: 0,
+            listeners: "localhost:9092".into(),
+            advertised_listeners: None,
+            log_dirs: PathBuf::from("./data"),
+            num_partitions: 1,
+            default_replication_factor: 1,
+            auto_create_topics_enable: true,
+            socket_request_max_bytes: 100 * 1024 * 1024,
+            max_connections: 1_000,
+            connection_max_in_flight_requests: 64,
+            fetch_max_bytes: 55 * 1024 * 1024,
+            message_max_bytes: 1_048_588,
+            log_segment_bytes: 1024 * 1024 * 1024,
+            log_roll_ms: 7 * 24 * 3_600_000,
+            log_retention_ms: 7 * 24 * 3_600_000,
+            log_retention_bytes: -1,
+            log_index_size_max_bytes: 10 * 1024 * 1024,
+            log_index_interval_bytes: 4096,
+            log_message_timestamp_type: "CreateTime".into(),
+            log_cleanup_policy: "delete".into(),
+            min_insync_replicas: 1,
+        }
+    }
+}
+
+/// Where the layers come from.
+#[derive(Debug, Default, Clone)]
+pub struct Sources {
+    /// A TOML file; it must exist when named.
+    pub file: Option<PathBuf>,
+    /// Read `QUIPU_*` environment variables.
+    pub environment: bool,
+    /// `key=value` overrides from the command line, applied last.
+    pub overrides: Vec<(String, String)>,
+}
+
+/// Builds the configuration from its layers and validates it.
+pub fn load(sources: &Sources) -> Result<BrokerConfig, ConfigError> {
+    let mut builder = Config::builder();
+    if let Some(path) = &sources.file {
+        builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
+    }
+    if sources.environment {
+        builder = builder.add_source(Environment::with_prefix(ENV_PREFIX).prefix_separator("_"));
+    }
+    for (key, value) in &sources.overrides {
+        builder = builder.set_override(normalize_key(key), value.as_str())?;
+    }
+    let layered = builder.build()?;
+
+    // Flatten nested tables (`[log] dirs`, `log.dirs`) into Kafka-style flat keys.
+    let mut flat = BTreeMap::new();
+    let table: config::Map<String, Value> = layered.try_deserialize()?;
+    flatten("", table, &mut flat);
+    let mut builder = Config::builder();
+    for (key, value) in flat {
+        builder = builder.set_override(key, value)?;
+    }
+    let config: BrokerConfig = builder.build()?.try_deserialize()?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Loads from an explicit file path only (no environment), for tests and tools.
+pub fn load_file(path: &Path) -> Result<BrokerConfig, ConfigError> {
+    load(&Sources {
+        file: Some(path.to_path_buf()),
+        ..Default::default()
+    })
+}
+
+fn normalize_key(key: &str) -> String {
+    key.trim().to_ascii_lowercase().replace(['.', '-'], "_")
+}
+
+fn flatten(prefix: &str, table: config::Map<String, Value>, out: &mut BTreeMap<String, Value>) {
+    for (key, value) in table {
+        let key = if prefix.is_empty() {
+            normalize_key(&key)
+        } else {
+            format!("{prefix}_{}", normalize_key(&key))
+        };
+        match value.kind {
+            ValueKind::Table(inner) => flatten(&key, inner, out),
+            _ => {
+                out.insert(key, value);
+            }
+        }
+    }
+}
+
+fn invalid(key: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        expected: expected.into(),
+    }
+}
+
+impl BrokerConfig {
+    /// Checks every value against the range Kafka accepts for it.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node_id < 0 {
+            return Err(invalid("node.id", self.node_id, "a number >= 0"));
+        }
+        parse_listener(&self.listeners).map_err(|e| invalid("listeners", &self.listeners, e))?;
+        if let Some(a) = &self.advertised_listeners {
+            parse_listener(a).map_err(|e| invalid("advertised.listeners", a, e))?;
+        }
+        if self.num_partitions < 1 {
+            return Err(invalid("num.partitions", self.num_partitions, "a number >= 1"));
+        }
+        if self.default_replication_factor != 1 {
+            return Err(invalid(
+                "default.replication.factor",
+                self.default_replication_factor,
+                "1 (a single broker)",
+            ));
+        }
+        if self.socket_request_max_bytes < 1024 {
+            return Err(invalid("socket.request.max.bytes", self.socket_request_max_bytes, "a number >= 1024"));
+        }
+        if self.max_connections < 1 {
+            return Err(invalid("max.connections", self.max_connections, "a number >= 1"));
+        }
+        if !(1..=10_000).contains(&self.connection_max_in_flight_requests) {
+            return Err(invalid(
+                "connection.max.in.flight.requests",
+                self.connection_max_in_flight_requests,
+                "a number from 1 to 10000",
+            ));
+        }
+        if self.fetch_max_bytes < 1024 {
+            return Err(invalid("fetch.max.bytes", self.fetch_max_bytes, "a number >= 1024"));
+        }
+        if self.min_insync_replicas != 1 {
+            return Err(invalid("min.insync.replicas", self.min_insync_replicas, "1 (a single broker)"));
+        }
+        // The topic defaults follow the topic rules.
+        topic::TopicConfig::defaults_from(self).map_err(|e| ConfigError::Invalid {
+            key: "log.*",
+            value: e.to_string(),
+            expected: "a valid topic default".into(),
+        })?;
+        Ok(())
+    }
+
+    /// The address clients are told to use.
+    pub fn advertised_host_port(&self) -> (String, u16) {
+        let l = self.advertised_listeners.as_deref().unwrap_or(&self.listeners);
+        parse_listener(l).expect("validated at load")
+    }
+
+    /// The address to bind.
+    pub fn listen_host_port(&self) -> (String, u16) {
+        parse_listener(&self.listeners).expect("validated at load")
+    }
+}
+
+/// Parses `host:port` or `PLAINTEXT://host:port`.
+pub fn parse_listener(s: &str) -> Result<(String, u16), String> {
+    let rest = s.strip_prefix("PLAINTEXT://").unwrap_or(s);
+    if rest.contains("://") {
+        return Err("only PLAINTEXT listeners are supported: `host:port` or `PLAINTEXT://host:port`".into());
+    }
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or_else(|| "expected `host:port` or `PLAINTEXT://host:port`".to_string())?;
+    let port: u16 = port
+        .parse()
+        .map_err(|_| format!("port `{port}` is not a number from 0 to 65535"))?;
+    if host.is_empty() {
+        return Err("the host is empty".into());
+    }
+    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_kafkas() {
+        let c = load(&Sources::default()).unwrap();
+        assert_eq!(c, BrokerConfig::default());
+        assert_eq!(c.listen_host_port(), ("localhost".to_string(), 9092));
+        assert_eq!(c.socket_request_max_bytes, 104_857_600);
+    }
+
+    #[test]
+    fn file_accepts_kafka_dotted_names_and_tables() {
+        let f = file("num.partitions = 3\n[log]\nsegment.bytes = 1048576\n");
+        let c = load_file(f.path()).unwrap();
+        assert_eq!(c.num_partitions, 3);
+        assert_eq!(c.log_segment_bytes, 1_048_576);
+    }
+
+    #[test]
+    fn overrides_beat_the_file() {
+        let f = file("num_partitions = 3\n");
+        let c = load(&Sources {
+            file: Some(f.path().into()),
+            environment: false,
+            overrides: vec![("num.partitions".into(), "5".into())],
+        })
+        .unwrap();
+        assert_eq!(c.num_partitions, 5);
+    }
+
+    #[test]
+    fn unknown_key_names_the_key_and_the_accepted_keys() {
+        let f = file("num.partitionz = 3\n");
+        let e = load_file(f.path()).unwrap_err().to_string();
+        assert!(e.contains("num_partitionz"), "{e}");
+        assert!(e.contains("num_partitions"), "{e}");
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let f = file("num.partitions = \"many\"\n");
+        let e = load_file(f.path()).unwrap_err().to_string();
+        assert!(e.contains("num_partitions"), "{e}");
+        let f = file("num.partitions = 0\n");
+        let e = load_file(f.path()).unwrap_err().to_string();
+        assert!(e.contains("num.partitions") && e.contains(">= 1"), "{e}");
+        let f = file("listeners = \"SSL://x:1\"\n");
+        let e = load_file(f.path()).unwrap_err().to_string();
+        assert!(e.contains("listeners") && e.contains("PLAINTEXT"), "{e}");
+    }
+}

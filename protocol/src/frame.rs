@@ -1,0 +1,95 @@
+//! Length-prefixed framing: a 4-byte big-endian size, then that many bytes.
+//!
+//! Invariant: no frame larger than `max_frame_bytes` is ever buffered; the size is checked
+//! before any byte of the body is accepted, so a hostile length costs nothing.
+
+use bytes::{Buf, Bytes, BytesMut};
+
+/// Bytes of the size prefix in front of every request and response.
+pub const FRAME_SIZE_PREFIX_BYTES: usize = 4;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum FrameError {
+    #[error("frame size {size_bytes} is negative")]
+    Negative { size_bytes: i32 },
+    #[error("frame size {size_bytes} exceeds the limit of {max_bytes} bytes (socket.request.max.bytes)")]
+    TooLarge { size_bytes: i32, max_bytes: usize },
+}
+
+/// Cuts frames out of a byte stream.
+#[derive(Debug, Clone, Copy)]
+pub struct FrameDecoder {
+    max_frame_bytes: usize,
+}
+
+impl FrameDecoder {
+    pub fn new(max_frame_bytes: usize) -> Self {
+        assert!(max_frame_bytes > 0);
+        Self { max_frame_bytes }
+    }
+
+    /// Takes one whole frame off the front of `buf`, without its size prefix, or returns
+    /// `Ok(None)` when more bytes are needed. On `Ok(None)` the buffer is reserved for the rest of
+    /// the frame, whose size has been checked against the limit.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
+        if buf.len() < FRAME_SIZE_PREFIX_BYTES {
+            return Ok(None);
+        }
+        let size_bytes = i32::from_be_bytes([buf[0], buf[1], buf[2], buf[3]]);
+        if size_bytes < 0 {
+            return Err(FrameError::Negative { size_bytes });
+        }
+        let size = size_bytes as usize;
+        if size > self.max_frame_bytes {
+            return Err(FrameError::TooLarge {
+                size_bytes,
+                max_bytes: self.max_frame_bytes,
+            });
+        }
+        let total = FRAME_SIZE_PREFIX_BYTES + size;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        buf.advance(FRAME_SIZE_PREFIX_BYTES);
+        Ok(Some(buf.split_to(size).freeze()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frame_waits_for_whole_body() {
+        let d = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&[0u8, 0, 0, 3, 1, 2][..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+        buf.extend_from_slice(&[3, 0, 0]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().as_ref(), &[1, 2, 3]);
+        assert_eq!(buf.as_ref(), &[0, 0]);
+    }
+
+    #[test]
+    fn frame_over_limit_is_rejected_before_body_arrives() {
+        let d = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&101i32.to_be_bytes()[..]);
+        assert!(matches!(d.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        let mut buf = BytesMut::from(&100i32.to_be_bytes()[..]);
+        assert_eq!(d.decode(&mut buf), Ok(None));
+    }
+
+    #[test]
+    fn negative_frame_size_is_rejected() {
+        let d = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&(-1i32).to_be_bytes()[..]);
+        assert_eq!(d.decode(&mut buf), Err(FrameError::Negative { size_bytes: -1 }));
+    }
+
+    #[test]
+    fn empty_frame_is_a_frame() {
+        let d = FrameDecoder::new(100);
+        let mut buf = BytesMut::from(&0i32.to_be_bytes()[..]);
+        assert_eq!(d.decode(&mut buf).unwrap().unwrap().len(), 0);
+    }
+}

@@ -1,0 +1,22 @@
+//! The Kafka wire protocol as Quipu speaks it.
+//!
+//! - [`frame`]: length-prefixed framing, bounded by `socket.request.max.bytes`.
+//! - [`header`]: request headers (v0-v2, flexible versions and tagged fields).
+//! - [`record_batch`]: a view over magic v2 record batches that validates them (sizes,
+//!   CRC-32C) and rewrites base offset, leader epoch and LogAppendTime in place.
+//! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
+//!   record bytes are never copied on the way out.
+//!
+//! Control-plane messages are the `kafka-protocol` crate's, re-exported as [`messages`].
+//!
+//! Architecture invariant: this crate knows nothing of the broker, of storage or of the network.
+
+pub mod fetch_response;
+pub mod frame;
+pub mod header;
+pub mod record_batch;
+
+pub use kafka_protocol::error::ResponseError;
+pub use kafka_protocol::messages;
+pub use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+pub use kafka_protocol::records;
