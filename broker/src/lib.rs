@@ -1,0 +1,9 @@
+//! The Quipu broker: a Kafka-protocol server over an append-only log.
+//!
+//! - [`log`]: the storage engine (segments, indexes), knows nothing of the network.
+//! - [`partition`]: a partition's log with its high watermark and the waiters on it.
+//! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
+//! - [`server`]: connections, framing, dispatch, responses in request order.
+//! - [`api`]: one handler per Kafka API.
+
+pub mod log;

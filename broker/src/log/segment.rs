@@ -1,0 +1,308 @@
+//! One segment of a partition log: `<base>.log` with its `.index` and `.timeindex`.
+//!
+//! The `.log` file holds v2 record batches exactly as Kafka stores them. The active segment is
+//! preallocated to its capacity and mapped; appends copy a batch into the mapping past the
+//! committed size and stamp its header there, then move the size. Readers get `Bytes` slices of
+//! the mapping below the size, never copies.
+//!
+//! Invariants: `size_bytes` ends on a batch boundary; batches are contiguous with offsets growing;
+//! `next_offset` is one past the last batch's last offset; index entries point at batch starts.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use quipu_protocol::record_batch::{BatchIter, RecordBatchView, RecordBatchViewMut};
+
+use super::mapped_file::MappedFile;
+use super::offset_index::OffsetIndex;
+use super::time_index::TimeIndex;
+
+/// How a segment's files are named: the 20-digit base offset and an extension.
+pub fn file_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{extension}"))
+}
+
+/// Sizes a segment is created with.
+#[derive(Debug, Clone, Copy)]
+pub struct SegmentSizes {
+    pub capacity_bytes: usize,
+    pub index_max_bytes: usize,
+    pub index_interval_bytes: usize,
+}
+
+pub struct Segment {
+    base_offset: i64,
+    log: MappedFile,
+    size_bytes: usize,
+    offset_index: OffsetIndex,
+    time_index: TimeIndex,
+    index_interval_bytes: usize,
+    bytes_since_last_index_entry: usize,
+    next_offset: i64,
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    first_batch_max_timestamp: Option<i64>,
+    created_ms: i64,
+}
+
+/// What a scan of existing batches found.
+pub struct Recovered {
+    pub segment: Segment,
+    /// Bytes past the last valid batch that were cut.
+    pub truncated_bytes: usize,
+}
+
+impl Segment {
+    /// Creates an empty active segment.
+    pub fn create(dir: &Path, base_offset: i64, sizes: SegmentSizes, now_ms: i64) -> io::Result<Self> {
+        assert!(base_offset >= 0);
+        let log = MappedFile::open(&file_path(dir, base_offset, "log"), Some(0))?;
+        let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
+        segment.log.set_len(sizes.capacity_bytes)?;
+        Ok(segment)
+    }
+
+    fn with_files(dir: &Path, base_offset: i64, log: MappedFile, sizes: SegmentSizes, fresh_indexes: bool, now_ms: i64) -> io::Result<Self> {
+        Ok(Self {
+            base_offset,
+            log,
+            size_bytes: 0,
+            offset_index: OffsetIndex::open(&file_path(dir, base_offset, "index"), base_offset, sizes.index_max_bytes, fresh_indexes)?,
+            time_index: TimeIndex::open(&file_path(dir, base_offset, "timeindex"), base_offset, sizes.index_max_bytes, fresh_indexes)?,
+            index_interval_bytes: sizes.index_interval_bytes,
+            bytes_since_last_index_entry: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: -1,
+            first_batch_max_timestamp: None,
+            created_ms: now_ms,
+        })
+    }
+
+    /// Opens a segment from its files, scanning its batches from the start (checking each CRC
+    /// when `validate`) and rebuilding both indexes. The log is cut after the last valid batch.
+    /// An active segment is then extended back to its capacity for appends.
+    pub fn recover(dir: &Path, base_offset: i64, sizes: SegmentSizes, active: bool, validate: bool, now_ms: i64) -> io::Result<Recovered> {
+        let log = MappedFile::open(&file_path(dir, base_offset, "log"), None)?;
+        let file_len = log.len_bytes();
+        let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
+        let end = segment.scan_from_start(validate);
+        let truncated_bytes = zero_tail_len(segment.log.slice(end, file_len - end));
+        // Cut whatever follows the last valid batch, so a later append never sits behind garbage.
+        segment.log.set_len(end)?;
+        if active {
+            segment.log.set_len(sizes.capacity_bytes.max(end))?;
+        } else {
+            segment.close()?;
+        }
+        Ok(Recovered { segment, truncated_bytes })
+    }
+
+    /// Opens a closed segment as it was left: indexes loaded, the batches after the last offset
+    /// index entry walked to find the end. Any inconsistency is an error, and the caller falls back
+    /// to [`Segment::recover`].
+    pub fn open_closed(dir: &Path, base_offset: i64, sizes: SegmentSizes, now_ms: i64) -> io::Result<Self> {
+        for ext in ["index", "timeindex"] {
+            if !file_path(dir, base_offset, ext).exists() {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("segment {base_offset} has no .{ext}")));
+            }
+        }
+        let log = MappedFile::open(&file_path(dir, base_offset, "log"), None)?;
+        let mut segment = Self::with_files(dir, base_offset, log, sizes, false, now_ms)?;
+        let file_len = segment.log.len_bytes();
+        let (_, start) = segment.offset_index.last_entry().unwrap_or((base_offset, 0));
+        if let Some((ts, offset)) = segment.time_index.last_entry() {
+            segment.max_timestamp = ts;
+            segment.offset_of_max_timestamp = offset;
+        }
+        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("segment {base_offset}: {what}"));
+        let mut position = start as usize;
+        if position > file_len {
+            return Err(bad("index points past the log"));
+        }
+        for item in BatchIter::new(segment.log.slice(position, file_len - position)) {
+            let (_, batch) = item.map_err(|e| bad(&e.to_string()))?;
+            if batch.base_offset() < segment.next_offset && position != start as usize {
+                return Err(bad("offsets go backwards"));
+            }
+            segment.next_offset = batch.last_offset() + 1;
+            if batch.max_timestamp() > segment.max_timestamp {
+                segment.max_timestamp = batch.max_timestamp();
+                segment.offset_of_max_timestamp = batch.last_offset();
+            }
+            position += batch.size_bytes();
+        }
+        if segment.next_offset <= base_offset && file_len > 0 {
+            return Err(bad("no batch found"));
+        }
+        segment.size_bytes = file_len;
+        Ok(segment)
+    }
+
+    /// Walks the batches in `[0, file length)`, stopping at the first that does not parse (or
+    /// whose CRC fails, or that breaks offset order); returns where the valid batches end.
+    fn scan_from_start(&mut self, validate: bool) -> usize {
+        let file_len = self.log.len_bytes();
+        let bytes = self.log.slice(0, file_len);
+        let mut end = 0;
+        let mut batches = Vec::new();
+        for item in BatchIter::new(bytes) {
+            let Ok((position, batch)) = item else { break };
+            if validate && batch.validate().is_err() {
+                break;
+            }
+            let expected_min = batches.last().map(|&(_, last, _, _): &(usize, i64, i64, usize)| last + 1).unwrap_or(self.base_offset);
+            if batch.base_offset() < expected_min || batch.last_offset() < batch.base_offset() || batch.last_offset() - self.base_offset > u32::MAX as i64 {
+                break;
+            }
+            batches.push((position, batch.last_offset(), batch.max_timestamp(), batch.size_bytes()));
+            end = position + batch.size_bytes();
+        }
+        for (position, last_offset, max_timestamp, size) in batches {
+            self.index_batch(position, last_offset, max_timestamp, size);
+        }
+        self.size_bytes = end;
+        end
+    }
+
+    /// Updates offsets, timestamps and indexes for a batch now at `position`.
+    fn index_batch(&mut self, position: usize, last_offset: i64, max_timestamp: i64, size: usize) {
+        assert_eq!(position, self.size_bytes, "batches are contiguous");
+        assert!(last_offset >= self.next_offset, "offsets grow");
+        if max_timestamp > self.max_timestamp {
+            self.max_timestamp = max_timestamp;
+            self.offset_of_max_timestamp = last_offset;
+        }
+        if self.first_batch_max_timestamp.is_none() {
+            self.first_batch_max_timestamp = Some(max_timestamp);
+        }
+        if self.bytes_since_last_index_entry > self.index_interval_bytes {
+            self.offset_index.append(last_offset, position as u32);
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.bytes_since_last_index_entry = 0;
+        }
+        self.bytes_since_last_index_entry += size;
+        self.size_bytes = position + size;
+        self.next_offset = last_offset + 1;
+    }
+
+    pub fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub fn size_bytes(&self) -> usize {
+        self.size_bytes
+    }
+    pub fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+
+    /// Whether a batch of `batch_bytes` ending at `last_offset` must go to a new segment.
+    pub fn should_roll(&self, batch_bytes: usize, last_offset: i64, segment_bytes: usize, segment_ms: i64, now_ms: i64) -> bool {
+        if self.size_bytes == 0 {
+            // An empty segment takes any batch that fits its mapping.
+            return batch_bytes > self.log.len_bytes();
+        }
+        let rolling_ms = self.first_batch_max_timestamp.filter(|t| *t >= 0).unwrap_or(self.created_ms);
+        self.size_bytes + batch_bytes > segment_bytes.min(self.log.len_bytes())
+            || now_ms - rolling_ms > segment_ms
+            || self.offset_index.is_full()
+            || self.time_index.is_full()
+            || last_offset - self.base_offset > i32::MAX as i64
+    }
+
+    /// Appends one validated batch: copies it past the committed size, stamps base offset, leader
+    /// epoch and (for LogAppendTime) the timestamp there, then commits it.
+    pub fn append(&mut self, batch: &[u8], base_offset: i64, leader_epoch: i32, log_append_time_ms: Option<i64>) {
+        let position = self.size_bytes;
+        assert!(position + batch.len() <= self.log.len_bytes(), "append past the segment's mapping");
+        assert!(base_offset >= self.next_offset, "offsets grow");
+        // SAFETY: the region past `size_bytes` is visible to no reader until `index_batch` commits it.
+        let dst = unsafe { self.log.slice_mut(position, batch.len()) };
+        dst.copy_from_slice(batch);
+        let mut view = RecordBatchViewMut::new(dst).expect("batch validated before append");
+        view.set_base_offset(base_offset);
+        view.set_partition_leader_epoch(leader_epoch);
+        if let Some(ts) = log_append_time_ms {
+            view.set_log_append_time(ts);
+        }
+        let (last_offset, max_timestamp) = (view.view().last_offset(), view.view().max_timestamp());
+        self.index_batch(position, last_offset, max_timestamp, batch.len());
+    }
+
+    /// The position of the batch holding `offset`, or of the first batch after it (offsets may
+    /// have gaps); `None` when no batch here reaches `offset`.
+    fn find_batch(&self, offset: i64) -> Option<usize> {
+        let (_, start) = self.offset_index.lookup(offset);
+        let bytes = self.log.slice(0, self.size_bytes);
+        let mut position = start as usize;
+        while position < self.size_bytes {
+            let batch = RecordBatchView::parse(&bytes[position..]).expect("committed batches parse");
+            if batch.last_offset() >= offset {
+                return Some(position);
+            }
+            position += batch.size_bytes();
+        }
+        None
+    }
+
+    /// Whole batches from the one holding `offset`, stopping before `max_offset` and at
+    /// `max_bytes` (but always one batch when `min_one`), as one slice of the mapping.
+    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Option<Bytes> {
+        let start = self.find_batch(offset)?;
+        let bytes = self.log.slice(0, self.size_bytes);
+        let mut end = start;
+        while end < self.size_bytes {
+            let batch = RecordBatchView::parse(&bytes[end..]).expect("committed batches parse");
+            if batch.base_offset() >= max_offset {
+                break;
+            }
+            let fits = end - start + batch.size_bytes() <= max_bytes;
+            if !(fits || (min_one && end == start)) {
+                break;
+            }
+            end += batch.size_bytes();
+        }
+        (end > start).then(|| self.log.shared_slice(start, end - start))
+    }
+
+    /// The batches from the one the time index points to for `timestamp` onward, for the search
+    /// of the first record at or after it.
+    pub fn batches_from_timestamp(&self, timestamp: i64) -> impl Iterator<Item = RecordBatchView<'_>> {
+        let (_, offset) = self.time_index.lookup(timestamp);
+        let start = self.find_batch(offset).unwrap_or(self.size_bytes);
+        BatchIter::new(&self.log.slice(0, self.size_bytes)[start..]).map(|b| b.expect("committed batches parse").1)
+    }
+
+    /// The batch whose last offset is `offset_of_max_timestamp`.
+    pub fn batch_with_max_timestamp(&self) -> Option<RecordBatchView<'_>> {
+        let position = self.find_batch(self.offset_of_max_timestamp)?;
+        RecordBatchView::parse(&self.log.slice(0, self.size_bytes)[position..]).ok()
+    }
+
+    /// Makes the segment read-only: final time index entry, indexes and log trimmed to size.
+    pub fn close(&mut self) -> io::Result<()> {
+        if self.max_timestamp >= 0 && !self.time_index.is_full() {
+            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+        }
+        self.offset_index.trim()?;
+        self.time_index.trim()?;
+        self.log.flush()?;
+        // Readers hold slices below `size_bytes` only, so cutting the preallocated tail is safe.
+        self.log.set_len(self.size_bytes)
+    }
+
+    pub fn flush(&self) -> io::Result<()> {
+        self.log.flush()?;
+        self.offset_index.flush()?;
+        self.time_index.flush()
+    }
+}
+
+/// How many bytes of `tail` are not zero-fill (cut garbage, as opposed to preallocated space).
+fn zero_tail_len(tail: &[u8]) -> usize {
+    tail.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+}

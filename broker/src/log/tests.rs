@@ -1,0 +1,183 @@
+use super::*;
+use quipu_config::BrokerConfig;
+use quipu_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts};
+
+fn config(overrides: &[(&str, &str)]) -> TopicConfig {
+    let o = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    TopicConfig::with_overrides(&BrokerConfig::default(), &o).unwrap()
+}
+
+/// A client-style batch (base offset 0) of `count` records stamped from `first_ts`.
+fn batch(count: usize, first_ts: i64, compression: Compression) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: Ts::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: first_ts + i as i64,
+            key: None,
+            value: Some(vec![b'x'; 200].into()),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    buf.to_vec()
+}
+
+fn read_all(log: &Log) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut offset = log.log_start_offset();
+    while let Some(bytes) = log.read(offset, log.log_end_offset(), 1 << 20, true).unwrap() {
+        for item in quipu_protocol::record_batch::BatchIter::new(&bytes) {
+            let (_, b) = item.unwrap();
+            b.validate().unwrap();
+            out.push((b.base_offset(), b.last_offset()));
+            offset = b.last_offset() + 1;
+        }
+    }
+    out
+}
+
+#[test]
+fn append_assigns_contiguous_offsets_and_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    for i in 0..10 {
+        let info = log.append(&batch(5, 1_000 * i, Compression::None), 0).unwrap();
+        assert_eq!((info.base_offset, info.last_offset), (i * 5, i * 5 + 4));
+    }
+    assert_eq!(log.log_end_offset(), 50);
+    let batches = read_all(&log);
+    assert_eq!(batches.len(), 10);
+    assert_eq!(batches[9], (45, 49));
+    // A read from the middle of a batch starts at that batch.
+    let b = log.read(17, 50, 1, true).unwrap().unwrap();
+    let v = RecordBatchView::parse(&b).unwrap();
+    assert_eq!((v.base_offset(), v.size_bytes()), (15, b.len()));
+    assert_eq!(log.read(50, 50, 100, true), Ok(None));
+    assert!(log.read(51, 50, 100, true).is_err());
+}
+
+#[test]
+fn max_bytes_limits_whole_batches_but_one_batch_always_comes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let one = batch(5, 0, Compression::None);
+    for _ in 0..4 {
+        log.append(&one, 0).unwrap();
+    }
+    assert_eq!(log.read(0, 20, one.len() * 2 + 1, true).unwrap().unwrap().len(), one.len() * 2);
+    assert_eq!(log.read(0, 20, 1, true).unwrap().unwrap().len(), one.len());
+    assert_eq!(log.read(0, 20, 1, false).unwrap(), None);
+    // Nothing at or past max_offset is returned.
+    assert_eq!(log.read(0, 10, 1 << 20, true).unwrap().unwrap().len(), one.len() * 2);
+}
+
+#[test]
+fn segments_roll_by_size_and_survive_a_clean_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[("segment.bytes", "4096"), ("index.interval.bytes", "512")]);
+    let mut log = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+    for i in 0..100 {
+        log.append(&batch(3, i * 10, Compression::None), 0).unwrap();
+    }
+    assert!(log.segment_count() > 3, "{}", log.segment_count());
+    let before = read_all(&log);
+    let ts = log.offset_for_timestamp(505).unwrap();
+    log.close().unwrap();
+    drop(log);
+    // Closed segments were trimmed to their contents.
+    let first_len = std::fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len();
+    assert!(first_len <= 4096);
+    let log = Log::open(dir.path(), cfg, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 300);
+    assert_eq!(read_all(&log), before);
+    assert_eq!(log.offset_for_timestamp(505), Some(ts));
+    assert_eq!(ts, (505, 150 + 1));
+}
+
+#[test]
+fn segments_roll_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[("segment.ms", "1000")]), 0).unwrap();
+    log.append(&batch(1, 0, Compression::None), 0).unwrap();
+    log.append(&batch(1, 500, Compression::None), 500).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(1, 1_500, Compression::None), 1_500).unwrap();
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn timestamp_lookups_find_the_first_record_at_or_after() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[("index.interval.bytes", "0")]), 0).unwrap();
+    for i in 0..20 {
+        log.append(&batch(10, 100 * i, Compression::Zstd), 0).unwrap();
+    }
+    assert_eq!(log.offset_for_timestamp(0), Some((0, 0)));
+    assert_eq!(log.offset_for_timestamp(205), Some((205, 25)));
+    assert_eq!(log.offset_for_timestamp(209), Some((209, 29)));
+    assert_eq!(log.offset_for_timestamp(210), Some((300, 30)));
+    assert_eq!(log.offset_for_timestamp(1_910), None);
+    assert_eq!(log.max_timestamp_and_offset(), Some((1_909, 199)));
+}
+
+#[test]
+fn log_append_time_topics_stamp_the_broker_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[("message.timestamp.type", "LogAppendTime")]), 0).unwrap();
+    let info = log.append(&batch(3, 5, Compression::None), 77_000).unwrap();
+    assert_eq!(info.log_append_time_ms, 77_000);
+    let b = log.read(0, 3, 1 << 20, true).unwrap().unwrap();
+    let v = RecordBatchView::parse(&b).unwrap();
+    v.validate().unwrap();
+    assert!(v.is_log_append_time());
+    assert_eq!(v.max_timestamp(), 77_000);
+}
+
+#[test]
+fn bad_batches_are_refused_and_leave_the_log_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[("max.message.bytes", "1000")]), 0).unwrap();
+    let mut b = batch(2, 0, Compression::None);
+    let n = b.len();
+    b[n - 1] ^= 1;
+    assert!(matches!(log.append(&b, 0), Err(AppendError::Corrupt(_))));
+    assert!(matches!(log.append(&batch(10, 0, Compression::None), 0), Err(AppendError::TooLarge { .. })));
+    let mut two = batch(1, 0, Compression::None);
+    two.extend(batch(1, 0, Compression::None));
+    assert!(matches!(log.append(&two, 0), Err(AppendError::InvalidRecord(_))));
+    let mut shifted = batch(1, 0, Compression::None);
+    shifted[7] = 1;
+    assert!(matches!(log.append(&shifted, 0), Err(AppendError::InvalidRecord(_))));
+    assert!(matches!(log.append(&[1, 2, 3], 0), Err(AppendError::Corrupt(_))));
+    assert_eq!(log.log_end_offset(), 0);
+}
+
+#[test]
+fn garbage_after_the_last_batch_is_cut_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    log.append(&batch(4, 0, Compression::Gzip), 0).unwrap();
+    log.append(&batch(4, 0, Compression::Gzip), 0).unwrap();
+    log.close().unwrap();
+    drop(log);
+    let path = dir.path().join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let whole = bytes.len();
+    bytes.truncate(whole - 10); // a torn second batch
+    bytes.extend([0xAB; 40]);
+    std::fs::write(&path, &bytes).unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 4);
+    assert_eq!(read_all(&log), vec![(0, 3)]);
+    // Appends continue right after the last valid batch.
+    assert_eq!(log.append(&batch(1, 0, Compression::None), 0).unwrap().base_offset, 4);
+}
