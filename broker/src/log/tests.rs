@@ -100,7 +100,7 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
     assert_eq!(log.log_end_offset(), 300);
     assert_eq!(read_all(&log), before);
     assert_eq!(log.offset_for_timestamp(505), Some(ts));
-    assert_eq!(ts, (505, 150 + 1));
+    assert_eq!(ts, (510, 153)); // batch 51 holds timestamps 510..=512 at offsets 153..=155
 }
 
 #[test]
