@@ -1,9 +1,16 @@
 //! The Quipu broker: a Kafka-protocol server over an append-only log.
 //!
-//! - [`log`]: the storage engine (segments, indexes), knows nothing of the network.
+//! - [`log`]: the storage engine (segments, indexes); knows nothing of the network.
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
+//! - [`broker`]: the state handlers share.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
 
+pub mod api;
+pub mod broker;
+pub mod clock;
 pub mod log;
+pub mod metadata;
+pub mod partition;
+pub mod server;

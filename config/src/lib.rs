@@ -121,7 +121,11 @@ pub struct Sources {
 pub fn load(sources: &Sources) -> Result<BrokerConfig, ConfigError> {
     let mut builder = Config::builder();
     if let Some(path) = &sources.file {
-        builder = builder.add_source(File::from(path.as_path()).format(FileFormat::Toml).required(true));
+        builder = builder.add_source(
+            File::from(path.as_path())
+                .format(FileFormat::Toml)
+                .required(true),
+        );
     }
     if sources.environment {
         builder = builder.add_source(Environment::with_prefix(ENV_PREFIX).prefix_separator("_"));
@@ -172,7 +176,11 @@ fn flatten(prefix: &str, table: config::Map<String, Value>, out: &mut BTreeMap<S
     }
 }
 
-fn invalid(key: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> ConfigError {
+fn invalid(
+    key: &'static str,
+    value: impl std::fmt::Display,
+    expected: impl Into<String>,
+) -> ConfigError {
     ConfigError::Invalid {
         key,
         value: value.to_string(),
@@ -191,7 +199,11 @@ impl BrokerConfig {
             parse_listener(a).map_err(|e| invalid("advertised.listeners", a, e))?;
         }
         if self.num_partitions < 1 {
-            return Err(invalid("num.partitions", self.num_partitions, "a number >= 1"));
+            return Err(invalid(
+                "num.partitions",
+                self.num_partitions,
+                "a number >= 1",
+            ));
         }
         if self.default_replication_factor != 1 {
             return Err(invalid(
@@ -201,10 +213,18 @@ impl BrokerConfig {
             ));
         }
         if self.socket_request_max_bytes < 1024 {
-            return Err(invalid("socket.request.max.bytes", self.socket_request_max_bytes, "a number >= 1024"));
+            return Err(invalid(
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes,
+                "a number >= 1024",
+            ));
         }
         if self.max_connections < 1 {
-            return Err(invalid("max.connections", self.max_connections, "a number >= 1"));
+            return Err(invalid(
+                "max.connections",
+                self.max_connections,
+                "a number >= 1",
+            ));
         }
         if !(1..=10_000).contains(&self.connection_max_in_flight_requests) {
             return Err(invalid(
@@ -214,10 +234,18 @@ impl BrokerConfig {
             ));
         }
         if self.fetch_max_bytes < 1024 {
-            return Err(invalid("fetch.max.bytes", self.fetch_max_bytes, "a number >= 1024"));
+            return Err(invalid(
+                "fetch.max.bytes",
+                self.fetch_max_bytes,
+                "a number >= 1024",
+            ));
         }
         if self.min_insync_replicas != 1 {
-            return Err(invalid("min.insync.replicas", self.min_insync_replicas, "1 (a single broker)"));
+            return Err(invalid(
+                "min.insync.replicas",
+                self.min_insync_replicas,
+                "1 (a single broker)",
+            ));
         }
         // The topic defaults follow the topic rules.
         topic::TopicConfig::defaults_from(self).map_err(|e| ConfigError::Invalid {
@@ -228,9 +256,65 @@ impl BrokerConfig {
         Ok(())
     }
 
+    /// Every setting under its Kafka name, as text, for DescribeConfigs.
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("node.id", self.node_id.to_string()),
+            ("listeners", self.listeners.clone()),
+            (
+                "advertised.listeners",
+                self.advertised_listeners
+                    .clone()
+                    .unwrap_or_else(|| self.listeners.clone()),
+            ),
+            ("log.dirs", self.log_dirs.display().to_string()),
+            ("num.partitions", self.num_partitions.to_string()),
+            (
+                "default.replication.factor",
+                self.default_replication_factor.to_string(),
+            ),
+            (
+                "auto.create.topics.enable",
+                self.auto_create_topics_enable.to_string(),
+            ),
+            (
+                "socket.request.max.bytes",
+                self.socket_request_max_bytes.to_string(),
+            ),
+            ("max.connections", self.max_connections.to_string()),
+            (
+                "connection.max.in.flight.requests",
+                self.connection_max_in_flight_requests.to_string(),
+            ),
+            ("fetch.max.bytes", self.fetch_max_bytes.to_string()),
+            ("message.max.bytes", self.message_max_bytes.to_string()),
+            ("log.segment.bytes", self.log_segment_bytes.to_string()),
+            ("log.roll.ms", self.log_roll_ms.to_string()),
+            ("log.retention.ms", self.log_retention_ms.to_string()),
+            ("log.retention.bytes", self.log_retention_bytes.to_string()),
+            (
+                "log.index.size.max.bytes",
+                self.log_index_size_max_bytes.to_string(),
+            ),
+            (
+                "log.index.interval.bytes",
+                self.log_index_interval_bytes.to_string(),
+            ),
+            (
+                "log.message.timestamp.type",
+                self.log_message_timestamp_type.clone(),
+            ),
+            ("log.cleanup.policy", self.log_cleanup_policy.clone()),
+            ("min.insync.replicas", self.min_insync_replicas.to_string()),
+        ]
+    }
+
     /// The address clients are told to use.
     pub fn advertised_host_port(&self) -> (String, u16) {
-        let l = self.advertised_listeners.as_deref().unwrap_or(&self.listeners);
+        let l = self
+            .advertised_listeners
+            .as_deref()
+            .unwrap_or(&self.listeners);
         parse_listener(l).expect("validated at load")
     }
 
@@ -244,7 +328,9 @@ impl BrokerConfig {
 pub fn parse_listener(s: &str) -> Result<(String, u16), String> {
     let rest = s.strip_prefix("PLAINTEXT://").unwrap_or(s);
     if rest.contains("://") {
-        return Err("only PLAINTEXT listeners are supported: `host:port` or `PLAINTEXT://host:port`".into());
+        return Err(
+            "only PLAINTEXT listeners are supported: `host:port` or `PLAINTEXT://host:port`".into(),
+        );
     }
     let (host, port) = rest
         .rsplit_once(':')
@@ -255,7 +341,12 @@ pub fn parse_listener(s: &str) -> Result<(String, u16), String> {
     if host.is_empty() {
         return Err("the host is empty".into());
     }
-    Ok((host.trim_start_matches('[').trim_end_matches(']').to_string(), port))
+    Ok((
+        host.trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+    ))
 }
 
 #[cfg(test)]

@@ -46,20 +46,80 @@ pub struct TopicConfigKey {
 
 /// The topic settings the broker knows, in the order DescribeConfigs lists them.
 pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
-    key("cleanup.policy", "log.cleanup.policy", ConfigType::List, "delete: old segments are deleted by retention"),
-    key("compression.type", "compression.type", ConfigType::String, "producer: batches are kept as the producer compressed them"),
-    key("max.message.bytes", "message.max.bytes", ConfigType::Int, "largest record batch accepted"),
-    key("message.timestamp.type", "log.message.timestamp.type", ConfigType::String, "CreateTime or LogAppendTime"),
-    key("min.insync.replicas", "min.insync.replicas", ConfigType::Int, "replicas that must hold a write for acks=all"),
-    key("retention.bytes", "log.retention.bytes", ConfigType::Long, "size a partition may keep, -1 for no limit"),
-    key("retention.ms", "log.retention.ms", ConfigType::Long, "time a segment is kept, -1 for no limit"),
-    key("segment.bytes", "log.segment.bytes", ConfigType::Int, "size at which a segment rolls"),
-    key("segment.index.bytes", "log.index.size.max.bytes", ConfigType::Int, "size of a segment's offset index"),
-    key("segment.ms", "log.roll.ms", ConfigType::Long, "age at which a segment rolls"),
-    key("index.interval.bytes", "log.index.interval.bytes", ConfigType::Int, "bytes between offset index entries"),
+    key(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        ConfigType::List,
+        "delete: old segments are deleted by retention",
+    ),
+    key(
+        "compression.type",
+        "compression.type",
+        ConfigType::String,
+        "producer: batches are kept as the producer compressed them",
+    ),
+    key(
+        "max.message.bytes",
+        "message.max.bytes",
+        ConfigType::Int,
+        "largest record batch accepted",
+    ),
+    key(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        ConfigType::String,
+        "CreateTime or LogAppendTime",
+    ),
+    key(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        ConfigType::Int,
+        "replicas that must hold a write for acks=all",
+    ),
+    key(
+        "retention.bytes",
+        "log.retention.bytes",
+        ConfigType::Long,
+        "size a partition may keep, -1 for no limit",
+    ),
+    key(
+        "retention.ms",
+        "log.retention.ms",
+        ConfigType::Long,
+        "time a segment is kept, -1 for no limit",
+    ),
+    key(
+        "segment.bytes",
+        "log.segment.bytes",
+        ConfigType::Int,
+        "size at which a segment rolls",
+    ),
+    key(
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        ConfigType::Int,
+        "size of a segment's offset index",
+    ),
+    key(
+        "segment.ms",
+        "log.roll.ms",
+        ConfigType::Long,
+        "age at which a segment rolls",
+    ),
+    key(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        ConfigType::Int,
+        "bytes between offset index entries",
+    ),
 ];
 
-const fn key(name: &'static str, broker_synonym: &'static str, config_type: ConfigType, documentation: &'static str) -> TopicConfigKey {
+const fn key(
+    name: &'static str,
+    broker_synonym: &'static str,
+    config_type: ConfigType,
+    documentation: &'static str,
+) -> TopicConfigKey {
     TopicConfigKey {
         name,
         broker_synonym,
@@ -97,11 +157,17 @@ impl TopicConfig {
     }
 
     /// The effective config of a topic with these overrides; refuses unknown names and bad values.
-    pub fn with_overrides(broker: &BrokerConfig, overrides: &BTreeMap<String, String>) -> Result<Self, TopicConfigError> {
+    pub fn with_overrides(
+        broker: &BrokerConfig,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, TopicConfigError> {
         Self::build(&broker_defaults(broker), overrides)
     }
 
-    fn build(defaults: &BTreeMap<&'static str, String>, overrides: &BTreeMap<String, String>) -> Result<Self, TopicConfigError> {
+    fn build(
+        defaults: &BTreeMap<&'static str, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, TopicConfigError> {
         let mut values = defaults.clone();
         for (name, value) in overrides {
             let key = TOPIC_CONFIG_KEYS
@@ -111,7 +177,10 @@ impl TopicConfig {
             values.insert(key.name, value.clone());
         }
         let get = |name: &'static str| values.get(name).cloned().unwrap_or_default();
-        let int = |name: &'static str, min: i64, expected: &'static str| -> Result<i64, TopicConfigError> {
+        let int = |name: &'static str,
+                   min: i64,
+                   expected: &'static str|
+         -> Result<i64, TopicConfigError> {
             let v = get(name);
             match v.trim().parse::<i64>() {
                 Ok(n) if n >= min => Ok(n),
@@ -122,7 +191,10 @@ impl TopicConfig {
                 }),
             }
         };
-        let i32_of = |name: &'static str, min: i64, expected: &'static str| -> Result<i32, TopicConfigError> {
+        let i32_of = |name: &'static str,
+                      min: i64,
+                      expected: &'static str|
+         -> Result<i32, TopicConfigError> {
             let n = int(name, min, expected)?;
             i32::try_from(n).map_err(|_| TopicConfigError::Invalid {
                 name: name.into(),
@@ -187,14 +259,23 @@ fn broker_defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
         ("cleanup.policy", b.log_cleanup_policy.clone()),
         ("compression.type", "producer".to_string()),
         ("max.message.bytes", b.message_max_bytes.to_string()),
-        ("message.timestamp.type", b.log_message_timestamp_type.clone()),
+        (
+            "message.timestamp.type",
+            b.log_message_timestamp_type.clone(),
+        ),
         ("min.insync.replicas", b.min_insync_replicas.to_string()),
         ("retention.bytes", b.log_retention_bytes.to_string()),
         ("retention.ms", b.log_retention_ms.to_string()),
         ("segment.bytes", b.log_segment_bytes.to_string()),
-        ("segment.index.bytes", b.log_index_size_max_bytes.to_string()),
+        (
+            "segment.index.bytes",
+            b.log_index_size_max_bytes.to_string(),
+        ),
         ("segment.ms", b.log_roll_ms.to_string()),
-        ("index.interval.bytes", b.log_index_interval_bytes.to_string()),
+        (
+            "index.interval.bytes",
+            b.log_index_interval_bytes.to_string(),
+        ),
     ]
     .into_iter()
     .collect()
@@ -205,7 +286,10 @@ mod tests {
     use super::*;
 
     fn o(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -220,7 +304,14 @@ mod tests {
     #[test]
     fn overrides_apply_and_bad_ones_are_named() {
         let b = BrokerConfig::default();
-        let c = TopicConfig::with_overrides(&b, &o(&[("segment.bytes", "1024"), ("message.timestamp.type", "LogAppendTime")])).unwrap();
+        let c = TopicConfig::with_overrides(
+            &b,
+            &o(&[
+                ("segment.bytes", "1024"),
+                ("message.timestamp.type", "LogAppendTime"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.segment_bytes, 1024);
         assert_eq!(c.message_timestamp_type, TimestampType::LogAppendTime);
         assert_eq!(

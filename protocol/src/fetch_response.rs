@@ -52,8 +52,15 @@ impl FetchResponse {
 }
 
 /// Encodes the whole response frame (size prefix, response header, body) as chunks.
-pub fn encode_fetch_response(correlation_id: i32, version: i16, response: &FetchResponse) -> Vec<Bytes> {
-    assert!((MIN_VERSION..=MAX_VERSION).contains(&version), "FetchResponse v{version}");
+pub fn encode_fetch_response(
+    correlation_id: i32,
+    version: i16,
+    response: &FetchResponse,
+) -> Vec<Bytes> {
+    assert!(
+        (MIN_VERSION..=MAX_VERSION).contains(&version),
+        "FetchResponse v{version}"
+    );
     let flexible = version >= 12;
     let mut chunks: Vec<Bytes> = Vec::new();
     let mut buf = BytesMut::with_capacity(256);
@@ -170,7 +177,10 @@ mod tests {
                         high_watermark: 100,
                         last_stable_offset: 100,
                         log_start_offset: 5,
-                        records: Some(vec![Bytes::from_static(b"abc"), Bytes::from_static(b"defgh")]),
+                        records: Some(vec![
+                            Bytes::from_static(b"abc"),
+                            Bytes::from_static(b"defgh"),
+                        ]),
                     },
                     FetchPartition {
                         partition_index: 1,
@@ -211,7 +221,9 @@ mod tests {
         let mut body = BytesMut::new();
         let mut header = ResponseHeader::default();
         header.correlation_id = correlation_id;
-        header.encode(&mut body, if version >= 12 { 1 } else { 0 }).unwrap();
+        header
+            .encode(&mut body, if version >= 12 { 1 } else { 0 })
+            .unwrap();
         resp.encode(&mut body, version).unwrap();
         let mut framed = (body.len() as i32).to_be_bytes().to_vec();
         framed.extend_from_slice(&body);

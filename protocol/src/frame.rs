@@ -12,7 +12,9 @@ pub const FRAME_SIZE_PREFIX_BYTES: usize = 4;
 pub enum FrameError {
     #[error("frame size {size_bytes} is negative")]
     Negative { size_bytes: i32 },
-    #[error("frame size {size_bytes} exceeds the limit of {max_bytes} bytes (socket.request.max.bytes)")]
+    #[error(
+        "frame size {size_bytes} exceeds the limit of {max_bytes} bytes (socket.request.max.bytes)"
+    )]
     TooLarge { size_bytes: i32, max_bytes: usize },
 }
 
@@ -74,7 +76,10 @@ mod tests {
     fn frame_over_limit_is_rejected_before_body_arrives() {
         let d = FrameDecoder::new(100);
         let mut buf = BytesMut::from(&101i32.to_be_bytes()[..]);
-        assert!(matches!(d.decode(&mut buf), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            d.decode(&mut buf),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&100i32.to_be_bytes()[..]);
         assert_eq!(d.decode(&mut buf), Ok(None));
     }
@@ -83,7 +88,10 @@ mod tests {
     fn negative_frame_size_is_rejected() {
         let d = FrameDecoder::new(100);
         let mut buf = BytesMut::from(&(-1i32).to_be_bytes()[..]);
-        assert_eq!(d.decode(&mut buf), Err(FrameError::Negative { size_bytes: -1 }));
+        assert_eq!(
+            d.decode(&mut buf),
+            Err(FrameError::Negative { size_bytes: -1 })
+        );
     }
 
     #[test]

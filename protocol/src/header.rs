@@ -55,7 +55,8 @@ pub fn header_version(api_key: ApiKey, api_version: i16) -> i16 {
 /// Reads the request header off the front of `frame`, leaving the body.
 pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, HeaderError> {
     let prefix = peek_prefix(frame)?;
-    let api_key = ApiKey::try_from(prefix.api_key).map_err(|_| HeaderError::UnknownApiKey(prefix.api_key))?;
+    let api_key =
+        ApiKey::try_from(prefix.api_key).map_err(|_| HeaderError::UnknownApiKey(prefix.api_key))?;
     let header_version = header_version(api_key, prefix.api_version);
     frame.advance(8);
     let mut client_id = None;
@@ -63,7 +64,8 @@ pub fn decode_request_header(frame: &mut Bytes) -> Result<RequestHeader, HeaderE
         let len = read_i16(frame)?;
         if len >= 0 {
             let bytes = take(frame, len as usize)?;
-            client_id = Some(String::from_utf8(bytes.to_vec()).map_err(|_| HeaderError::BadClientId)?);
+            client_id =
+                Some(String::from_utf8(bytes.to_vec()).map_err(|_| HeaderError::BadClientId)?);
         }
     }
     if header_version >= 2 {
@@ -171,7 +173,10 @@ mod tests {
     #[test]
     fn unknown_api_key_and_truncation_are_errors() {
         let mut f = header(999, 0, None, false);
-        assert_eq!(decode_request_header(&mut f), Err(HeaderError::UnknownApiKey(999)));
+        assert_eq!(
+            decode_request_header(&mut f),
+            Err(HeaderError::UnknownApiKey(999))
+        );
         let mut f = Bytes::from_static(&[0, 3, 0, 1, 0, 0, 0, 1, 0, 50, b'x']);
         assert_eq!(decode_request_header(&mut f), Err(HeaderError::Truncated));
     }

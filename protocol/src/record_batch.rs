@@ -83,7 +83,9 @@ impl<'a> RecordBatchView<'a> {
         if magic != 2 {
             return Err(BatchError::BadMagic(magic));
         }
-        Ok(Self { bytes: &bytes[..size] })
+        Ok(Self {
+            bytes: &bytes[..size],
+        })
     }
 
     /// Checks the CRC and the header's internal consistency.
@@ -180,7 +182,8 @@ impl<'a> RecordBatchViewMut<'a> {
 
     /// Partition leader epoch is outside the CRC: no CRC update.
     pub fn set_partition_leader_epoch(&mut self, epoch: i32) {
-        self.bytes[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4].copy_from_slice(&epoch.to_be_bytes());
+        self.bytes[PARTITION_LEADER_EPOCH_AT..PARTITION_LEADER_EPOCH_AT + 4]
+            .copy_from_slice(&epoch.to_be_bytes());
     }
 
     /// Marks the batch LogAppendTime with `timestamp_ms` as its max timestamp, as Kafka does, and
@@ -188,7 +191,8 @@ impl<'a> RecordBatchViewMut<'a> {
     pub fn set_log_append_time(&mut self, timestamp_ms: i64) {
         let attributes = self.view().attributes() | TIMESTAMP_TYPE_BIT;
         self.bytes[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
-        self.bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+        self.bytes[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8]
+            .copy_from_slice(&timestamp_ms.to_be_bytes());
         let crc = crc32c::crc32c(&self.bytes[ATTRIBUTES_AT..]);
         self.bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
         debug_assert!(self.view().validate().is_ok());
@@ -247,7 +251,8 @@ pub(crate) mod tests {
     use bytes::BytesMut;
     use kafka_protocol::protocol::StrBytes;
     use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
+        TimestampType,
     };
 
     /// A real batch from the kafka-protocol crate's encoder.
@@ -266,9 +271,12 @@ pub(crate) mod tests {
                 timestamp: 1_000 + i as i64,
                 key: Some(format!("k{i}").into_bytes().into()),
                 value: Some(vec![b'v'; 100].into()),
-                headers: [(StrBytes::from_static_str("h"), Some(bytes::Bytes::from_static(b"x")))]
-                    .into_iter()
-                    .collect(),
+                headers: [(
+                    StrBytes::from_static_str("h"),
+                    Some(bytes::Bytes::from_static(b"x")),
+                )]
+                .into_iter()
+                .collect(),
             })
             .collect();
         let mut buf = BytesMut::new();
@@ -319,13 +327,22 @@ pub(crate) mod tests {
             RecordBatchView::parse(&b[..b.len() - 1]),
             Err(BatchError::Truncated { .. })
         ));
-        assert!(matches!(RecordBatchView::parse(&b[..20]), Err(BatchError::Truncated { .. })));
+        assert!(matches!(
+            RecordBatchView::parse(&b[..20]),
+            Err(BatchError::Truncated { .. })
+        ));
         let mut m = b.clone();
         m[MAGIC_AT] = 1;
-        assert_eq!(RecordBatchView::parse(&m).err(), Some(BatchError::BadMagic(1)));
+        assert_eq!(
+            RecordBatchView::parse(&m).err(),
+            Some(BatchError::BadMagic(1))
+        );
         let mut l = b.clone();
         l[8..12].copy_from_slice(&3i32.to_be_bytes());
-        assert_eq!(RecordBatchView::parse(&l).err(), Some(BatchError::BadLength(3)));
+        assert_eq!(
+            RecordBatchView::parse(&l).err(),
+            Some(BatchError::BadLength(3))
+        );
     }
 
     #[test]
@@ -339,7 +356,10 @@ pub(crate) mod tests {
         }
         let v = RecordBatchView::parse(&b).unwrap();
         v.validate().unwrap();
-        assert_eq!((v.base_offset(), v.last_offset(), v.partition_leader_epoch()), (1_000, 1_004, 7));
+        assert_eq!(
+            (v.base_offset(), v.last_offset(), v.partition_leader_epoch()),
+            (1_000, 1_004, 7)
+        );
         assert!(v.is_log_append_time());
         let mut bytes = bytes::Bytes::from(b);
         let set = RecordBatchDecoder::decode(&mut bytes).unwrap();

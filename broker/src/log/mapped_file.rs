@@ -38,12 +38,21 @@ impl MappedFile {
     /// Opens (creating if needed) and maps `path`, first setting its length to `len_bytes` if
     /// given (preallocation; new bytes read as zero).
     pub fn open(path: &Path, set_len_bytes: Option<u64>) -> io::Result<Self> {
-        let file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)?;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)?;
         if let Some(len) = set_len_bytes {
             file.set_len(len)?;
         }
         let len_bytes = usize::try_from(file.metadata()?.len()).map_err(io::Error::other)?;
-        let map = if len_bytes == 0 { None } else { Some(Arc::new(MmapRaw::map_raw(&file)?)) };
+        let map = if len_bytes == 0 {
+            None
+        } else {
+            Some(Arc::new(MmapRaw::map_raw(&file)?))
+        };
         Ok(Self {
             path: path.to_path_buf(),
             file,
@@ -62,7 +71,12 @@ impl MappedFile {
 
     /// Bytes `[start, start + len)`, read-only.
     pub fn slice(&self, start: usize, len: usize) -> &[u8] {
-        assert!(start.checked_add(len).is_some_and(|end| end <= self.len_bytes), "slice out of mapping");
+        assert!(
+            start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.len_bytes),
+            "slice out of mapping"
+        );
         match &self.map {
             // SAFETY: in bounds (asserted); callers only read committed regions (module invariant).
             Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().add(start), len) },
@@ -72,7 +86,12 @@ impl MappedFile {
 
     /// Bytes `[start, start + len)` as `Bytes` that keep the mapping alive: no copy.
     pub fn shared_slice(&self, start: usize, len: usize) -> Bytes {
-        assert!(start.checked_add(len).is_some_and(|end| end <= self.len_bytes), "slice out of mapping");
+        assert!(
+            start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.len_bytes),
+            "slice out of mapping"
+        );
         match &self.map {
             Some(m) if len > 0 => Bytes::from_owner(MapSlice {
                 map: Arc::clone(m),
@@ -90,7 +109,12 @@ impl MappedFile {
     /// reader holds a slice of it, and not borrowed elsewhere.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [u8] {
-        assert!(start.checked_add(len).is_some_and(|end| end <= self.len_bytes), "slice out of mapping");
+        assert!(
+            start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.len_bytes),
+            "slice out of mapping"
+        );
         match &self.map {
             Some(m) => std::slice::from_raw_parts_mut(m.as_mut_ptr().add(start), len),
             None => &mut [],
@@ -110,7 +134,11 @@ impl MappedFile {
     /// the new end are never touched.
     pub fn set_len(&mut self, len_bytes: usize) -> io::Result<()> {
         self.file.set_len(len_bytes as u64)?;
-        self.map = if len_bytes == 0 { None } else { Some(Arc::new(MmapRaw::map_raw(&self.file)?)) };
+        self.map = if len_bytes == 0 {
+            None
+        } else {
+            Some(Arc::new(MmapRaw::map_raw(&self.file)?))
+        };
         self.len_bytes = len_bytes;
         Ok(())
     }

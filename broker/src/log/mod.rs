@@ -69,7 +69,10 @@ impl Log {
         for entry in std::fs::read_dir(dir)? {
             let name = entry?.file_name();
             let name = name.to_string_lossy();
-            if let Some(base) = name.strip_suffix(".log").and_then(|b| b.parse::<i64>().ok()) {
+            if let Some(base) = name
+                .strip_suffix(".log")
+                .and_then(|b| b.parse::<i64>().ok())
+            {
                 bases.push(base);
             }
         }
@@ -128,17 +131,25 @@ impl Log {
     }
 
     fn active(&self) -> &Segment {
-        self.segments.values().next_back().expect("a log has an active segment")
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log has an active segment")
     }
 
     /// Checks one produced batch as Kafka does before it is appended.
-    pub fn validate_batch<'a>(&self, records: &'a [u8]) -> Result<RecordBatchView<'a>, AppendError> {
+    pub fn validate_batch<'a>(
+        &self,
+        records: &'a [u8],
+    ) -> Result<RecordBatchView<'a>, AppendError> {
         let batch = RecordBatchView::parse(records).map_err(|e| match e {
             BatchError::BadMagic(_) => AppendError::InvalidRecord(e.to_string()),
             _ => AppendError::Corrupt(e.to_string()),
         })?;
         if batch.size_bytes() != records.len() {
-            return Err(AppendError::InvalidRecord("produce requests must contain exactly one record batch".into()));
+            return Err(AppendError::InvalidRecord(
+                "produce requests must contain exactly one record batch".into(),
+            ));
         }
         if batch.size_bytes() > self.config.max_message_bytes as usize {
             return Err(AppendError::TooLarge {
@@ -146,18 +157,29 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        batch.validate().map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        batch
+            .validate()
+            .map_err(|e| AppendError::Corrupt(e.to_string()))?;
         if batch.base_offset() != 0 {
-            return Err(AppendError::InvalidRecord(format!("the base offset of the record batch should be 0, but it is {}", batch.base_offset())));
+            return Err(AppendError::InvalidRecord(format!(
+                "the base offset of the record batch should be 0, but it is {}",
+                batch.base_offset()
+            )));
         }
         if batch.records_count() != batch.last_offset_delta() + 1 {
-            return Err(AppendError::InvalidRecord("inconsistent batch offset range".into()));
+            return Err(AppendError::InvalidRecord(
+                "inconsistent batch offset range".into(),
+            ));
         }
         if batch.is_control() {
-            return Err(AppendError::InvalidRecord("clients may not write control batches".into()));
+            return Err(AppendError::InvalidRecord(
+                "clients may not write control batches".into(),
+            ));
         }
         if batch.is_transactional() {
-            return Err(AppendError::InvalidRecord("transactions are not supported yet".into()));
+            return Err(AppendError::InvalidRecord(
+                "transactions are not supported yet".into(),
+            ));
         }
         Ok(batch)
     }
@@ -168,7 +190,13 @@ impl Log {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
         let sizes = sizes_of(&self.config);
-        let roll = self.active().should_roll(batch.size_bytes(), last_offset, sizes.capacity_bytes, self.config.segment_ms, now_ms);
+        let roll = self.active().should_roll(
+            batch.size_bytes(),
+            last_offset,
+            sizes.capacity_bytes,
+            self.config.segment_ms,
+            now_ms,
+        );
         if roll {
             self.roll(batch.size_bytes(), now_ms)?;
         }
@@ -177,7 +205,11 @@ impl Log {
             TimestampType::CreateTime => None,
         };
         let epoch = self.leader_epoch;
-        let active = self.segments.values_mut().next_back().expect("active segment");
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
         active.append(records, base_offset, epoch, log_append_time_ms);
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
@@ -201,16 +233,26 @@ impl Log {
                 std::fs::remove_file(segment::file_path(&self.dir, old_base, ext))?;
             }
         } else {
-            self.segments.get_mut(&old_base).expect("active segment").close()?;
+            self.segments
+                .get_mut(&old_base)
+                .expect("active segment")
+                .close()?;
         }
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
-        self.segments.insert(base, Segment::create(&self.dir, base, sizes, now_ms)?);
+        self.segments
+            .insert(base, Segment::create(&self.dir, base, sizes, now_ms)?);
         Ok(())
     }
 
     /// Whole batches from the one holding `offset` up to `max_offset` (exclusive) and
     /// `max_bytes`, at least one batch when `min_one`. `Ok(None)` at the log end.
-    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Result<Option<Bytes>, OffsetOutOfRange> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Result<Option<Bytes>, OffsetOutOfRange> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
             return Err(OffsetOutOfRange {
@@ -219,7 +261,12 @@ impl Log {
                 log_end_offset,
             });
         }
-        let first = self.segments.range(..=offset).next_back().map(|(b, _)| *b).unwrap_or(self.log_start_offset);
+        let first = self
+            .segments
+            .range(..=offset)
+            .next_back()
+            .map(|(b, _)| *b)
+            .unwrap_or(self.log_start_offset);
         for (_, segment) in self.segments.range(first..) {
             if let Some(bytes) = segment.read(offset, max_offset, max_bytes, min_one) {
                 return Ok(Some(bytes));
@@ -247,7 +294,8 @@ impl Log {
     pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
         let mut best: Option<&Segment> = None;
         for s in self.segments.values() {
-            if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp()) {
+            if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp())
+            {
                 best = Some(s);
             }
         }
@@ -263,7 +311,11 @@ impl Log {
     /// Clean shutdown: the active segment and indexes are flushed and trimmed to their contents,
     /// leaving files exactly as Kafka would.
     pub fn close(&mut self) -> io::Result<()> {
-        let active = self.segments.values_mut().next_back().expect("active segment");
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
         active.close()
     }
 }
@@ -283,7 +335,11 @@ fn first_record_at_or_after(batch: &RecordBatchView<'_>, target_ms: i64) -> Opti
     }
     let mut bytes = Bytes::copy_from_slice(batch.as_bytes());
     match RecordBatchDecoder::decode(&mut bytes) {
-        Ok(set) => set.records.iter().find(|r| r.timestamp >= target_ms).map(|r| (r.timestamp, r.offset)),
+        Ok(set) => set
+            .records
+            .iter()
+            .find(|r| r.timestamp >= target_ms)
+            .map(|r| (r.timestamp, r.offset)),
         Err(e) => {
             tracing::warn!(base_offset = batch.base_offset(), error = %e, "cannot decode batch for a timestamp lookup");
             Some((batch.max_timestamp(), batch.base_offset()))

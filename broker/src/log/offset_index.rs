@@ -53,7 +53,10 @@ impl OffsetIndex {
                 if e.0 <= l.0 || e.1 <= l.1 {
                     return Err(io::Error::new(
                         io::ErrorKind::InvalidData,
-                        format!("{}: entry {i} does not increase", self.file.path().display()),
+                        format!(
+                            "{}: entry {i} does not increase",
+                            self.file.path().display()
+                        ),
                     ));
                 }
             }
@@ -87,7 +90,10 @@ impl OffsetIndex {
             return false;
         }
         if let Some((last_offset, last_position)) = self.last_entry() {
-            assert!(offset > last_offset && position > last_position, "offset index must grow");
+            assert!(
+                offset > last_offset && position > last_position,
+                "offset index must grow"
+            );
         }
         let rel = u32::try_from(offset - self.base_offset).expect("relative offset fits u32");
         // SAFETY: the slot past the last entry is read by no one until `entries` moves past it.

@@ -55,7 +55,12 @@ pub struct Recovered {
 
 impl Segment {
     /// Creates an empty active segment.
-    pub fn create(dir: &Path, base_offset: i64, sizes: SegmentSizes, now_ms: i64) -> io::Result<Self> {
+    pub fn create(
+        dir: &Path,
+        base_offset: i64,
+        sizes: SegmentSizes,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         assert!(base_offset >= 0);
         let log = MappedFile::open(&file_path(dir, base_offset, "log"), Some(0))?;
         let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
@@ -63,13 +68,30 @@ impl Segment {
         Ok(segment)
     }
 
-    fn with_files(dir: &Path, base_offset: i64, log: MappedFile, sizes: SegmentSizes, fresh_indexes: bool, now_ms: i64) -> io::Result<Self> {
+    fn with_files(
+        dir: &Path,
+        base_offset: i64,
+        log: MappedFile,
+        sizes: SegmentSizes,
+        fresh_indexes: bool,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         Ok(Self {
             base_offset,
             log,
             size_bytes: 0,
-            offset_index: OffsetIndex::open(&file_path(dir, base_offset, "index"), base_offset, sizes.index_max_bytes, fresh_indexes)?,
-            time_index: TimeIndex::open(&file_path(dir, base_offset, "timeindex"), base_offset, sizes.index_max_bytes, fresh_indexes)?,
+            offset_index: OffsetIndex::open(
+                &file_path(dir, base_offset, "index"),
+                base_offset,
+                sizes.index_max_bytes,
+                fresh_indexes,
+            )?,
+            time_index: TimeIndex::open(
+                &file_path(dir, base_offset, "timeindex"),
+                base_offset,
+                sizes.index_max_bytes,
+                fresh_indexes,
+            )?,
             index_interval_bytes: sizes.index_interval_bytes,
             bytes_since_last_index_entry: 0,
             next_offset: base_offset,
@@ -83,7 +105,14 @@ impl Segment {
     /// Opens a segment from its files, scanning its batches from the start (checking each CRC
     /// when `validate`) and rebuilding both indexes. The log is cut after the last valid batch.
     /// An active segment is then extended back to its capacity for appends.
-    pub fn recover(dir: &Path, base_offset: i64, sizes: SegmentSizes, active: bool, validate: bool, now_ms: i64) -> io::Result<Recovered> {
+    pub fn recover(
+        dir: &Path,
+        base_offset: i64,
+        sizes: SegmentSizes,
+        active: bool,
+        validate: bool,
+        now_ms: i64,
+    ) -> io::Result<Recovered> {
         let log = MappedFile::open(&file_path(dir, base_offset, "log"), None)?;
         let file_len = log.len_bytes();
         let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
@@ -96,27 +125,46 @@ impl Segment {
         } else {
             segment.close()?;
         }
-        Ok(Recovered { segment, truncated_bytes })
+        Ok(Recovered {
+            segment,
+            truncated_bytes,
+        })
     }
 
     /// Opens a closed segment as it was left: indexes loaded, the batches after the last offset
     /// index entry walked to find the end. Any inconsistency is an error, and the caller falls back
     /// to [`Segment::recover`].
-    pub fn open_closed(dir: &Path, base_offset: i64, sizes: SegmentSizes, now_ms: i64) -> io::Result<Self> {
+    pub fn open_closed(
+        dir: &Path,
+        base_offset: i64,
+        sizes: SegmentSizes,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         for ext in ["index", "timeindex"] {
             if !file_path(dir, base_offset, ext).exists() {
-                return Err(io::Error::new(io::ErrorKind::NotFound, format!("segment {base_offset} has no .{ext}")));
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!("segment {base_offset} has no .{ext}"),
+                ));
             }
         }
         let log = MappedFile::open(&file_path(dir, base_offset, "log"), None)?;
         let mut segment = Self::with_files(dir, base_offset, log, sizes, false, now_ms)?;
         let file_len = segment.log.len_bytes();
-        let (_, start) = segment.offset_index.last_entry().unwrap_or((base_offset, 0));
+        let (_, start) = segment
+            .offset_index
+            .last_entry()
+            .unwrap_or((base_offset, 0));
         if let Some((ts, offset)) = segment.time_index.last_entry() {
             segment.max_timestamp = ts;
             segment.offset_of_max_timestamp = offset;
         }
-        let bad = |what: &str| io::Error::new(io::ErrorKind::InvalidData, format!("segment {base_offset}: {what}"));
+        let bad = |what: &str| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("segment {base_offset}: {what}"),
+            )
+        };
         let mut position = start as usize;
         if position > file_len {
             return Err(bad("index points past the log"));
@@ -152,11 +200,22 @@ impl Segment {
             if validate && batch.validate().is_err() {
                 break;
             }
-            let expected_min = batches.last().map(|&(_, last, _, _): &(usize, i64, i64, usize)| last + 1).unwrap_or(self.base_offset);
-            if batch.base_offset() < expected_min || batch.last_offset() < batch.base_offset() || batch.last_offset() - self.base_offset > u32::MAX as i64 {
+            let expected_min = batches
+                .last()
+                .map(|&(_, last, _, _): &(usize, i64, i64, usize)| last + 1)
+                .unwrap_or(self.base_offset);
+            if batch.base_offset() < expected_min
+                || batch.last_offset() < batch.base_offset()
+                || batch.last_offset() - self.base_offset > u32::MAX as i64
+            {
                 break;
             }
-            batches.push((position, batch.last_offset(), batch.max_timestamp(), batch.size_bytes()));
+            batches.push((
+                position,
+                batch.last_offset(),
+                batch.max_timestamp(),
+                batch.size_bytes(),
+            ));
             end = position + batch.size_bytes();
         }
         for (position, last_offset, max_timestamp, size) in batches {
@@ -179,7 +238,8 @@ impl Segment {
         }
         if self.bytes_since_last_index_entry > self.index_interval_bytes {
             self.offset_index.append(last_offset, position as u32);
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
             self.bytes_since_last_index_entry = 0;
         }
         self.bytes_since_last_index_entry += size;
@@ -201,12 +261,22 @@ impl Segment {
     }
 
     /// Whether a batch of `batch_bytes` ending at `last_offset` must go to a new segment.
-    pub fn should_roll(&self, batch_bytes: usize, last_offset: i64, segment_bytes: usize, segment_ms: i64, now_ms: i64) -> bool {
+    pub fn should_roll(
+        &self,
+        batch_bytes: usize,
+        last_offset: i64,
+        segment_bytes: usize,
+        segment_ms: i64,
+        now_ms: i64,
+    ) -> bool {
         if self.size_bytes == 0 {
             // An empty segment takes any batch that fits its mapping.
             return batch_bytes > self.log.len_bytes();
         }
-        let rolling_ms = self.first_batch_max_timestamp.filter(|t| *t >= 0).unwrap_or(self.created_ms);
+        let rolling_ms = self
+            .first_batch_max_timestamp
+            .filter(|t| *t >= 0)
+            .unwrap_or(self.created_ms);
         self.size_bytes + batch_bytes > segment_bytes.min(self.log.len_bytes())
             || now_ms - rolling_ms > segment_ms
             || self.offset_index.is_full()
@@ -216,9 +286,18 @@ impl Segment {
 
     /// Appends one validated batch: copies it past the committed size, stamps base offset, leader
     /// epoch and (for LogAppendTime) the timestamp there, then commits it.
-    pub fn append(&mut self, batch: &[u8], base_offset: i64, leader_epoch: i32, log_append_time_ms: Option<i64>) {
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        base_offset: i64,
+        leader_epoch: i32,
+        log_append_time_ms: Option<i64>,
+    ) {
         let position = self.size_bytes;
-        assert!(position + batch.len() <= self.log.len_bytes(), "append past the segment's mapping");
+        assert!(
+            position + batch.len() <= self.log.len_bytes(),
+            "append past the segment's mapping"
+        );
         assert!(base_offset >= self.next_offset, "offsets grow");
         // SAFETY: the region past `size_bytes` is visible to no reader until `index_batch` commits it.
         let dst = unsafe { self.log.slice_mut(position, batch.len()) };
@@ -240,7 +319,8 @@ impl Segment {
         let bytes = self.log.slice(0, self.size_bytes);
         let mut position = start as usize;
         while position < self.size_bytes {
-            let batch = RecordBatchView::parse(&bytes[position..]).expect("committed batches parse");
+            let batch =
+                RecordBatchView::parse(&bytes[position..]).expect("committed batches parse");
             if batch.last_offset() >= offset {
                 return Some(position);
             }
@@ -251,7 +331,13 @@ impl Segment {
 
     /// Whole batches from the one holding `offset`, stopping before `max_offset` and at
     /// `max_bytes` (but always one batch when `min_one`), as one slice of the mapping.
-    pub fn read(&self, offset: i64, max_offset: i64, max_bytes: usize, min_one: bool) -> Option<Bytes> {
+    pub fn read(
+        &self,
+        offset: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+    ) -> Option<Bytes> {
         let start = self.find_batch(offset)?;
         let bytes = self.log.slice(0, self.size_bytes);
         let mut end = start;
@@ -271,10 +357,14 @@ impl Segment {
 
     /// The batches from the one the time index points to for `timestamp` onward, for the search
     /// of the first record at or after it.
-    pub fn batches_from_timestamp(&self, timestamp: i64) -> impl Iterator<Item = RecordBatchView<'_>> {
+    pub fn batches_from_timestamp(
+        &self,
+        timestamp: i64,
+    ) -> impl Iterator<Item = RecordBatchView<'_>> {
         let (_, offset) = self.time_index.lookup(timestamp);
         let start = self.find_batch(offset).unwrap_or(self.size_bytes);
-        BatchIter::new(&self.log.slice(0, self.size_bytes)[start..]).map(|b| b.expect("committed batches parse").1)
+        BatchIter::new(&self.log.slice(0, self.size_bytes)[start..])
+            .map(|b| b.expect("committed batches parse").1)
     }
 
     /// The batch whose last offset is `offset_of_max_timestamp`.
@@ -286,7 +376,8 @@ impl Segment {
     /// Makes the segment read-only: final time index entry, indexes and log trimmed to size.
     pub fn close(&mut self) -> io::Result<()> {
         if self.max_timestamp >= 0 && !self.time_index.is_full() {
-            self.time_index.maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
         }
         self.offset_index.trim()?;
         self.time_index.trim()?;

@@ -1,9 +1,14 @@
 use super::*;
 use quipu_config::BrokerConfig;
-use quipu_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts};
+use quipu_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts,
+};
 
 fn config(overrides: &[(&str, &str)]) -> TopicConfig {
-    let o = overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let o = overrides
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     TopicConfig::with_overrides(&BrokerConfig::default(), &o).unwrap()
 }
 
@@ -27,14 +32,25 @@ fn batch(count: usize, first_ts: i64, compression: Compression) -> Vec<u8> {
         })
         .collect();
     let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, &records, &RecordEncodeOptions { version: 2, compression }).unwrap();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .unwrap();
     buf.to_vec()
 }
 
 fn read_all(log: &Log) -> Vec<(i64, i64)> {
     let mut out = Vec::new();
     let mut offset = log.log_start_offset();
-    while let Some(bytes) = log.read(offset, log.log_end_offset(), 1 << 20, true).unwrap() {
+    while let Some(bytes) = log
+        .read(offset, log.log_end_offset(), 1 << 20, true)
+        .unwrap()
+    {
         for item in quipu_protocol::record_batch::BatchIter::new(&bytes) {
             let (_, b) = item.unwrap();
             b.validate().unwrap();
@@ -50,7 +66,9 @@ fn append_assigns_contiguous_offsets_and_reads_them_back() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
     for i in 0..10 {
-        let info = log.append(&batch(5, 1_000 * i, Compression::None), 0).unwrap();
+        let info = log
+            .append(&batch(5, 1_000 * i, Compression::None), 0)
+            .unwrap();
         assert_eq!((info.base_offset, info.last_offset), (i * 5, i * 5 + 4));
     }
     assert_eq!(log.log_end_offset(), 50);
@@ -73,11 +91,20 @@ fn max_bytes_limits_whole_batches_but_one_batch_always_comes() {
     for _ in 0..4 {
         log.append(&one, 0).unwrap();
     }
-    assert_eq!(log.read(0, 20, one.len() * 2 + 1, true).unwrap().unwrap().len(), one.len() * 2);
+    assert_eq!(
+        log.read(0, 20, one.len() * 2 + 1, true)
+            .unwrap()
+            .unwrap()
+            .len(),
+        one.len() * 2
+    );
     assert_eq!(log.read(0, 20, 1, true).unwrap().unwrap().len(), one.len());
     assert_eq!(log.read(0, 20, 1, false).unwrap(), None);
     // Nothing at or past max_offset is returned.
-    assert_eq!(log.read(0, 10, 1 << 20, true).unwrap().unwrap().len(), one.len() * 2);
+    assert_eq!(
+        log.read(0, 10, 1 << 20, true).unwrap().unwrap().len(),
+        one.len() * 2
+    );
 }
 
 #[test]
@@ -94,7 +121,9 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
     log.close().unwrap();
     drop(log);
     // Closed segments were trimmed to their contents.
-    let first_len = std::fs::metadata(dir.path().join("00000000000000000000.log")).unwrap().len();
+    let first_len = std::fs::metadata(dir.path().join("00000000000000000000.log"))
+        .unwrap()
+        .len();
     assert!(first_len <= 4096);
     let log = Log::open(dir.path(), cfg, 0).unwrap();
     assert_eq!(log.log_end_offset(), 300);
@@ -110,7 +139,8 @@ fn segments_roll_by_time() {
     log.append(&batch(1, 0, Compression::None), 0).unwrap();
     log.append(&batch(1, 500, Compression::None), 500).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&batch(1, 1_500, Compression::None), 1_500).unwrap();
+    log.append(&batch(1, 1_500, Compression::None), 1_500)
+        .unwrap();
     assert_eq!(log.segment_count(), 2);
 }
 
@@ -119,7 +149,8 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(&[("index.interval.bytes", "0")]), 0).unwrap();
     for i in 0..20 {
-        log.append(&batch(10, 100 * i, Compression::Zstd), 0).unwrap();
+        log.append(&batch(10, 100 * i, Compression::Zstd), 0)
+            .unwrap();
     }
     assert_eq!(log.offset_for_timestamp(0), Some((0, 0)));
     assert_eq!(log.offset_for_timestamp(205), Some((205, 25)));
@@ -132,7 +163,12 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
 #[test]
 fn log_append_time_topics_stamp_the_broker_time() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[("message.timestamp.type", "LogAppendTime")]), 0).unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        config(&[("message.timestamp.type", "LogAppendTime")]),
+        0,
+    )
+    .unwrap();
     let info = log.append(&batch(3, 5, Compression::None), 77_000).unwrap();
     assert_eq!(info.log_append_time_ms, 77_000);
     let b = log.read(0, 3, 1 << 20, true).unwrap().unwrap();
@@ -150,14 +186,26 @@ fn bad_batches_are_refused_and_leave_the_log_unchanged() {
     let n = b.len();
     b[n - 1] ^= 1;
     assert!(matches!(log.append(&b, 0), Err(AppendError::Corrupt(_))));
-    assert!(matches!(log.append(&batch(10, 0, Compression::None), 0), Err(AppendError::TooLarge { .. })));
+    assert!(matches!(
+        log.append(&batch(10, 0, Compression::None), 0),
+        Err(AppendError::TooLarge { .. })
+    ));
     let mut two = batch(1, 0, Compression::None);
     two.extend(batch(1, 0, Compression::None));
-    assert!(matches!(log.append(&two, 0), Err(AppendError::InvalidRecord(_))));
+    assert!(matches!(
+        log.append(&two, 0),
+        Err(AppendError::InvalidRecord(_))
+    ));
     let mut shifted = batch(1, 0, Compression::None);
     shifted[7] = 1;
-    assert!(matches!(log.append(&shifted, 0), Err(AppendError::InvalidRecord(_))));
-    assert!(matches!(log.append(&[1, 2, 3], 0), Err(AppendError::Corrupt(_))));
+    assert!(matches!(
+        log.append(&shifted, 0),
+        Err(AppendError::InvalidRecord(_))
+    ));
+    assert!(matches!(
+        log.append(&[1, 2, 3], 0),
+        Err(AppendError::Corrupt(_))
+    ));
     assert_eq!(log.log_end_offset(), 0);
 }
 
@@ -179,5 +227,10 @@ fn garbage_after_the_last_batch_is_cut_on_open() {
     assert_eq!(log.log_end_offset(), 4);
     assert_eq!(read_all(&log), vec![(0, 3)]);
     // Appends continue right after the last valid batch.
-    assert_eq!(log.append(&batch(1, 0, Compression::None), 0).unwrap().base_offset, 4);
+    assert_eq!(
+        log.append(&batch(1, 0, Compression::None), 0)
+            .unwrap()
+            .base_offset,
+        4
+    );
 }

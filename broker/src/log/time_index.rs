@@ -42,7 +42,10 @@ impl TimeIndex {
             if b.0 <= a.0 || b.1 < a.1 {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    format!("{}: entry {i} does not increase", index.file.path().display()),
+                    format!(
+                        "{}: entry {i} does not increase",
+                        index.file.path().display()
+                    ),
                 ));
             }
         }

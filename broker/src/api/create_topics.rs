@@ -1,0 +1,148 @@
+//! CreateTopics: creates topics (or, with `validate_only`, checks that they could be created).
+
+use std::collections::BTreeMap;
+
+use quipu_config::topic::TOPIC_CONFIG_KEYS;
+use quipu_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
+use quipu_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use quipu_protocol::{ResponseError, StrBytes};
+
+use super::metadata_error_code;
+use crate::broker::Broker;
+use crate::metadata::MetadataError;
+
+/// Kafka's config sources, as DescribeConfigs and CreateTopics report them.
+pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
+pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
+
+pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+    let mut response = CreateTopicsResponse::default();
+    let mut seen = std::collections::HashSet::new();
+    for t in request.topics {
+        let name = t.name.0.to_string();
+        let mut r = CreatableTopicResult::default();
+        r.name = t.name.clone();
+        r.num_partitions = -1;
+        r.replication_factor = -1;
+        let result = create_one(broker, &t, request.validate_only, &mut seen);
+        match result {
+            Ok((id, partitions, overrides)) => {
+                if version >= 7 {
+                    r.topic_id = id;
+                }
+                if version >= 5 {
+                    r.num_partitions = partitions;
+                    r.replication_factor = 1;
+                    r.configs = Some(configs_of(broker, &overrides));
+                }
+            }
+            Err((code, message)) => {
+                tracing::info!(topic = %name, error = %message, "create topic refused");
+                r.error_code = code.code();
+                r.error_message = Some(StrBytes::from_string(message));
+                if version >= 5 {
+                    r.topic_config_error_code = 0;
+                }
+            }
+        }
+        response.topics.push(r);
+    }
+    response
+}
+
+type Created = (uuid::Uuid, i32, BTreeMap<String, String>);
+
+fn create_one(
+    broker: &Broker,
+    t: &quipu_protocol::messages::create_topics_request::CreatableTopic,
+    validate_only: bool,
+    seen: &mut std::collections::HashSet<String>,
+) -> Result<Created, (ResponseError, String)> {
+    let name = t.name.0.to_string();
+    if !seen.insert(name.clone()) {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("topic '{name}' appears more than once in the request"),
+        ));
+    }
+    let mut overrides = BTreeMap::new();
+    for c in &t.configs {
+        match &c.value {
+            Some(v) => {
+                overrides.insert(c.name.to_string(), v.to_string());
+            }
+            None => {
+                return Err((
+                    ResponseError::InvalidConfig,
+                    format!("null value for config {}", c.name.as_str()),
+                ))
+            }
+        }
+    }
+    let mut partitions = t.num_partitions;
+    let mut replication_factor = t.replication_factor;
+    if !t.assignments.is_empty() {
+        if partitions != -1 || replication_factor != -1 {
+            return Err((
+                ResponseError::InvalidRequest,
+                "both numPartitions or replicationFactor and replicasAssignments were set".into(),
+            ));
+        }
+        let node = broker.config.node_id;
+        for (i, a) in t.assignments.iter().enumerate() {
+            if a.partition_index != i as i32 {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "partitions must be assigned in order from 0".into(),
+                ));
+            }
+            if a.broker_ids.len() != 1 || a.broker_ids[0].0 != node {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("replicas must be exactly [{node}] on a single broker"),
+                ));
+            }
+        }
+        partitions = t.assignments.len() as i32;
+        replication_factor = 1;
+    }
+    let err = |e: MetadataError| (metadata_error_code(&e), e.to_string());
+    let (partitions, _) = broker
+        .metadata
+        .check_new_topic(&name, partitions, replication_factor, &overrides)
+        .map_err(err)?;
+    if validate_only {
+        return Ok((uuid::Uuid::nil(), partitions, overrides));
+    }
+    let topic = broker
+        .metadata
+        .create_topic(&name, partitions, replication_factor, overrides.clone())
+        .map_err(err)?;
+    Ok((topic.id, partitions, overrides))
+}
+
+fn configs_of(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+    let effective = quipu_config::topic::TopicConfig::with_overrides(
+        broker.metadata.broker_config(),
+        overrides,
+    )
+    .expect("checked at creation");
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|k| {
+            let mut c = CreatableTopicConfigs::default();
+            c.name = StrBytes::from_static_str(k.name);
+            c.value = effective
+                .value(k.name)
+                .map(|v| StrBytes::from_string(v.to_string()));
+            c.config_source = if overrides.contains_key(k.name) {
+                SOURCE_DYNAMIC_TOPIC_CONFIG
+            } else {
+                SOURCE_DEFAULT_CONFIG
+            };
+            c
+        })
+        .collect()
+}

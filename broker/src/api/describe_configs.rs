@@ -1,0 +1,126 @@
+//! DescribeConfigs: a topic's effective settings with their sources, and the broker's settings.
+
+use quipu_config::topic::TOPIC_CONFIG_KEYS;
+use quipu_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use quipu_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+use quipu_protocol::{ResponseError, StrBytes};
+
+use super::create_topics::{SOURCE_DEFAULT_CONFIG, SOURCE_DYNAMIC_TOPIC_CONFIG};
+use crate::broker::Broker;
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+
+pub fn handle(
+    broker: &Broker,
+    request: DescribeConfigsRequest,
+    version: i16,
+) -> DescribeConfigsResponse {
+    let mut response = DescribeConfigsResponse::default();
+    for resource in request.resources {
+        let mut r = DescribeConfigsResult::default();
+        r.resource_type = resource.resource_type;
+        r.resource_name = resource.resource_name.clone();
+        let wanted = |name: &str| {
+            resource
+                .configuration_keys
+                .as_ref()
+                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+        };
+        match resource.resource_type {
+            RESOURCE_TOPIC => match broker.metadata.topic(resource.resource_name.as_str()) {
+                None => {
+                    r.error_code = ResponseError::UnknownTopicOrPartition.code();
+                    r.error_message = Some(StrBytes::from_string(format!(
+                        "topic '{}' does not exist",
+                        resource.resource_name.as_str()
+                    )));
+                }
+                Some(topic) => {
+                    for key in TOPIC_CONFIG_KEYS.iter().filter(|k| wanted(k.name)) {
+                        let overridden = topic.overrides.get(key.name);
+                        let mut c = DescribeConfigsResourceResult::default();
+                        c.name = StrBytes::from_static_str(key.name);
+                        c.value = topic
+                            .config
+                            .value(key.name)
+                            .map(|v| StrBytes::from_string(v.to_string()));
+                        c.config_source = if overridden.is_some() {
+                            SOURCE_DYNAMIC_TOPIC_CONFIG
+                        } else {
+                            SOURCE_DEFAULT_CONFIG
+                        };
+                        if request.include_synonyms {
+                            if let Some(v) = overridden {
+                                c.synonyms
+                                    .push(synonym(key.name, v, SOURCE_DYNAMIC_TOPIC_CONFIG));
+                            }
+                            let default =
+                                quipu_config::topic::TopicConfig::defaults_from(&broker.config)
+                                    .expect("validated at start");
+                            if let Some(v) = default.value(key.name) {
+                                c.synonyms.push(synonym(
+                                    key.broker_synonym,
+                                    v,
+                                    SOURCE_DEFAULT_CONFIG,
+                                ));
+                            }
+                        }
+                        if version >= 3 {
+                            c.config_type = key.config_type as i8;
+                            if request.include_documentation {
+                                c.documentation =
+                                    Some(StrBytes::from_static_str(key.documentation));
+                            }
+                        }
+                        r.configs.push(c);
+                    }
+                }
+            },
+            RESOURCE_BROKER
+                if resource.resource_name.as_str() == broker.config.node_id.to_string()
+                    || resource.resource_name.is_empty() =>
+            {
+                for (name, value) in broker
+                    .config
+                    .entries()
+                    .into_iter()
+                    .filter(|(n, _)| wanted(n))
+                {
+                    let mut c = DescribeConfigsResourceResult::default();
+                    c.name = StrBytes::from_static_str(name);
+                    c.value = Some(StrBytes::from_string(value));
+                    c.read_only = true;
+                    c.config_source = SOURCE_STATIC_BROKER_CONFIG;
+                    r.configs.push(c);
+                }
+            }
+            RESOURCE_BROKER => {
+                r.error_code = ResponseError::InvalidRequest.code();
+                r.error_message = Some(StrBytes::from_string(format!(
+                    "unexpected broker id, expected {}",
+                    broker.config.node_id
+                )));
+            }
+            other => {
+                r.error_code = ResponseError::InvalidRequest.code();
+                r.error_message = Some(StrBytes::from_string(format!(
+                    "resource type {other} is not supported"
+                )));
+            }
+        }
+        response.results.push(r);
+    }
+    response
+}
+
+fn synonym(name: &'static str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    let mut s = DescribeConfigsSynonym::default();
+    s.name = StrBytes::from_static_str(name);
+    s.value = Some(StrBytes::from_string(value.to_string()));
+    s.source = source;
+    s
+}

@@ -1,0 +1,174 @@
+//! Fetch: reads record batches as zero-copy slices of the partition logs, waiting up to
+//! `max_wait_ms` for `min_bytes` to arrive.
+//!
+//! Limits: `max_bytes` for the response (capped by the broker's `fetch.max.bytes`) and
+//! `partition_max_bytes` per partition, in whole batches, except that the first batch of the first
+//! partition with data always comes whole (KIP-74), so a batch larger than the limits never stalls
+//! a consumer. Reads stop at the high watermark. Fetch sessions are not kept: a request for a new
+//! session gets session id 0, which clients take as "full fetches only".
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::future::select_all;
+use quipu_protocol::fetch_response::{
+    encode_fetch_response, FetchPartition, FetchResponse, FetchTopic,
+};
+use quipu_protocol::messages::FetchRequest;
+use quipu_protocol::ResponseError;
+use tokio::sync::watch;
+
+use super::check_leader_epoch;
+use crate::broker::Broker;
+use crate::partition::Partition;
+
+/// Longest a fetch may wait, whatever it asks: bounds how long a request holds its connection slot.
+const MAX_WAIT_MS_LIMIT: i32 = 60_000;
+
+enum Target {
+    Found(Arc<Partition>),
+    Error(ResponseError),
+}
+
+pub async fn handle(
+    broker: &Broker,
+    request: FetchRequest,
+    version: i16,
+    correlation_id: i32,
+) -> Vec<Bytes> {
+    let mut session_error = None;
+    if request.session_id != 0 {
+        session_error = Some(ResponseError::FetchSessionIdNotFound);
+    } else if request.session_epoch > 0 {
+        session_error = Some(ResponseError::InvalidFetchSessionEpoch);
+    }
+    if let Some(e) = session_error {
+        let response = FetchResponse {
+            error_code: e.code(),
+            ..Default::default()
+        };
+        return encode_fetch_response(correlation_id, version, &response);
+    }
+
+    // Resolve every partition once.
+    let mut targets: Vec<(String, uuid::Uuid, Vec<(i32, i64, usize, Target)>)> = Vec::new();
+    for t in &request.topics {
+        let topic = broker.metadata.topic(&t.topic);
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let target = match (&topic, check_leader_epoch(p.current_leader_epoch)) {
+                (_, Err(e)) => Target::Error(e),
+                (None, _) => Target::Error(ResponseError::UnknownTopicOrPartition),
+                (Some(topic), Ok(())) => match usize::try_from(p.partition)
+                    .ok()
+                    .and_then(|i| topic.partitions.get(i))
+                {
+                    Some(partition) => Target::Found(partition.clone()),
+                    None => Target::Error(ResponseError::UnknownTopicOrPartition),
+                },
+            };
+            parts.push((
+                p.partition,
+                p.fetch_offset,
+                p.partition_max_bytes.max(0) as usize,
+                target,
+            ));
+        }
+        targets.push((
+            t.topic.0.to_string(),
+            topic.map_or(uuid::Uuid::nil(), |t| t.id),
+            parts,
+        ));
+    }
+
+    let max_bytes = request.max_bytes.clamp(0, broker.config.fetch_max_bytes) as usize;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
+    let deadline = tokio::time::Instant::now() + max_wait;
+    // Subscribe before the first read so that an append between read and wait is not missed.
+    let mut watchers: Vec<watch::Receiver<i64>> = targets
+        .iter()
+        .flat_map(|(_, _, parts)| parts.iter())
+        .filter_map(|(_, _, _, t)| match t {
+            Target::Found(p) => Some(p.subscribe()),
+            Target::Error(_) => None,
+        })
+        .collect();
+    loop {
+        for w in watchers.iter_mut() {
+            w.borrow_and_update();
+        }
+        let (response, bytes, errors) = read_all(&targets, max_bytes);
+        let waited_enough = tokio::time::Instant::now() >= deadline;
+        if bytes >= min_bytes || errors || waited_enough || watchers.is_empty() {
+            return encode_fetch_response(correlation_id, version, &response);
+        }
+        let changed = select_all(watchers.iter_mut().map(|w| Box::pin(w.changed())));
+        match tokio::time::timeout_at(deadline, changed).await {
+            Ok((Ok(()), _, _)) => continue,
+            // A partition went away (topic deleted) or time is up: answer with what there is.
+            Ok((Err(_), _, _)) | Err(_) => {
+                let (response, _, _) = read_all(&targets, max_bytes);
+                return encode_fetch_response(correlation_id, version, &response);
+            }
+        }
+    }
+}
+
+/// One pass over the partitions; returns the response, its record bytes, and whether any
+/// partition has an error (which answers at once, as Kafka does).
+fn read_all(
+    targets: &[(String, uuid::Uuid, Vec<(i32, i64, usize, Target)>)],
+    max_bytes: usize,
+) -> (FetchResponse, usize, bool) {
+    let mut response = FetchResponse::default();
+    let mut total = 0usize;
+    let mut errors = false;
+    for (name, id, parts) in targets {
+        let mut topic = FetchTopic {
+            name: name.clone(),
+            topic_id: *id,
+            partitions: Vec::with_capacity(parts.len()),
+        };
+        for (index, fetch_offset, partition_max_bytes, target) in parts {
+            let mut out = FetchPartition {
+                partition_index: *index,
+                high_watermark: -1,
+                last_stable_offset: -1,
+                log_start_offset: -1,
+                records: None,
+                ..Default::default()
+            };
+            match target {
+                Target::Error(e) => {
+                    out.error_code = e.code();
+                    errors = true;
+                }
+                Target::Found(partition) => {
+                    let high_watermark = partition.high_watermark();
+                    let log = partition.log();
+                    out.high_watermark = high_watermark;
+                    out.last_stable_offset = high_watermark;
+                    out.log_start_offset = log.log_start_offset();
+                    let budget = (*partition_max_bytes).min(max_bytes - total);
+                    match log.read(*fetch_offset, high_watermark, budget, total == 0) {
+                        Ok(Some(bytes)) => {
+                            total += bytes.len();
+                            out.records = Some(vec![bytes]);
+                        }
+                        Ok(None) => out.records = Some(vec![]),
+                        Err(e) => {
+                            tracing::debug!(topic = %name, partition = index, error = %e, "fetch out of range");
+                            out.error_code = ResponseError::OffsetOutOfRange.code();
+                            errors = true;
+                        }
+                    }
+                }
+            }
+            topic.partitions.push(out);
+        }
+        response.topics.push(topic);
+    }
+    (response, total, errors)
+}

@@ -1,0 +1,72 @@
+//! ListOffsets: the earliest, latest and max-timestamp offsets, and the first offset at or after
+//! a timestamp.
+
+use quipu_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use quipu_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+use quipu_protocol::ResponseError;
+
+use super::{check_leader_epoch, LEADER_EPOCH};
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    let mut response = ListOffsetsResponse::default();
+    for t in request.topics {
+        let topic = broker.metadata.topic(&t.name);
+        let mut tr = ListOffsetsTopicResponse::default();
+        tr.name = t.name.clone();
+        for p in t.partitions {
+            let mut pr = ListOffsetsPartitionResponse::default();
+            pr.partition_index = p.partition_index;
+            pr.timestamp = -1;
+            pr.offset = -1;
+            pr.leader_epoch = -1;
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
+            let found = match (partition, check_leader_epoch(p.current_leader_epoch)) {
+                (_, Err(e)) => Err(e),
+                (None, _) => Err(ResponseError::UnknownTopicOrPartition),
+                (Some(_), _) if p.timestamp == MAX_TIMESTAMP && version < 7 => {
+                    Err(ResponseError::UnsupportedVersion)
+                }
+                (Some(_), _) if p.timestamp == EARLIEST_LOCAL && version < 8 => {
+                    Err(ResponseError::UnsupportedVersion)
+                }
+                (Some(partition), Ok(())) => {
+                    let high_watermark = partition.high_watermark();
+                    let log = partition.log();
+                    Ok(match p.timestamp {
+                        LATEST => Some((-1, high_watermark)),
+                        EARLIEST | EARLIEST_LOCAL => Some((-1, log.log_start_offset())),
+                        MAX_TIMESTAMP => log.max_timestamp_and_offset(),
+                        ts if ts >= 0 => log
+                            .offset_for_timestamp(ts)
+                            .filter(|(_, o)| *o < high_watermark),
+                        _ => None,
+                    })
+                }
+            };
+            match found {
+                Ok(Some((timestamp, offset))) => {
+                    pr.timestamp = timestamp;
+                    pr.offset = offset;
+                    if version >= 4 {
+                        pr.leader_epoch = LEADER_EPOCH;
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => pr.error_code = e.code(),
+            }
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
+    }
+    response
+}

@@ -1,0 +1,121 @@
+//! Metadata: brokers, topics and partition leaders; creates topics on demand when allowed.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use quipu_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use quipu_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+use quipu_protocol::{ResponseError, StrBytes};
+
+use super::{metadata_error_code, LEADER_EPOCH};
+use crate::broker::Broker;
+use crate::metadata::{validate_topic_name, Topic};
+
+/// Kafka's value for "authorized operations not requested".
+const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
+
+pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(broker.config.node_id);
+    let mut response = MetadataResponse::default();
+    let mut b = MetadataResponseBroker::default();
+    b.node_id = node;
+    b.host = StrBytes::from_string(broker.advertised_host.clone());
+    b.port = broker.advertised_port as i32;
+    response.brokers.push(b);
+    response.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
+    if version >= 1 {
+        response.controller_id = node;
+    }
+    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let all = match &request.topics {
+        None => true,
+        Some(t) => version == 0 && t.is_empty(),
+    };
+    // Before v4 there is no flag and Kafka creates topics whenever the broker allows it.
+    let may_create = broker.config.auto_create_topics_enable
+        && (version < 4 || request.allow_auto_topic_creation);
+    if all {
+        for topic in broker.metadata.topics() {
+            response.topics.push(describe(&topic, node, version));
+        }
+        return response;
+    }
+    // Deduplicated, in name order, as Kafka answers.
+    let mut wanted: BTreeMap<String, Option<uuid::Uuid>> = BTreeMap::new();
+    let mut by_id = Vec::new();
+    for t in request.topics.unwrap_or_default() {
+        match t.name {
+            Some(name) => {
+                wanted.insert(name.0.to_string(), None);
+            }
+            None => by_id.push(t.topic_id),
+        }
+    }
+    for (name, _) in wanted {
+        let topic = match broker.metadata.topic(&name) {
+            Some(t) => Ok(t),
+            None if !may_create => Err(ResponseError::UnknownTopicOrPartition),
+            None => match validate_topic_name(&name) {
+                Err(e) => Err(metadata_error_code(&e)),
+                Ok(()) => match broker.metadata.create_topic(&name, -1, -1, BTreeMap::new()) {
+                    Ok(t) => Ok(t),
+                    // Another request created it first.
+                    Err(crate::metadata::MetadataError::TopicExists(_)) => broker
+                        .metadata
+                        .topic(&name)
+                        .ok_or(ResponseError::UnknownTopicOrPartition),
+                    Err(e) => {
+                        tracing::warn!(topic = %name, error = %e, "automatic topic creation failed");
+                        Err(metadata_error_code(&e))
+                    }
+                },
+            },
+        };
+        response.topics.push(match topic {
+            Ok(t) => describe(&t, node, version),
+            Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code),
+        });
+    }
+    for id in by_id {
+        response.topics.push(match broker.metadata.topic_by_id(id) {
+            Some(t) => describe(&t, node, version),
+            None => error_topic(None, id, ResponseError::UnknownTopicId),
+        });
+    }
+    response
+}
+
+fn error_topic(name: Option<String>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.error_code = code.code();
+    t.name = name.map(|n| TopicName(StrBytes::from_string(n)));
+    t.topic_id = id;
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t
+}
+
+fn describe(topic: &Arc<Topic>, node: BrokerId, version: i16) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.name.to_string())));
+    if version >= 10 {
+        t.topic_id = topic.id;
+    }
+    t.is_internal = version >= 1 && topic.name.starts_with("__");
+    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    for p in &topic.partitions {
+        let mut mp = MetadataResponsePartition::default();
+        mp.partition_index = p.index();
+        mp.leader_id = node;
+        if version >= 7 {
+            mp.leader_epoch = LEADER_EPOCH;
+        }
+        mp.replica_nodes = vec![node];
+        mp.isr_nodes = vec![node];
+        t.partitions.push(mp);
+    }
+    t
+}

@@ -1,0 +1,235 @@
+//! Request handlers, one module per Kafka API, and the table of versions served.
+//!
+//! `SUPPORTED_APIS` is what ApiVersions advertises; every version in it is handled. A request for
+//! an API or version outside it closes the connection (as Kafka does), except ApiVersions, which is
+//! answered with UNSUPPORTED_VERSION in its v0 form so the client can pick a version we serve.
+
+mod api_versions;
+mod create_partitions;
+mod create_topics;
+mod delete_topics;
+mod describe_configs;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use quipu_protocol::header::RequestHeader;
+use quipu_protocol::messages::{ApiKey, ResponseHeader};
+use quipu_protocol::{Decodable, Encodable, ResponseError};
+
+use crate::broker::Broker;
+use crate::log::AppendError;
+use crate::metadata::MetadataError;
+
+/// APIs served, with the lowest and highest version of each.
+pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::CreatePartitions, 0, 3),
+];
+
+/// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
+pub enum Handled {
+    Response(Vec<Bytes>),
+    NoResponse,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RequestError {
+    #[error("unknown api key {0}")]
+    UnknownApi(i16),
+    #[error("{api:?} v{version} is not supported")]
+    UnsupportedVersion { api: ApiKey, version: i16 },
+    #[error("cannot parse {api:?} v{version} request: {reason}")]
+    Malformed {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+    #[error("cannot encode {api:?} v{version} response: {reason}")]
+    Encode {
+        api: ApiKey,
+        version: i16,
+        reason: String,
+    },
+}
+
+impl RequestError {
+    /// Whether the request gets an answer rather than a closed connection.
+    pub fn answerable(&self) -> bool {
+        matches!(
+            self,
+            RequestError::UnsupportedVersion {
+                api: ApiKey::ApiVersions,
+                ..
+            }
+        )
+    }
+}
+
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED_APIS
+        .iter()
+        .find(|(k, _, _)| *k == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// Whether an api key and version are served.
+pub fn check_version(api_key: i16, version: i16) -> Result<ApiKey, RequestError> {
+    let api = ApiKey::try_from(api_key).map_err(|_| RequestError::UnknownApi(api_key))?;
+    match supported_range(api) {
+        Some((min, max)) if (min..=max).contains(&version) => Ok(api),
+        Some(_) => Err(RequestError::UnsupportedVersion { api, version }),
+        None => Err(RequestError::UnknownApi(api_key)),
+    }
+}
+
+pub async fn handle(
+    broker: Arc<Broker>,
+    header: RequestHeader,
+    mut body: Bytes,
+) -> Result<Handled, RequestError> {
+    let (api, version, correlation_id) =
+        (header.api_key, header.api_version, header.correlation_id);
+    if let Err(e) = check_version(api as i16, version) {
+        if e.answerable() {
+            return Ok(Handled::Response(api_versions::unsupported_version(
+                correlation_id,
+            )?));
+        }
+        return Err(e);
+    }
+    let malformed = |e: anyhow::Error| RequestError::Malformed {
+        api,
+        version,
+        reason: e.to_string(),
+    };
+    macro_rules! decode {
+        ($t:ty) => {
+            <$t>::decode(&mut body, version).map_err(malformed)?
+        };
+    }
+    use quipu_protocol::messages as m;
+    let response = match api {
+        ApiKey::Metadata => encode(
+            correlation_id,
+            api,
+            version,
+            &metadata::handle(&broker, decode!(m::MetadataRequest), version),
+        )?,
+        ApiKey::Produce => match produce::handle(&broker, decode!(m::ProduceRequest), version) {
+            Some(r) => encode(correlation_id, api, version, &r)?,
+            None => return Ok(Handled::NoResponse),
+        },
+        ApiKey::Fetch => {
+            fetch::handle(&broker, decode!(m::FetchRequest), version, correlation_id).await
+        }
+        ApiKey::ApiVersions => encode(
+            correlation_id,
+            api,
+            version,
+            &api_versions::handle(decode!(m::ApiVersionsRequest)),
+        )?,
+        ApiKey::ListOffsets => encode(
+            correlation_id,
+            api,
+            version,
+            &list_offsets::handle(&broker, decode!(m::ListOffsetsRequest), version),
+        )?,
+        ApiKey::CreateTopics => encode(
+            correlation_id,
+            api,
+            version,
+            &create_topics::handle(&broker, decode!(m::CreateTopicsRequest), version),
+        )?,
+        ApiKey::DeleteTopics => encode(
+            correlation_id,
+            api,
+            version,
+            &delete_topics::handle(&broker, decode!(m::DeleteTopicsRequest), version),
+        )?,
+        ApiKey::CreatePartitions => encode(
+            correlation_id,
+            api,
+            version,
+            &create_partitions::handle(&broker, decode!(m::CreatePartitionsRequest)),
+        )?,
+        ApiKey::DescribeConfigs => encode(
+            correlation_id,
+            api,
+            version,
+            &describe_configs::handle(&broker, decode!(m::DescribeConfigsRequest), version),
+        )?,
+        _ => return Err(RequestError::UnknownApi(api as i16)),
+    };
+    Ok(Handled::Response(response))
+}
+
+/// Encodes a response frame: size, header (of the version this API and version use), body.
+/// Fails only when a handler set a field the version cannot carry: a bug, reported, not a panic.
+pub fn encode<R: Encodable>(
+    correlation_id: i32,
+    api: ApiKey,
+    version: i16,
+    body: &R,
+) -> Result<Vec<Bytes>, RequestError> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let mut header = ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    let header_version = api.response_header_version(version);
+    let failed = |e: anyhow::Error| RequestError::Encode {
+        api,
+        version,
+        reason: e.to_string(),
+    };
+    header.encode(&mut buf, header_version).map_err(failed)?;
+    body.encode(&mut buf, version).map_err(failed)?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(vec![buf.freeze()])
+}
+
+/// The one place broker errors become Kafka error codes.
+pub fn append_error_code(e: &AppendError) -> ResponseError {
+    match e {
+        AppendError::Corrupt(_) => ResponseError::CorruptMessage,
+        AppendError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
+    match e {
+        MetadataError::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        MetadataError::UnknownTopic(_) => ResponseError::UnknownTopicOrPartition,
+        MetadataError::InvalidTopic(_) => ResponseError::InvalidTopicException,
+        MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
+        MetadataError::Io(_) => ResponseError::KafkaStorageError,
+    }
+}
+
+/// A partition's leader epoch: one broker, one epoch, for now.
+pub const LEADER_EPOCH: i32 = 0;
+
+/// Checks a client's `current_leader_epoch` (-1 for none) against the leader's, as Kafka does.
+pub fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ResponseError> {
+    match current_leader_epoch {
+        e if e < 0 || e == LEADER_EPOCH => Ok(()),
+        e if e > LEADER_EPOCH => Err(ResponseError::UnknownLeaderEpoch),
+        _ => Err(ResponseError::FencedLeaderEpoch),
+    }
+}

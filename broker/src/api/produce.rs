@@ -1,0 +1,64 @@
+//! Produce: validate each partition's batch, append it, answer with its base offset.
+//!
+//! With one broker the in-sync replica set is this broker, so acks=1 and acks=all both answer
+//! once the batch is in the log; acks=all still refuses with NOT_ENOUGH_REPLICAS when the topic's
+//! `min.insync.replicas` asks for more replicas than are in sync. acks=0 gets no response at all.
+
+use quipu_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use quipu_protocol::messages::{ProduceRequest, ProduceResponse};
+use quipu_protocol::{ResponseError, StrBytes};
+
+use super::append_error_code;
+use crate::broker::Broker;
+use crate::clock::now_ms;
+
+/// Replicas in sync for every partition of a single broker.
+const IN_SYNC_REPLICAS: i32 = 1;
+
+pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+    let acks = request.acks;
+    let mut response = ProduceResponse::default();
+    for topic_data in request.topic_data {
+        let topic = broker.metadata.topic(&topic_data.name);
+        let mut tr = TopicProduceResponse::default();
+        tr.name = topic_data.name.clone();
+        for pd in topic_data.partition_data {
+            let mut pr = PartitionProduceResponse::default();
+            pr.index = pd.index;
+            pr.base_offset = -1;
+            pr.log_append_time_ms = -1;
+            pr.log_start_offset = -1;
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(pd.index).ok()?));
+            let result = match (partition, pd.records) {
+                _ if !matches!(acks, -1..=1) => Err((ResponseError::InvalidRequiredAcks, None)),
+                (None, _) => Err((ResponseError::UnknownTopicOrPartition, None)),
+                (Some(_), None) => Err((ResponseError::InvalidRecord, Some("no record batch".to_string()))),
+                (Some(p), Some(_)) if acks == -1 && p.log().config().min_insync_replicas > IN_SYNC_REPLICAS => Err((ResponseError::NotEnoughReplicas, None)),
+                (Some(p), Some(records)) => p.append(&records, now_ms()).map(|info| (info, p.log().log_start_offset())).map_err(|e| {
+                    tracing::warn!(topic = %topic_data.name.0, partition = pd.index, error = %e, "produce refused");
+                    (append_error_code(&e), Some(e.to_string()))
+                }),
+            };
+            match result {
+                Ok((info, log_start_offset)) => {
+                    pr.base_offset = info.base_offset;
+                    pr.log_append_time_ms = info.log_append_time_ms;
+                    if version >= 5 {
+                        pr.log_start_offset = log_start_offset;
+                    }
+                }
+                Err((code, message)) => {
+                    pr.error_code = code.code();
+                    if version >= 8 {
+                        pr.error_message = message.map(StrBytes::from_string);
+                    }
+                }
+            }
+            tr.partition_responses.push(pr);
+        }
+        response.responses.push(tr);
+    }
+    (acks != 0).then_some(response)
+}

@@ -1,0 +1,54 @@
+//! The broker's shared state: its configuration, identity and metadata, as the handlers see it.
+
+use std::path::Path;
+
+use quipu_config::BrokerConfig;
+
+use crate::metadata::{Metadata, MetadataError};
+
+pub struct Broker {
+    pub config: BrokerConfig,
+    pub metadata: Metadata,
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+impl Broker {
+    /// Opens the data directory: its identity (`meta.properties`, made on first start) and metadata.
+    pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, MetadataError> {
+        std::fs::create_dir_all(&config.log_dirs)?;
+        let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
+        let metadata = Metadata::open(&config)?;
+        let (advertised_host, mut advertised_port) = config.advertised_host_port();
+        if config.advertised_listeners.is_none() && advertised_port == 0 {
+            advertised_port = bound_port;
+        }
+        Ok(Self {
+            config,
+            metadata,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+        })
+    }
+}
+
+/// Reads the cluster id from `meta.properties` (Kafka's file and keys), writing one on first start.
+fn cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
+    let path = dir.join("meta.properties");
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
+            return Ok(id.trim().to_string());
+        }
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let tmp = dir.join("meta.properties.tmp");
+    std::fs::write(
+        &tmp,
+        format!("version=1\ncluster.id={id}\nnode.id={node_id}\n"),
+    )?;
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, &path)?;
+    Ok(id)
+}

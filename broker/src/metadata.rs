@@ -1,0 +1,534 @@
+//! The cluster metadata: topics, their partitions and settings, kept as an append-only log.
+//!
+//! Every change is a [`MetadataRecord`] appended (and fsynced) to `<data>/__cluster_metadata/
+//! metadata.log` before it takes effect; the in-memory image is rebuilt by replaying that file at
+//! start. A torn last line (a crash mid-write) is cut. This is the local form of the metadata log
+//! that DESIGN.md foresees; the Raft-replicated one keeps the same records.
+//!
+//! Invariants: a topic's name and id are unique; partitions only grow; each partition directory
+//! carries its topic id (`partition.metadata`), so a directory left from a deleted topic of the
+//! same name is never mistaken for the new one's.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+
+use quipu_config::topic::{TopicConfig, TopicConfigError};
+use quipu_config::BrokerConfig;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::partition::Partition;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type")]
+pub enum MetadataRecord {
+    TopicCreated {
+        name: String,
+        topic_id: Uuid,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+    },
+    PartitionsCreated {
+        name: String,
+        partitions: i32,
+    },
+    TopicDeleted {
+        name: String,
+    },
+}
+
+pub struct Topic {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    pub overrides: BTreeMap<String, String>,
+    pub config: TopicConfig,
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("{0}")]
+    InvalidTopic(String),
+    #[error("{0}")]
+    InvalidPartitions(String),
+    #[error("{0}")]
+    InvalidReplicationFactor(String),
+    #[error("{0}")]
+    InvalidConfig(#[from] TopicConfigError),
+    #[error("storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Largest partition count a topic may have; a bound on what one request can make the broker open.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+const METADATA_DIR: &str = "__cluster_metadata";
+
+pub struct Metadata {
+    broker: BrokerConfig,
+    data_dir: PathBuf,
+    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
+    /// The open metadata log; its lock also serializes changes.
+    log_file: Mutex<File>,
+}
+
+/// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
+    let err = |why: &str| {
+        Err(MetadataError::InvalidTopic(format!(
+            "topic name '{name}' is invalid: {why}"
+        )))
+    };
+    if name.is_empty() {
+        return err("it is empty");
+    }
+    if name == "." || name == ".." {
+        return err("'.' and '..' are not allowed");
+    }
+    if name.len() > 249 {
+        return err("it is longer than 249 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+    {
+        return err("only ASCII letters, digits, '.', '_' and '-' are allowed");
+    }
+    Ok(())
+}
+
+fn now_ms() -> i64 {
+    crate::clock::now_ms()
+}
+
+impl Metadata {
+    /// Opens the metadata log under the data directory and replays it, opening every partition.
+    pub fn open(broker: &BrokerConfig) -> Result<Self, MetadataError> {
+        let data_dir = broker.log_dirs.clone();
+        std::fs::create_dir_all(data_dir.join(METADATA_DIR))?;
+        let path = data_dir.join(METADATA_DIR).join("metadata.log");
+        let records = replay(&path)?;
+        let log_file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let metadata = Self {
+            broker: broker.clone(),
+            data_dir,
+            topics: RwLock::new(BTreeMap::new()),
+            log_file: Mutex::new(log_file),
+        };
+        // Fold the records into the final image first, then open each partition once.
+        let mut image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)> = BTreeMap::new();
+        for record in records {
+            match record {
+                MetadataRecord::TopicCreated {
+                    name,
+                    topic_id,
+                    partitions,
+                    configs,
+                } => {
+                    image.insert(name, (topic_id, partitions, configs));
+                }
+                MetadataRecord::PartitionsCreated { name, partitions } => {
+                    if let Some(t) = image.get_mut(&name) {
+                        t.1 = partitions;
+                    }
+                }
+                MetadataRecord::TopicDeleted { name } => {
+                    image.remove(&name);
+                }
+            }
+        }
+        metadata.remove_deleted_dirs();
+        let mut topics = BTreeMap::new();
+        for (name, (id, partitions, overrides)) in image {
+            let topic = metadata.open_topic(&name, id, partitions, overrides)?;
+            topics.insert(name, Arc::new(topic));
+        }
+        *metadata.topics.write().expect("metadata lock") = topics;
+        Ok(metadata)
+    }
+
+    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.data_dir.join(format!("{topic}-{partition}"))
+    }
+
+    fn open_topic(
+        &self,
+        name: &str,
+        id: Uuid,
+        partitions: i32,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Topic, MetadataError> {
+        let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
+        let name: Arc<str> = name.into();
+        let mut opened = Vec::with_capacity(partitions as usize);
+        for p in 0..partitions {
+            opened.push(Arc::new(self.open_partition(&name, id, p, &config)?));
+        }
+        Ok(Topic {
+            name,
+            id,
+            overrides,
+            config,
+            partitions: opened,
+        })
+    }
+
+    fn open_partition(
+        &self,
+        name: &Arc<str>,
+        id: Uuid,
+        p: i32,
+        config: &TopicConfig,
+    ) -> Result<Partition, MetadataError> {
+        let dir = self.partition_dir(name, p);
+        let marker = dir.join("partition.metadata");
+        let expected = format!("version: 0\ntopic_id: {id}\n");
+        match std::fs::read_to_string(&marker) {
+            Ok(found) if found == expected => {}
+            Ok(_) => {
+                tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic of the same name: removing it");
+                std::fs::remove_dir_all(&dir)?;
+            }
+            Err(_) => {}
+        }
+        std::fs::create_dir_all(&dir)?;
+        if !marker.exists() {
+            write_synced(&marker, expected.as_bytes())?;
+        }
+        Ok(Partition::open(
+            name.clone(),
+            p,
+            &dir,
+            config.clone(),
+            now_ms(),
+        )?)
+    }
+
+    /// Removes directories of deleted topics that a crash left behind.
+    fn remove_deleted_dirs(&self) {
+        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.file_name().to_string_lossy().ends_with("-delete") {
+                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
+                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove deleted partition directory");
+                }
+            }
+        }
+    }
+
+    fn append_record(file: &mut File, record: &MetadataRecord) -> Result<(), MetadataError> {
+        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        file.write_all(&line)?;
+        file.sync_data()?;
+        Ok(())
+    }
+
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("metadata lock")
+            .get(name)
+            .cloned()
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("metadata lock")
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        self.topics
+            .read()
+            .expect("metadata lock")
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub fn broker_config(&self) -> &BrokerConfig {
+        &self.broker
+    }
+
+    /// Checks a CreateTopics entry; `partitions` and `replication_factor` of -1 take the defaults.
+    /// Returns the resolved partition count and effective config.
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(i32, TopicConfig), MetadataError> {
+        validate_topic_name(name)?;
+        if self.topic(name).is_some() {
+            return Err(MetadataError::TopicExists(name.to_string()));
+        }
+        let partitions = if partitions == -1 {
+            self.broker.num_partitions
+        } else {
+            partitions
+        };
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "number of partitions must be from 1 to {MAX_PARTITIONS_PER_TOPIC}, not {partitions}"
+            )));
+        }
+        let rf = if replication_factor == -1 {
+            self.broker.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf != 1 {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "unable to replicate the partition {rf} time(s): the target replication factor of {rf} cannot be reached because only 1 broker(s) are registered"
+            )));
+        }
+        let config = TopicConfig::with_overrides(&self.broker, overrides)?;
+        Ok((partitions, config))
+    }
+
+    /// Creates a topic: records it, then opens its partitions.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, MetadataError> {
+        let mut file = self.log_file.lock().expect("metadata log lock");
+        let (partitions, _) =
+            self.check_new_topic(name, partitions, replication_factor, &overrides)?;
+        let id = Uuid::new_v4();
+        Self::append_record(
+            &mut file,
+            &MetadataRecord::TopicCreated {
+                name: name.to_string(),
+                topic_id: id,
+                partitions,
+                configs: overrides.clone(),
+            },
+        )?;
+        let topic = Arc::new(self.open_topic(name, id, partitions, overrides)?);
+        self.topics
+            .write()
+            .expect("metadata lock")
+            .insert(name.to_string(), topic.clone());
+        tracing::info!(topic = name, partitions, %id, "created topic");
+        Ok(topic)
+    }
+
+    /// Checks a CreatePartitions entry.
+    pub fn check_new_partitions(
+        &self,
+        name: &str,
+        count: i32,
+    ) -> Result<Arc<Topic>, MetadataError> {
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
+            )));
+        }
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}"
+            )));
+        }
+        Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions.
+    pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
+        let mut file = self.log_file.lock().expect("metadata log lock");
+        let topic = self.check_new_partitions(name, count)?;
+        Self::append_record(
+            &mut file,
+            &MetadataRecord::PartitionsCreated {
+                name: name.to_string(),
+                partitions: count,
+            },
+        )?;
+        let mut partitions = topic.partitions.clone();
+        for p in partitions.len() as i32..count {
+            partitions.push(Arc::new(self.open_partition(
+                &topic.name,
+                topic.id,
+                p,
+                &topic.config,
+            )?));
+        }
+        let grown = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides: topic.overrides.clone(),
+            config: topic.config.clone(),
+            partitions,
+        };
+        self.topics
+            .write()
+            .expect("metadata lock")
+            .insert(name.to_string(), Arc::new(grown));
+        tracing::info!(topic = name, partitions = count, "created partitions");
+        Ok(())
+    }
+
+    /// Deletes a topic: records it, forgets it, then renames its directories away and removes
+    /// them. Readers still holding slices of its segments keep their mappings (unlink is safe).
+    pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
+        let mut file = self.log_file.lock().expect("metadata log lock");
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        Self::append_record(
+            &mut file,
+            &MetadataRecord::TopicDeleted {
+                name: name.to_string(),
+            },
+        )?;
+        self.topics.write().expect("metadata lock").remove(name);
+        for p in 0..topic.partitions.len() as i32 {
+            let dir = self.partition_dir(name, p);
+            let gone = self
+                .data_dir
+                .join(format!("{name}-{p}.{}-delete", topic.id.simple()));
+            if let Err(e) =
+                std::fs::rename(&dir, &gone).and_then(|_| std::fs::remove_dir_all(&gone))
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove partition directory of deleted topic");
+            }
+        }
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Clean shutdown: every log flushed and trimmed.
+    pub fn close(&self) {
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log().close() {
+                    tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot close log");
+                }
+            }
+        }
+    }
+}
+
+/// Reads the metadata log; a line that does not parse ends it (a torn write) and is cut off.
+fn replay(path: &Path) -> Result<Vec<MetadataRecord>, MetadataError> {
+    let Ok(file) = File::open(path) else {
+        return Ok(Vec::new());
+    };
+    let mut records = Vec::new();
+    let mut valid_bytes = 0u64;
+    let mut reader = BufReader::new(file);
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = reader.read_line(&mut line)?;
+        if n == 0 {
+            break;
+        }
+        match serde_json::from_str::<MetadataRecord>(line.trim_end()) {
+            Ok(r) if line.ends_with('\n') => {
+                records.push(r);
+                valid_bytes += n as u64;
+            }
+            _ => {
+                tracing::warn!(path = %path.display(), at_byte = valid_bytes, "metadata log ends in a torn record: cutting it");
+                OpenOptions::new()
+                    .write(true)
+                    .open(path)?
+                    .set_len(valid_bytes)?;
+                break;
+            }
+        }
+    }
+    Ok(records)
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut f = File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(dir: &Path) -> BrokerConfig {
+        BrokerConfig {
+            log_dirs: dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn topics_survive_restart_and_deleted_ones_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let m = Metadata::open(&b).unwrap();
+        m.create_topic("a", 2, 1, BTreeMap::new()).unwrap();
+        m.create_topic(
+            "b",
+            -1,
+            -1,
+            [("segment.bytes".to_string(), "100000".to_string())].into(),
+        )
+        .unwrap();
+        m.create_partitions("a", 4).unwrap();
+        m.delete_topic("b").unwrap();
+        assert!(matches!(
+            m.create_topic("a", 1, 1, BTreeMap::new()),
+            Err(MetadataError::TopicExists(_))
+        ));
+        let id = m.topic("a").unwrap().id;
+        drop(m);
+        let m = Metadata::open(&b).unwrap();
+        let a = m.topic("a").unwrap();
+        assert_eq!((a.partitions.len(), a.id), (4, id));
+        assert!(m.topic("b").is_none());
+        assert!(!dir.path().join("b-0").exists());
+    }
+
+    #[test]
+    fn torn_last_record_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        Metadata::open(&b)
+            .unwrap()
+            .create_topic("a", 1, 1, BTreeMap::new())
+            .unwrap();
+        let path = dir.path().join(METADATA_DIR).join("metadata.log");
+        let mut f = OpenOptions::new().append(true).open(&path).unwrap();
+        f.write_all(b"{\"type\":\"TopicCreated\",\"na").unwrap();
+        let m = Metadata::open(&b).unwrap();
+        assert_eq!(m.topics().len(), 1);
+        m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
+        drop(m);
+        assert_eq!(Metadata::open(&b).unwrap().topics().len(), 2);
+    }
+
+    #[test]
+    fn topic_names_follow_kafkas_rules() {
+        assert!(validate_topic_name("orders.v1_x-2").is_ok());
+        for bad in ["", ".", "..", "a/b", "a b", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! A partition: its log, its high watermark, and the fetches waiting for it to move.
+//!
+//! On a single broker the replica set is this broker alone, so the high watermark follows the log
+//! end offset at once after each append. Only this module moves the high watermark.
+//!
+//! Invariant: `log_start_offset <= high_watermark <= log_end_offset`.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use quipu_config::topic::TopicConfig;
+use tokio::sync::watch;
+
+use crate::log::{AppendError, AppendInfo, Log};
+
+pub struct Partition {
+    topic: Arc<str>,
+    index: i32,
+    log: Mutex<Log>,
+    high_watermark: watch::Sender<i64>,
+}
+
+impl Partition {
+    pub fn open(
+        topic: Arc<str>,
+        index: i32,
+        dir: &Path,
+        config: TopicConfig,
+        now_ms: i64,
+    ) -> std::io::Result<Self> {
+        let log = Log::open(dir, config, now_ms)?;
+        let (high_watermark, _) = watch::channel(log.log_end_offset());
+        Ok(Self {
+            topic,
+            index,
+            log: Mutex::new(log),
+            high_watermark,
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+    pub fn index(&self) -> i32 {
+        self.index
+    }
+
+    /// The log, locked. Held only for short, non-blocking work.
+    pub fn log(&self) -> MutexGuard<'_, Log> {
+        // A panic while holding the lock would leave the log in an unknown state: stop serving it.
+        self.log.lock().expect("partition log lock poisoned")
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+
+    /// Waiters see a change when the high watermark moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Appends a produced batch and, the replica set being this broker alone, commits it.
+    pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let mut log = self.log();
+        let info = log.append(records, now_ms)?;
+        let log_end_offset = log.log_end_offset();
+        drop(log);
+        self.high_watermark.send_modify(|hw| {
+            assert!(log_end_offset >= *hw, "high watermark never moves back");
+            *hw = log_end_offset;
+        });
+        Ok(info)
+    }
+}
