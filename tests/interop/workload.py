@@ -1,0 +1,78 @@
+"""The records every client produces and the checks every client's reads must pass.
+
+Record i of a run goes to partition i % 3 with key `key-i`, a value derived from i, two headers and
+the timestamp BASE_TS + i, so that partition p holds records p, p + 3, p + 6, ... at offsets
+0, 1, 2, ... and every read can be checked exactly.
+"""
+from dataclasses import dataclass
+
+PARTITIONS = 3
+RECORDS = int(__import__("os").environ.get("INTEROP_RECORDS", "100000"))
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+BASE_TS = 1_700_000_000_000
+
+
+def key(i: int) -> bytes:
+    return f"key-{i}".encode()
+
+
+def value(i: int) -> bytes:
+    return (f"v{i:08d}-" + "lorem ipsum dolor " * (i % 17 + 3)).encode()
+
+
+def headers(i: int, client: str):
+    return [("idx", str(i).encode()), ("client", client.encode())]
+
+
+def timestamp(i: int) -> int:
+    return BASE_TS + i
+
+
+@dataclass
+class Consumed:
+    partition: int
+    offset: int
+    key: bytes
+    value: bytes
+    headers: list  # [(str, bytes)]
+    timestamp: int
+
+
+def index_of(partition: int, offset: int) -> int:
+    return offset * PARTITIONS + partition
+
+
+def count_in_partition(partition: int, total: int = RECORDS) -> int:
+    return len(range(partition, total, PARTITIONS))
+
+
+def check_records(records, partition: int, start_offset: int, client: str, total: int = RECORDS, check_ts=True):
+    """The records read from `partition` starting at `start_offset` are exactly the expected ones."""
+    expected = count_in_partition(partition, total) - start_offset
+    assert len(records) == expected, f"p{partition} from {start_offset}: {len(records)} records, expected {expected}"
+    for n, r in enumerate(records):
+        off = start_offset + n
+        i = index_of(partition, off)
+        assert r.partition == partition
+        assert r.offset == off, f"p{partition}: offset {r.offset} where {off} was expected"
+        assert r.key == key(i), (r.key, key(i))
+        assert r.value == value(i), f"p{partition}@{off}: value differs"
+        assert list(r.headers) == headers(i, client), (r.headers, headers(i, client))
+        if check_ts:
+            assert r.timestamp == timestamp(i), (r.timestamp, timestamp(i))
+
+
+def middle_offset(partition: int, total: int = RECORDS) -> int:
+    return count_in_partition(partition, total) // 2
+
+
+def offset_for_timestamp(partition: int, ts: int, total: int = RECORDS) -> int:
+    """The first offset in `partition` whose record has a timestamp at or after `ts`."""
+    for off in range(count_in_partition(partition, total)):
+        if timestamp(index_of(partition, off)) >= ts:
+            return off
+    return -1
+
+
+# A timestamp that falls between records of every partition.
+SEEK_TS = BASE_TS + (RECORDS * 2) // 3 + 1
