@@ -46,8 +46,10 @@ def count_in_partition(partition: int, total: int = RECORDS) -> int:
     return len(range(partition, total, PARTITIONS))
 
 
-def check_records(records, partition: int, start_offset: int, client: str, total: int = RECORDS, check_ts=True):
+def check_records(records, partition: int, start_offset: int, client: str, total: int = RECORDS, check_ts=True,
+                  expected_headers=None):
     """The records read from `partition` starting at `start_offset` are exactly the expected ones."""
+    expected_headers = expected_headers or (lambda i: headers(i, client))
     expected = count_in_partition(partition, total) - start_offset
     assert len(records) == expected, f"p{partition} from {start_offset}: {len(records)} records, expected {expected}"
     for n, r in enumerate(records):
@@ -57,7 +59,7 @@ def check_records(records, partition: int, start_offset: int, client: str, total
         assert r.offset == off, f"p{partition}: offset {r.offset} where {off} was expected"
         assert r.key == key(i), (r.key, key(i))
         assert r.value == value(i), f"p{partition}@{off}: value differs"
-        assert list(r.headers) == headers(i, client), (r.headers, headers(i, client))
+        assert list(r.headers) == expected_headers(i), (r.headers, expected_headers(i))
         if check_ts:
             assert r.timestamp == timestamp(i), (r.timestamp, timestamp(i))
 
