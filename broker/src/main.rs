@@ -9,6 +9,10 @@ use clap::Parser;
 use quipu_broker::broker::Broker;
 use quipu_config::{load, Sources};
 
+#[global_allocator]
+static ALLOCATOR: quipu_broker::alloc_guard::GuardedAllocator =
+    quipu_broker::alloc_guard::GuardedAllocator;
+
 #[derive(Parser, Debug)]
 #[command(
     name = "quipu",

@@ -24,11 +24,13 @@ pub fn handle(
         let mut r = DescribeConfigsResult::default();
         r.resource_type = resource.resource_type;
         r.resource_name = resource.resource_name.clone();
+        r.error_message = None;
+        // Null or empty asks for every setting, as in Kafka.
         let wanted = |name: &str| {
             resource
                 .configuration_keys
                 .as_ref()
-                .is_none_or(|keys| keys.iter().any(|k| k.as_str() == name))
+                .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
         };
         match resource.resource_type {
             RESOURCE_TOPIC => match broker.metadata.topic(resource.resource_name.as_str()) {

@@ -1,0 +1,289 @@
+//! Every API version that ApiVersions advertises is served: each is called at every version, the
+//! response decodes at that version with nothing left over, and it says what Kafka would.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, BrokerProcess, Conn};
+use quipu_protocol::messages::create_partitions_request::CreatePartitionsTopic;
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
+use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use quipu_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use quipu_protocol::messages::*;
+use quipu_protocol::StrBytes;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn advertised(conn: &mut Conn) -> Vec<(ApiKey, i16, i16)> {
+    let r: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    r.api_keys
+        .iter()
+        .map(|k| {
+            (
+                ApiKey::try_from(k.api_key).unwrap(),
+                k.min_version,
+                k.max_version,
+            )
+        })
+        .collect()
+}
+
+fn create(conn: &mut Conn, topic: &str, partitions: i32) {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(resp.topics[0].error_code, 0);
+}
+
+fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
+    match api {
+        ApiKey::ApiVersions => {
+            let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
+            assert_eq!(r.error_code, 0);
+            assert_eq!(r.api_keys.len(), 9);
+        }
+        ApiKey::Metadata => {
+            let mut t = MetadataRequestTopic::default();
+            t.name = Some(name("vt"));
+            let mut r = MetadataRequest::default();
+            r.topics = Some(vec![t]);
+            r.allow_auto_topic_creation = true;
+            let resp: MetadataResponse = conn.call(api, v, &r);
+            assert_eq!(resp.brokers.len(), 1);
+            assert_eq!(resp.topics.len(), 1);
+            assert_eq!(resp.topics[0].error_code, 0);
+            assert_eq!(resp.topics[0].partitions.len(), 1);
+            assert_eq!(resp.topics[0].partitions[0].leader_id.0, 0);
+        }
+        ApiKey::Produce => {
+            let mut pd = PartitionProduceData::default();
+            pd.index = 0;
+            pd.records = Some(Bytes::from(batch(2)));
+            let mut td = TopicProduceData::default();
+            td.name = name("vt");
+            td.partition_data = vec![pd];
+            let mut r = ProduceRequest::default();
+            r.acks = -1;
+            r.timeout_ms = 5_000;
+            r.topic_data = vec![td];
+            let resp: ProduceResponse = conn.call(api, v, &r);
+            let p = &resp.responses[0].partition_responses[0];
+            assert_eq!(p.error_code, 0);
+            assert!(p.base_offset >= 0);
+        }
+        ApiKey::Fetch => {
+            let mut fp = FetchPartition::default();
+            fp.partition = 0;
+            fp.fetch_offset = 0;
+            fp.partition_max_bytes = 1 << 20;
+            fp.current_leader_epoch = -1;
+            let mut ft = FetchTopic::default();
+            ft.topic = name("vt");
+            ft.partitions = vec![fp];
+            let mut r = FetchRequest::default();
+            r.replica_id = BrokerId(-1);
+            r.max_wait_ms = 100;
+            r.min_bytes = 1;
+            r.max_bytes = 1 << 20;
+            r.session_epoch = -1;
+            r.topics = vec![ft];
+            let resp: FetchResponse = conn.call(api, v, &r);
+            let p = &resp.responses[0].partitions[0];
+            assert_eq!(p.error_code, 0);
+            assert!(p.high_watermark >= 2);
+            assert!(p.records.as_ref().is_some_and(|r| !r.is_empty()));
+        }
+        ApiKey::ListOffsets => {
+            let mut results = Vec::new();
+            for ts in [-1i64, -2, 1_000] {
+                let mut p = ListOffsetsPartition::default();
+                p.partition_index = 0;
+                p.timestamp = ts;
+                p.current_leader_epoch = -1;
+                let mut t = ListOffsetsTopic::default();
+                t.name = name("vt");
+                t.partitions = vec![p];
+                let mut r = ListOffsetsRequest::default();
+                r.replica_id = BrokerId(-1);
+                r.topics = vec![t];
+                let resp: ListOffsetsResponse = conn.call(api, v, &r);
+                let p = &resp.topics[0].partitions[0];
+                assert_eq!(p.error_code, 0);
+                results.push(p.offset);
+            }
+            assert!(results[0] >= 2, "latest {results:?}");
+            assert_eq!(results[1], 0, "earliest");
+            assert_eq!(results[2], 0, "first record at or after 1000");
+        }
+        ApiKey::CreateTopics => {
+            let mut t = CreatableTopic::default();
+            t.name = name(&format!("ct-{v}"));
+            t.num_partitions = 2;
+            t.replication_factor = -1;
+            let mut r = CreateTopicsRequest::default();
+            r.topics = vec![t];
+            let resp: CreateTopicsResponse = conn.call(api, v, &r);
+            assert_eq!(
+                resp.topics[0].error_code, 0,
+                "{:?}",
+                resp.topics[0].error_message
+            );
+            if v >= 5 {
+                assert_eq!(resp.topics[0].num_partitions, 2);
+            }
+        }
+        ApiKey::DeleteTopics => {
+            let topic = format!("dt-{v}");
+            create(conn, &topic, 1);
+            let mut r = DeleteTopicsRequest::default();
+            if v >= 6 {
+                let mut s = DeleteTopicState::default();
+                s.name = Some(name(&topic));
+                r.topics = vec![s];
+            } else {
+                r.topic_names = vec![name(&topic)];
+            }
+            let resp: DeleteTopicsResponse = conn.call(api, v, &r);
+            assert_eq!(resp.responses[0].error_code, 0);
+            let again: DeleteTopicsResponse = conn.call(api, v, &r);
+            assert_eq!(
+                again.responses[0].error_code, 3,
+                "UNKNOWN_TOPIC_OR_PARTITION once deleted"
+            );
+        }
+        ApiKey::DescribeConfigs => {
+            let mut res = DescribeConfigsResource::default();
+            res.resource_type = 2;
+            res.resource_name = StrBytes::from_static_str("vt");
+            let mut r = DescribeConfigsRequest::default();
+            r.resources = vec![res];
+            r.include_synonyms = true;
+            let resp: DescribeConfigsResponse = conn.call(api, v, &r);
+            assert_eq!(resp.results[0].error_code, 0);
+            let retention = resp.results[0]
+                .configs
+                .iter()
+                .find(|c| c.name.as_str() == "retention.ms")
+                .unwrap_or_else(|| panic!("v{v}: {:?}", resp.results[0]));
+            assert_eq!(retention.value.as_deref(), Some("604800000"));
+        }
+        ApiKey::CreatePartitions => {
+            let topic = format!("cp-{v}");
+            create(conn, &topic, 1);
+            let mut t = CreatePartitionsTopic::default();
+            t.name = name(&topic);
+            t.count = 3;
+            let mut r = CreatePartitionsRequest::default();
+            r.topics = vec![t];
+            let resp: CreatePartitionsResponse = conn.call(api, v, &r);
+            assert_eq!(resp.results[0].error_code, 0);
+            let again: CreatePartitionsResponse = conn.call(api, v, &r);
+            assert_eq!(
+                again.results[0].error_code, 37,
+                "INVALID_PARTITIONS when not growing"
+            );
+        }
+        other => panic!("{other:?} is advertised but this test does not call it"),
+    }
+}
+
+#[test]
+fn every_advertised_version_of_every_api_is_served() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    let apis = advertised(&mut conn);
+    // Metadata first, so that the topic the others use exists.
+    for (api, min, max) in apis
+        .iter()
+        .filter(|a| a.0 == ApiKey::Metadata)
+        .chain(apis.iter().filter(|a| a.0 != ApiKey::Metadata))
+    {
+        for v in *min..=*max {
+            if *api == ApiKey::Fetch || *api == ApiKey::ListOffsets {
+                // Data to read.
+                call_at(&mut conn, ApiKey::Produce, 9);
+            }
+            call_at(&mut conn, *api, v);
+        }
+    }
+}
+
+#[test]
+fn responses_keep_request_order_when_a_long_poll_waits() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    create(&mut conn, "order", 1);
+    // A fetch that waits 1 s for data that never comes, then an ApiVersions: the ApiVersions is
+    // handled at once, but its response must follow the fetch's.
+    let mut fp = FetchPartition::default();
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name("order");
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_wait_ms = 1_000;
+    r.min_bytes = 1;
+    r.max_bytes = 1 << 20;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    let started = std::time::Instant::now();
+    let fetch_id = conn.send(ApiKey::Fetch, 12, &r);
+    let versions_id = conn.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let _: FetchResponse = conn.receive(ApiKey::Fetch, 12, fetch_id);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(900));
+    let _: ApiVersionsResponse = conn.receive(ApiKey::ApiVersions, 3, versions_id);
+}
+
+#[test]
+fn a_long_poll_answers_as_soon_as_data_arrives() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    create(&mut conn, "poll", 1);
+    let mut fp = FetchPartition::default();
+    fp.partition_max_bytes = 1 << 20;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name("poll");
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_wait_ms = 30_000;
+    r.min_bytes = 1;
+    r.max_bytes = 1 << 20;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    let started = std::time::Instant::now();
+    let id = conn.send(ApiKey::Fetch, 12, &r);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut producer = b.connect();
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(Bytes::from(batch(1)));
+    let mut td = TopicProduceData::default();
+    td.name = name("poll");
+    td.partition_data = vec![pd];
+    let mut p = ProduceRequest::default();
+    p.acks = 1;
+    p.timeout_ms = 5_000;
+    p.topic_data = vec![td];
+    let _: ProduceResponse = producer.call(ApiKey::Produce, 9, &p);
+    let resp: FetchResponse = conn.receive(ApiKey::Fetch, 12, id);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    assert_eq!(resp.responses[0].partitions[0].high_watermark, 1);
+    assert!(!resp.responses[0].partitions[0]
+        .records
+        .as_ref()
+        .unwrap()
+        .is_empty());
+}

@@ -1,0 +1,231 @@
+//! Bad input gets Kafka's error code or a closed connection, a log line, and the broker keeps
+//! serving its other clients.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, BrokerProcess, Conn};
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use quipu_protocol::messages::*;
+use quipu_protocol::{ResponseError, StrBytes};
+
+fn api_versions_works(conn: &mut Conn) {
+    let r: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(r.error_code, 0);
+    assert!(r
+        .api_keys
+        .iter()
+        .any(|k| k.api_key == ApiKey::Produce as i16));
+}
+
+/// Opens a second client first, so that each test shows that bad input on one connection leaves
+/// the other served.
+fn broker_with_bystander(args: &[&str]) -> (BrokerProcess, Conn) {
+    let b = BrokerProcess::start(args);
+    let mut bystander = b.connect();
+    api_versions_works(&mut bystander);
+    (b, bystander)
+}
+
+fn after_bad_input(b: &mut BrokerProcess, bystander: &mut Conn, log_needle: &str) {
+    assert!(b.alive(), "broker died: {}", b.log());
+    api_versions_works(bystander);
+    api_versions_works(&mut b.connect());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !b.log().contains(log_needle) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no log line with {log_needle:?}: {}",
+            b.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = TopicName(StrBytes::from_string(topic.into()));
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = 1;
+    r.timeout_ms = 5_000;
+    r.topic_data = vec![td];
+    r
+}
+
+fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = TopicName(StrBytes::from_string(name.into()));
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 5_000;
+    conn.call(ApiKey::CreateTopics, 7, &r)
+}
+
+#[test]
+fn frame_over_the_limit_closes_the_connection() {
+    let (mut b, mut bystander) = broker_with_bystander(&["--set", "socket.request.max.bytes=4096"]);
+    let mut c = b.connect();
+    c.send_raw(&4097i32.to_be_bytes());
+    assert!(c.is_closed());
+    // A frame at the limit is read (it is garbage, so it closes too, but for its header).
+    let mut c = b.connect();
+    let mut frame = 4096i32.to_be_bytes().to_vec();
+    frame.extend(vec![0xffu8; 4096]);
+    c.send_raw(&frame);
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "exceeds the limit of 4096 bytes");
+}
+
+#[test]
+fn negative_frame_size_closes_the_connection() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    c.send_raw(&(-5i32).to_be_bytes());
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "is negative");
+}
+
+#[test]
+fn truncated_size_or_frame_then_hang_up_leaves_the_broker_serving() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    c.send_raw(&[0, 0]);
+    drop(c);
+    let mut c = b.connect();
+    c.send_raw(&[0, 0, 0, 100, 0, 18, 0, 3]);
+    drop(c);
+    // A frame too short to hold a request header.
+    let mut c = b.connect();
+    c.send_raw(&[0, 0, 0, 3, 0, 18, 0]);
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "request header is truncated");
+}
+
+#[test]
+fn unknown_api_key_closes_the_connection() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    c.send_raw(&[0, 0, 0, 10, 0x03, 0xe7, 0, 0, 0, 0, 0, 1, 0xff, 0xff]); // api key 999
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "unknown api key 999");
+}
+
+#[test]
+fn unsupported_version_closes_the_connection_but_api_versions_answers() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    // Produce v99, correlation id 1, null client id, no tagged fields, an empty body.
+    c.send_raw(&[0, 0, 0, 11, 0, 0, 0, 99, 0, 0, 0, 1, 0xff, 0xff, 0]);
+    assert!(c.is_closed());
+    // ApiVersions at a version we lack: UNSUPPORTED_VERSION, in the v0 layout, with our versions.
+    let mut c = b.connect();
+    c.send_raw(&[0, 0, 0, 11, 0, 18, 0, 99, 0, 0, 0, 7, 0xff, 0xff, 0]);
+    let r: ApiVersionsResponse = c.receive(ApiKey::ApiVersions, 0, 7);
+    assert_eq!(r.error_code, ResponseError::UnsupportedVersion.code());
+    let produce = r.api_keys.iter().find(|k| k.api_key == 0).unwrap();
+    assert_eq!((produce.min_version, produce.max_version), (3, 11));
+    after_bad_input(&mut b, &mut bystander, "Produce v99 is not supported");
+}
+
+#[test]
+fn batch_with_a_bad_crc_is_refused_with_corrupt_message() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "crc", 1);
+    let mut records = batch(3);
+    let last = records.len() - 1;
+    records[last] ^= 0x40;
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, records));
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::CorruptMessage.code());
+    assert!(p.error_message.as_ref().unwrap().contains("CRC"));
+    // The log took nothing; a good batch lands at offset 0.
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, batch(3)));
+    assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
+    after_bad_input(&mut b, &mut bystander, "CRC mismatch");
+}
+
+#[test]
+fn produce_to_a_partition_or_topic_that_does_not_exist() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "two", 2);
+    for (topic, partition) in [("two", 2), ("two", -1), ("missing", 0)] {
+        let r: ProduceResponse = c.call(
+            ApiKey::Produce,
+            9,
+            &produce_request(topic, partition, batch(1)),
+        );
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code,
+            ResponseError::UnknownTopicOrPartition.code(),
+            "{topic}-{partition}"
+        );
+    }
+    // Produce never creates topics.
+    let mut m = MetadataRequest::default();
+    m.topics = Some(vec![]);
+    let r: MetadataResponse = c.call(ApiKey::Metadata, 12, &m);
+    assert!(r.topics.is_empty());
+    after_bad_input(&mut b, &mut bystander, "quipu broker started");
+}
+
+#[test]
+fn invalid_topic_names_are_refused() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    for name in ["bad name", "..", "a/b", &"x".repeat(250)] {
+        let r = create_topic(&mut c, name, 1);
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::InvalidTopicException.code(),
+            "{name}"
+        );
+        // Nor does Metadata create it.
+        let mut t = metadata_request::MetadataRequestTopic::default();
+        t.name = Some(TopicName(StrBytes::from_string(name.into())));
+        let mut m = MetadataRequest::default();
+        m.topics = Some(vec![t]);
+        m.allow_auto_topic_creation = true;
+        let r: MetadataResponse = c.call(ApiKey::Metadata, 12, &m);
+        assert_eq!(
+            r.topics[0].error_code,
+            ResponseError::InvalidTopicException.code(),
+            "{name}"
+        );
+    }
+    after_bad_input(&mut b, &mut bystander, "create topic refused");
+}
+
+#[test]
+fn body_that_does_not_parse_closes_the_connection() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    // Metadata v1 header, then a topic count of 5 and nothing after it.
+    c.send_raw(&[0, 0, 0, 14, 0, 3, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0, 0, 0, 5]);
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "cannot parse Metadata v1 request");
+}
+
+#[test]
+fn hostile_array_length_does_not_allocate_or_crash() {
+    let (mut b, mut bystander) = broker_with_bystander(&[]);
+    let mut c = b.connect();
+    // Produce v3: transactional id null, acks, timeout, then a topic count of i32::MAX.
+    let mut frame = vec![
+        0, 0, 0, 3, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0, 1, 0, 0, 0x13, 0x88,
+    ];
+    frame.extend(i32::MAX.to_be_bytes());
+    let mut framed = (frame.len() as i32).to_be_bytes().to_vec();
+    framed.extend(frame);
+    c.send_raw(&framed);
+    assert!(c.is_closed());
+    after_bad_input(&mut b, &mut bystander, "cannot parse Produce v3 request");
+}
