@@ -31,6 +31,20 @@ enum Target {
     Error(ResponseError),
 }
 
+/// One partition of the request, resolved.
+struct PartitionRead {
+    index: i32,
+    fetch_offset: i64,
+    max_bytes: usize,
+    target: Target,
+}
+
+struct TopicRead {
+    name: String,
+    id: uuid::Uuid,
+    partitions: Vec<PartitionRead>,
+}
+
 pub async fn handle(
     broker: &Broker,
     request: FetchRequest,
@@ -52,7 +66,7 @@ pub async fn handle(
     }
 
     // Resolve every partition once.
-    let mut targets: Vec<(String, uuid::Uuid, Vec<(i32, i64, usize, Target)>)> = Vec::new();
+    let mut targets: Vec<TopicRead> = Vec::new();
     for t in &request.topics {
         let topic = broker.metadata.topic(&t.topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
@@ -68,18 +82,18 @@ pub async fn handle(
                     None => Target::Error(ResponseError::UnknownTopicOrPartition),
                 },
             };
-            parts.push((
-                p.partition,
-                p.fetch_offset,
-                p.partition_max_bytes.max(0) as usize,
+            parts.push(PartitionRead {
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
                 target,
-            ));
+            });
         }
-        targets.push((
-            t.topic.0.to_string(),
-            topic.map_or(uuid::Uuid::nil(), |t| t.id),
-            parts,
-        ));
+        targets.push(TopicRead {
+            name: t.topic.0.to_string(),
+            id: topic.map_or(uuid::Uuid::nil(), |t| t.id),
+            partitions: parts,
+        });
     }
 
     let max_bytes = request.max_bytes.clamp(0, broker.config.fetch_max_bytes) as usize;
@@ -89,8 +103,8 @@ pub async fn handle(
     // Subscribe before the first read so that an append between read and wait is not missed.
     let mut watchers: Vec<watch::Receiver<i64>> = targets
         .iter()
-        .flat_map(|(_, _, parts)| parts.iter())
-        .filter_map(|(_, _, _, t)| match t {
+        .flat_map(|t| t.partitions.iter())
+        .filter_map(|p| match &p.target {
             Target::Found(p) => Some(p.subscribe()),
             Target::Error(_) => None,
         })
@@ -118,20 +132,23 @@ pub async fn handle(
 
 /// One pass over the partitions; returns the response, its record bytes, and whether any
 /// partition has an error (which answers at once, as Kafka does).
-fn read_all(
-    targets: &[(String, uuid::Uuid, Vec<(i32, i64, usize, Target)>)],
-    max_bytes: usize,
-) -> (FetchResponse, usize, bool) {
+fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, bool) {
     let mut response = FetchResponse::default();
     let mut total = 0usize;
     let mut errors = false;
-    for (name, id, parts) in targets {
+    for t in targets {
         let mut topic = FetchTopic {
-            name: name.clone(),
-            topic_id: *id,
-            partitions: Vec::with_capacity(parts.len()),
+            name: t.name.clone(),
+            topic_id: t.id,
+            partitions: Vec::with_capacity(t.partitions.len()),
         };
-        for (index, fetch_offset, partition_max_bytes, target) in parts {
+        for PartitionRead {
+            index,
+            fetch_offset,
+            max_bytes: partition_max_bytes,
+            target,
+        } in &t.partitions
+        {
             let mut out = FetchPartition {
                 partition_index: *index,
                 high_watermark: -1,
@@ -159,7 +176,7 @@ fn read_all(
                         }
                         Ok(None) => out.records = Some(vec![]),
                         Err(e) => {
-                            tracing::debug!(topic = %name, partition = index, error = %e, "fetch out of range");
+                            tracing::debug!(topic = %t.name, partition = index, error = %e, "fetch out of range");
                             out.error_code = ResponseError::OffsetOutOfRange.code();
                             errors = true;
                         }

@@ -157,9 +157,7 @@ impl Conn {
     /// Reads one response frame; None when the broker closed the connection.
     pub fn read_frame(&mut self) -> Option<Bytes> {
         let mut size = [0u8; 4];
-        if read_exact_or_eof(&mut self.stream, &mut size).is_none() {
-            return None;
-        }
+        read_exact_or_eof(&mut self.stream, &mut size)?;
         let mut body = vec![0u8; i32::from_be_bytes(size) as usize];
         read_exact_or_eof(&mut self.stream, &mut body)?;
         Some(Bytes::from(body))

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Installs what the tests need and runs all of them: formatting and lints, the Rust unit and
+# integration tests, and the interoperability suite with real Kafka clients (kcat, confluent-kafka,
+# kafka-python, Apache Kafka's Java client). Run from anywhere; exits non-zero on any failure.
+#
+# Environment: INTEROP_RECORDS (default 100000) sets the records each client produces per codec.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+step "system packages (kcat, Java, Maven)"
+missing=()
+command -v kcat >/dev/null || missing+=(kcat)
+command -v java >/dev/null || missing+=(default-jdk-headless)
+command -v mvn >/dev/null || missing+=(maven)
+if [ ${#missing[@]} -gt 0 ]; then
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
+
+step "Python packages"
+python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
+
+step "Java client (kafka-clients from Maven Central)"
+mvn -q -B -f tests/interop/java/pom.xml package dependency:copy-dependencies -DoutputDirectory=target/lib
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "Rust unit and integration tests"
+cargo test --workspace
+
+step "interoperability suite"
+export TEST_QUIPU_BIN="$PWD/target/debug/quipu"
+cd tests/interop
+python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=10
