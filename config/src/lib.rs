@@ -118,27 +118,31 @@ pub struct Sources {
 }
 
 /// Builds the configuration from its layers and validates it.
+///
+/// Each layer is flattened to Kafka-style keys on its own before it is laid over the previous
+/// ones, so `num.partitions` in the file and `QUIPU_NUM_PARTITIONS` in the environment are the same
+/// key and the later layer wins.
 pub fn load(sources: &Sources) -> Result<BrokerConfig, ConfigError> {
-    let mut builder = Config::builder();
+    let mut flat = BTreeMap::new();
     if let Some(path) = &sources.file {
-        builder = builder.add_source(
-            File::from(path.as_path())
-                .format(FileFormat::Toml)
-                .required(true),
-        );
+        let file = Config::builder()
+            .add_source(
+                File::from(path.as_path())
+                    .format(FileFormat::Toml)
+                    .required(true),
+            )
+            .build()?;
+        flatten("", file.try_deserialize()?, &mut flat);
     }
     if sources.environment {
-        builder = builder.add_source(Environment::with_prefix(ENV_PREFIX).prefix_separator("_"));
+        let env = Config::builder()
+            .add_source(Environment::with_prefix(ENV_PREFIX).prefix_separator("_"))
+            .build()?;
+        flatten("", env.try_deserialize()?, &mut flat);
     }
     for (key, value) in &sources.overrides {
-        builder = builder.set_override(normalize_key(key), value.as_str())?;
+        flat.insert(normalize_key(key), Value::from(value.as_str()));
     }
-    let layered = builder.build()?;
-
-    // Flatten nested tables (`[log] dirs`, `log.dirs`) into Kafka-style flat keys.
-    let mut flat = BTreeMap::new();
-    let table: config::Map<String, Value> = layered.try_deserialize()?;
-    flatten("", table, &mut flat);
     let mut builder = Config::builder();
     for (key, value) in flat {
         builder = builder.set_override(key, value)?;

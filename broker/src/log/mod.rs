@@ -190,9 +190,14 @@ impl Log {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
         let sizes = sizes_of(&self.config);
+        let batch_max_timestamp = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => now_ms,
+            TimestampType::CreateTime => batch.max_timestamp(),
+        };
         let roll = self.active().should_roll(
             batch.size_bytes(),
             last_offset,
+            batch_max_timestamp,
             sizes.capacity_bytes,
             self.config.segment_ms,
             now_ms,

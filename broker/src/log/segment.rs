@@ -49,7 +49,7 @@ pub struct Segment {
 /// What a scan of existing batches found.
 pub struct Recovered {
     pub segment: Segment,
-    /// Bytes past the last valid batch that were cut.
+    /// Bytes of garbage past the last valid batch that were cut (within the first 64 KiB).
     pub truncated_bytes: usize,
 }
 
@@ -117,7 +117,7 @@ impl Segment {
         let file_len = log.len_bytes();
         let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
         let end = segment.scan_from_start(validate);
-        let truncated_bytes = zero_tail_len(segment.log.slice(end, file_len - end));
+        let truncated_bytes = garbage_len(segment.log.slice(end, file_len - end));
         // Cut whatever follows the last valid batch, so a later append never sits behind garbage.
         segment.log.set_len(end)?;
         if active {
@@ -260,11 +260,15 @@ impl Segment {
         self.max_timestamp
     }
 
-    /// Whether a batch of `batch_bytes` ending at `last_offset` must go to a new segment.
+    /// Whether a batch of `batch_bytes` ending at `last_offset` with `batch_max_timestamp` must
+    /// go to a new segment. Age is measured as Kafka measures it: from the first batch's timestamp
+    /// to the new batch's when both are known (so old producer timestamps do not roll every
+    /// append), else from the segment's creation to now.
     pub fn should_roll(
         &self,
         batch_bytes: usize,
         last_offset: i64,
+        batch_max_timestamp: i64,
         segment_bytes: usize,
         segment_ms: i64,
         now_ms: i64,
@@ -273,12 +277,12 @@ impl Segment {
             // An empty segment takes any batch that fits its mapping.
             return batch_bytes > self.log.len_bytes();
         }
-        let rolling_ms = self
-            .first_batch_max_timestamp
-            .filter(|t| *t >= 0)
-            .unwrap_or(self.created_ms);
+        let age_ms = match self.first_batch_max_timestamp {
+            Some(first) if first >= 0 && batch_max_timestamp >= 0 => batch_max_timestamp - first,
+            _ => now_ms - self.created_ms,
+        };
         self.size_bytes + batch_bytes > segment_bytes.min(self.log.len_bytes())
-            || now_ms - rolling_ms > segment_ms
+            || age_ms > segment_ms
             || self.offset_index.is_full()
             || self.time_index.is_full()
             || last_offset - self.base_offset > i32::MAX as i64
@@ -393,7 +397,12 @@ impl Segment {
     }
 }
 
-/// How many bytes of `tail` are not zero-fill (cut garbage, as opposed to preallocated space).
-fn zero_tail_len(tail: &[u8]) -> usize {
-    tail.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
+/// Bytes of garbage (not zero-fill, which is preallocated space) at the start of `tail`, looked
+/// for in its first [`GARBAGE_WINDOW_BYTES`] only: a torn write sits right after the last valid
+/// batch, and reading a whole preallocated gigabyte of zeros would fault in every page.
+fn garbage_len(tail: &[u8]) -> usize {
+    let window = &tail[..tail.len().min(GARBAGE_WINDOW_BYTES)];
+    window.iter().rposition(|b| *b != 0).map_or(0, |i| i + 1)
 }
+
+const GARBAGE_WINDOW_BYTES: usize = 64 * 1024;

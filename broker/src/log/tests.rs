@@ -133,14 +133,36 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
 }
 
 #[test]
-fn segments_roll_by_time() {
+fn segments_roll_by_time_between_record_timestamps() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), config(&[("segment.ms", "1000")]), 0).unwrap();
-    log.append(&batch(1, 0, Compression::None), 0).unwrap();
-    log.append(&batch(1, 500, Compression::None), 500).unwrap();
+    let now = 1_000_000_000;
+    log.append(&batch(1, 0, Compression::None), now).unwrap();
+    log.append(&batch(1, 500, Compression::None), now).unwrap();
     assert_eq!(log.segment_count(), 1);
-    log.append(&batch(1, 1_500, Compression::None), 1_500)
+    log.append(&batch(1, 1_001, Compression::None), now)
         .unwrap();
+    assert_eq!(log.segment_count(), 2);
+    // Old timestamps far behind the wall clock do not roll every append.
+    for _ in 0..5 {
+        log.append(&batch(1, 1_100, Compression::None), now)
+            .unwrap();
+    }
+    assert_eq!(log.segment_count(), 2);
+}
+
+#[test]
+fn segments_without_producer_timestamps_roll_by_wall_clock_age() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[
+        ("segment.ms", "1000"),
+        ("message.timestamp.type", "LogAppendTime"),
+    ]);
+    let mut log = Log::open(dir.path(), cfg, 0).unwrap();
+    log.append(&batch(1, 0, Compression::None), 0).unwrap();
+    log.append(&batch(1, 0, Compression::None), 900).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    log.append(&batch(1, 0, Compression::None), 1_001).unwrap();
     assert_eq!(log.segment_count(), 2);
 }
 

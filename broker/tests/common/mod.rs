@@ -18,6 +18,7 @@ pub struct BrokerProcess {
     pub log_path: PathBuf,
     child: Option<Child>,
     args: Vec<String>,
+    envs: Vec<(String, String)>,
 }
 
 fn free_port() -> u16 {
@@ -30,6 +31,11 @@ fn free_port() -> u16 {
 
 impl BrokerProcess {
     pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    /// Starts the broker with extra environment variables (for the `QUIPU_*` layer).
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut b = Self {
             port: free_port(),
@@ -37,6 +43,10 @@ impl BrokerProcess {
             dir,
             child: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
         };
         b.spawn();
         b
@@ -54,6 +64,7 @@ impl BrokerProcess {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .args(&self.args)
+            .envs(self.envs.iter().cloned())
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()

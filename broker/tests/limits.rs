@@ -1,0 +1,251 @@
+//! Limits and configuration at their edges: connections, in-flight requests, acks=0, oversize
+//! batches, validate-only creation, and the configuration layers as the binary reads them.
+
+mod common;
+
+use bytes::Bytes;
+use common::{batch, BrokerProcess, Conn};
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use quipu_protocol::messages::*;
+use quipu_protocol::StrBytes;
+
+fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+fn produce(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 5_000;
+    r.topic_data = vec![td];
+    r
+}
+
+fn fetch(topic: &str, offset: i64, partition_max_bytes: i32, max_bytes: i32) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = partition_max_bytes;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name(topic);
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_bytes = max_bytes;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    r
+}
+
+fn metadata(conn: &mut Conn, topic: &str) -> MetadataResponse {
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name(topic));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    r.allow_auto_topic_creation = true;
+    conn.call(ApiKey::Metadata, 12, &r)
+}
+
+/// A connection that has been served once (the broker's start-up probe may still hold a slot
+/// for a moment, so a refused one is retried).
+fn served_connection(b: &BrokerProcess) -> Conn {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let mut c = b.connect();
+        c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        if c.read_frame().is_some() {
+            return c;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no connection slot became free"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn connections_over_max_connections_are_closed() {
+    let b = BrokerProcess::start(&["--set", "max.connections=2"]);
+    let first = served_connection(&b);
+    let mut second = served_connection(&b);
+    metadata(&mut second, "m");
+    let mut third = b.connect();
+    assert!(third.is_closed(), "a third connection must be refused");
+    drop(first);
+    // The freed slot serves a new client.
+    served_connection(&b);
+    assert!(b.log().contains("max.connections reached"));
+}
+
+#[test]
+fn pipelined_requests_at_the_in_flight_limit_are_answered_in_order() {
+    let b = BrokerProcess::start(&["--set", "connection.max.in.flight.requests=2"]);
+    let mut c = b.connect();
+    metadata(&mut c, "pipe");
+    // Twenty requests written at once, with long polls among them: all answered, in order.
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        if i % 5 == 0 {
+            let mut f = fetch("pipe", 0, 1 << 20, 1 << 20);
+            f.max_wait_ms = 200;
+            f.min_bytes = 1;
+            ids.push((ApiKey::Fetch, c.send(ApiKey::Fetch, 12, &f)));
+        } else {
+            ids.push((
+                ApiKey::ApiVersions,
+                c.send(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()),
+            ));
+        }
+    }
+    for (api, id) in ids {
+        match api {
+            ApiKey::Fetch => {
+                let _: FetchResponse = c.receive(api, 12, id);
+            }
+            _ => {
+                let _: ApiVersionsResponse = c.receive(api, 3, id);
+            }
+        }
+    }
+}
+
+#[test]
+fn acks_zero_gets_no_response_and_the_next_request_is_answered() {
+    let b = BrokerProcess::start(&[]);
+    let mut c = b.connect();
+    metadata(&mut c, "fire");
+    c.send(ApiKey::Produce, 9, &produce("fire", 0, batch(3)));
+    let r = metadata(&mut c, "fire");
+    assert_eq!(r.topics[0].error_code, 0);
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("fire", 0, 1 << 20, 1 << 20));
+    assert_eq!(f.responses[0].partitions[0].high_watermark, 3);
+}
+
+#[test]
+fn a_batch_larger_than_the_fetch_limits_still_comes_whole() {
+    let b = BrokerProcess::start(&[]);
+    let mut c = b.connect();
+    metadata(&mut c, "big");
+    let one = batch(50);
+    for _ in 0..3 {
+        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("big", 1, one.clone()));
+        assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    }
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, 1 << 20, 1 << 20));
+    assert_eq!(
+        f.responses[0].partitions[0].records.as_ref().unwrap().len(),
+        one.len() * 3
+    );
+    // Limits far below one batch: exactly one whole batch.
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, 10, 10));
+    assert_eq!(
+        f.responses[0].partitions[0].records.as_ref().unwrap().len(),
+        one.len()
+    );
+    // Room for two batches and a half: two.
+    let limit = (one.len() * 5 / 2) as i32;
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, limit, 1 << 20));
+    assert_eq!(
+        f.responses[0].partitions[0].records.as_ref().unwrap().len(),
+        one.len() * 2
+    );
+    // From the middle of the second batch: the second and third.
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 60, 1 << 20, 1 << 20));
+    assert_eq!(
+        f.responses[0].partitions[0].records.as_ref().unwrap().len(),
+        one.len() * 2
+    );
+    // Past the end: OFFSET_OUT_OF_RANGE.
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 151, 1 << 20, 1 << 20));
+    assert_eq!(f.responses[0].partitions[0].error_code, 1);
+}
+
+#[test]
+fn validate_only_creates_nothing() {
+    let b = BrokerProcess::start(&["--set", "auto.create.topics.enable=false"]);
+    let mut c = b.connect();
+    let mut t = CreatableTopic::default();
+    t.name = name("dry");
+    t.num_partitions = 4;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.validate_only = true;
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(resp.topics[0].num_partitions, 4);
+    assert_eq!(
+        metadata(&mut c, "dry").topics[0].error_code,
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    // And a bad replication factor is refused even when only validating.
+    r.topics[0].replication_factor = 3;
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(resp.topics[0].error_code, 38, "INVALID_REPLICATION_FACTOR");
+}
+
+#[test]
+fn configuration_layers_file_then_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("quipu.toml");
+    std::fs::write(
+        &file,
+        "num.partitions = 2\n[log]\nsegment.bytes = 1048576\n",
+    )
+    .unwrap();
+    let file_arg = file.to_str().unwrap();
+    // File alone.
+    let b = BrokerProcess::start(&["--config", file_arg]);
+    assert_eq!(
+        metadata(&mut b.connect(), "a").topics[0].partitions.len(),
+        2
+    );
+    drop(b);
+    // Environment beats the file.
+    let env = [("QUIPU_NUM_PARTITIONS", "5")];
+    let b = BrokerProcess::start_with_env(&["--config", file_arg], &env);
+    assert_eq!(
+        metadata(&mut b.connect(), "a").topics[0].partitions.len(),
+        5
+    );
+    drop(b);
+    // Flags beat the environment.
+    let b =
+        BrokerProcess::start_with_env(&["--config", file_arg, "--set", "num.partitions=7"], &env);
+    assert_eq!(
+        metadata(&mut b.connect(), "a").topics[0].partitions.len(),
+        7
+    );
+}
+
+#[test]
+fn unknown_key_or_bad_value_stops_the_broker_with_a_message() {
+    for (args, needle) in [
+        (vec!["--set", "num.partitionz=3"], "num_partitionz"),
+        (vec!["--set", "num.partitions=lots"], "num_partitions"),
+        (
+            vec!["--set", "log.message.timestamp.type=Whenever"],
+            "CreateTime or LogAppendTime",
+        ),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_quipu"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(tempfile::tempdir().unwrap().path())
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+    }
+}
