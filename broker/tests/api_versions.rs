@@ -105,7 +105,11 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         }
         ApiKey::ListOffsets => {
             let mut results = Vec::new();
-            for ts in [-1i64, -2, 1_000] {
+            let mut stamps = vec![-1i64, -2, 1_000];
+            if v >= 7 {
+                stamps.push(-3); // the record with the largest timestamp
+            }
+            for ts in stamps {
                 let mut p = ListOffsetsPartition::default();
                 p.partition_index = 0;
                 p.timestamp = ts;
@@ -124,6 +128,10 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             assert!(results[0] >= 2, "latest {results:?}");
             assert_eq!(results[1], 0, "earliest");
             assert_eq!(results[2], 0, "first record at or after 1000");
+            if v >= 7 {
+                // Every batch holds timestamps 1000 and 1001: the first 1001 is offset 1.
+                assert_eq!(results[3], 1, "max timestamp");
+            }
         }
         ApiKey::CreateTopics => {
             let mut t = CreatableTopic::default();

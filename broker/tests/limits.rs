@@ -249,3 +249,30 @@ fn unknown_key_or_bad_value_stops_the_broker_with_a_message() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn acks_all_below_min_insync_replicas_is_refused() {
+    let b = BrokerProcess::start(&[]);
+    let mut c = b.connect();
+    let mut t = CreatableTopic::default();
+    t.name = name("strict");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut cfg = create_topics_request::CreatableTopicConfig::default();
+    cfg.name = StrBytes::from_static_str("min.insync.replicas");
+    cfg.value = Some(StrBytes::from_static_str("2"));
+    t.configs = vec![cfg];
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(resp.topics[0].error_code, 0);
+    let all: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", -1, batch(1)));
+    assert_eq!(all.responses[0].partition_responses[0].error_code, 19, "NOT_ENOUGH_REPLICAS");
+    // acks=1 does not wait for replicas and lands.
+    let one: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", 1, batch(1)));
+    assert_eq!(one.responses[0].partition_responses[0].error_code, 0);
+    assert_eq!(one.responses[0].partition_responses[0].base_offset, 0);
+    // Bad acks: INVALID_REQUIRED_ACKS.
+    let bad: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", 2, batch(1)));
+    assert_eq!(bad.responses[0].partition_responses[0].error_code, 21);
+}
