@@ -267,7 +267,10 @@ fn acks_all_below_min_insync_replicas_is_refused() {
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
     assert_eq!(resp.topics[0].error_code, 0);
     let all: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", -1, batch(1)));
-    assert_eq!(all.responses[0].partition_responses[0].error_code, 19, "NOT_ENOUGH_REPLICAS");
+    assert_eq!(
+        all.responses[0].partition_responses[0].error_code, 19,
+        "NOT_ENOUGH_REPLICAS"
+    );
     // acks=1 does not wait for replicas and lands.
     let one: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", 1, batch(1)));
     assert_eq!(one.responses[0].partition_responses[0].error_code, 0);
