@@ -23,8 +23,9 @@ fi
 step "Python packages"
 python3 -m pip install -q --disable-pip-version-check -r tests/interop/requirements.txt
 
-step "Java client (kafka-clients from Maven Central)"
+step "Java client and Apache Kafka's tools (from Maven Central)"
 mvn -q -B -f tests/interop/java/pom.xml package dependency:copy-dependencies -DoutputDirectory=target/lib
+mvn -q -B -f tests/interop/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=target/lib
 
 step "format and lints"
 cargo fmt --all -- --check
