@@ -3,6 +3,7 @@
 //! - [`log`]: the storage engine (segments, indexes); knows nothing of the network.
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
+//! - [`retention`]: deletes segments that retention no longer keeps; [`checkpoint`] files.
 //! - [`broker`]: the state handlers share.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
@@ -10,8 +11,10 @@
 pub mod alloc_guard;
 pub mod api;
 pub mod broker;
+pub mod checkpoint;
 pub mod clock;
 pub mod log;
 pub mod metadata;
 pub mod partition;
+pub mod retention;
 pub mod server;

@@ -76,7 +76,12 @@ pub struct Metadata {
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The open metadata log; its lock also serializes changes.
     log_file: Mutex<File>,
+    /// Serializes writers of the log start offset checkpoint.
+    checkpoint_lock: Mutex<()>,
 }
+
+/// Where the log start offsets moved by retention and DeleteRecords are kept, as Kafka keeps them.
+const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
@@ -120,6 +125,7 @@ impl Metadata {
             data_dir,
             topics: RwLock::new(BTreeMap::new()),
             log_file: Mutex::new(log_file),
+            checkpoint_lock: Mutex::new(()),
         };
         // Fold the records into the final image first, then open each partition once.
         let mut image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)> = BTreeMap::new();
@@ -148,6 +154,21 @@ impl Metadata {
         for (name, (id, partitions, overrides)) in image {
             let topic = metadata.open_topic(&name, id, partitions, overrides)?;
             topics.insert(name, Arc::new(topic));
+        }
+        // Log start offsets moved inside a segment (DeleteRecords) come from the checkpoint.
+        for ((topic, partition), offset) in
+            crate::checkpoint::read(&metadata.data_dir.join(LOG_START_CHECKPOINT))
+        {
+            if let Some(p) = topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(partition as usize))
+            {
+                let mut log = p.log();
+                let end = log.log_end_offset();
+                if let Err(e) = log.advance_log_start_offset(offset.min(end), end) {
+                    tracing::warn!(topic, partition, error = %e, "cannot restore the log start offset");
+                }
+            }
         }
         *metadata.topics.write().expect("metadata lock") = topics;
         Ok(metadata)
@@ -414,6 +435,21 @@ impl Metadata {
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Writes every partition's log start offset to the checkpoint.
+    pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
+        let _writer = self.checkpoint_lock.lock().expect("checkpoint lock");
+        let mut offsets = crate::checkpoint::Offsets::new();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                offsets.insert(
+                    (topic.name.to_string(), p.index()),
+                    p.log().log_start_offset(),
+                );
+            }
+        }
+        crate::checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT), &offsets)
     }
 
     /// Clean shutdown: every log flushed and trimmed.

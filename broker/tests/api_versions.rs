@@ -50,7 +50,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 9);
+            assert_eq!(r.api_keys.len(), 10);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -199,6 +199,47 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             assert_eq!(
                 again.results[0].error_code, 37,
                 "INVALID_PARTITIONS when not growing"
+            );
+        }
+        ApiKey::DeleteRecords => {
+            let topic = format!("dr-{v}");
+            create(conn, &topic, 1);
+            for _ in 0..3 {
+                let mut pd = PartitionProduceData::default();
+                pd.records = Some(Bytes::from(batch(2)));
+                let mut td = TopicProduceData::default();
+                td.name = name(&topic);
+                td.partition_data = vec![pd];
+                let mut r = ProduceRequest::default();
+                r.acks = 1;
+                r.timeout_ms = 5_000;
+                r.topic_data = vec![td];
+                let _: ProduceResponse = conn.call(ApiKey::Produce, 9, &r);
+            }
+            let delete = |offset: i64| {
+                let mut p = delete_records_request::DeleteRecordsPartition::default();
+                p.partition_index = 0;
+                p.offset = offset;
+                let mut t = delete_records_request::DeleteRecordsTopic::default();
+                t.name = name(&topic);
+                t.partitions = vec![p];
+                let mut r = DeleteRecordsRequest::default();
+                r.topics = vec![t];
+                r.timeout_ms = 5_000;
+                r
+            };
+            let resp: DeleteRecordsResponse = conn.call(api, v, &delete(3));
+            let p = &resp.topics[0].partitions[0];
+            assert_eq!((p.error_code, p.low_watermark), (0, 3));
+            let resp: DeleteRecordsResponse = conn.call(api, v, &delete(7));
+            assert_eq!(
+                resp.topics[0].partitions[0].error_code, 1,
+                "OFFSET_OUT_OF_RANGE past the high watermark"
+            );
+            let resp: DeleteRecordsResponse = conn.call(api, v, &delete(-1));
+            assert_eq!(
+                resp.topics[0].partitions[0].low_watermark, 6,
+                "-1 means the high watermark"
             );
         }
         other => panic!("{other:?} is advertised but this test does not call it"),

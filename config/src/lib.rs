@@ -68,6 +68,8 @@ pub struct BrokerConfig {
     pub log_retention_bytes: i64,
     /// Topic default for `segment.index.bytes`.
     pub log_index_size_max_bytes: i32,
+    /// How often retention looks for segments to delete.
+    pub log_retention_check_interval_ms: u64,
     /// Topic default for `index.interval.bytes`.
     pub log_index_interval_bytes: i32,
     /// Topic default for `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
@@ -98,6 +100,7 @@ impl Default for BrokerConfig {
             log_retention_ms: 7 * 24 * 3_600_000,
             log_retention_bytes: -1,
             log_index_size_max_bytes: 10 * 1024 * 1024,
+            log_retention_check_interval_ms: 300_000,
             log_index_interval_bytes: 4096,
             log_message_timestamp_type: "CreateTime".into(),
             log_cleanup_policy: "delete".into(),
@@ -242,6 +245,13 @@ impl BrokerConfig {
                 "fetch.max.bytes",
                 self.fetch_max_bytes,
                 "a number >= 1024",
+            ));
+        }
+        if self.log_retention_check_interval_ms < 1 {
+            return Err(invalid(
+                "log.retention.check.interval.ms",
+                self.log_retention_check_interval_ms,
+                "a number >= 1",
             ));
         }
         if self.min_insync_replicas != 1 {

@@ -50,7 +50,7 @@ def consume(bootstrap, topic, partition, start_offset, count):
 
 
 def offset_for_time(bootstrap, topic, partition, ts):
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"interop-{topic}"})
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"interop-{topic}", "enable.auto.commit": False})
     try:
         [tp] = c.offsets_for_times([TopicPartition(topic, partition, ts)], timeout=10)
         return tp.offset

@@ -154,7 +154,8 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
                 high_watermark: -1,
                 last_stable_offset: -1,
                 log_start_offset: -1,
-                records: None,
+                // Kafka sends empty records, never null, with an error: librdkafka rejects null.
+                records: Some(vec![]),
                 ..Default::default()
             };
             match target {

@@ -7,6 +7,7 @@
 mod api_versions;
 mod create_partitions;
 mod create_topics;
+mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
@@ -36,6 +37,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -163,6 +165,12 @@ pub async fn handle(
             api,
             version,
             &create_partitions::handle(&broker, decode!(m::CreatePartitionsRequest)),
+        )?,
+        ApiKey::DeleteRecords => encode(
+            correlation_id,
+            api,
+            version,
+            &delete_records::handle(&broker, decode!(m::DeleteRecordsRequest)),
         )?,
         ApiKey::DescribeConfigs => encode(
             correlation_id,

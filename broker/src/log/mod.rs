@@ -34,6 +34,14 @@ pub enum AppendError {
     Io(#[from] io::Error),
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum LogStartError {
+    #[error(transparent)]
+    OutOfRange(#[from] OffsetOutOfRange),
+    #[error("storage: {0}")]
+    Io(#[from] io::Error),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
 pub struct OffsetOutOfRange {
@@ -306,6 +314,80 @@ impl Log {
         }
         let batch = best?.batch_with_max_timestamp()?;
         first_record_at_or_after(&batch, batch.max_timestamp())
+    }
+
+    /// Bytes held by all segments.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(|s| s.size_bytes() as u64).sum()
+    }
+
+    /// Moves the log start offset forward to `offset` (DeleteRecords, or a checkpoint at start)
+    /// and deletes the segments wholly below it. Offsets past the high watermark `limit` are out
+    /// of range; an offset below the current start changes nothing.
+    pub fn advance_log_start_offset(
+        &mut self,
+        offset: i64,
+        limit: i64,
+    ) -> Result<i64, LogStartError> {
+        if offset > limit || offset < 0 {
+            return Err(LogStartError::OutOfRange(OffsetOutOfRange {
+                offset,
+                log_start_offset: self.log_start_offset,
+                log_end_offset: limit,
+            }));
+        }
+        if offset > self.log_start_offset {
+            self.log_start_offset = offset;
+            // Whole segments below the new start go; the active segment always stays.
+            while self.segments.len() > 1 {
+                let (&base, first) = self.segments.iter().next().expect("segments");
+                if first.next_offset() > offset {
+                    break;
+                }
+                let segment = self.segments.remove(&base).expect("present");
+                segment.delete_files(&self.dir)?;
+            }
+        }
+        Ok(self.log_start_offset)
+    }
+
+    /// Deletes the oldest closed segments that are past `retention.ms` (by their largest
+    /// timestamp, or when they were last written if they carry none) or that put the log over
+    /// `retention.bytes`; the active segment is never deleted. Returns the deleted base offsets.
+    pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<Vec<i64>> {
+        let (retention_ms, retention_bytes) =
+            (self.config.retention_ms, self.config.retention_bytes);
+        let mut over_bytes = if retention_bytes < 0 {
+            0
+        } else {
+            self.size_bytes() as i64 - retention_bytes
+        };
+        let mut deleted = Vec::new();
+        while self.segments.len() > 1 {
+            let (&base, first) = self.segments.iter().next().expect("segments");
+            let age_ms = now_ms
+                - if first.max_timestamp() >= 0 {
+                    first.max_timestamp()
+                } else {
+                    first.last_modified_ms()
+                };
+            let expired = retention_ms >= 0 && age_ms > retention_ms;
+            let too_big = over_bytes - first.size_bytes() as i64 >= 0 && retention_bytes >= 0;
+            if !(expired || too_big) {
+                break;
+            }
+            over_bytes -= first.size_bytes() as i64;
+            let segment = self.segments.remove(&base).expect("present");
+            let next_base = *self
+                .segments
+                .keys()
+                .next()
+                .expect("the active segment stays");
+            self.log_start_offset = self.log_start_offset.max(next_base);
+            segment.delete_files(&self.dir)?;
+            deleted.push(base);
+        }
+        Ok(deleted)
     }
 
     /// Flushes everything written to disk (msync).

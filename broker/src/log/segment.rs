@@ -390,6 +390,29 @@ impl Segment {
         self.log.set_len(self.size_bytes)
     }
 
+    /// Removes the segment's files. Readers still holding slices keep their mappings: unlinking a
+    /// mapped file is safe, its pages live until the last slice is dropped.
+    pub fn delete_files(self, dir: &Path) -> io::Result<()> {
+        let base = self.base_offset;
+        drop(self);
+        for ext in ["log", "index", "timeindex"] {
+            match std::fs::remove_file(file_path(dir, base, ext)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// When the segment was last written, for retention of segments without timestamps.
+    pub fn last_modified_ms(&self) -> i64 {
+        std::fs::metadata(self.log.path())
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(self.created_ms, |d| d.as_millis() as i64)
+    }
+
     pub fn flush(&self) -> io::Result<()> {
         self.log.flush()?;
         self.offset_index.flush()?;

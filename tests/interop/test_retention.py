@@ -1,0 +1,90 @@
+"""Retention and DeleteRecords as librdkafka sees them: the log start offset moves, earliest
+offsets and consumers follow it, and it survives a restart."""
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from conftest import Broker
+
+
+def low_watermark(bootstrap, topic, partition=0):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "retention-check", "enable.auto.commit": False})
+    try:
+        low, high = c.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
+        return low, high
+    finally:
+        c.close()
+
+
+def first_offset_from_earliest(bootstrap, topic):
+    """Where a consumer that asks for offset 0 and resets to the earliest actually starts."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "retention-check", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False})
+    try:
+        c.assign([TopicPartition(topic, 0, 0)])
+        for _ in range(100):
+            for m in c.consume(1, timeout=0.2):
+                assert not m.error(), m.error()
+                return m.offset()
+        raise AssertionError("nothing consumed")
+    finally:
+        c.close()
+
+
+def produce(bootstrap, topic, count, timestamp=None):
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0, "batch.size": 1000})
+    for i in range(count):
+        kwargs = {"timestamp": timestamp} if timestamp else {}
+        p.produce(topic, value=b"x" * 500, partition=0, **kwargs)
+        p.poll(0)
+    assert p.flush(30) == 0
+
+
+def wait_for(predicate, timeout_s=15):
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_retention_and_delete_records_move_the_log_start_offset(tmp_path):
+    broker = Broker(tmp_path / "data", ["--set", "log.retention.check.interval.ms=200"])
+    broker.start()
+    try:
+        admin = AdminClient({"bootstrap.servers": broker.bootstrap})
+        fs = admin.create_topics([
+            NewTopic("by-bytes", 1, 1, config={"segment.bytes": "16384", "retention.bytes": "50000"}),
+            NewTopic("by-time", 1, 1, config={"segment.bytes": "16384", "retention.ms": "60000"}),
+            NewTopic("by-request", 1, 1),
+        ])
+        for f in fs.values():
+            f.result(30)
+
+        # retention.bytes: about 300 KB in 16 KB segments, at most ~50 KB kept.
+        produce(broker.bootstrap, "by-bytes", 600)
+        wait_for(lambda: low_watermark(broker.bootstrap, "by-bytes")[0] > 400)
+        low, high = low_watermark(broker.bootstrap, "by-bytes")
+        assert high == 600
+        assert first_offset_from_earliest(broker.bootstrap, "by-bytes") == low
+
+        # retention.ms: records stamped an hour ago are past a one-minute retention at once;
+        # fresh ones after them keep their segments.
+        produce(broker.bootstrap, "by-time", 200, timestamp=int(time.time() * 1000) - 3_600_000)
+        produce(broker.bootstrap, "by-time", 100)
+        wait_for(lambda: low_watermark(broker.bootstrap, "by-time")[0] >= 190)
+        assert low_watermark(broker.bootstrap, "by-time")[0] <= 200
+
+        # DeleteRecords, then a restart: the start stays where it was moved.
+        produce(broker.bootstrap, "by-request", 50)
+        [f] = admin.delete_records([TopicPartition("by-request", 0, 20)]).values()
+        assert f.result(30).low_watermark == 20
+        assert low_watermark(broker.bootstrap, "by-request") == (20, 50)
+        broker.restart()
+        assert low_watermark(broker.bootstrap, "by-request") == (20, 50)
+        assert first_offset_from_earliest(broker.bootstrap, "by-request") == 20
+        assert low_watermark(broker.bootstrap, "by-bytes")[0] > 400
+    finally:
+        broker.stop()
