@@ -3,7 +3,8 @@
 //! - [`log`]: the storage engine (segments, indexes); knows nothing of the network.
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
-//! - [`retention`]: deletes segments that retention no longer keeps; [`checkpoint`] files.
+//! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
+//!   policy and recovery points; [`checkpoint`] files.
 //! - [`broker`]: the state handlers share.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
@@ -13,6 +14,7 @@ pub mod api;
 pub mod broker;
 pub mod checkpoint;
 pub mod clock;
+pub mod flusher;
 pub mod log;
 pub mod metadata;
 pub mod partition;

@@ -82,6 +82,18 @@ pub struct Metadata {
 
 /// Where the log start offsets moved by retention and DeleteRecords are kept, as Kafka keeps them.
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
+/// Where each partition's recovery point (all below it is on disk) is kept, as Kafka keeps it.
+const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
+/// Written last at a clean shutdown, removed at start: without it, logs are recovered.
+pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
+
+/// How the partitions opened at start are to be loaded.
+enum Startup<'a> {
+    /// After a clean shutdown, or a partition just created: trust the files.
+    Clean,
+    /// After a crash: re-read each log from its checkpointed recovery point (0 if none).
+    Recover(&'a crate::checkpoint::Offsets),
+}
 
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
@@ -150,10 +162,27 @@ impl Metadata {
             }
         }
         metadata.remove_deleted_dirs();
+        let marker = metadata.data_dir.join(CLEAN_SHUTDOWN_MARKER);
+        let clean = marker.exists();
+        let recovery_points =
+            crate::checkpoint::read(&metadata.data_dir.join(RECOVERY_POINT_CHECKPOINT));
+        let startup = if clean {
+            Startup::Clean
+        } else {
+            Startup::Recover(&recovery_points)
+        };
+        if !clean && !image.is_empty() {
+            tracing::warn!(data_dir = %metadata.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
+        }
         let mut topics = BTreeMap::new();
         for (name, (id, partitions, overrides)) in image {
-            let topic = metadata.open_topic(&name, id, partitions, overrides)?;
+            let topic = metadata.open_topic(&name, id, partitions, overrides, &startup)?;
             topics.insert(name, Arc::new(topic));
+        }
+        // From now on a crash must recover: the marker goes before anything is written.
+        if clean {
+            std::fs::remove_file(&marker)?;
+            std::fs::File::open(&metadata.data_dir)?.sync_all()?;
         }
         // Log start offsets moved inside a segment (DeleteRecords) come from the checkpoint.
         for ((topic, partition), offset) in
@@ -184,12 +213,15 @@ impl Metadata {
         id: Uuid,
         partitions: i32,
         overrides: BTreeMap<String, String>,
+        startup: &Startup<'_>,
     ) -> Result<Topic, MetadataError> {
         let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
         let name: Arc<str> = name.into();
         let mut opened = Vec::with_capacity(partitions as usize);
         for p in 0..partitions {
-            opened.push(Arc::new(self.open_partition(&name, id, p, &config)?));
+            opened.push(Arc::new(
+                self.open_partition(&name, id, p, &config, startup)?,
+            ));
         }
         Ok(Topic {
             name,
@@ -206,6 +238,7 @@ impl Metadata {
         id: Uuid,
         p: i32,
         config: &TopicConfig,
+        startup: &Startup<'_>,
     ) -> Result<Partition, MetadataError> {
         let dir = self.partition_dir(name, p);
         let marker = dir.join("partition.metadata");
@@ -222,13 +255,45 @@ impl Metadata {
         if !marker.exists() {
             write_synced(&marker, expected.as_bytes())?;
         }
+        let recovery_point = match startup {
+            Startup::Clean => None,
+            Startup::Recover(points) => {
+                Some(points.get(&(name.to_string(), p)).copied().unwrap_or(0))
+            }
+        };
         Ok(Partition::open(
             name.clone(),
             p,
             &dir,
             config.clone(),
+            recovery_point,
             now_ms(),
         )?)
+    }
+
+    fn open_partition_fresh(
+        &self,
+        name: &Arc<str>,
+        id: Uuid,
+        p: i32,
+        config: &TopicConfig,
+    ) -> Result<Partition, MetadataError> {
+        self.open_partition(name, id, p, config, &Startup::Clean)
+    }
+
+    /// Writes every partition's recovery point to the checkpoint.
+    pub fn checkpoint_recovery_points(&self) -> std::io::Result<()> {
+        let _writer = self.checkpoint_lock.lock().expect("checkpoint lock");
+        let mut offsets = crate::checkpoint::Offsets::new();
+        for topic in self.topics() {
+            for p in &topic.partitions {
+                offsets.insert(
+                    (topic.name.to_string(), p.index()),
+                    p.log().recovery_point(),
+                );
+            }
+        }
+        crate::checkpoint::write(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT), &offsets)
     }
 
     /// Removes directories of deleted topics that a crash left behind.
@@ -341,7 +406,7 @@ impl Metadata {
                 configs: overrides.clone(),
             },
         )?;
-        let topic = Arc::new(self.open_topic(name, id, partitions, overrides)?);
+        let topic = Arc::new(self.open_topic(name, id, partitions, overrides, &Startup::Clean)?);
         self.topics
             .write()
             .expect("metadata lock")
@@ -386,7 +451,7 @@ impl Metadata {
         )?;
         let mut partitions = topic.partitions.clone();
         for p in partitions.len() as i32..count {
-            partitions.push(Arc::new(self.open_partition(
+            partitions.push(Arc::new(self.open_partition_fresh(
                 &topic.name,
                 topic.id,
                 p,
@@ -453,12 +518,31 @@ impl Metadata {
     }
 
     /// Clean shutdown: every log flushed and trimmed.
+    /// Clean shutdown: every log flushed and trimmed, the checkpoints written, and last the clean
+    /// shutdown marker, which tells the next start that no recovery is needed. Any failure leaves
+    /// the marker out, so the next start recovers.
     pub fn close(&self) {
+        let mut clean = true;
         for topic in self.topics() {
             for p in &topic.partitions {
-                if let Err(e) = p.log().close() {
+                if let Err(e) = p.log().close(now_ms()) {
+                    clean = false;
                     tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot close log");
                 }
+            }
+        }
+        for (what, result) in [
+            ("recovery points", self.checkpoint_recovery_points()),
+            ("log start offsets", self.checkpoint_log_start_offsets()),
+        ] {
+            if let Err(e) = result {
+                clean = false;
+                tracing::error!(error = %e, "cannot checkpoint {what}");
+            }
+        }
+        if clean {
+            if let Err(e) = write_synced(&self.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"") {
+                tracing::error!(error = %e, "cannot write the clean shutdown marker");
             }
         }
     }

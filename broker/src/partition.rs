@@ -21,14 +21,17 @@ pub struct Partition {
 }
 
 impl Partition {
+    /// Opens the partition's log; `recovery_point` as in [`Log::open`] (`None` after a clean
+    /// shutdown).
     pub fn open(
         topic: Arc<str>,
         index: i32,
         dir: &Path,
         config: TopicConfig,
+        recovery_point: Option<i64>,
         now_ms: i64,
     ) -> std::io::Result<Self> {
-        let log = Log::open(dir, config, now_ms)?;
+        let log = Log::open(dir, config, recovery_point, now_ms)?;
         let (high_watermark, _) = watch::channel(log.log_end_offset());
         Ok(Self {
             topic,
@@ -58,6 +61,11 @@ impl Partition {
     /// Waiters see a change when the high watermark moves.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()
+    }
+
+    /// Flushes the log to disk; blocking, so callers on the runtime use a blocking thread.
+    pub fn flush(&self, now_ms: i64) -> std::io::Result<()> {
+        self.log().flush(now_ms)
     }
 
     /// Appends a produced batch and, the replica set being this broker alone, commits it.

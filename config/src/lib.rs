@@ -70,6 +70,14 @@ pub struct BrokerConfig {
     pub log_index_size_max_bytes: i32,
     /// How often retention looks for segments to delete.
     pub log_retention_check_interval_ms: u64,
+    /// Topic default for `flush.messages`: fsync after this many messages (1: before every ack).
+    pub log_flush_interval_messages: i64,
+    /// Topic default for `flush.ms`: fsync when the oldest unflushed message is this old.
+    pub log_flush_interval_ms: i64,
+    /// How often the flusher looks for logs due a `flush.ms` flush.
+    pub log_flush_scheduler_interval_ms: u64,
+    /// How often the recovery points are checkpointed.
+    pub log_flush_offset_checkpoint_interval_ms: u64,
     /// Topic default for `index.interval.bytes`.
     pub log_index_interval_bytes: i32,
     /// Topic default for `message.timestamp.type`: `CreateTime` or `LogAppendTime`.
@@ -101,6 +109,10 @@ impl Default for BrokerConfig {
             log_retention_bytes: -1,
             log_index_size_max_bytes: 10 * 1024 * 1024,
             log_retention_check_interval_ms: 300_000,
+            log_flush_interval_messages: i64::MAX,
+            log_flush_interval_ms: i64::MAX,
+            log_flush_scheduler_interval_ms: 1_000,
+            log_flush_offset_checkpoint_interval_ms: 60_000,
             log_index_interval_bytes: 4096,
             log_message_timestamp_type: "CreateTime".into(),
             log_cleanup_policy: "delete".into(),
@@ -252,6 +264,16 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
                 self.log_retention_check_interval_ms,
                 "a number >= 1",
+            ));
+        }
+        if self.log_flush_scheduler_interval_ms < 1
+            || self.log_flush_offset_checkpoint_interval_ms < 1
+        {
+            return Err(invalid(
+                "log.flush.scheduler.interval.ms",
+                self.log_flush_scheduler_interval_ms
+                    .min(self.log_flush_offset_checkpoint_interval_ms),
+                "a number >= 1 (and so for log.flush.offset.checkpoint.interval.ms)",
             ));
         }
         if self.min_insync_replicas != 1 {

@@ -112,6 +112,18 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
         ConfigType::Int,
         "bytes between offset index entries",
     ),
+    key(
+        "flush.messages",
+        "log.flush.interval.messages",
+        ConfigType::Long,
+        "fsync after this many messages; 1 fsyncs before every acknowledgement",
+    ),
+    key(
+        "flush.ms",
+        "log.flush.interval.ms",
+        ConfigType::Long,
+        "fsync when unflushed messages are this old",
+    ),
 ];
 
 const fn key(
@@ -146,6 +158,8 @@ pub struct TopicConfig {
     pub segment_index_bytes: i32,
     pub segment_ms: i64,
     pub index_interval_bytes: i32,
+    pub flush_messages: i64,
+    pub flush_ms: i64,
     /// Every setting as text, by name, defaults and overrides merged.
     values: BTreeMap<&'static str, String>,
 }
@@ -244,6 +258,8 @@ impl TopicConfig {
             segment_index_bytes: i32_of("segment.index.bytes", 8, "an int >= 8")?,
             segment_ms: int("segment.ms", 1, "a long >= 1")?,
             index_interval_bytes: i32_of("index.interval.bytes", 0, "an int >= 0")?,
+            flush_messages: int("flush.messages", 1, "a long >= 1")?,
+            flush_ms: int("flush.ms", 0, "a long >= 0")?,
             values,
         })
     }
@@ -276,6 +292,8 @@ fn broker_defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
             "index.interval.bytes",
             b.log_index_interval_bytes.to_string(),
         ),
+        ("flush.messages", b.log_flush_interval_messages.to_string()),
+        ("flush.ms", b.log_flush_interval_ms.to_string()),
     ]
     .into_iter()
     .collect()

@@ -129,10 +129,12 @@ pub async fn handle(
             version,
             &metadata::handle(&broker, decode!(m::MetadataRequest), version),
         )?,
-        ApiKey::Produce => match produce::handle(&broker, decode!(m::ProduceRequest), version) {
-            Some(r) => encode(correlation_id, api, version, &r)?,
-            None => return Ok(Handled::NoResponse),
-        },
+        ApiKey::Produce => {
+            match produce::handle(&broker, decode!(m::ProduceRequest), version).await {
+                Some(r) => encode(correlation_id, api, version, &r)?,
+                None => return Ok(Handled::NoResponse),
+            }
+        }
         ApiKey::Fetch => {
             fetch::handle(&broker, decode!(m::FetchRequest), version, correlation_id).await
         }

@@ -15,9 +15,15 @@ use crate::clock::now_ms;
 /// Replicas in sync for every partition of a single broker.
 const IN_SYNC_REPLICAS: i32 = 1;
 
-pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<ProduceResponse> {
+pub async fn handle(
+    broker: &Broker,
+    request: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut response = ProduceResponse::default();
+    // Partitions whose `flush.messages` came due: flushed before the response leaves.
+    let mut to_flush = Vec::new();
     for topic_data in request.topic_data {
         let topic = broker.metadata.topic(&topic_data.name);
         let mut tr = TopicProduceResponse::default();
@@ -41,6 +47,15 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<
                     (append_error_code(&e), Some(e.to_string()))
                 }),
             };
+            if let (Ok(_), Some(p)) = (&result, partition) {
+                if p.log().flush_due_by_messages() {
+                    to_flush.push((
+                        response.responses.len(),
+                        tr.partition_responses.len(),
+                        p.clone(),
+                    ));
+                }
+            }
             match result {
                 Ok((info, log_start_offset)) => {
                     pr.base_offset = info.base_offset;
@@ -59,6 +74,16 @@ pub fn handle(broker: &Broker, request: ProduceRequest, version: i16) -> Option<
             tr.partition_responses.push(pr);
         }
         response.responses.push(tr);
+    }
+    // fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
+    for (t, p, partition) in to_flush {
+        let flushed = tokio::task::spawn_blocking(move || partition.flush(now_ms())).await;
+        if !matches!(flushed, Ok(Ok(()))) {
+            tracing::error!(?flushed, "flush before acknowledgement failed");
+            let pr = &mut response.responses[t].partition_responses[p];
+            pr.error_code = ResponseError::KafkaStorageError.code();
+            pr.base_offset = -1;
+        }
     }
     (acks != 0).then_some(response)
 }

@@ -129,6 +129,20 @@ impl MappedFile {
         }
     }
 
+    /// Flushes `[start, start + len)` to disk (msync of the pages it covers).
+    pub fn flush_range(&self, start: usize, len: usize) -> io::Result<()> {
+        assert!(
+            start
+                .checked_add(len)
+                .is_some_and(|end| end <= self.len_bytes),
+            "flush out of mapping"
+        );
+        match &self.map {
+            Some(m) if len > 0 => m.flush_range(start, len),
+            _ => Ok(()),
+        }
+    }
+
     /// Sets the file's length and maps it anew. Shrinking is safe only for bytes no reader holds
     /// (past every committed position): pages a reader holds stay within the file, and pages past
     /// the new end are never touched.

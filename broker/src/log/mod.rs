@@ -65,58 +65,122 @@ pub struct Log {
     segments: BTreeMap<i64, Segment>,
     log_start_offset: i64,
     leader_epoch: i32,
+    /// Every offset below it is on disk (flushed); recovery re-reads from here.
+    recovery_point: i64,
+    /// Messages appended since the last flush, for `flush.messages`.
+    unflushed_messages: i64,
+    last_flush_ms: i64,
+    /// Set by a clean shutdown: no append may follow the files' final trim.
+    closed: bool,
 }
 
 impl Log {
-    /// Opens the partition directory, creating it if needed. Closed segments are opened as they
-    /// were left (falling back to a full scan when their indexes disagree); the last segment is
-    /// always re-scanned with CRC checks and cut after its last valid batch.
-    pub fn open(dir: &Path, config: TopicConfig, now_ms: i64) -> io::Result<Self> {
+    /// Opens the partition directory, creating it if needed.
+    ///
+    /// `recovery_point` is `None` after a clean shutdown: every segment is trusted as it was left
+    /// (indexes loaded, the tail after the last index entry walked). Otherwise the segments from
+    /// the one holding the recovery point onward are re-read batch by batch with CRC checks and
+    /// their indexes rebuilt; the log is cut at the first invalid byte, later segments are deleted,
+    /// and what was recovered is flushed. Segments before the recovery point are trusted.
+    pub fn open(
+        dir: &Path,
+        config: TopicConfig,
+        recovery_point: Option<i64>,
+        now_ms: i64,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir)? {
-            let name = entry?.file_name();
+            let entry = entry?;
+            let name = entry.file_name();
             let name = name.to_string_lossy();
             if let Some(base) = name
                 .strip_suffix(".log")
                 .and_then(|b| b.parse::<i64>().ok())
             {
                 bases.push(base);
+            } else if name.ends_with(".swap")
+                || name.ends_with(".cleaned")
+                || name.ends_with(".deleted")
+                || name.ends_with(".tmp")
+            {
+                // Leftovers of an interrupted operation; the segments themselves are the truth.
+                tracing::warn!(file = %entry.path().display(), "removing leftover file");
+                std::fs::remove_file(entry.path())?;
             }
         }
         bases.sort_unstable();
         let sizes = sizes_of(&config);
+        // The first segment to re-read: the one holding the recovery point.
+        let recover_from =
+            recovery_point.map(|rp| bases.iter().rev().find(|b| **b <= rp).copied().unwrap_or(0));
         let mut segments = BTreeMap::new();
-        for (i, &base) in bases.iter().enumerate() {
-            let active = i + 1 == bases.len();
-            let segment = if active {
-                let r = Segment::recover(dir, base, sizes, true, true, now_ms)?;
+        let mut recovered_any = false;
+        let mut i = 0;
+        while i < bases.len() {
+            let base = bases[i];
+            let last = i + 1 == bases.len();
+            let must_recover = recover_from.is_some_and(|from| base >= from);
+            let segment = if !must_recover {
+                let opened = if last {
+                    Segment::reopen_active(dir, base, sizes, now_ms)
+                } else {
+                    Segment::open_closed(dir, base, sizes, now_ms)
+                };
+                match opened {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), base_offset = base, error = %e, "segment does not match its indexes: re-reading it");
+                        recovered_any = true;
+                        Segment::recover(dir, base, sizes, last, true, now_ms)?.segment
+                    }
+                }
+            } else {
+                recovered_any = true;
+                let r = Segment::recover(dir, base, sizes, last, true, now_ms)?;
                 if r.truncated_bytes > 0 {
                     tracing::warn!(dir = %dir.display(), base_offset = base, cut_bytes = r.truncated_bytes, next_offset = r.segment.next_offset(), "log recovery cut invalid bytes after the last valid batch");
                 }
-                r.segment
-            } else {
-                match Segment::open_closed(dir, base, sizes, now_ms) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), base_offset = base, error = %e, "rebuilding segment indexes");
-                        Segment::recover(dir, base, sizes, false, true, now_ms)?.segment
+                if !last && r.valid_bytes < r.file_bytes {
+                    // Damage inside a closed segment: the log ends here. Later segments go, and
+                    // this one becomes the active segment again.
+                    let later: Vec<i64> = bases[i + 1..].to_vec();
+                    tracing::warn!(dir = %dir.display(), base_offset = base, valid_bytes = r.valid_bytes, file_bytes = r.file_bytes, deleted_segments = ?later, "log recovery found an invalid batch inside a closed segment: cutting the log there");
+                    drop(r);
+                    for later_base in later {
+                        for ext in ["log", "index", "timeindex"] {
+                            let _ = std::fs::remove_file(segment::file_path(dir, later_base, ext));
+                        }
                     }
+                    bases.truncate(i + 1);
+                    Segment::recover(dir, base, sizes, true, true, now_ms)?.segment
+                } else {
+                    r.segment
                 }
             };
             segments.insert(base, segment);
+            i += 1;
         }
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0, sizes, now_ms)?);
         }
         let log_start_offset = *segments.keys().next().expect("at least one segment");
-        Ok(Self {
+        let mut log = Self {
             dir: dir.to_path_buf(),
             config,
             segments,
             log_start_offset,
             leader_epoch: 0,
-        })
+            recovery_point: 0,
+            unflushed_messages: 0,
+            last_flush_ms: now_ms,
+            closed: false,
+        };
+        if recovered_any {
+            log.flush(now_ms)?;
+        }
+        log.recovery_point = log.log_end_offset();
+        Ok(log)
     }
 
     pub fn dir(&self) -> &Path {
@@ -194,6 +258,11 @@ impl Log {
 
     /// Validates and appends one produced batch, assigning its offsets.
     pub fn append(&mut self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        if self.closed {
+            return Err(AppendError::Io(io::Error::other(
+                "the log is closed: the broker is shutting down",
+            )));
+        }
         let batch = self.validate_batch(records)?;
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
@@ -224,6 +293,7 @@ impl Log {
             .next_back()
             .expect("active segment");
         active.append(records, base_offset, epoch, log_append_time_ms);
+        self.unflushed_messages += last_offset - base_offset + 1;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
             base_offset,
@@ -390,14 +460,47 @@ impl Log {
         Ok(deleted)
     }
 
-    /// Flushes everything written to disk (msync).
-    pub fn flush(&self) -> io::Result<()> {
-        self.segments.values().try_for_each(|s| s.flush())
+    /// Flushes everything appended since the recovery point to disk (msync) and moves the
+    /// recovery point to the log end.
+    pub fn flush(&mut self, now_ms: i64) -> io::Result<()> {
+        let from = self
+            .segments
+            .range(..=self.recovery_point)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        for (_, segment) in self.segments.range_mut(from..) {
+            segment.flush()?;
+        }
+        if let Ok(dir) = std::fs::File::open(&self.dir) {
+            // New segment files must be in the directory too.
+            dir.sync_all()?;
+        }
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        Ok(())
     }
 
-    /// Clean shutdown: the active segment and indexes are flushed and trimmed to their contents,
-    /// leaving files exactly as Kafka would.
-    pub fn close(&mut self) -> io::Result<()> {
+    pub fn recovery_point(&self) -> i64 {
+        self.recovery_point
+    }
+
+    /// Whether `flush.messages` asks for a flush now (1: before every acknowledgement).
+    pub fn flush_due_by_messages(&self) -> bool {
+        self.unflushed_messages >= self.config.flush_messages
+    }
+
+    /// Whether `flush.ms` asks for a flush now.
+    pub fn flush_due_by_time(&self, now_ms: i64) -> bool {
+        self.unflushed_messages > 0
+            && now_ms.saturating_sub(self.last_flush_ms) >= self.config.flush_ms
+    }
+
+    /// Clean shutdown: everything is flushed, and the active segment and indexes are trimmed to
+    /// their contents, leaving files exactly as Kafka would.
+    pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
+        self.flush(now_ms)?;
+        self.closed = true;
         let active = self
             .segments
             .values_mut()

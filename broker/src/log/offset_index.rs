@@ -131,6 +131,12 @@ impl OffsetIndex {
     pub fn flush(&self) -> io::Result<()> {
         self.file.flush()
     }
+
+    /// Grows the file back to `max_bytes` (a whole number of entries) for appends.
+    pub fn resize(&mut self, max_bytes: usize) -> io::Result<()> {
+        let max_bytes = (max_bytes / ENTRY_BYTES * ENTRY_BYTES).max(self.entries * ENTRY_BYTES);
+        self.file.set_len(max_bytes)
+    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub struct Segment {
     offset_of_max_timestamp: i64,
     first_batch_max_timestamp: Option<i64>,
     created_ms: i64,
+    /// Bytes of the log known to be on disk (msync'd); `flushed_bytes <= size_bytes`.
+    flushed_bytes: usize,
 }
 
 /// What a scan of existing batches found.
@@ -51,6 +53,9 @@ pub struct Recovered {
     pub segment: Segment,
     /// Bytes of garbage past the last valid batch that were cut (within the first 64 KiB).
     pub truncated_bytes: usize,
+    /// The file's length before recovery and the bytes of valid batches in it.
+    pub file_bytes: usize,
+    pub valid_bytes: usize,
 }
 
 impl Segment {
@@ -99,6 +104,7 @@ impl Segment {
             offset_of_max_timestamp: -1,
             first_batch_max_timestamp: None,
             created_ms: now_ms,
+            flushed_bytes: 0,
         })
     }
 
@@ -128,7 +134,36 @@ impl Segment {
         Ok(Recovered {
             segment,
             truncated_bytes,
+            file_bytes: file_len,
+            valid_bytes: end,
         })
+    }
+
+    /// Reopens the last segment of a cleanly shut down log for appends without re-reading it:
+    /// as [`Segment::open_closed`], then the log and indexes are extended back to their capacity.
+    pub fn reopen_active(
+        dir: &Path,
+        base_offset: i64,
+        sizes: SegmentSizes,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let mut segment = Self::open_closed(dir, base_offset, sizes, now_ms)?;
+        let size = segment.size_bytes;
+        segment.offset_index.resize(sizes.index_max_bytes)?;
+        segment.time_index.resize(sizes.index_max_bytes)?;
+        segment.log.set_len(sizes.capacity_bytes.max(size))?;
+        let last_entry_position = segment
+            .offset_index
+            .last_entry()
+            .map_or(0, |(_, p)| p as usize);
+        segment.bytes_since_last_index_entry = size - last_entry_position;
+        if size > 0 {
+            let first = RecordBatchView::parse(segment.log.slice(0, size))
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            segment.first_batch_max_timestamp = Some(first.max_timestamp());
+            segment.created_ms = segment.last_modified_ms();
+        }
+        Ok(segment)
     }
 
     /// Opens a closed segment as it was left: indexes loaded, the batches after the last offset
@@ -185,6 +220,7 @@ impl Segment {
             return Err(bad("no batch found"));
         }
         segment.size_bytes = file_len;
+        segment.flushed_bytes = file_len;
         Ok(segment)
     }
 
@@ -385,8 +421,8 @@ impl Segment {
         }
         self.offset_index.trim()?;
         self.time_index.trim()?;
-        self.log.flush()?;
         // Readers hold slices below `size_bytes` only, so cutting the preallocated tail is safe.
+        // The data itself is flushed by the flush policy, not here: a roll must not stall appends.
         self.log.set_len(self.size_bytes)
     }
 
@@ -413,10 +449,16 @@ impl Segment {
             .map_or(self.created_ms, |d| d.as_millis() as i64)
     }
 
-    pub fn flush(&self) -> io::Result<()> {
-        self.log.flush()?;
+    /// Writes the bytes appended since the last flush, and the indexes, to disk.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if self.size_bytes > self.flushed_bytes {
+            self.log
+                .flush_range(self.flushed_bytes, self.size_bytes - self.flushed_bytes)?;
+        }
         self.offset_index.flush()?;
-        self.time_index.flush()
+        self.time_index.flush()?;
+        self.flushed_bytes = self.size_bytes;
+        Ok(())
     }
 }
 

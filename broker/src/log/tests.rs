@@ -64,7 +64,7 @@ fn read_all(log: &Log) -> Vec<(i64, i64)> {
 #[test]
 fn append_assigns_contiguous_offsets_and_reads_them_back() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
     for i in 0..10 {
         let info = log
             .append(&batch(5, 1_000 * i, Compression::None), 0)
@@ -86,7 +86,7 @@ fn append_assigns_contiguous_offsets_and_reads_them_back() {
 #[test]
 fn max_bytes_limits_whole_batches_but_one_batch_always_comes() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
     let one = batch(5, 0, Compression::None);
     for _ in 0..4 {
         log.append(&one, 0).unwrap();
@@ -111,21 +111,21 @@ fn max_bytes_limits_whole_batches_but_one_batch_always_comes() {
 fn segments_roll_by_size_and_survive_a_clean_restart() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(&[("segment.bytes", "4096"), ("index.interval.bytes", "512")]);
-    let mut log = Log::open(dir.path(), cfg.clone(), 0).unwrap();
+    let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
     for i in 0..100 {
         log.append(&batch(3, i * 10, Compression::None), 0).unwrap();
     }
     assert!(log.segment_count() > 3, "{}", log.segment_count());
     let before = read_all(&log);
     let ts = log.offset_for_timestamp(505).unwrap();
-    log.close().unwrap();
+    log.close(0).unwrap();
     drop(log);
     // Closed segments were trimmed to their contents.
     let first_len = std::fs::metadata(dir.path().join("00000000000000000000.log"))
         .unwrap()
         .len();
     assert!(first_len <= 4096);
-    let log = Log::open(dir.path(), cfg, 0).unwrap();
+    let log = Log::open(dir.path(), cfg, None, 0).unwrap();
     assert_eq!(log.log_end_offset(), 300);
     assert_eq!(read_all(&log), before);
     assert_eq!(log.offset_for_timestamp(505), Some(ts));
@@ -135,7 +135,7 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
 #[test]
 fn segments_roll_by_time_between_record_timestamps() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[("segment.ms", "1000")]), 0).unwrap();
+    let mut log = Log::open(dir.path(), config(&[("segment.ms", "1000")]), Some(0), 0).unwrap();
     let now = 1_000_000_000;
     log.append(&batch(1, 0, Compression::None), now).unwrap();
     log.append(&batch(1, 500, Compression::None), now).unwrap();
@@ -158,7 +158,7 @@ fn segments_without_producer_timestamps_roll_by_wall_clock_age() {
         ("segment.ms", "1000"),
         ("message.timestamp.type", "LogAppendTime"),
     ]);
-    let mut log = Log::open(dir.path(), cfg, 0).unwrap();
+    let mut log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
     log.append(&batch(1, 0, Compression::None), 0).unwrap();
     log.append(&batch(1, 0, Compression::None), 900).unwrap();
     assert_eq!(log.segment_count(), 1);
@@ -169,7 +169,13 @@ fn segments_without_producer_timestamps_roll_by_wall_clock_age() {
 #[test]
 fn timestamp_lookups_find_the_first_record_at_or_after() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[("index.interval.bytes", "0")]), 0).unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        config(&[("index.interval.bytes", "0")]),
+        Some(0),
+        0,
+    )
+    .unwrap();
     for i in 0..20 {
         log.append(&batch(10, 100 * i, Compression::Zstd), 0)
             .unwrap();
@@ -188,6 +194,7 @@ fn log_append_time_topics_stamp_the_broker_time() {
     let mut log = Log::open(
         dir.path(),
         config(&[("message.timestamp.type", "LogAppendTime")]),
+        Some(0),
         0,
     )
     .unwrap();
@@ -203,7 +210,13 @@ fn log_append_time_topics_stamp_the_broker_time() {
 #[test]
 fn bad_batches_are_refused_and_leave_the_log_unchanged() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[("max.message.bytes", "1000")]), 0).unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        config(&[("max.message.bytes", "1000")]),
+        Some(0),
+        0,
+    )
+    .unwrap();
     let mut b = batch(2, 0, Compression::None);
     let n = b.len();
     b[n - 1] ^= 1;
@@ -234,10 +247,10 @@ fn bad_batches_are_refused_and_leave_the_log_unchanged() {
 #[test]
 fn garbage_after_the_last_batch_is_cut_on_open() {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
     log.append(&batch(4, 0, Compression::Gzip), 0).unwrap();
     log.append(&batch(4, 0, Compression::Gzip), 0).unwrap();
-    log.close().unwrap();
+    log.close(0).unwrap();
     drop(log);
     let path = dir.path().join("00000000000000000000.log");
     let mut bytes = std::fs::read(&path).unwrap();
@@ -245,7 +258,7 @@ fn garbage_after_the_last_batch_is_cut_on_open() {
     bytes.truncate(whole - 10); // a torn second batch
     bytes.extend([0xAB; 40]);
     std::fs::write(&path, &bytes).unwrap();
-    let mut log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
     assert_eq!(log.log_end_offset(), 4);
     assert_eq!(read_all(&log), vec![(0, 3)]);
     // Appends continue right after the last valid batch.
@@ -265,7 +278,7 @@ fn retention_by_bytes_deletes_the_oldest_closed_segments() {
         ("segment.bytes", &(one * 2).to_string()),
         ("retention.bytes", &(one * 5).to_string()),
     ]);
-    let mut log = Log::open(dir.path(), cfg, 0).unwrap();
+    let mut log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
     for _ in 0..10 {
         log.append(&batch(3, 0, Compression::None), 0).unwrap();
     }
@@ -279,7 +292,7 @@ fn retention_by_bytes_deletes_the_oldest_closed_segments() {
     assert!(log.read(12, 30, 1 << 20, true).unwrap().is_some());
     assert!(!dir.path().join("00000000000000000000.log").exists());
     drop(log);
-    let log = Log::open(dir.path(), config(&[]), 0).unwrap();
+    let log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
     assert_eq!(log.log_start_offset(), 12);
 }
 
@@ -291,7 +304,7 @@ fn retention_by_time_uses_the_largest_timestamp_and_spares_the_active_segment() 
         ("segment.bytes", &one.to_string()),
         ("retention.ms", "1000"),
     ]);
-    let mut log = Log::open(dir.path(), cfg, 0).unwrap();
+    let mut log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
     for ts in [100, 200, 5_000, 6_000] {
         log.append(&batch(1, ts, Compression::None), 0).unwrap();
     }
@@ -317,6 +330,7 @@ fn advancing_the_log_start_offset_cuts_whole_segments_below_it() {
     let mut log = Log::open(
         dir.path(),
         config(&[("segment.bytes", &one.to_string())]),
+        Some(0),
         0,
     )
     .unwrap();
@@ -337,5 +351,181 @@ fn advancing_the_log_start_offset_cuts_whole_segments_below_it() {
     assert!(matches!(
         log.advance_log_start_offset(21, 20),
         Err(LogStartError::OutOfRange(_))
+    ));
+}
+
+/// Five closed segments of two 3-record batches each, and an empty active one, left as a crash
+/// leaves them (nothing trimmed, nothing closed).
+fn crashed_log(dir: &std::path::Path) -> (TopicConfig, usize) {
+    let one = batch(3, 0, Compression::None).len();
+    let cfg = config(&[
+        ("segment.bytes", &(one * 2).to_string()),
+        ("index.interval.bytes", "0"),
+    ]);
+    let mut log = Log::open(dir, cfg.clone(), Some(0), 0).unwrap();
+    for i in 0..10 {
+        log.append(&batch(3, i * 10, Compression::None), 0).unwrap();
+    }
+    assert_eq!((log.segment_count(), log.log_end_offset()), (5, 30));
+    (cfg, one)
+}
+
+fn damage(path: &std::path::Path, at: usize, bytes: &[u8]) {
+    use std::io::{Seek, SeekFrom, Write};
+    let mut f = std::fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.seek(SeekFrom::Start(at as u64)).unwrap();
+    f.write_all(bytes).unwrap();
+}
+
+#[test]
+fn recovery_cuts_the_log_at_a_flipped_bit_in_a_closed_segment_and_drops_later_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, one) = crashed_log(dir.path());
+    // Segment 12 holds offsets 12..=17; flip a bit in its second batch (offsets 15..=17).
+    damage(
+        &dir.path().join("00000000000000000012.log"),
+        one + 100,
+        &[0xff],
+    );
+    let mut log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 15);
+    assert_eq!(read_all(&log).last(), Some(&(12, 14)));
+    assert!(!dir.path().join("00000000000000000018.log").exists());
+    // The damaged segment is active again and takes the next append at offset 15.
+    assert_eq!(
+        log.append(&batch(1, 0, Compression::None), 0)
+            .unwrap()
+            .base_offset,
+        15
+    );
+}
+
+#[test]
+fn recovery_rereads_only_from_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, one) = crashed_log(dir.path());
+    // Damage before the recovery point is not looked for (it was flushed, so a crash cannot have
+    // torn it); damage after it is found.
+    damage(
+        &dir.path().join("00000000000000000006.log"),
+        one + 100,
+        &[0xff],
+    );
+    damage(
+        &dir.path().join("00000000000000000024.log"),
+        one + 100,
+        &[0xff],
+    );
+    let log = Log::open(dir.path(), cfg, Some(18), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 27);
+    assert_eq!(log.recovery_point(), 27);
+}
+
+#[test]
+fn a_torn_or_zeroed_tail_of_the_active_segment_is_cut() {
+    for tail in [&[0u8; 40][..], &[0xAB; 7][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(&[]);
+        let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+        let one = batch(3, 0, Compression::Snappy);
+        log.append(&one, 0).unwrap();
+        log.append(&one, 0).unwrap();
+        drop(log);
+        // The second batch: half of it overwritten.
+        damage(
+            &dir.path().join("00000000000000000000.log"),
+            one.len() + one.len() / 2,
+            tail,
+        );
+        let log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+    }
+}
+
+#[test]
+fn missing_or_garbage_indexes_are_rebuilt_after_a_clean_shutdown() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = crashed_log(dir.path());
+    let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+    log.close(0).unwrap();
+    drop(log);
+    std::fs::remove_file(dir.path().join("00000000000000000006.index")).unwrap();
+    std::fs::write(
+        dir.path().join("00000000000000000012.index"),
+        [0, 0, 0, 5, 0, 0, 0, 9, 0, 0, 0, 1, 0, 0, 0, 1],
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("00000000000000000018.timeindex"), [7u8; 24]).unwrap();
+    let log = Log::open(dir.path(), cfg, None, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 30);
+    for offset in [7, 13, 19] {
+        let b = log.read(offset, 30, 1, true).unwrap().unwrap();
+        let v = RecordBatchView::parse(&b).unwrap();
+        assert!(v.base_offset() <= offset && offset <= v.last_offset());
+    }
+    assert_eq!(log.offset_for_timestamp(41), Some((41, 13)));
+    assert!(
+        std::fs::metadata(dir.path().join("00000000000000000006.index"))
+            .unwrap()
+            .len()
+            > 0
+    );
+}
+
+#[test]
+fn a_clean_reopen_trusts_the_files_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(&[("index.interval.bytes", "0")]);
+    let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+    for i in 0..5 {
+        log.append(&batch(2, i * 10, Compression::Gzip), 0).unwrap();
+    }
+    log.close(0).unwrap();
+    drop(log);
+    let mut log = Log::open(dir.path(), cfg.clone(), None, 0).unwrap();
+    assert_eq!(
+        log.append(&batch(2, 50, Compression::None), 0)
+            .unwrap()
+            .base_offset,
+        10
+    );
+    assert_eq!(read_all(&log).len(), 6);
+    assert_eq!(log.offset_for_timestamp(51), Some((51, 11)));
+    log.close(0).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg, None, 0).unwrap();
+    assert_eq!(read_all(&log).len(), 6);
+}
+
+#[test]
+fn flush_messages_one_makes_every_append_due_and_flush_moves_the_recovery_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(
+        dir.path(),
+        config(&[("flush.messages", "1"), ("flush.ms", "1000")]),
+        Some(0),
+        0,
+    )
+    .unwrap();
+    assert!(!log.flush_due_by_messages());
+    log.append(&batch(2, 0, Compression::None), 0).unwrap();
+    assert!(log.flush_due_by_messages());
+    assert!(!log.flush_due_by_time(999));
+    assert!(log.flush_due_by_time(1_000));
+    assert_eq!(log.recovery_point(), 0);
+    log.flush(5).unwrap();
+    assert_eq!(log.recovery_point(), 2);
+    assert!(!log.flush_due_by_messages());
+    assert!(!log.flush_due_by_time(10_000));
+}
+
+#[test]
+fn appends_after_a_clean_close_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
+    log.close(0).unwrap();
+    assert!(matches!(
+        log.append(&batch(1, 0, Compression::None), 0),
+        Err(AppendError::Io(_))
     ));
 }
