@@ -102,6 +102,23 @@ impl BrokerProcess {
         self.spawn();
     }
 
+    /// SIGKILL: the process dies at once, as in a crash; `start_again` brings it back.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none());
+        self.spawn();
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
     pub fn terminate(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe {
