@@ -38,6 +38,11 @@ pub enum MetadataRecord {
     TopicDeleted {
         name: String,
     },
+    /// The topic's whole set of overrides after a change (AlterConfigs, IncrementalAlterConfigs).
+    TopicConfigChanged {
+        name: String,
+        configs: BTreeMap<String, String>,
+    },
 }
 
 pub struct Topic {
@@ -158,6 +163,11 @@ impl Metadata {
                 }
                 MetadataRecord::TopicDeleted { name } => {
                     image.remove(&name);
+                }
+                MetadataRecord::TopicConfigChanged { name, configs } => {
+                    if let Some(t) = image.get_mut(&name) {
+                        t.2 = configs;
+                    }
                 }
             }
         }
@@ -473,6 +483,47 @@ impl Metadata {
         Ok(())
     }
 
+    /// Replaces a topic's overrides: checks them, records the change, then applies it to every
+    /// partition's log at once (no restart). With `validate_only`, only checks.
+    pub fn set_topic_overrides(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), MetadataError> {
+        let mut file = self.log_file.lock().expect("metadata log lock");
+        let topic = self
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        Self::append_record(
+            &mut file,
+            &MetadataRecord::TopicConfigChanged {
+                name: name.to_string(),
+                configs: overrides.clone(),
+            },
+        )?;
+        for p in &topic.partitions {
+            p.log().set_config(config.clone());
+        }
+        let changed = Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            overrides,
+            config,
+            partitions: topic.partitions.clone(),
+        };
+        self.topics
+            .write()
+            .expect("metadata lock")
+            .insert(name.to_string(), Arc::new(changed));
+        tracing::info!(topic = name, "changed topic config");
+        Ok(())
+    }
+
     /// Deletes a topic: records it, forgets it, then renames its directories away and removes
     /// them. Readers still holding slices of its segments keep their mappings (unlink is safe).
     pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
@@ -613,6 +664,27 @@ mod tests {
         .unwrap();
         m.create_partitions("a", 4).unwrap();
         m.delete_topic("b").unwrap();
+        m.set_topic_overrides(
+            "a",
+            [("retention.ms".to_string(), "5000".to_string())].into(),
+            false,
+        )
+        .unwrap();
+        assert!(matches!(
+            m.set_topic_overrides(
+                "a",
+                [("retention.mz".to_string(), "1".to_string())].into(),
+                false
+            ),
+            Err(MetadataError::InvalidConfig(_))
+        ));
+        assert_eq!(
+            m.topic("a").unwrap().partitions[3]
+                .log()
+                .config()
+                .retention_ms,
+            5000
+        );
         assert!(matches!(
             m.create_topic("a", 1, 1, BTreeMap::new()),
             Err(MetadataError::TopicExists(_))
@@ -622,6 +694,8 @@ mod tests {
         let m = Metadata::open(&b).unwrap();
         let a = m.topic("a").unwrap();
         assert_eq!((a.partitions.len(), a.id), (4, id));
+        assert_eq!(a.config.retention_ms, 5000);
+        assert_eq!(a.partitions[0].log().config().retention_ms, 5000);
         assert!(m.topic("b").is_none());
         assert!(!dir.path().join("b-0").exists());
     }

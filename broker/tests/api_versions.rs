@@ -50,7 +50,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 10);
+            assert_eq!(r.api_keys.len(), 12);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -242,8 +242,121 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 "-1 means the high watermark"
             );
         }
+        ApiKey::AlterConfigs => {
+            let topic = format!("ac-{v}");
+            create(conn, &topic, 1);
+            let alter = |configs: &[(&str, &str)], resource_type: i8| {
+                let mut res = alter_configs_request::AlterConfigsResource::default();
+                res.resource_type = resource_type;
+                res.resource_name = StrBytes::from_string(if resource_type == 2 {
+                    topic.clone()
+                } else {
+                    "0".into()
+                });
+                res.configs = configs
+                    .iter()
+                    .map(|(k, v)| {
+                        let mut c = alter_configs_request::AlterableConfig::default();
+                        c.name = StrBytes::from_string(k.to_string());
+                        c.value = Some(StrBytes::from_string(v.to_string()));
+                        c
+                    })
+                    .collect();
+                let mut r = AlterConfigsRequest::default();
+                r.resources = vec![res];
+                r
+            };
+            let resp: AlterConfigsResponse = conn.call(
+                api,
+                v,
+                &alter(&[("retention.ms", "1000"), ("segment.ms", "5000")], 2),
+            );
+            assert_eq!(
+                resp.responses[0].error_code, 0,
+                "{:?}",
+                resp.responses[0].error_message
+            );
+            assert_eq!(
+                describe(conn, &topic, "retention.ms"),
+                ("1000".to_string(), 1)
+            );
+            // Replacing the set drops retention.ms back to its default.
+            let resp: AlterConfigsResponse =
+                conn.call(api, v, &alter(&[("segment.ms", "6000")], 2));
+            assert_eq!(resp.responses[0].error_code, 0);
+            assert_eq!(
+                describe(conn, &topic, "retention.ms"),
+                ("604800000".to_string(), 5)
+            );
+            assert_eq!(
+                describe(conn, &topic, "segment.ms"),
+                ("6000".to_string(), 1)
+            );
+            let resp: AlterConfigsResponse = conn.call(api, v, &alter(&[("retention.mz", "1")], 2));
+            assert_eq!(resp.responses[0].error_code, 40, "INVALID_CONFIG");
+            let resp: AlterConfigsResponse =
+                conn.call(api, v, &alter(&[("num.partitions", "3")], 4));
+            assert_eq!(
+                resp.responses[0].error_code, 42,
+                "INVALID_REQUEST for static broker settings"
+            );
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let topic = format!("iac-{v}");
+            create(conn, &topic, 1);
+            let alter = |name: &str, op: i8, value: Option<&str>| {
+                let mut c = incremental_alter_configs_request::AlterableConfig::default();
+                c.name = StrBytes::from_string(name.to_string());
+                c.config_operation = op;
+                c.value = value.map(|v| StrBytes::from_string(v.to_string()));
+                let mut res = incremental_alter_configs_request::AlterConfigsResource::default();
+                res.resource_type = 2;
+                res.resource_name = StrBytes::from_string(topic.clone());
+                res.configs = vec![c];
+                let mut r = IncrementalAlterConfigsRequest::default();
+                r.resources = vec![res];
+                r
+            };
+            let resp: IncrementalAlterConfigsResponse =
+                conn.call(api, v, &alter("retention.bytes", 0, Some("123456")));
+            assert_eq!(
+                resp.responses[0].error_code, 0,
+                "{:?}",
+                resp.responses[0].error_message
+            );
+            assert_eq!(
+                describe(conn, &topic, "retention.bytes"),
+                ("123456".to_string(), 1)
+            );
+            let resp: IncrementalAlterConfigsResponse =
+                conn.call(api, v, &alter("retention.bytes", 1, None));
+            assert_eq!(resp.responses[0].error_code, 0);
+            assert_eq!(
+                describe(conn, &topic, "retention.bytes"),
+                ("-1".to_string(), 5)
+            );
+            let resp: IncrementalAlterConfigsResponse =
+                conn.call(api, v, &alter("segment.bytes", 0, Some("5")));
+            assert_eq!(
+                resp.responses[0].error_code, 40,
+                "INVALID_CONFIG below the minimum"
+            );
+        }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }
+}
+
+/// A topic setting's value and source, from DescribeConfigs.
+fn describe(conn: &mut Conn, topic: &str, key: &str) -> (String, i8) {
+    let mut res = DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configuration_keys = Some(vec![StrBytes::from_string(key.to_string())]);
+    let mut r = DescribeConfigsRequest::default();
+    r.resources = vec![res];
+    let resp: DescribeConfigsResponse = conn.call(ApiKey::DescribeConfigs, 4, &r);
+    let c = &resp.results[0].configs[0];
+    (c.value.as_ref().unwrap().to_string(), c.config_source)
 }
 
 #[test]

@@ -3,7 +3,7 @@ offsets and consumers follow it, and it survives a restart."""
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource, NewTopic
 
 from conftest import Broker
 
@@ -77,14 +77,33 @@ def test_retention_and_delete_records_move_the_log_start_offset(tmp_path):
         wait_for(lambda: low_watermark(broker.bootstrap, "by-time")[0] >= 190)
         assert low_watermark(broker.bootstrap, "by-time")[0] <= 200
 
-        # DeleteRecords, then a restart: the start stays where it was moved.
+        # A retention change applies without a restart (IncrementalAlterConfigs).
         produce(broker.bootstrap, "by-request", 50)
-        [f] = admin.delete_records([TopicPartition("by-request", 0, 20)]).values()
-        assert f.result(30).low_watermark == 20
-        assert low_watermark(broker.bootstrap, "by-request") == (20, 50)
+        resource = ConfigResource(ConfigResource.Type.TOPIC, "by-request", incremental_configs=[
+            ConfigEntry("segment.bytes", "8192", incremental_operation=AlterConfigOpType.SET),
+        ])
+        [f] = admin.incremental_alter_configs([resource]).values()
+        f.result(30)
+        [f] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "by-request")]).values()
+        assert f.result(30)["segment.bytes"].value == "8192"
+        produce(broker.bootstrap, "by-request", 100)  # rolls 8 KB segments from here on
+        resource = ConfigResource(ConfigResource.Type.TOPIC, "by-request", incremental_configs=[
+            ConfigEntry("retention.bytes", "20000", incremental_operation=AlterConfigOpType.SET),
+        ])
+        [f] = admin.incremental_alter_configs([resource]).values()
+        f.result(30)
+        wait_for(lambda: low_watermark(broker.bootstrap, "by-request")[0] >= 50)
+
+        # DeleteRecords, then a restart: the start stays where it was moved.
+        low = low_watermark(broker.bootstrap, "by-request")[0]
+        [f] = admin.delete_records([TopicPartition("by-request", 0, low + 20)]).values()
+        assert f.result(30).low_watermark == low + 20
+        assert low_watermark(broker.bootstrap, "by-request") == (low + 20, 150)
         broker.restart()
-        assert low_watermark(broker.bootstrap, "by-request") == (20, 50)
-        assert first_offset_from_earliest(broker.bootstrap, "by-request") == 20
+        assert low_watermark(broker.bootstrap, "by-request") == (low + 20, 150)
+        assert first_offset_from_earliest(broker.bootstrap, "by-request") == low + 20
+        [f] = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "by-request")]).values()
+        assert f.result(30)["retention.bytes"].value == "20000", "config changes survive the restart"
         assert low_watermark(broker.bootstrap, "by-bytes")[0] > 400
     finally:
         broker.stop()

@@ -4,6 +4,7 @@
 //! an API or version outside it closes the connection (as Kafka does), except ApiVersions, which is
 //! answered with UNSUPPORTED_VERSION in its v0 form so the client can pick a version we serve.
 
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -38,6 +39,8 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -167,6 +170,18 @@ pub async fn handle(
             api,
             version,
             &create_partitions::handle(&broker, decode!(m::CreatePartitionsRequest)),
+        )?,
+        ApiKey::AlterConfigs => encode(
+            correlation_id,
+            api,
+            version,
+            &alter_configs::handle_alter(&broker, decode!(m::AlterConfigsRequest)),
+        )?,
+        ApiKey::IncrementalAlterConfigs => encode(
+            correlation_id,
+            api,
+            version,
+            &alter_configs::handle_incremental(&broker, decode!(m::IncrementalAlterConfigsRequest)),
         )?,
         ApiKey::DeleteRecords => encode(
             correlation_id,
