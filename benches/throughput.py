@@ -34,64 +34,98 @@ def status_kib(pid, field):
     return -1
 
 
+def cpu_seconds(pid):
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def workload(bootstrap, args):
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("bench", num_partitions=args.partitions, replication_factor=1)])["bench"].result(60)
+    payload = os.urandom(args.size)
+    p = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5, "batch.size": 1 << 20,
+                  "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20})
+    start = time.perf_counter()
+    for i in range(args.records):
+        while True:
+            try:
+                p.produce("bench", value=payload, partition=i % args.partitions)
+                break
+            except BufferError:
+                p.poll(0.001)
+    assert p.flush(300) == 0
+    produce_s = time.perf_counter() - start
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
+                  "fetch.max.bytes": 50 << 20, "max.partition.fetch.bytes": 10 << 20})
+    c.assign([TopicPartition("bench", part, 0) for part in range(args.partitions)])
+    got = 0
+    start = time.perf_counter()
+    while got < args.records:
+        for m in c.consume(10000, timeout=1.0):
+            if not m.error():
+                got += 1
+    consume_s = time.perf_counter() - start
+    c.close()
+    mb = args.records * args.size / 1e6
+    return {"produce MB/s": mb / produce_s, "produce records/s": args.records / produce_s,
+            "consume MB/s": mb / consume_s, "consume records/s": args.records / consume_s}
+
+
+def run_quipu(args, tmp):
+    port = free_port()
+    proc = subprocess.Popen([args.bin, "--data-dir", f"{tmp}/quipu", "--listen", f"127.0.0.1:{port}"],
+                            stderr=open(f"{tmp}/quipu.log", "w"))
+    try:
+        for _ in range(400):
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        result = workload(f"127.0.0.1:{port}", args)
+        result["peak RSS MiB"] = status_kib(proc.pid, "VmHWM") / 1024
+        result["RssAnon MiB"] = status_kib(proc.pid, "RssAnon") / 1024
+        result["CPU s per GB"] = cpu_seconds(proc.pid) / (2 * args.records * args.size / 1e9)
+        return result
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def run_kafka(args, tmp):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kafka_reference import KafkaReference
+    k = KafkaReference(free_port(), Path(tmp) / "kafka").start()
+    try:
+        result = workload(k.bootstrap, args)
+        result["peak RSS MiB"] = status_kib(k.proc.pid, "VmHWM") / 1024
+        result["RssAnon MiB"] = status_kib(k.proc.pid, "RssAnon") / 1024
+        result["CPU s per GB"] = cpu_seconds(k.proc.pid) / (2 * args.records * args.size / 1e9)
+        return result
+    finally:
+        k.stop()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "quipu"))
     ap.add_argument("--records", type=int, default=1_000_000)
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=3)
+    ap.add_argument("--brokers", default="quipu,kafka")
     args = ap.parse_args()
-
-    port = free_port()
-    with tempfile.TemporaryDirectory() as tmp:
-        broker = subprocess.Popen([args.bin, "--data-dir", f"{tmp}/data", "--listen", f"127.0.0.1:{port}"],
-                                  stderr=open(f"{tmp}/quipu.log", "w"))
-        try:
-            for _ in range(200):
-                try:
-                    socket.create_connection(("127.0.0.1", port), 0.2).close()
-                    break
-                except OSError:
-                    time.sleep(0.05)
-            bootstrap = f"127.0.0.1:{port}"
-            admin = AdminClient({"bootstrap.servers": bootstrap})
-            admin.create_topics([NewTopic("bench", num_partitions=args.partitions, replication_factor=1)])["bench"].result(30)
-            payload = os.urandom(args.size)
-            p = Producer({"bootstrap.servers": bootstrap, "acks": 1, "linger.ms": 5, "batch.size": 1 << 20,
-                          "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20})
-            start = time.perf_counter()
-            for i in range(args.records):
-                while True:
-                    try:
-                        p.produce("bench", value=payload, partition=i % args.partitions)
-                        break
-                    except BufferError:
-                        p.poll(0.001)
-            assert p.flush(120) == 0
-            produce_s = time.perf_counter() - start
-
-            c = Consumer({"bootstrap.servers": bootstrap, "group.id": "bench", "enable.auto.commit": False,
-                          "fetch.max.bytes": 50 << 20, "max.partition.fetch.bytes": 10 << 20})
-            c.assign([TopicPartition("bench", p, 0) for p in range(args.partitions)])
-            got = 0
-            start = time.perf_counter()
-            while got < args.records:
-                for m in c.consume(10000, timeout=1.0):
-                    if not m.error():
-                        got += 1
-            consume_s = time.perf_counter() - start
-            c.close()
-            mb = args.records * args.size / 1e6
-            rss_mib = status_kib(broker.pid, "VmHWM") / 1024
-            anon_mib = status_kib(broker.pid, "RssAnon") / 1024
-            print(f"records={args.records} size={args.size}B partitions={args.partitions}")
-            print(f"produce: {mb / produce_s:8.1f} MB/s  {args.records / produce_s:10.0f} records/s")
-            print(f"consume: {mb / consume_s:8.1f} MB/s  {args.records / consume_s:10.0f} records/s")
-            print(f"broker peak RSS (VmHWM): {rss_mib:.1f} MiB, RssAnon at end: {anon_mib:.1f} MiB "
-                  f"(file-backed pages of the mapped segments count in RSS)")
-        finally:
-            broker.terminate()
-            broker.wait(30)
+    results = {}
+    for name in args.brokers.split(","):
+        with tempfile.TemporaryDirectory() as tmp:
+            results[name] = (run_quipu if name == "quipu" else run_kafka)(args, tmp)
+    print(f"records={args.records} size={args.size}B partitions={args.partitions} (peak RSS counts mapped file pages)")
+    names = list(results)
+    print(f"{'':22}" + "".join(f"{n:>14}" for n in names) + ("   quipu/kafka" if len(names) == 2 else ""))
+    for key in results[names[0]]:
+        row = f"{key:22}" + "".join(f"{results[n][key]:14.1f}" for n in names)
+        if len(names) == 2 and results[names[1]][key]:
+            row += f"{results[names[0]][key] / results[names[1]][key]:14.2f}"
+        print(row)
 
 
 if __name__ == "__main__":

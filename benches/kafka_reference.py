@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Apache Kafka as the reference: a single-node KRaft broker from Maven Central's jars, on loopback.
+
+    python3 benches/kafka_reference.py start --port 19092 --dir /tmp/kafka-ref   # prints the pid
+    python3 benches/kafka_reference.py stop --dir /tmp/kafka-ref
+
+The jars (kafka_2.13 and kafka-tools 4.3.1 with their dependencies) come from Maven Central through
+tests/interop/kafka/pom.xml, built here when missing. The broker gets its own port, a controller
+port next to it, its own data directory, and a 1 GiB heap; `start` returns once it answers.
+Benchmarks and tests import `KafkaReference` for the same.
+"""
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+POM = ROOT / "tests" / "interop" / "kafka" / "pom.xml"
+LIB = POM.parent / "target" / "lib"
+
+
+def ensure_jars():
+    if not LIB.exists():
+        subprocess.run(["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+                        f"-DoutputDirectory={LIB}"], check=True)
+    return f"{LIB}/*"
+
+
+class KafkaReference:
+    def __init__(self, port: int, directory: Path, heap: str = "1G"):
+        self.port, self.dir, self.heap = port, Path(directory), heap
+        self.proc = None
+
+    @property
+    def bootstrap(self):
+        return f"127.0.0.1:{self.port}"
+
+    def _properties(self) -> Path:
+        controller = self.port + 1
+        props = self.dir / "server.properties"
+        props.write_text(f"""process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{controller}
+listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}
+advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs={self.dir / 'data'}
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+group.initial.rebalance.delay.ms=0
+""")
+        return props
+
+    def start(self, timeout_s=90):
+        cp = ensure_jars()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        props = self._properties()
+        if not (self.dir / "data" / "meta.properties").exists():
+            cluster_id = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
+                                        capture_output=True, text=True, check=True).stdout.split()[-1]
+            subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
+                           capture_output=True, check=True)
+        log = open(self.dir / "kafka.log", "ab")
+        self.proc = subprocess.Popen(["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-cp", cp, "kafka.Kafka", str(props)],
+                                     stdout=log, stderr=log)
+        (self.dir / "kafka.pid").write_text(str(self.proc.pid))
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            assert self.proc.poll() is None, (self.dir / "kafka.log").read_text()[-3000:]
+            try:
+                socket.create_connection(("127.0.0.1", self.port), 0.2).close()
+                return self
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError("Kafka did not start in time")
+
+    def stop(self, timeout_s=60):
+        pid = self.proc.pid if self.proc else int((self.dir / "kafka.pid").read_text())
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:
+            if self.proc is not None:
+                if self.proc.poll() is not None:
+                    return
+            else:
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    return
+            time.sleep(0.1)
+        os.kill(pid, signal.SIGKILL)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("action", choices=["start", "stop"])
+    ap.add_argument("--port", type=int, default=19092)
+    ap.add_argument("--dir", required=True)
+    args = ap.parse_args()
+    k = KafkaReference(args.port, Path(args.dir))
+    if args.action == "start":
+        k.start()
+        print(k.proc.pid)
+    else:
+        k.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
