@@ -8,8 +8,10 @@ CLIENT = "confluent"
 
 
 def produce(bootstrap, topic, codec):
+    # One request in flight: without idempotence, a retried batch (a leader not ready yet right
+    # after the topic was created, as on Kafka) could otherwise land after later ones.
     p = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "linger.ms": 5, "acks": "all",
-                  "queue.buffering.max.messages": 200000})
+                  "queue.buffering.max.messages": 200000, "max.in.flight.requests.per.connection": 1})
     errors = []
 
     def on_delivery(err, msg):

@@ -8,7 +8,8 @@ CLIENT = "kafka-python"
 
 def produce(bootstrap, topic, codec):
     p = KafkaProducer(bootstrap_servers=bootstrap, compression_type=None if codec == "none" else codec,
-                      linger_ms=5, acks=1, batch_size=64 * 1024)
+                      linger_ms=5, acks=1, batch_size=64 * 1024,
+                      max_in_flight_requests_per_connection=1)
     futures = [p.send(topic, key=w.key(i), value=w.value(i), headers=w.headers(i, CLIENT),
                       partition=i % w.PARTITIONS, timestamp_ms=w.timestamp(i)) for i in range(w.RECORDS)]
     p.flush(120)
