@@ -50,7 +50,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 12);
+            assert_eq!(r.api_keys.len(), 13);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -342,6 +342,41 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 "INVALID_CONFIG below the minimum"
             );
         }
+        ApiKey::OffsetForLeaderEpoch => {
+            let ask = |epoch: i32, current: i32| {
+                let mut p = offset_for_leader_epoch_request::OffsetForLeaderPartition::default();
+                p.partition = 0;
+                p.leader_epoch = epoch;
+                p.current_leader_epoch = current;
+                let mut t = offset_for_leader_epoch_request::OffsetForLeaderTopic::default();
+                t.topic = name("vt");
+                t.partitions = vec![p];
+                let mut r = OffsetForLeaderEpochRequest::default();
+                r.replica_id = BrokerId(-1);
+                r.topics = vec![t];
+                r
+            };
+            let hw = {
+                let resp: OffsetForLeaderEpochResponse = conn.call(api, v, &ask(0, -1));
+                let p = &resp.topics[0].partitions[0];
+                assert_eq!((p.error_code, p.leader_epoch), (0, 0));
+                p.end_offset
+            };
+            assert!(hw >= 2, "epoch 0 ends at the log end");
+            let resp: OffsetForLeaderEpochResponse = conn.call(api, v, &ask(5, 0));
+            assert_eq!(
+                (
+                    resp.topics[0].partitions[0].leader_epoch,
+                    resp.topics[0].partitions[0].end_offset
+                ),
+                (0, hw)
+            );
+            let resp: OffsetForLeaderEpochResponse = conn.call(api, v, &ask(0, 3));
+            assert_eq!(
+                resp.topics[0].partitions[0].error_code, 75,
+                "UNKNOWN_LEADER_EPOCH"
+            );
+        }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }
 }
@@ -371,7 +406,10 @@ fn every_advertised_version_of_every_api_is_served() {
         .chain(apis.iter().filter(|a| a.0 != ApiKey::Metadata))
     {
         for v in *min..=*max {
-            if *api == ApiKey::Fetch || *api == ApiKey::ListOffsets {
+            if matches!(
+                *api,
+                ApiKey::Fetch | ApiKey::ListOffsets | ApiKey::OffsetForLeaderEpoch
+            ) {
                 // Data to read.
                 call_at(&mut conn, ApiKey::Produce, 9);
             }

@@ -14,6 +14,7 @@ mod describe_configs;
 mod fetch;
 mod list_offsets;
 mod metadata;
+mod offset_for_leader_epoch;
 mod produce;
 
 use std::sync::Arc;
@@ -41,6 +42,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -170,6 +172,12 @@ pub async fn handle(
             api,
             version,
             &create_partitions::handle(&broker, decode!(m::CreatePartitionsRequest)),
+        )?,
+        ApiKey::OffsetForLeaderEpoch => encode(
+            correlation_id,
+            api,
+            version,
+            &offset_for_leader_epoch::handle(&broker, decode!(m::OffsetForLeaderEpochRequest)),
         )?,
         ApiKey::AlterConfigs => encode(
             correlation_id,

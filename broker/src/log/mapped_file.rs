@@ -129,6 +129,11 @@ impl MappedFile {
         }
     }
 
+    /// Whether a reader holds a slice of the current mapping (the owner holds one reference).
+    pub fn has_readers(&self) -> bool {
+        self.map.as_ref().is_some_and(|m| Arc::strong_count(m) > 1)
+    }
+
     /// Flushes `[start, start + len)` to disk (msync of the pages it covers).
     pub fn flush_range(&self, start: usize, len: usize) -> io::Result<()> {
         assert!(

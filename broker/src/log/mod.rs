@@ -7,6 +7,7 @@
 //! Invariants: segments are keyed by base offset and each starts at or after the previous one's
 //! next offset; only the last segment is written; `log_start_offset <= log_end_offset`.
 
+pub mod leader_epoch_cache;
 pub mod mapped_file;
 pub mod offset_index;
 pub mod segment;
@@ -17,6 +18,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use leader_epoch_cache::LeaderEpochCache;
 use quipu_config::topic::{TimestampType, TopicConfig};
 use quipu_protocol::record_batch::{BatchError, RecordBatchView};
 use quipu_protocol::records::RecordBatchDecoder;
@@ -72,6 +74,8 @@ pub struct Log {
     last_flush_ms: i64,
     /// Set by a clean shutdown: no append may follow the files' final trim.
     closed: bool,
+    /// Which leader epoch wrote which offsets (`leader-epoch-checkpoint`).
+    epochs: LeaderEpochCache,
 }
 
 impl Log {
@@ -175,7 +179,39 @@ impl Log {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             closed: false,
+            epochs: LeaderEpochCache::load(dir),
         };
+        // The epoch cache follows the log: trimmed to what survived, and completed from the
+        // batches of every segment that was re-read.
+        let mut epochs_changed = log.epochs.truncate_from_end(log.log_end_offset());
+        epochs_changed |= log.epochs.truncate_from_start(log.log_start_offset);
+        if recovered_any
+            || (log.epochs.entries().is_empty() && log.log_end_offset() > log.log_start_offset)
+        {
+            let from = if log.epochs.entries().is_empty() {
+                log.log_start_offset
+            } else {
+                recover_from.unwrap_or(log.log_start_offset)
+            };
+            let first = log
+                .segments
+                .range(..=from)
+                .next_back()
+                .map_or(log.log_start_offset, |(b, _)| *b);
+            for segment in log.segments.range(first..).map(|(_, s)| s) {
+                for batch in segment.batches() {
+                    epochs_changed |= log
+                        .epochs
+                        .assign(batch.partition_leader_epoch(), batch.base_offset());
+                }
+            }
+        }
+        if epochs_changed {
+            log.epochs.save()?;
+        }
+        if let Some(latest) = log.epochs.latest_epoch() {
+            log.leader_epoch = log.leader_epoch.max(latest);
+        }
         if recovered_any {
             log.flush(now_ms)?;
         }
@@ -293,6 +329,9 @@ impl Log {
             .next_back()
             .expect("active segment");
         active.append(records, base_offset, epoch, log_append_time_ms);
+        if self.epochs.assign(epoch, base_offset) {
+            self.epochs.save()?;
+        }
         self.unflushed_messages += last_offset - base_offset + 1;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
@@ -408,6 +447,9 @@ impl Log {
         }
         if offset > self.log_start_offset {
             self.log_start_offset = offset;
+            if self.epochs.truncate_from_start(offset) {
+                self.epochs.save()?;
+            }
             // Whole segments below the new start go; the active segment always stays.
             while self.segments.len() > 1 {
                 let (&base, first) = self.segments.iter().next().expect("segments");
@@ -457,6 +499,9 @@ impl Log {
             segment.delete_files(&self.dir)?;
             deleted.push(base);
         }
+        if !deleted.is_empty() && self.epochs.truncate_from_start(self.log_start_offset) {
+            self.epochs.save()?;
+        }
         Ok(deleted)
     }
 
@@ -478,6 +523,79 @@ impl Log {
         self.recovery_point = self.log_end_offset();
         self.unflushed_messages = 0;
         self.last_flush_ms = now_ms;
+        Ok(())
+    }
+
+    /// The epoch stamped on batches appended from now on.
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch
+    }
+
+    /// A new leader epoch for appends from now on; epochs never go back.
+    pub fn set_leader_epoch(&mut self, epoch: i32) {
+        assert!(epoch >= self.leader_epoch, "leader epochs never go back");
+        self.leader_epoch = epoch;
+    }
+
+    pub fn epoch_entries(&self) -> &[leader_epoch_cache::EpochEntry] {
+        self.epochs.entries()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` and where it ends.
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// Removes every record at or after `offset` (a follower's truncation to its leader's log,
+    /// KIP-101): later segments are deleted, the segment holding `offset` is cut at the start of
+    /// the batch holding it and becomes the active one, and the epoch cache follows. A segment
+    /// that readers still hold slices of is never cut in place: its kept prefix is copied to a new
+    /// file that replaces it, and the readers keep the old one until they let go.
+    pub fn truncate_to(&mut self, offset: i64, now_ms: i64) -> io::Result<()> {
+        if offset >= self.log_end_offset() {
+            return Ok(());
+        }
+        let offset = offset.max(self.log_start_offset);
+        let sizes = sizes_of(&self.config);
+        let doomed: Vec<i64> = self.segments.range(offset..).map(|(b, _)| *b).collect();
+        for base in doomed.into_iter().rev() {
+            let segment = self.segments.remove(&base).expect("present");
+            segment.delete_files(&self.dir)?;
+        }
+        match self.segments.keys().next_back().copied() {
+            None => {
+                self.segments
+                    .insert(offset, Segment::create(&self.dir, offset, sizes, now_ms)?);
+            }
+            Some(base) => {
+                let segment = self.segments.remove(&base).expect("present");
+                let cut = segment.cut_position(offset);
+                let log_path = segment::file_path(&self.dir, base, "log");
+                if segment.has_readers() {
+                    // Copy the kept prefix and swap it in; readers keep the old inode mapped.
+                    let swap = log_path.with_extension("log.swap");
+                    let mut kept = Vec::with_capacity(cut);
+                    kept.extend_from_slice(&segment.batches_bytes()[..cut]);
+                    drop(segment);
+                    std::fs::write(&swap, &kept)?;
+                    std::fs::File::open(&swap)?.sync_all()?;
+                    std::fs::rename(&swap, &log_path)?;
+                } else {
+                    drop(segment);
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&log_path)?
+                        .set_len(cut as u64)?;
+                }
+                let recovered = Segment::recover(&self.dir, base, sizes, true, false, now_ms)?;
+                self.segments.insert(base, recovered.segment);
+            }
+        }
+        debug_assert!(self.log_end_offset() <= offset.max(self.log_start_offset));
+        if self.epochs.truncate_from_end(self.log_end_offset()) {
+            self.epochs.save()?;
+        }
+        self.recovery_point = self.recovery_point.min(self.log_end_offset());
         Ok(())
     }
 

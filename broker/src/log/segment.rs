@@ -395,6 +395,28 @@ impl Segment {
         (end > start).then(|| self.log.shared_slice(start, end - start))
     }
 
+    /// Every batch, in order.
+    pub fn batches(&self) -> impl Iterator<Item = RecordBatchView<'_>> {
+        BatchIter::new(self.log.slice(0, self.size_bytes))
+            .map(|b| b.expect("committed batches parse").1)
+    }
+
+    /// Where the log must be cut to drop every record at or after `offset`: the start of the
+    /// batch holding it (batches are never split), or the end when no batch reaches it.
+    pub fn cut_position(&self, offset: i64) -> usize {
+        self.find_batch(offset).unwrap_or(self.size_bytes)
+    }
+
+    /// The committed batches as one slice, for copying.
+    pub fn batches_bytes(&self) -> &[u8] {
+        self.log.slice(0, self.size_bytes)
+    }
+
+    /// Whether any reader still holds a slice of this segment's log.
+    pub fn has_readers(&self) -> bool {
+        self.log.has_readers()
+    }
+
     /// The batches from the one the time index points to for `timestamp` onward, for the search
     /// of the first record at or after it.
     pub fn batches_from_timestamp(

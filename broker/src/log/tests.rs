@@ -529,3 +529,154 @@ fn appends_after_a_clean_close_are_refused() {
         Err(AppendError::Io(_))
     ));
 }
+
+#[test]
+fn truncate_to_cuts_at_the_batch_holding_the_offset_and_appends_continue() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cfg, _) = crashed_log(dir.path());
+    let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+    log.truncate_to(16, 0).unwrap(); // offset 16 sits in batch 15..=17
+    assert_eq!(log.log_end_offset(), 15);
+    assert_eq!(read_all(&log).last(), Some(&(12, 14)));
+    assert!(!dir.path().join("00000000000000000018.log").exists());
+    assert_eq!(
+        log.append(&batch(2, 0, Compression::None), 0)
+            .unwrap()
+            .base_offset,
+        15
+    );
+    log.truncate_to(6, 0).unwrap(); // a segment boundary: the segment at 6 goes entirely
+    assert_eq!((log.log_end_offset(), log.segment_count()), (6, 1));
+    drop(log);
+    let log = Log::open(dir.path(), cfg, Some(0), 0).unwrap();
+    assert_eq!(log.log_end_offset(), 6);
+}
+
+#[test]
+fn truncating_a_segment_a_reader_holds_leaves_the_reader_its_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
+    for _ in 0..4 {
+        log.append(&batch(5, 0, Compression::None), 0).unwrap();
+    }
+    let held = log.read(10, 20, 1 << 20, true).unwrap().unwrap();
+    let before = held.to_vec();
+    log.truncate_to(10, 0).unwrap();
+    // New bytes at the same offsets do not change what the reader holds.
+    log.append(&batch(7, 99, Compression::Gzip), 0).unwrap();
+    assert_eq!(held.as_ref(), &before[..]);
+    let fresh = log.read(10, 17, 1 << 20, true).unwrap().unwrap();
+    assert_ne!(fresh.as_ref(), &before[..fresh.len().min(before.len())]);
+    assert_eq!(log.log_end_offset(), 17);
+}
+
+#[test]
+fn epochs_are_recorded_checkpointed_and_trimmed_with_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = batch(2, 0, Compression::None).len();
+    let cfg = config(&[("segment.bytes", &(one * 2).to_string())]);
+    let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+    for epoch in [0, 0, 3, 3, 5, 5] {
+        log.set_leader_epoch(epoch);
+        log.append(&batch(2, 0, Compression::None), 0).unwrap();
+    }
+    let entries = |l: &Log| {
+        l.epoch_entries()
+            .iter()
+            .map(|e| (e.epoch, e.start_offset))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(entries(&log), vec![(0, 0), (3, 4), (5, 8)]);
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, 8)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((3, 8)));
+    assert_eq!(log.end_offset_for_epoch(7), Some((5, 12)));
+    // The batch at 8 holds 9: the cut is at 8, and epoch 5 is gone with it.
+    log.truncate_to(9, 0).unwrap();
+    assert_eq!(log.log_end_offset(), 8);
+    assert_eq!(entries(&log), vec![(0, 0), (3, 4)]);
+    log.advance_log_start_offset(5, 8).unwrap();
+    assert_eq!(entries(&log), vec![(3, 5)]);
+    drop(log);
+    // Reopened after a crash, and with the checkpoint deleted: rebuilt from the batches.
+    let log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+    assert_eq!(log.leader_epoch(), 3);
+    std::fs::remove_file(dir.path().join(leader_epoch_cache::FILE_NAME)).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), cfg, None, 0).unwrap();
+    assert_eq!(entries(&log), vec![(3, 4)]);
+}
+
+mod model {
+    //! Append, truncate, flush and reopen (clean or after a crash) against a simple model: the
+    //! log's batches, end offset and epoch cache always equal the model's.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Append { records: usize, new_epoch: bool },
+        Truncate { back: i64 },
+        Flush,
+        Reopen { clean: bool },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            6 => (1usize..4, proptest::bool::weighted(0.2)).prop_map(|(records, new_epoch)| Op::Append { records, new_epoch }),
+            2 => (0i64..12).prop_map(|back| Op::Truncate { back }),
+            1 => Just(Op::Flush),
+            2 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+        #[test]
+        fn log_matches_the_model(ops in proptest::collection::vec(op(), 1..40)) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = config(&[("segment.bytes", "1000"), ("index.interval.bytes", "300")]);
+            let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
+            let mut model: Vec<(i64, i64, i32)> = Vec::new();
+            let mut epoch = 0;
+            for op in ops {
+                let end = model.last().map_or(0, |b| b.1 + 1);
+                match op {
+                    Op::Append { records, new_epoch } => {
+                        if new_epoch {
+                            epoch += 1;
+                        }
+                        log.set_leader_epoch(epoch);
+                        let info = log.append(&batch(records, 1_000, Compression::None), 0).unwrap();
+                        prop_assert_eq!(info.base_offset, end);
+                        model.push((end, end + records as i64 - 1, epoch));
+                    }
+                    Op::Truncate { back } => {
+                        let target = (end - back).max(0);
+                        log.truncate_to(target, 0).unwrap();
+                        model.retain(|b| b.1 < target);
+                    }
+                    Op::Flush => log.flush(0).unwrap(),
+                    Op::Reopen { clean } => {
+                        if clean {
+                            log.close(0).unwrap();
+                        }
+                        drop(log);
+                        log = Log::open(dir.path(), cfg.clone(), if clean { None } else { Some(0) }, 0).unwrap();
+                        log.set_leader_epoch(epoch);
+                    }
+                }
+                let expected: Vec<(i64, i64)> = model.iter().map(|b| (b.0, b.1)).collect();
+                prop_assert_eq!(read_all(&log), expected);
+                prop_assert_eq!(log.log_end_offset(), model.last().map_or(0, |b| b.1 + 1));
+                let mut epochs: Vec<(i32, i64)> = Vec::new();
+                for b in &model {
+                    if epochs.last().is_none_or(|l| b.2 > l.0) {
+                        epochs.push((b.2, b.0));
+                    }
+                }
+                let cached: Vec<(i32, i64)> = log.epoch_entries().iter().map(|e| (e.epoch, e.start_offset)).collect();
+                prop_assert_eq!(cached, epochs);
+            }
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! OffsetForLeaderEpoch (KIP-101, KIP-320): for a leader epoch, the largest epoch at or below it
+//! that this log holds and the offset where that epoch ends, from the leader epoch cache. Followers
+//! truncate to it; consumers use it to detect a diverged log.
+
+use quipu_protocol::messages::offset_for_leader_epoch_response::{
+    EpochEndOffset, OffsetForLeaderTopicResult,
+};
+use quipu_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
+use quipu_protocol::ResponseError;
+
+use super::check_leader_epoch;
+use crate::broker::Broker;
+
+/// Kafka's answer when no epoch at or below the requested one is known.
+const UNDEFINED_EPOCH: i32 = -1;
+const UNDEFINED_EPOCH_OFFSET: i64 = -1;
+
+pub fn handle(
+    broker: &Broker,
+    request: OffsetForLeaderEpochRequest,
+) -> OffsetForLeaderEpochResponse {
+    let mut response = OffsetForLeaderEpochResponse::default();
+    for t in request.topics {
+        let topic = broker.metadata.topic(&t.topic);
+        let mut tr = OffsetForLeaderTopicResult::default();
+        tr.topic = t.topic.clone();
+        for p in t.partitions {
+            let mut pr = EpochEndOffset::default();
+            pr.partition = p.partition;
+            pr.leader_epoch = UNDEFINED_EPOCH;
+            pr.end_offset = UNDEFINED_EPOCH_OFFSET;
+            let partition = topic
+                .as_ref()
+                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?));
+            match (partition, check_leader_epoch(p.current_leader_epoch)) {
+                (_, Err(e)) => pr.error_code = e.code(),
+                (None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
+                (Some(partition), Ok(())) => {
+                    if let Some((epoch, end_offset)) =
+                        partition.log().end_offset_for_epoch(p.leader_epoch)
+                    {
+                        pr.leader_epoch = epoch;
+                        pr.end_offset = end_offset;
+                    }
+                }
+            }
+            tr.partitions.push(pr);
+        }
+        response.topics.push(tr);
+    }
+    response
+}
