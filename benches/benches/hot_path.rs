@@ -10,9 +10,7 @@ use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 use quipu_broker::log::offset_index::OffsetIndex;
 use quipu_broker::log::Log;
 use quipu_config::topic::TopicConfig;
@@ -21,34 +19,7 @@ use quipu_protocol::record_batch::RecordBatchView;
 
 /// A client-style batch of `count` records of `value_bytes` each, uncompressed.
 fn batch(count: usize, value_bytes: usize) -> Vec<u8> {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_000 + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![(i % 251) as u8; value_bytes])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
-    )
-    .unwrap();
-    buf.to_vec()
+    quipu_protocol::testing::batch(count, value_bytes, 1_000, Compression::None)
 }
 
 fn topic_config(overrides: &[(&str, &str)]) -> TopicConfig {

@@ -293,17 +293,28 @@ impl Metadata {
 
     /// Writes every partition's recovery point to the checkpoint.
     pub fn checkpoint_recovery_points(&self) -> std::io::Result<()> {
+        self.checkpoint(RECOVERY_POINT_CHECKPOINT, |log| log.recovery_point())
+    }
+
+    /// Writes every partition's log start offset to the checkpoint.
+    pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
+        self.checkpoint(LOG_START_CHECKPOINT, |log| log.log_start_offset())
+    }
+
+    /// Writes one offset a partition, taken from its log by `offset_of`, to a checkpoint file.
+    fn checkpoint(
+        &self,
+        file: &str,
+        offset_of: impl Fn(&crate::log::Log) -> i64,
+    ) -> std::io::Result<()> {
         let _writer = self.checkpoint_lock.lock().expect("checkpoint lock");
         let mut offsets = crate::checkpoint::Offsets::new();
         for topic in self.topics() {
             for p in &topic.partitions {
-                offsets.insert(
-                    (topic.name.to_string(), p.index()),
-                    p.log().recovery_point(),
-                );
+                offsets.insert((topic.name.to_string(), p.index()), offset_of(&p.log()));
             }
         }
-        crate::checkpoint::write(&self.data_dir.join(RECOVERY_POINT_CHECKPOINT), &offsets)
+        crate::checkpoint::write(&self.data_dir.join(file), &offsets)
     }
 
     /// Removes directories of deleted topics that a crash left behind.
@@ -553,22 +564,6 @@ impl Metadata {
         Ok(())
     }
 
-    /// Writes every partition's log start offset to the checkpoint.
-    pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
-        let _writer = self.checkpoint_lock.lock().expect("checkpoint lock");
-        let mut offsets = crate::checkpoint::Offsets::new();
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                offsets.insert(
-                    (topic.name.to_string(), p.index()),
-                    p.log().log_start_offset(),
-                );
-            }
-        }
-        crate::checkpoint::write(&self.data_dir.join(LOG_START_CHECKPOINT), &offsets)
-    }
-
-    /// Clean shutdown: every log flushed and trimmed.
     /// Clean shutdown: every log flushed and trimmed, the checkpoints written, and last the clean
     /// shutdown marker, which tells the next start that no recovery is needed. Any failure leaves
     /// the marker out, so the next start recovers.

@@ -15,6 +15,8 @@ pub mod fetch_response;
 pub mod frame;
 pub mod header;
 pub mod record_batch;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use kafka_protocol::error::ResponseError;
 pub use kafka_protocol::messages;

@@ -248,48 +248,11 @@ fn i32_at(b: &[u8], at: usize) -> i32 {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use bytes::BytesMut;
-    use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 
     /// A real batch from the kafka-protocol crate's encoder.
     pub fn encoded_batch(count: usize, compression: Compression) -> Vec<u8> {
-        let records: Vec<Record> = (0..count)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                sequence: i as i32,
-                delete_horizon: false,
-                timestamp: 1_000 + i as i64,
-                key: Some(format!("k{i}").into_bytes().into()),
-                value: Some(vec![b'v'; 100].into()),
-                headers: [(
-                    StrBytes::from_static_str("h"),
-                    Some(bytes::Bytes::from_static(b"x")),
-                )]
-                .into_iter()
-                .collect(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.to_vec()
+        crate::testing::batch(count, 100, 1_000, compression)
     }
 
     #[test]

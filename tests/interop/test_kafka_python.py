@@ -52,14 +52,7 @@ def offset_for_time(bootstrap, topic, partition, ts):
 
 
 def verify(bootstrap, topic):
-    for p in range(w.PARTITIONS):
-        n = w.count_in_partition(p)
-        w.check_records(consume(bootstrap, topic, p, 0, n), p, 0, CLIENT)
-        mid = w.middle_offset(p)
-        w.check_records(consume(bootstrap, topic, p, mid, n - mid), p, mid, CLIENT)
-        ts_offset = offset_for_time(bootstrap, topic, p, w.SEEK_TS)
-        assert ts_offset == w.offset_for_timestamp(p, w.SEEK_TS)
-        w.check_records(consume(bootstrap, topic, p, ts_offset, n - ts_offset), p, ts_offset, CLIENT)
+    w.verify_reads(bootstrap, topic, CLIENT, consume, offset_for_time)
 
 
 def test_kafka_python_round_trip_every_codec_and_restart(broker):

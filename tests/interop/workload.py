@@ -78,3 +78,18 @@ def offset_for_timestamp(partition: int, ts: int, total: int = RECORDS) -> int:
 
 # A timestamp that falls between records of every partition.
 SEEK_TS = BASE_TS + (RECORDS * 2) // 3 + 1
+
+
+def verify_reads(bootstrap, topic, client, consume, offset_for_time):
+    """Reads every partition from offset 0, from the middle, and from SEEK_TS, and checks each.
+
+    `consume(bootstrap, topic, partition, start_offset, count)` returns Consumed records;
+    `offset_for_time(bootstrap, topic, partition, ts)` returns an offset (ListOffsets)."""
+    for p in range(PARTITIONS):
+        n = count_in_partition(p)
+        check_records(consume(bootstrap, topic, p, 0, n), p, 0, client)
+        mid = middle_offset(p)
+        check_records(consume(bootstrap, topic, p, mid, n - mid), p, mid, client)
+        ts_offset = offset_for_time(bootstrap, topic, p, SEEK_TS)
+        assert ts_offset == offset_for_timestamp(p, SEEK_TS)
+        check_records(consume(bootstrap, topic, p, ts_offset, n - ts_offset), p, ts_offset, client)

@@ -1,8 +1,6 @@
 use super::*;
 use quipu_config::BrokerConfig;
-use quipu_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType as Ts,
-};
+use quipu_protocol::records::Compression;
 
 fn config(overrides: &[(&str, &str)]) -> TopicConfig {
     let o = overrides
@@ -14,34 +12,7 @@ fn config(overrides: &[(&str, &str)]) -> TopicConfig {
 
 /// A client-style batch (base offset 0) of `count` records stamped from `first_ts`.
 fn batch(count: usize, first_ts: i64, compression: Compression) -> Vec<u8> {
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: Ts::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: first_ts + i as i64,
-            key: None,
-            value: Some(vec![b'x'; 200].into()),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = bytes::BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .unwrap();
-    buf.to_vec()
+    quipu_protocol::testing::batch(count, 200, first_ts, compression)
 }
 
 fn read_all(log: &Log) -> Vec<(i64, i64)> {

@@ -238,35 +238,12 @@ fn read_exact_or_eof(stream: &mut TcpStream, buf: &mut [u8]) -> Option<()> {
     Some(())
 }
 
-/// A client-style record batch of `count` records (keys `k<i>`, 100-byte values).
+/// A client-style record batch of `count` records (keys `key-<i>`, 100-byte values).
 pub fn batch(count: usize) -> Vec<u8> {
-    use quipu_protocol::records::*;
-    let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: 1_000 + i as i64,
-            key: Some(Bytes::from(format!("k{i}"))),
-            value: Some(Bytes::from(vec![b'v'; 100])),
-            headers: Default::default(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: Compression::None,
-        },
+    quipu_protocol::testing::batch(
+        count,
+        100,
+        1_000,
+        quipu_protocol::records::Compression::None,
     )
-    .unwrap();
-    buf.to_vec()
 }

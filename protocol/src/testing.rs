@@ -1,0 +1,51 @@
+//! Record batches built the way a client builds them (with the kafka-protocol crate's encoder),
+//! for tests and benchmarks: base offset 0, `count` records keyed `key-<i>` with a `value_bytes`
+//! value and one header, stamped `first_timestamp_ms + i`.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+
+pub fn batch(
+    count: usize,
+    value_bytes: usize,
+    first_timestamp_ms: i64,
+    compression: Compression,
+) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            // The encoder starts a new batch where offset minus sequence changes.
+            sequence: i as i32,
+            timestamp: first_timestamp_ms + i as i64,
+            key: Some(Bytes::from(format!("key-{i}"))),
+            value: Some(Bytes::from(vec![b'v'; value_bytes])),
+            headers: [(
+                StrBytes::from_static_str("h"),
+                Some(Bytes::from_static(b"x")),
+            )]
+            .into_iter()
+            .collect(),
+        })
+        .collect();
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        &records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("a batch encodes");
+    buf.to_vec()
+}
