@@ -71,6 +71,31 @@ def workload(bootstrap, args):
             "consume MB/s": mb / consume_s, "consume records/s": args.records / consume_s}
 
 
+def moved_gb(args):
+    """GB into and out of the broker: the Python produce and consume, and the perf tool's produce."""
+    return (3 if args.perf_tool else 2) * args.records * args.size / 1e9
+
+
+def producer_performance(bootstrap, args):
+    """Kafka's own ProducerPerformance (kafka-tools) as the load: MB/s and ack latency percentiles.
+    Idempotence is off (Quipu has no InitProducerId yet); acks=1, linger 5 ms, batch 1 MiB."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from kafka_reference import ensure_jars
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic("perf", num_partitions=args.partitions, replication_factor=1)])["perf"].result(60)
+    out = subprocess.run(["java", "-cp", ensure_jars(), "org.apache.kafka.tools.ProducerPerformance",
+                          "--topic", "perf", "--num-records", str(args.records), "--record-size", str(args.size),
+                          "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}", "acks=1",
+                          "linger.ms=5", f"batch.size={1 << 20}", "enable.idempotence=false"],
+                         capture_output=True, text=True, timeout=900, check=True).stdout
+    # "N records sent, R records/sec (M MB/sec), A ms avg latency, X ms max latency, P50 ms 50th, ..."
+    final = [line for line in out.splitlines() if "records sent" in line][-1]
+    parts = [p.strip() for p in final.replace("(", ",").replace(")", "").split(",")]
+    value = lambda i: float(parts[i].split()[0])
+    return {"perf-tool MB/s": value(2), "perf-tool p50 ms": value(5), "perf-tool p99 ms": value(7),
+            "perf-tool p99.9 ms": value(8)}
+
+
 def run_quipu(args, tmp):
     port = free_port()
     proc = subprocess.Popen([args.bin, "--data-dir", f"{tmp}/quipu", "--listen", f"127.0.0.1:{port}"],
@@ -83,9 +108,11 @@ def run_quipu(args, tmp):
             except OSError:
                 time.sleep(0.05)
         result = workload(f"127.0.0.1:{port}", args)
+        if args.perf_tool:
+            result.update(producer_performance(f"127.0.0.1:{port}", args))
         result["peak RSS MiB"] = status_kib(proc.pid, "VmHWM") / 1024
         result["RssAnon MiB"] = status_kib(proc.pid, "RssAnon") / 1024
-        result["CPU s per GB"] = cpu_seconds(proc.pid) / (2 * args.records * args.size / 1e9)
+        result["CPU s per GB"] = cpu_seconds(proc.pid) / (moved_gb(args))
         return result
     finally:
         proc.terminate()
@@ -98,9 +125,11 @@ def run_kafka(args, tmp):
     k = KafkaReference(free_port(), Path(tmp) / "kafka").start()
     try:
         result = workload(k.bootstrap, args)
+        if args.perf_tool:
+            result.update(producer_performance(k.bootstrap, args))
         result["peak RSS MiB"] = status_kib(k.proc.pid, "VmHWM") / 1024
         result["RssAnon MiB"] = status_kib(k.proc.pid, "RssAnon") / 1024
-        result["CPU s per GB"] = cpu_seconds(k.proc.pid) / (2 * args.records * args.size / 1e9)
+        result["CPU s per GB"] = cpu_seconds(k.proc.pid) / (moved_gb(args))
         return result
     finally:
         k.stop()
@@ -113,6 +142,7 @@ def main():
     ap.add_argument("--size", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=3)
     ap.add_argument("--brokers", default="quipu,kafka")
+    ap.add_argument("--perf-tool", action="store_true", help="also load with Kafka's ProducerPerformance")
     args = ap.parse_args()
     results = {}
     for name in args.brokers.split(","):
