@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, BrokerProcess, Conn};
+use common::{batch, create_topic, name, BrokerProcess, Conn};
 use quipu_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -15,10 +15,6 @@ use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
 
 fn advertised(conn: &mut Conn) -> Vec<(ApiKey, i16, i16)> {
     let r: ApiVersionsResponse = conn.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
@@ -35,14 +31,10 @@ fn advertised(conn: &mut Conn) -> Vec<(ApiKey, i16, i16)> {
 }
 
 fn create(conn: &mut Conn, topic: &str, partitions: i32) {
-    let mut t = CreatableTopic::default();
-    t.name = name(topic);
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut r = CreateTopicsRequest::default();
-    r.topics = vec![t];
-    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
-    assert_eq!(resp.topics[0].error_code, 0);
+    assert_eq!(
+        create_topic(conn, topic, partitions).topics[0].error_code,
+        0
+    );
 }
 
 fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {

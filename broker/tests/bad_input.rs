@@ -3,10 +3,7 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{batch, BrokerProcess, Conn};
-use quipu_protocol::messages::create_topics_request::CreatableTopic;
-use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use common::{batch, create_topic, produce_request, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
 use quipu_protocol::{ResponseError, StrBytes};
 
@@ -41,31 +38,6 @@ fn after_bad_input(b: &mut BrokerProcess, bystander: &mut Conn, log_needle: &str
         );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-}
-
-fn produce_request(topic: &str, partition: i32, records: Vec<u8>) -> ProduceRequest {
-    let mut pd = PartitionProduceData::default();
-    pd.index = partition;
-    pd.records = Some(Bytes::from(records));
-    let mut td = TopicProduceData::default();
-    td.name = TopicName(StrBytes::from_string(topic.into()));
-    td.partition_data = vec![pd];
-    let mut r = ProduceRequest::default();
-    r.acks = 1;
-    r.timeout_ms = 5_000;
-    r.topic_data = vec![td];
-    r
-}
-
-fn create_topic(conn: &mut Conn, name: &str, partitions: i32) -> CreateTopicsResponse {
-    let mut t = CreatableTopic::default();
-    t.name = TopicName(StrBytes::from_string(name.into()));
-    t.num_partitions = partitions;
-    t.replication_factor = 1;
-    let mut r = CreateTopicsRequest::default();
-    r.topics = vec![t];
-    r.timeout_ms = 5_000;
-    conn.call(ApiKey::CreateTopics, 7, &r)
 }
 
 #[test]
@@ -142,12 +114,12 @@ fn batch_with_a_bad_crc_is_refused_with_corrupt_message() {
     let mut records = batch(3);
     let last = records.len() - 1;
     records[last] ^= 0x40;
-    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, records));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, 1, records));
     let p = &r.responses[0].partition_responses[0];
     assert_eq!(p.error_code, ResponseError::CorruptMessage.code());
     assert!(p.error_message.as_ref().unwrap().contains("CRC"));
     // The log took nothing; a good batch lands at offset 0.
-    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, batch(3)));
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_request("crc", 0, 1, batch(3)));
     assert_eq!(r.responses[0].partition_responses[0].base_offset, 0);
     after_bad_input(&mut b, &mut bystander, "CRC mismatch");
 }
@@ -161,7 +133,7 @@ fn produce_to_a_partition_or_topic_that_does_not_exist() {
         let r: ProduceResponse = c.call(
             ApiKey::Produce,
             9,
-            &produce_request(topic, partition, batch(1)),
+            &produce_request(topic, partition, 1, batch(1)),
         );
         assert_eq!(
             r.responses[0].partition_responses[0].error_code,

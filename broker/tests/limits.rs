@@ -3,47 +3,11 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{batch, BrokerProcess, Conn};
+use common::{batch, fetch_request, name, produce_request, BrokerProcess, Conn};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
-use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
-use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
-
-fn produce(topic: &str, acks: i16, records: Vec<u8>) -> ProduceRequest {
-    let mut pd = PartitionProduceData::default();
-    pd.records = Some(Bytes::from(records));
-    let mut td = TopicProduceData::default();
-    td.name = name(topic);
-    td.partition_data = vec![pd];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
-    r.timeout_ms = 5_000;
-    r.topic_data = vec![td];
-    r
-}
-
-fn fetch(topic: &str, offset: i64, partition_max_bytes: i32, max_bytes: i32) -> FetchRequest {
-    let mut fp = FetchPartition::default();
-    fp.fetch_offset = offset;
-    fp.partition_max_bytes = partition_max_bytes;
-    fp.current_leader_epoch = -1;
-    let mut ft = FetchTopic::default();
-    ft.topic = name(topic);
-    ft.partitions = vec![fp];
-    let mut r = FetchRequest::default();
-    r.replica_id = BrokerId(-1);
-    r.max_bytes = max_bytes;
-    r.session_epoch = -1;
-    r.topics = vec![ft];
-    r
-}
 
 fn metadata(conn: &mut Conn, topic: &str) -> MetadataResponse {
     let mut t = MetadataRequestTopic::default();
@@ -95,7 +59,7 @@ fn pipelined_requests_at_the_in_flight_limit_are_answered_in_order() {
     let mut ids = Vec::new();
     for i in 0..20 {
         if i % 5 == 0 {
-            let mut f = fetch("pipe", 0, 1 << 20, 1 << 20);
+            let mut f = fetch_request("pipe", 0, 1 << 20, 1 << 20);
             f.max_wait_ms = 200;
             f.min_bytes = 1;
             ids.push((ApiKey::Fetch, c.send(ApiKey::Fetch, 12, &f)));
@@ -123,10 +87,14 @@ fn acks_zero_gets_no_response_and_the_next_request_is_answered() {
     let b = BrokerProcess::start(&[]);
     let mut c = b.connect();
     metadata(&mut c, "fire");
-    c.send(ApiKey::Produce, 9, &produce("fire", 0, batch(3)));
+    c.send(ApiKey::Produce, 9, &produce_request("fire", 0, 0, batch(3)));
     let r = metadata(&mut c, "fire");
     assert_eq!(r.topics[0].error_code, 0);
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("fire", 0, 1 << 20, 1 << 20));
+    let f: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("fire", 0, 1 << 20, 1 << 20),
+    );
     assert_eq!(f.responses[0].partitions[0].high_watermark, 3);
 }
 
@@ -137,35 +105,51 @@ fn a_batch_larger_than_the_fetch_limits_still_comes_whole() {
     metadata(&mut c, "big");
     let one = batch(50);
     for _ in 0..3 {
-        let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("big", 1, one.clone()));
+        let r: ProduceResponse = c.call(
+            ApiKey::Produce,
+            9,
+            &produce_request("big", 0, 1, one.clone()),
+        );
         assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
     }
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, 1 << 20, 1 << 20));
+    let f: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("big", 0, 1 << 20, 1 << 20),
+    );
     assert_eq!(
         f.responses[0].partitions[0].records.as_ref().unwrap().len(),
         one.len() * 3
     );
     // Limits far below one batch: exactly one whole batch.
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, 10, 10));
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_request("big", 0, 10, 10));
     assert_eq!(
         f.responses[0].partitions[0].records.as_ref().unwrap().len(),
         one.len()
     );
     // Room for two batches and a half: two.
     let limit = (one.len() * 5 / 2) as i32;
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 0, limit, 1 << 20));
+    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch_request("big", 0, limit, 1 << 20));
     assert_eq!(
         f.responses[0].partitions[0].records.as_ref().unwrap().len(),
         one.len() * 2
     );
     // From the middle of the second batch: the second and third.
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 60, 1 << 20, 1 << 20));
+    let f: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("big", 60, 1 << 20, 1 << 20),
+    );
     assert_eq!(
         f.responses[0].partitions[0].records.as_ref().unwrap().len(),
         one.len() * 2
     );
     // Past the end: OFFSET_OUT_OF_RANGE.
-    let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("big", 151, 1 << 20, 1 << 20));
+    let f: FetchResponse = c.call(
+        ApiKey::Fetch,
+        12,
+        &fetch_request("big", 151, 1 << 20, 1 << 20),
+    );
     assert_eq!(f.responses[0].partitions[0].error_code, 1);
 }
 
@@ -266,16 +250,28 @@ fn acks_all_below_min_insync_replicas_is_refused() {
     r.topics = vec![t];
     let resp: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
     assert_eq!(resp.topics[0].error_code, 0);
-    let all: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", -1, batch(1)));
+    let all: ProduceResponse = c.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("strict", 0, -1, batch(1)),
+    );
     assert_eq!(
         all.responses[0].partition_responses[0].error_code, 19,
         "NOT_ENOUGH_REPLICAS"
     );
     // acks=1 does not wait for replicas and lands.
-    let one: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", 1, batch(1)));
+    let one: ProduceResponse = c.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("strict", 0, 1, batch(1)),
+    );
     assert_eq!(one.responses[0].partition_responses[0].error_code, 0);
     assert_eq!(one.responses[0].partition_responses[0].base_offset, 0);
     // Bad acks: INVALID_REQUIRED_ACKS.
-    let bad: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("strict", 2, batch(1)));
+    let bad: ProduceResponse = c.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("strict", 0, 2, batch(1)),
+    );
     assert_eq!(bad.responses[0].partition_responses[0].error_code, 21);
 }

@@ -3,30 +3,13 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{batch, BrokerProcess, Conn};
-use quipu_protocol::messages::create_topics_request::CreatableTopic;
-use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use common::{batch, create_topic, fetch_request, produce_request, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
 use quipu_protocol::record_batch::BatchIter;
-use quipu_protocol::StrBytes;
-
-fn name(s: &str) -> TopicName {
-    TopicName(StrBytes::from_string(s.to_string()))
-}
 
 fn produce(conn: &mut Conn, topic: &str, records: Vec<u8>) -> i64 {
-    let mut pd = PartitionProduceData::default();
-    pd.records = Some(Bytes::from(records));
-    let mut td = TopicProduceData::default();
-    td.name = name(topic);
-    td.partition_data = vec![pd];
-    let mut r = ProduceRequest::default();
-    r.acks = 1;
-    r.timeout_ms = 5_000;
-    r.topic_data = vec![td];
-    let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &r);
+    let resp: ProduceResponse =
+        conn.call(ApiKey::Produce, 9, &produce_request(topic, 0, 1, records));
     let p = &resp.responses[0].partition_responses[0];
     assert_eq!(p.error_code, 0);
     p.base_offset
@@ -37,19 +20,11 @@ fn read_everything(conn: &mut Conn, topic: &str) -> (Vec<(i64, i64)>, i64) {
     let mut batches = Vec::new();
     let mut offset = 0;
     loop {
-        let mut fp = FetchPartition::default();
-        fp.fetch_offset = offset;
-        fp.partition_max_bytes = 1 << 20;
-        fp.current_leader_epoch = -1;
-        let mut ft = FetchTopic::default();
-        ft.topic = name(topic);
-        ft.partitions = vec![fp];
-        let mut r = FetchRequest::default();
-        r.replica_id = BrokerId(-1);
-        r.max_bytes = 1 << 20;
-        r.session_epoch = -1;
-        r.topics = vec![ft];
-        let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &r);
+        let resp: FetchResponse = conn.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request(topic, offset, 1 << 20, 1 << 20),
+        );
         let p = &resp.responses[0].partitions[0];
         assert_eq!(p.error_code, 0);
         let records = p.records.clone().unwrap_or_default();
@@ -69,13 +44,7 @@ fn read_everything(conn: &mut Conn, topic: &str) -> (Vec<(i64, i64)>, i64) {
 fn a_flipped_bit_in_a_closed_segment_after_a_crash_cuts_the_log_there() {
     let mut b = BrokerProcess::start(&["--set", "log.segment.bytes=4096"]);
     let mut c = b.connect();
-    let mut t = CreatableTopic::default();
-    t.name = name("dmg");
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut r = CreateTopicsRequest::default();
-    r.topics = vec![t];
-    let _: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
+    create_topic(&mut c, "dmg", 1);
     let one = batch(5);
     for i in 0..40 {
         assert_eq!(produce(&mut c, "dmg", one.clone()), i * 5);
@@ -122,13 +91,7 @@ fn a_flipped_bit_in_a_closed_segment_after_a_crash_cuts_the_log_there() {
 fn a_clean_restart_keeps_everything_and_a_crash_restart_too() {
     let mut b = BrokerProcess::start(&["--set", "log.segment.bytes=4096"]);
     let mut c = b.connect();
-    let mut t = CreatableTopic::default();
-    t.name = name("keep");
-    t.num_partitions = 1;
-    t.replication_factor = 1;
-    let mut r = CreateTopicsRequest::default();
-    r.topics = vec![t];
-    let _: CreateTopicsResponse = c.call(ApiKey::CreateTopics, 7, &r);
+    create_topic(&mut c, "keep", 1);
     for _ in 0..30 {
         produce(&mut c, "keep", batch(5));
     }

@@ -69,14 +69,19 @@ impl MappedFile {
         self.len_bytes
     }
 
-    /// Bytes `[start, start + len)`, read-only.
-    pub fn slice(&self, start: usize, len: usize) -> &[u8] {
+    /// Every access goes through here: `[start, start + len)` must lie inside the mapping.
+    fn assert_in_mapping(&self, start: usize, len: usize) {
         assert!(
             start
                 .checked_add(len)
                 .is_some_and(|end| end <= self.len_bytes),
-            "slice out of mapping"
+            "range out of mapping"
         );
+    }
+
+    /// Bytes `[start, start + len)`, read-only.
+    pub fn slice(&self, start: usize, len: usize) -> &[u8] {
+        self.assert_in_mapping(start, len);
         match &self.map {
             // SAFETY: in bounds (asserted); callers only read committed regions (module invariant).
             Some(m) => unsafe { std::slice::from_raw_parts(m.as_ptr().add(start), len) },
@@ -86,12 +91,7 @@ impl MappedFile {
 
     /// Bytes `[start, start + len)` as `Bytes` that keep the mapping alive: no copy.
     pub fn shared_slice(&self, start: usize, len: usize) -> Bytes {
-        assert!(
-            start
-                .checked_add(len)
-                .is_some_and(|end| end <= self.len_bytes),
-            "slice out of mapping"
-        );
+        self.assert_in_mapping(start, len);
         match &self.map {
             Some(m) if len > 0 => Bytes::from_owner(MapSlice {
                 map: Arc::clone(m),
@@ -109,12 +109,7 @@ impl MappedFile {
     /// reader holds a slice of it, and not borrowed elsewhere.
     #[allow(clippy::mut_from_ref)]
     pub unsafe fn slice_mut(&self, start: usize, len: usize) -> &mut [u8] {
-        assert!(
-            start
-                .checked_add(len)
-                .is_some_and(|end| end <= self.len_bytes),
-            "slice out of mapping"
-        );
+        self.assert_in_mapping(start, len);
         match &self.map {
             Some(m) => std::slice::from_raw_parts_mut(m.as_mut_ptr().add(start), len),
             None => &mut [],
@@ -136,12 +131,7 @@ impl MappedFile {
 
     /// Flushes `[start, start + len)` to disk (msync of the pages it covers).
     pub fn flush_range(&self, start: usize, len: usize) -> io::Result<()> {
-        assert!(
-            start
-                .checked_add(len)
-                .is_some_and(|end| end <= self.len_bytes),
-            "flush out of mapping"
-        );
+        self.assert_in_mapping(start, len);
         match &self.map {
             Some(m) if len > 0 => m.flush_range(start, len),
             _ => Ok(()),

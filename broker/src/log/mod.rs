@@ -152,9 +152,7 @@ impl Log {
                     tracing::warn!(dir = %dir.display(), base_offset = base, valid_bytes = r.valid_bytes, file_bytes = r.file_bytes, deleted_segments = ?later, "log recovery found an invalid batch inside a closed segment: cutting the log there");
                     drop(r);
                     for later_base in later {
-                        for ext in ["log", "index", "timeindex"] {
-                            let _ = std::fs::remove_file(segment::file_path(dir, later_base, ext));
-                        }
+                        segment::remove_files(dir, later_base)?;
                     }
                     bases.truncate(i + 1);
                     Segment::recover(dir, base, sizes, true, true, now_ms)?.segment
@@ -351,9 +349,7 @@ impl Log {
         if old_size == 0 {
             // Nothing in it yet: replace it rather than leave an empty segment behind.
             self.segments.remove(&old_base);
-            for ext in ["log", "index", "timeindex"] {
-                std::fs::remove_file(segment::file_path(&self.dir, old_base, ext))?;
-            }
+            segment::remove_files(&self.dir, old_base)?;
         } else {
             self.segments
                 .get_mut(&old_base)

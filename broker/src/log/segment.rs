@@ -18,6 +18,17 @@ use super::mapped_file::MappedFile;
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
 
+/// Removes the files of the segment at `base_offset`; files already gone are not an error.
+pub fn remove_files(dir: &Path, base_offset: i64) -> io::Result<()> {
+    for ext in ["log", "index", "timeindex"] {
+        match std::fs::remove_file(file_path(dir, base_offset, ext)) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 /// How a segment's files are named: the 20-digit base offset and an extension.
 pub fn file_path(dir: &Path, base_offset: i64, extension: &str) -> PathBuf {
     dir.join(format!("{base_offset:020}.{extension}"))
@@ -453,13 +464,7 @@ impl Segment {
     pub fn delete_files(self, dir: &Path) -> io::Result<()> {
         let base = self.base_offset;
         drop(self);
-        for ext in ["log", "index", "timeindex"] {
-            match std::fs::remove_file(file_path(dir, base, ext)) {
-                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
-                _ => {}
-            }
-        }
-        Ok(())
+        remove_files(dir, base)
     }
 
     /// When the segment was last written, for retention of segments without timestamps.

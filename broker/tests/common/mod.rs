@@ -9,7 +9,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use quipu_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use quipu_protocol::messages::{
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, TopicName,
+};
 use quipu_protocol::{Decodable, Encodable, StrBytes};
 
 pub struct BrokerProcess {
@@ -246,4 +252,57 @@ pub fn batch(count: usize) -> Vec<u8> {
         1_000,
         quipu_protocol::records::Compression::None,
     )
+}
+
+pub fn name(s: &str) -> TopicName {
+    TopicName(StrBytes::from_string(s.to_string()))
+}
+
+/// A Produce request of one batch to one partition.
+pub fn produce_request(topic: &str, partition: i32, acks: i16, records: Vec<u8>) -> ProduceRequest {
+    let mut pd = PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(records));
+    let mut td = TopicProduceData::default();
+    td.name = name(topic);
+    td.partition_data = vec![pd];
+    let mut r = ProduceRequest::default();
+    r.acks = acks;
+    r.timeout_ms = 5_000;
+    r.topic_data = vec![td];
+    r
+}
+
+/// A sessionless consumer Fetch of partition 0 from `offset`, answered at once.
+pub fn fetch_request(
+    topic: &str,
+    offset: i64,
+    partition_max_bytes: i32,
+    max_bytes: i32,
+) -> FetchRequest {
+    let mut fp = FetchPartition::default();
+    fp.fetch_offset = offset;
+    fp.partition_max_bytes = partition_max_bytes;
+    fp.current_leader_epoch = -1;
+    let mut ft = FetchTopic::default();
+    ft.topic = name(topic);
+    ft.partitions = vec![fp];
+    let mut r = FetchRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.max_bytes = max_bytes;
+    r.session_epoch = -1;
+    r.topics = vec![ft];
+    r
+}
+
+/// CreateTopics v7 for one topic with replication factor 1.
+pub fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> CreateTopicsResponse {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 5_000;
+    conn.call(ApiKey::CreateTopics, 7, &r)
 }
