@@ -275,3 +275,20 @@ fn acks_all_below_min_insync_replicas_is_refused() {
     );
     assert_eq!(bad.responses[0].partition_responses[0].error_code, 21);
 }
+
+#[test]
+fn flush_messages_one_fsyncs_before_each_acknowledgement() {
+    let b = BrokerProcess::start(&["--set", "log.flush.interval.messages=1"]);
+    let mut c = b.connect();
+    metadata(&mut c, "synced");
+    for i in 0..5 {
+        let r: ProduceResponse = c.call(
+            ApiKey::Produce,
+            9,
+            &produce_request("synced", 0, 1, batch(2)),
+        );
+        let p = &r.responses[0].partition_responses[0];
+        // A failed fsync would answer KAFKA_STORAGE_ERROR.
+        assert_eq!((p.error_code, p.base_offset), (0, i * 2));
+    }
+}

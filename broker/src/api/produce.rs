@@ -41,27 +41,22 @@ pub async fn handle(
                 _ if !matches!(acks, -1..=1) => Err((ResponseError::InvalidRequiredAcks, None)),
                 (None, _) => Err((ResponseError::UnknownTopicOrPartition, None)),
                 (Some(_), None) => Err((ResponseError::InvalidRecord, Some("no record batch".to_string()))),
-                (Some(p), Some(_)) if acks == -1 && p.log().config().min_insync_replicas > IN_SYNC_REPLICAS => Err((ResponseError::NotEnoughReplicas, None)),
-                (Some(p), Some(records)) => p.append(&records, now_ms()).map(|info| (info, p.log().log_start_offset())).map_err(|e| {
+                (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err((ResponseError::NotEnoughReplicas, None)),
+                (Some(p), Some(records)) => p.append(&records, now_ms()).map_err(|e| {
                     tracing::warn!(topic = %topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     (append_error_code(&e), Some(e.to_string()))
                 }),
             };
-            if let (Ok(_), Some(p)) = (&result, partition) {
-                if p.log().flush_due_by_messages() {
-                    to_flush.push((
-                        response.responses.len(),
-                        tr.partition_responses.len(),
-                        p.clone(),
-                    ));
-                }
-            }
             match result {
-                Ok((info, log_start_offset)) => {
+                Ok(info) => {
                     pr.base_offset = info.base_offset;
                     pr.log_append_time_ms = info.log_append_time_ms;
                     if version >= 5 {
-                        pr.log_start_offset = log_start_offset;
+                        pr.log_start_offset = info.log_start_offset;
+                    }
+                    if info.flush_due {
+                        let p = partition.expect("appended to it").clone();
+                        to_flush.push((response.responses.len(), tr.partition_responses.len(), p));
                     }
                 }
                 Err((code, message)) => {

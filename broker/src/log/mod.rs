@@ -59,6 +59,10 @@ pub struct AppendInfo {
     pub last_offset: i64,
     /// The broker's timestamp for LogAppendTime topics, -1 otherwise.
     pub log_append_time_ms: i64,
+    /// The log start offset after the append, for the Produce response.
+    pub log_start_offset: i64,
+    /// Whether `flush.messages` asks for a flush before the append is acknowledged.
+    pub flush_due: bool,
 }
 
 pub struct Log {
@@ -336,6 +340,8 @@ impl Log {
             base_offset,
             last_offset,
             log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+            log_start_offset: self.log_start_offset,
+            flush_due: self.flush_due_by_messages(),
         })
     }
 
