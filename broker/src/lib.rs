@@ -4,7 +4,8 @@
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
 //! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
-//!   policy and recovery points; [`checkpoint`] files.
+//!   policy and recovery points; [`log_cleaner`]: compaction of compacted topics;
+//!   [`checkpoint`] files.
 //! - [`broker`]: the state handlers share.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
@@ -16,6 +17,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod flusher;
 pub mod log;
+pub mod log_cleaner;
 pub mod metadata;
 pub mod partition;
 pub mod retention;

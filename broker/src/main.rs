@@ -102,9 +102,11 @@ async fn run(config: quipu_config::BrokerConfig) -> anyhow::Result<()> {
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, topics = broker.metadata.topics().len(), "quipu broker started");
     let retention = tokio::spawn(quipu_broker::retention::run(broker.clone()));
     let flusher = tokio::spawn(quipu_broker::flusher::run(broker.clone()));
+    let cleaner = tokio::spawn(quipu_broker::log_cleaner::run(broker.clone()));
     quipu_broker::server::serve(broker.clone(), listener, shutdown_signal()).await;
     retention.abort();
     flusher.abort();
+    cleaner.abort();
     tracing::info!("shutting down: closing logs");
     broker.metadata.close();
     tracing::info!("shut down cleanly");

@@ -88,6 +88,7 @@ pub struct Metadata {
 /// Where the log start offsets moved by retention and DeleteRecords are kept, as Kafka keeps them.
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
 /// Where each partition's recovery point (all below it is on disk) is kept, as Kafka keeps it.
+const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 /// Written last at a clean shutdown, removed at start: without it, logs are recovered.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
@@ -209,6 +210,17 @@ impl Metadata {
                 }
             }
         }
+        // Where each compacted log's uncleaned part starts.
+        for ((topic, partition), offset) in
+            crate::checkpoint::read(&metadata.data_dir.join(CLEANER_CHECKPOINT))
+        {
+            if let Some(p) = topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(partition as usize))
+            {
+                p.log().set_first_dirty_offset(offset);
+            }
+        }
         *metadata.topics.write().expect("metadata lock") = topics;
         Ok(metadata)
     }
@@ -299,6 +311,11 @@ impl Metadata {
     /// Writes every partition's log start offset to the checkpoint.
     pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
         self.checkpoint(LOG_START_CHECKPOINT, |log| log.log_start_offset())
+    }
+
+    /// Writes every partition's first dirty offset (where the cleaner resumes) to the checkpoint.
+    pub fn checkpoint_cleaner_offsets(&self) -> std::io::Result<()> {
+        self.checkpoint(CLEANER_CHECKPOINT, |log| log.first_dirty_offset())
     }
 
     /// Writes one offset a partition, taken from its log by `offset_of`, to a checkpoint file.
@@ -580,6 +597,7 @@ impl Metadata {
         for (what, result) in [
             ("recovery points", self.checkpoint_recovery_points()),
             ("log start offsets", self.checkpoint_log_start_offsets()),
+            ("cleaner offsets", self.checkpoint_cleaner_offsets()),
         ] {
             if let Err(e) = result {
                 clean = false;

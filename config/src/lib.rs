@@ -86,6 +86,20 @@ pub struct BrokerConfig {
     pub log_cleanup_policy: String,
     /// Topic default for `min.insync.replicas`.
     pub min_insync_replicas: i32,
+    /// Topic default for `delete.retention.ms`: how long tombstones outlive their first clean.
+    pub log_cleaner_delete_retention_ms: i64,
+    /// Topic default for `min.cleanable.dirty.ratio`.
+    pub log_cleaner_min_cleanable_ratio: f64,
+    /// Topic default for `min.compaction.lag.ms`: records younger than this are not compacted.
+    pub log_cleaner_min_compaction_lag_ms: i64,
+    /// Topic default for `max.compaction.lag.ms`: a dirty record older than this forces a clean.
+    pub log_cleaner_max_compaction_lag_ms: i64,
+    /// Run the log cleaner (compaction of `cleanup.policy=compact` topics).
+    pub log_cleaner_enable: bool,
+    /// How long the cleaner sleeps when no log needs cleaning.
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's key-to-offset map; one clean covers as many keys as fit.
+    pub log_cleaner_dedupe_buffer_size: u64,
 }
 
 impl Default for BrokerConfig {
@@ -117,6 +131,13 @@ impl Default for BrokerConfig {
             log_message_timestamp_type: "CreateTime".into(),
             log_cleanup_policy: "delete".into(),
             min_insync_replicas: 1,
+            log_cleaner_delete_retention_ms: 86_400_000,
+            log_cleaner_min_cleanable_ratio: 0.5,
+            log_cleaner_min_compaction_lag_ms: 0,
+            log_cleaner_max_compaction_lag_ms: i64::MAX,
+            log_cleaner_enable: true,
+            log_cleaner_backoff_ms: 15_000,
+            log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
         }
     }
 }
@@ -283,6 +304,20 @@ impl BrokerConfig {
                 "1 (a single broker)",
             ));
         }
+        if self.log_cleaner_backoff_ms < 1 {
+            return Err(invalid(
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff_ms,
+                "a number >= 1",
+            ));
+        }
+        if self.log_cleaner_dedupe_buffer_size < 1024 * 1024 {
+            return Err(invalid(
+                "log.cleaner.dedupe.buffer.size",
+                self.log_cleaner_dedupe_buffer_size,
+                "a number >= 1048576",
+            ));
+        }
         // The topic defaults follow the topic rules.
         topic::TopicConfig::defaults_from(self).map_err(|e| ConfigError::Invalid {
             key: "log.*",
@@ -342,6 +377,31 @@ impl BrokerConfig {
             ),
             ("log.cleanup.policy", self.log_cleanup_policy.clone()),
             ("min.insync.replicas", self.min_insync_replicas.to_string()),
+            (
+                "log.cleaner.delete.retention.ms",
+                self.log_cleaner_delete_retention_ms.to_string(),
+            ),
+            (
+                "log.cleaner.min.cleanable.ratio",
+                self.log_cleaner_min_cleanable_ratio.to_string(),
+            ),
+            (
+                "log.cleaner.min.compaction.lag.ms",
+                self.log_cleaner_min_compaction_lag_ms.to_string(),
+            ),
+            (
+                "log.cleaner.max.compaction.lag.ms",
+                self.log_cleaner_max_compaction_lag_ms.to_string(),
+            ),
+            ("log.cleaner.enable", self.log_cleaner_enable.to_string()),
+            (
+                "log.cleaner.backoff.ms",
+                self.log_cleaner_backoff_ms.to_string(),
+            ),
+            (
+                "log.cleaner.dedupe.buffer.size",
+                self.log_cleaner_dedupe_buffer_size.to_string(),
+            ),
         ]
     }
 

@@ -50,7 +50,7 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
         "cleanup.policy",
         "log.cleanup.policy",
         ConfigType::List,
-        "delete: old segments are deleted by retention",
+        "delete (retention deletes old segments), compact (the cleaner keeps the last record per key), or both",
     ),
     key(
         "compression.type",
@@ -113,6 +113,30 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
         "bytes between offset index entries",
     ),
     key(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        ConfigType::Long,
+        "how long a tombstone stays after the cleaner first keeps it",
+    ),
+    key(
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        ConfigType::Double,
+        "share of uncleaned bytes at which a compacted log is cleaned",
+    ),
+    key(
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        ConfigType::Long,
+        "records younger than this are not compacted",
+    ),
+    key(
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        ConfigType::Long,
+        "a record left uncompacted this long makes its log cleanable",
+    ),
+    key(
         "flush.messages",
         "log.flush.interval.messages",
         ConfigType::Long,
@@ -160,6 +184,14 @@ pub struct TopicConfig {
     pub index_interval_bytes: i32,
     pub flush_messages: i64,
     pub flush_ms: i64,
+    /// `cleanup.policy` holds `delete`: retention deletes old segments.
+    pub cleanup_delete: bool,
+    /// `cleanup.policy` holds `compact`: the cleaner keeps the last record per key.
+    pub cleanup_compact: bool,
+    pub delete_retention_ms: i64,
+    pub min_cleanable_dirty_ratio: f64,
+    pub min_compaction_lag_ms: i64,
+    pub max_compaction_lag_ms: i64,
     /// Every setting as text, by name, defaults and overrides merged.
     values: BTreeMap<&'static str, String>,
 }
@@ -216,16 +248,33 @@ impl TopicConfig {
                 expected,
             })
         };
-        match get("cleanup.policy").as_str() {
-            "delete" => {}
-            other => {
-                return Err(TopicConfigError::Invalid {
-                    name: "cleanup.policy".into(),
-                    value: other.into(),
-                    expected: "delete (compaction is not implemented yet)",
-                })
+        let policy = get("cleanup.policy");
+        let (mut cleanup_delete, mut cleanup_compact) = (false, false);
+        for part in policy.split(',').map(str::trim) {
+            match part {
+                "delete" => cleanup_delete = true,
+                "compact" => cleanup_compact = true,
+                "" if policy.trim().is_empty() => {}
+                _ => {
+                    return Err(TopicConfigError::Invalid {
+                        name: "cleanup.policy".into(),
+                        value: policy.clone(),
+                        expected: "delete, compact, or compact,delete",
+                    })
+                }
             }
         }
+        let ratio_text = get("min.cleanable.dirty.ratio");
+        let min_cleanable_dirty_ratio = match ratio_text.trim().parse::<f64>() {
+            Ok(r) if (0.0..=1.0).contains(&r) => r,
+            _ => {
+                return Err(TopicConfigError::Invalid {
+                    name: "min.cleanable.dirty.ratio".into(),
+                    value: ratio_text,
+                    expected: "a double from 0 to 1",
+                })
+            }
+        };
         match get("compression.type").as_str() {
             "producer" => {}
             other => {
@@ -260,6 +309,12 @@ impl TopicConfig {
             index_interval_bytes: i32_of("index.interval.bytes", 0, "an int >= 0")?,
             flush_messages: int("flush.messages", 1, "a long >= 1")?,
             flush_ms: int("flush.ms", 0, "a long >= 0")?,
+            cleanup_delete,
+            cleanup_compact,
+            delete_retention_ms: int("delete.retention.ms", 0, "a long >= 0")?,
+            min_cleanable_dirty_ratio,
+            min_compaction_lag_ms: int("min.compaction.lag.ms", 0, "a long >= 0")?,
+            max_compaction_lag_ms: int("max.compaction.lag.ms", 1, "a long >= 1")?,
             values,
         })
     }
@@ -294,6 +349,22 @@ fn broker_defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
         ),
         ("flush.messages", b.log_flush_interval_messages.to_string()),
         ("flush.ms", b.log_flush_interval_ms.to_string()),
+        (
+            "delete.retention.ms",
+            b.log_cleaner_delete_retention_ms.to_string(),
+        ),
+        (
+            "min.cleanable.dirty.ratio",
+            b.log_cleaner_min_cleanable_ratio.to_string(),
+        ),
+        (
+            "min.compaction.lag.ms",
+            b.log_cleaner_min_compaction_lag_ms.to_string(),
+        ),
+        (
+            "max.compaction.lag.ms",
+            b.log_cleaner_max_compaction_lag_ms.to_string(),
+        ),
     ]
     .into_iter()
     .collect()
@@ -342,6 +413,25 @@ mod tests {
         ));
         assert!(matches!(
             TopicConfig::with_overrides(&b, &o(&[("retention.ms", "soon")])),
+            Err(TopicConfigError::Invalid { .. })
+        ));
+    }
+
+    #[test]
+    fn cleanup_policies() {
+        let b = BrokerConfig::default();
+        let policy = |p: &str| {
+            TopicConfig::with_overrides(&b, &o(&[("cleanup.policy", p)]))
+                .map(|c| (c.cleanup_delete, c.cleanup_compact))
+        };
+        assert_eq!(policy("delete"), Ok((true, false)));
+        assert_eq!(policy("compact"), Ok((false, true)));
+        assert_eq!(policy("compact,delete"), Ok((true, true)));
+        assert_eq!(policy("delete, compact"), Ok((true, true)));
+        assert!(policy("compress").is_err());
+        assert!(policy("compact,").is_err());
+        assert!(matches!(
+            TopicConfig::with_overrides(&b, &o(&[("min.cleanable.dirty.ratio", "1.5")])),
             Err(TopicConfigError::Invalid { .. })
         ));
     }

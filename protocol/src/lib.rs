@@ -4,6 +4,8 @@
 //! - [`header`]: request headers (v0-v2, flexible versions and tagged fields).
 //! - [`record_batch`]: a view over magic v2 record batches that validates them (sizes,
 //!   CRC-32C) and rewrites base offset, leader epoch and LogAppendTime in place.
+//! - [`record`]: the records inside a batch, read one by one and rebuilt from a subset, for
+//!   compaction.
 //! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
 //!   record bytes are never copied on the way out.
 //!
@@ -14,6 +16,7 @@
 pub mod fetch_response;
 pub mod frame;
 pub mod header;
+pub mod record;
 pub mod record_batch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -37,10 +37,42 @@ pub fn batch(
             .collect(),
         })
         .collect();
+    encode(&records, compression)
+}
+
+/// A client-style batch of records with the given keys and values (`None`: a tombstone).
+pub fn keyed_batch(
+    entries: &[(&[u8], Option<&[u8]>)],
+    first_timestamp_ms: i64,
+    compression: Compression,
+) -> Vec<u8> {
+    let records: Vec<Record> = entries
+        .iter()
+        .enumerate()
+        .map(|(i, (key, value))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: i as i32,
+            timestamp: first_timestamp_ms + i as i64,
+            key: Some(Bytes::copy_from_slice(key)),
+            value: value.map(Bytes::copy_from_slice),
+            headers: Default::default(),
+        })
+        .collect();
+    encode(&records, compression)
+}
+
+fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
     let mut buf = BytesMut::new();
     RecordBatchEncoder::encode(
         &mut buf,
-        &records,
+        records,
         &RecordEncodeOptions {
             version: 2,
             compression,

@@ -7,9 +7,11 @@
 //! Invariants: segments are keyed by base offset and each starts at or after the previous one's
 //! next offset; only the last segment is written; `log_start_offset <= log_end_offset`.
 
+pub mod cleaner;
 pub mod leader_epoch_cache;
 pub mod mapped_file;
 pub mod offset_index;
+pub mod offset_map;
 pub mod segment;
 pub mod time_index;
 
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use leader_epoch_cache::LeaderEpochCache;
 use quipu_config::topic::{TimestampType, TopicConfig};
+use quipu_protocol::record::{records_section, RecordIter};
 use quipu_protocol::record_batch::{BatchError, RecordBatchView};
 use quipu_protocol::records::RecordBatchDecoder;
 use segment::{Segment, SegmentSizes};
@@ -80,6 +83,8 @@ pub struct Log {
     closed: bool,
     /// Which leader epoch wrote which offsets (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
+    /// Where the part of the log the cleaner has not compacted yet starts (compacted topics).
+    first_dirty_offset: i64,
 }
 
 impl Log {
@@ -97,6 +102,8 @@ impl Log {
         now_ms: i64,
     ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        // A clean that reached its commit point is completed before anything else is read.
+        let swapped = Self::complete_swaps(dir)?;
         let mut bases = Vec::new();
         for entry in std::fs::read_dir(dir)? {
             let entry = entry?;
@@ -107,8 +114,7 @@ impl Log {
                 .and_then(|b| b.parse::<i64>().ok())
             {
                 bases.push(base);
-            } else if name.ends_with(".swap")
-                || name.ends_with(".cleaned")
+            } else if name.ends_with(".cleaned")
                 || name.ends_with(".deleted")
                 || name.ends_with(".tmp")
             {
@@ -128,7 +134,8 @@ impl Log {
         while i < bases.len() {
             let base = bases[i];
             let last = i + 1 == bases.len();
-            let must_recover = recover_from.is_some_and(|from| base >= from);
+            let must_recover =
+                recover_from.is_some_and(|from| base >= from) || swapped.contains(&base);
             let segment = if !must_recover {
                 let opened = if last {
                     Segment::reopen_active(dir, base, sizes, now_ms)
@@ -182,6 +189,7 @@ impl Log {
             last_flush_ms: now_ms,
             closed: false,
             epochs: LeaderEpochCache::load(dir),
+            first_dirty_offset: 0,
         };
         // The epoch cache follows the log: trimmed to what survived, and completed from the
         // batches of every segment that was re-read.
@@ -290,6 +298,9 @@ impl Log {
             return Err(AppendError::InvalidRecord(
                 "transactions are not supported yet".into(),
             ));
+        }
+        if self.config.cleanup_compact {
+            check_keys(&batch)?;
         }
         Ok(batch)
     }
@@ -467,8 +478,12 @@ impl Log {
 
     /// Deletes the oldest closed segments that are past `retention.ms` (by their largest
     /// timestamp, or when they were last written if they carry none) or that put the log over
-    /// `retention.bytes`; the active segment is never deleted. Returns the deleted base offsets.
+    /// `retention.bytes`; the active segment is never deleted, and nothing is unless
+    /// `cleanup.policy` holds `delete`. Returns the deleted base offsets.
     pub fn apply_retention(&mut self, now_ms: i64) -> io::Result<Vec<i64>> {
+        if !self.config.cleanup_delete {
+            return Ok(Vec::new());
+        }
         let (retention_ms, retention_bytes) =
             (self.config.retention_ms, self.config.retention_bytes);
         let mut over_bytes = if retention_bytes < 0 {
@@ -574,14 +589,16 @@ impl Log {
                 let cut = segment.cut_position(offset);
                 let log_path = segment::file_path(&self.dir, base, "log");
                 if segment.has_readers() {
-                    // Copy the kept prefix and swap it in; readers keep the old inode mapped.
-                    let swap = log_path.with_extension("log.swap");
+                    // Copy the kept prefix and rename it over the segment; readers keep the old
+                    // inode mapped. A crash before the rename leaves a `.cleaned` file, which the
+                    // next start deletes, and the uncut segment, which recovery truncates again.
+                    let copy = segment::file_path(&self.dir, base, "log.cleaned");
                     let mut kept = Vec::with_capacity(cut);
                     kept.extend_from_slice(&segment.batches_bytes()[..cut]);
                     drop(segment);
-                    std::fs::write(&swap, &kept)?;
-                    std::fs::File::open(&swap)?.sync_all()?;
-                    std::fs::rename(&swap, &log_path)?;
+                    std::fs::write(&copy, &kept)?;
+                    std::fs::File::open(&copy)?.sync_all()?;
+                    std::fs::rename(&copy, &log_path)?;
                 } else {
                     drop(segment);
                     std::fs::OpenOptions::new()
@@ -628,6 +645,27 @@ impl Log {
             .expect("active segment");
         active.close()
     }
+}
+
+/// Compacted topics need a key on every record: the cleaner keeps the last record per key.
+fn check_keys(batch: &RecordBatchView<'_>) -> Result<(), AppendError> {
+    let section = records_section(batch).map_err(|e| AppendError::Corrupt(e.to_string()))?;
+    let mut count = 0;
+    for record in RecordIter::new(&section, batch.records_count()) {
+        let record = record.map_err(|e| AppendError::Corrupt(e.to_string()))?;
+        if record.key.is_none() {
+            return Err(AppendError::InvalidRecord(
+                "compacted topic cannot accept message without key".into(),
+            ));
+        }
+        count += 1;
+    }
+    if count != batch.records_count() {
+        return Err(AppendError::Corrupt(
+            "record count does not match the records".into(),
+        ));
+    }
+    Ok(())
 }
 
 fn sizes_of(config: &TopicConfig) -> SegmentSizes {

@@ -418,6 +418,11 @@ impl Segment {
         self.find_batch(offset).unwrap_or(self.size_bytes)
     }
 
+    /// The committed batches as one shared slice of the mapping (for the cleaner, off the lock).
+    pub fn shared_bytes(&self) -> Bytes {
+        self.log.shared_slice(0, self.size_bytes)
+    }
+
     /// The committed batches as one slice, for copying.
     pub fn batches_bytes(&self) -> &[u8] {
         self.log.slice(0, self.size_bytes)
