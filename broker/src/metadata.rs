@@ -43,6 +43,20 @@ pub enum MetadataRecord {
         name: String,
         configs: BTreeMap<String, String>,
     },
+    /// Producer ids below `block_end` are taken (Kafka's ProducerIdsRecord): ids are handed out
+    /// from a block reserved here before any of it is used, so none is reused after a restart.
+    ProducerIdsAllocated {
+        block_end: i64,
+    },
+}
+
+/// Producer ids reserved in the metadata log at a time.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+
+/// The producer ids of the current block: `next` up to `block_end` (exclusive).
+struct ProducerIds {
+    next: i64,
+    block_end: i64,
 }
 
 pub struct Topic {
@@ -83,12 +97,14 @@ pub struct Metadata {
     log_file: Mutex<File>,
     /// Serializes writers of the log start offset checkpoint.
     checkpoint_lock: Mutex<()>,
+    producer_ids: Mutex<ProducerIds>,
 }
 
 /// Where the log start offsets moved by retention and DeleteRecords are kept, as Kafka keeps them.
 const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
-/// Where each partition's recovery point (all below it is on disk) is kept, as Kafka keeps it.
+/// Where each compacted partition's first dirty offset (where the cleaner resumes) is kept.
 const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
+/// Where each partition's recovery point (all below it is on disk) is kept, as Kafka keeps it.
 const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 /// Written last at a clean shutdown, removed at start: without it, logs are recovered.
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
@@ -144,6 +160,10 @@ impl Metadata {
             topics: RwLock::new(BTreeMap::new()),
             log_file: Mutex::new(log_file),
             checkpoint_lock: Mutex::new(()),
+            producer_ids: Mutex::new(ProducerIds {
+                next: 0,
+                block_end: 0,
+            }),
         };
         // Fold the records into the final image first, then open each partition once.
         let mut image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)> = BTreeMap::new();
@@ -169,6 +189,12 @@ impl Metadata {
                     if let Some(t) = image.get_mut(&name) {
                         t.2 = configs;
                     }
+                }
+                MetadataRecord::ProducerIdsAllocated { block_end } => {
+                    // Ids of a block reserved before a restart are never handed out again.
+                    let mut ids = metadata.producer_ids.lock().expect("producer ids lock");
+                    ids.next = ids.next.max(block_end);
+                    ids.block_end = ids.next;
                 }
             }
         }
@@ -354,6 +380,24 @@ impl Metadata {
         file.write_all(&line)?;
         file.sync_data()?;
         Ok(())
+    }
+
+    /// A producer id never handed out before, reserving a new block in the metadata log when the
+    /// current one is used up.
+    pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
+        let mut ids = self.producer_ids.lock().expect("producer ids lock");
+        if ids.next >= ids.block_end {
+            let block_end = ids.next + PRODUCER_ID_BLOCK_SIZE;
+            let mut file = self.log_file.lock().expect("metadata log lock");
+            Self::append_record(
+                &mut file,
+                &MetadataRecord::ProducerIdsAllocated { block_end },
+            )?;
+            ids.block_end = block_end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 13);
+            assert_eq!(r.api_keys.len(), 14);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -368,6 +368,38 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 resp.topics[0].partitions[0].error_code, 75,
                 "UNKNOWN_LEADER_EPOCH"
             );
+        }
+        ApiKey::InitProducerId => {
+            let mut r = InitProducerIdRequest::default();
+            r.transactional_id = None;
+            r.transaction_timeout_ms = 60_000;
+            r.producer_id = ProducerId(-1);
+            r.producer_epoch = -1;
+            let first: InitProducerIdResponse = conn.call(api, v, &r);
+            let second: InitProducerIdResponse = conn.call(api, v, &r);
+            assert_eq!((first.error_code, first.producer_epoch), (0, 0));
+            assert!(first.producer_id.0 >= 0);
+            assert_ne!(
+                first.producer_id, second.producer_id,
+                "ids are never reused"
+            );
+            // The id works for idempotent produce.
+            let records = quipu_protocol::testing::idempotent_batch(3, first.producer_id.0, 0, 0);
+            let req = common::produce_request("vt", 0, -1, records.clone());
+            let a: ProduceResponse = conn.call(ApiKey::Produce, 9, &req);
+            let b: ProduceResponse = conn.call(ApiKey::Produce, 9, &req);
+            let (a, b) = (
+                &a.responses[0].partition_responses[0],
+                &b.responses[0].partition_responses[0],
+            );
+            assert_eq!((a.error_code, b.error_code), (0, 0));
+            assert_eq!(
+                a.base_offset, b.base_offset,
+                "a retry is answered with the original offset"
+            );
+            r.transactional_id = Some(TransactionalId(StrBytes::from_static_str("txn")));
+            let refused: InitProducerIdResponse = conn.call(api, v, &r);
+            assert_eq!(refused.error_code, 42, "INVALID_REQUEST: no transactions");
         }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }

@@ -23,6 +23,8 @@ const LAST_OFFSET_DELTA_AT: usize = 23;
 const BASE_TIMESTAMP_AT: usize = 27;
 const MAX_TIMESTAMP_AT: usize = 35;
 const PRODUCER_ID_AT: usize = 43;
+const PRODUCER_EPOCH_AT: usize = 51;
+const BASE_SEQUENCE_AT: usize = 53;
 const RECORDS_COUNT_AT: usize = 57;
 
 const COMPRESSION_MASK: i16 = 0x07;
@@ -149,6 +151,24 @@ impl<'a> RecordBatchView<'a> {
     }
     pub fn producer_id(&self) -> i64 {
         i64_at(self.bytes, PRODUCER_ID_AT)
+    }
+    pub fn producer_epoch(&self) -> i16 {
+        i16::from_be_bytes([
+            self.bytes[PRODUCER_EPOCH_AT],
+            self.bytes[PRODUCER_EPOCH_AT + 1],
+        ])
+    }
+    pub fn base_sequence(&self) -> i32 {
+        i32_at(self.bytes, BASE_SEQUENCE_AT)
+    }
+    /// The sequence of the batch's last record; sequences wrap from `i32::MAX` to 0.
+    pub fn last_sequence(&self) -> i32 {
+        let (base, delta) = (self.base_sequence(), self.last_offset_delta());
+        if base > i32::MAX - delta {
+            delta - (i32::MAX - base) - 1
+        } else {
+            base + delta
+        }
     }
     pub fn records_count(&self) -> i32 {
         i32_at(self.bytes, RECORDS_COUNT_AT)

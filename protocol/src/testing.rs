@@ -40,6 +40,36 @@ pub fn batch(
     encode(&records, compression)
 }
 
+/// A batch as an idempotent producer sends it: `count` records from sequence `first_sequence`.
+pub fn idempotent_batch(
+    count: usize,
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+) -> Vec<u8> {
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_sequence.wrapping_add(i as i32),
+            timestamp: 1_000 + i as i64,
+            key: None,
+            value: Some(Bytes::from(format!(
+                "{producer_id}-{epoch}-{}",
+                first_sequence.wrapping_add(i as i32)
+            ))),
+            headers: Default::default(),
+        })
+        .collect();
+    encode(&records, Compression::None)
+}
+
 /// A client-style batch of records with the given keys and values (`None`: a tombstone).
 pub fn keyed_batch(
     entries: &[(&[u8], Option<&[u8]>)],

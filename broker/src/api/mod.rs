@@ -12,6 +12,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
@@ -43,6 +44,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -133,6 +135,12 @@ pub async fn handle(
             api,
             version,
             &metadata::handle(&broker, decode!(m::MetadataRequest), version),
+        )?,
+        ApiKey::InitProducerId => encode(
+            correlation_id,
+            api,
+            version,
+            &init_producer_id::handle(&broker, decode!(m::InitProducerIdRequest)),
         )?,
         ApiKey::Produce => {
             match produce::handle(&broker, decode!(m::ProduceRequest), version).await {
@@ -239,6 +247,12 @@ pub fn append_error_code(e: &AppendError) -> ResponseError {
         AppendError::Corrupt(_) => ResponseError::CorruptMessage,
         AppendError::InvalidRecord(_) => ResponseError::InvalidRecord,
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
+        AppendError::Sequence(crate::log::producer_state::SequenceError::OutOfOrder(_)) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        AppendError::Sequence(crate::log::producer_state::SequenceError::InvalidEpoch(_)) => {
+            ResponseError::InvalidProducerEpoch
+        }
         AppendError::Io(_) => ResponseError::KafkaStorageError,
     }
 }

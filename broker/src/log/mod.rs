@@ -12,6 +12,7 @@ pub mod leader_epoch_cache;
 pub mod mapped_file;
 pub mod offset_index;
 pub mod offset_map;
+pub mod producer_state;
 pub mod segment;
 pub mod time_index;
 
@@ -21,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use leader_epoch_cache::LeaderEpochCache;
+use producer_state::{ProducerBatch, ProducerState, SequenceError, Verdict};
 use quipu_config::topic::{TimestampType, TopicConfig};
 use quipu_protocol::record::{records_section, RecordIter};
 use quipu_protocol::record_batch::{BatchError, RecordBatchView};
@@ -35,6 +37,8 @@ pub enum AppendError {
     InvalidRecord(String),
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {max_bytes}")]
     TooLarge { size_bytes: usize, max_bytes: i32 },
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
     #[error("storage: {0}")]
     Io(#[from] io::Error),
 }
@@ -66,6 +70,8 @@ pub struct AppendInfo {
     pub log_start_offset: i64,
     /// Whether `flush.messages` asks for a flush before the append is acknowledged.
     pub flush_due: bool,
+    /// The batch was a producer's retry of one already in the log; nothing was appended.
+    pub duplicate: bool,
 }
 
 pub struct Log {
@@ -85,6 +91,8 @@ pub struct Log {
     epochs: LeaderEpochCache,
     /// Where the part of the log the cleaner has not compacted yet starts (compacted topics).
     first_dirty_offset: i64,
+    /// Idempotent producers' epochs and last batches, derived from the batches below the log end.
+    producers: ProducerState,
 }
 
 impl Log {
@@ -190,6 +198,7 @@ impl Log {
             closed: false,
             epochs: LeaderEpochCache::load(dir),
             first_dirty_offset: 0,
+            producers: ProducerState::default(),
         };
         // The epoch cache follows the log: trimmed to what survived, and completed from the
         // batches of every segment that was re-read.
@@ -226,6 +235,7 @@ impl Log {
             log.flush(now_ms)?;
         }
         log.recovery_point = log.log_end_offset();
+        log.load_producer_state()?;
         Ok(log)
     }
 
@@ -313,6 +323,20 @@ impl Log {
             )));
         }
         let batch = self.validate_batch(records)?;
+        let producer = ProducerBatch::of(&batch);
+        if let Some(p) = &producer {
+            if let Verdict::Duplicate(original) = self.producers.check(p)? {
+                // A retry of a batch already in the log: answered with where it went.
+                return Ok(AppendInfo {
+                    base_offset: original.first_offset,
+                    last_offset: original.last_offset,
+                    log_append_time_ms: -1,
+                    log_start_offset: self.log_start_offset,
+                    flush_due: false,
+                    duplicate: true,
+                });
+            }
+        }
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
         let sizes = sizes_of(&self.config);
@@ -345,6 +369,10 @@ impl Log {
         if self.epochs.assign(epoch, base_offset) {
             self.epochs.save()?;
         }
+        if let Some(p) = &producer {
+            self.producers
+                .update(p, base_offset, last_offset, batch_max_timestamp);
+        }
         self.unflushed_messages += last_offset - base_offset + 1;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
         Ok(AppendInfo {
@@ -353,6 +381,7 @@ impl Log {
             log_append_time_ms: log_append_time_ms.unwrap_or(-1),
             log_start_offset: self.log_start_offset,
             flush_due: self.flush_due_by_messages(),
+            duplicate: false,
         })
     }
 
@@ -376,6 +405,9 @@ impl Log {
         tracing::debug!(dir = %self.dir.display(), base_offset = base, "rolled segment");
         self.segments
             .insert(base, Segment::create(&self.dir, base, sizes, now_ms)?);
+        // Recovery replays producer state from here, not from the log start. Not synced: a torn
+        // snapshot fails its CRC and recovery takes an older one.
+        self.producers.write_snapshot(&self.dir, base, false)?;
         Ok(())
     }
 
@@ -615,7 +647,62 @@ impl Log {
             self.epochs.save()?;
         }
         self.recovery_point = self.recovery_point.min(self.log_end_offset());
+        self.load_producer_state()?;
         Ok(())
+    }
+
+    /// Rebuilds the producer state from the latest readable snapshot at or below the log end and
+    /// the batches after it. Snapshots past the log end (left by a truncation or a crash cut) and
+    /// unreadable ones are deleted, and so are those that are neither at a segment's base nor the
+    /// latest.
+    fn load_producer_state(&mut self) -> io::Result<()> {
+        let log_end_offset = self.log_end_offset();
+        let mut loaded = None;
+        for offset in producer_state::snapshot_offsets(&self.dir)?
+            .into_iter()
+            .rev()
+        {
+            let path = producer_state::snapshot_path(&self.dir, offset);
+            if offset > log_end_offset || loaded.is_some() && !self.segments.contains_key(&offset) {
+                std::fs::remove_file(&path)?;
+                continue;
+            }
+            if loaded.is_some() {
+                continue;
+            }
+            match ProducerState::read_snapshot(&path) {
+                Ok(state) => loaded = Some((offset, state)),
+                Err(e) => {
+                    tracing::warn!(file = %path.display(), error = %e, "removing unreadable producer snapshot");
+                    std::fs::remove_file(&path)?;
+                }
+            }
+        }
+        let (from, state) = loaded.unwrap_or((self.log_start_offset, ProducerState::default()));
+        self.producers = state;
+        let first = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(self.log_start_offset, |(b, _)| *b);
+        for segment in self.segments.range(first..).map(|(_, s)| s) {
+            for batch in segment.batches().filter(|b| b.base_offset() >= from) {
+                self.producers.replay(&batch);
+            }
+        }
+        Ok(())
+    }
+
+    /// Idempotent producers' state, for tests and metrics.
+    pub fn producer_state(&self) -> &ProducerState {
+        &self.producers
+    }
+
+    /// Forgets producers whose last batch is gone (below the log start) or older than
+    /// `expiration_ms`. Returns how many went.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers
+            .expire(self.log_start_offset, now_ms, expiration_ms)
     }
 
     pub fn recovery_point(&self) -> i64 {
@@ -637,6 +724,8 @@ impl Log {
     /// their contents, leaving files exactly as Kafka would.
     pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
         self.flush(now_ms)?;
+        self.producers
+            .write_snapshot(&self.dir, self.log_end_offset(), true)?;
         self.closed = true;
         let active = self
             .segments

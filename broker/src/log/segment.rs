@@ -18,9 +18,10 @@ use super::mapped_file::MappedFile;
 use super::offset_index::OffsetIndex;
 use super::time_index::TimeIndex;
 
-/// Removes the files of the segment at `base_offset`; files already gone are not an error.
+/// Removes the files of the segment at `base_offset`, and the producer snapshot taken at it;
+/// files already gone are not an error.
 pub fn remove_files(dir: &Path, base_offset: i64) -> io::Result<()> {
-    for ext in ["log", "index", "timeindex"] {
+    for ext in ["log", "index", "timeindex", "snapshot"] {
         match std::fs::remove_file(file_path(dir, base_offset, ext)) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
             _ => {}

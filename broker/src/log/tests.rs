@@ -583,17 +583,33 @@ mod model {
     use super::*;
     use proptest::prelude::*;
 
+    /// (base offset, last offset, leader epoch, producer id with its first and last sequence)
+    type ModelBatch = (i64, i64, i32, Option<(i64, i32, i32)>);
+
     #[derive(Debug, Clone)]
     enum Op {
-        Append { records: usize, new_epoch: bool },
-        Truncate { back: i64 },
+        Append {
+            records: usize,
+            new_epoch: bool,
+            producer: Option<i64>,
+        },
+        /// A producer resends its last batch: answered with the original offsets.
+        Retry {
+            producer: i64,
+        },
+        Truncate {
+            back: i64,
+        },
         Flush,
-        Reopen { clean: bool },
+        Reopen {
+            clean: bool,
+        },
     }
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
-            6 => (1usize..4, proptest::bool::weighted(0.2)).prop_map(|(records, new_epoch)| Op::Append { records, new_epoch }),
+            6 => (1usize..4, proptest::bool::weighted(0.2), proptest::option::of(0i64..3)).prop_map(|(records, new_epoch, producer)| Op::Append { records, new_epoch, producer }),
+            1 => (0i64..3).prop_map(|producer| Op::Retry { producer }),
             2 => (0i64..12).prop_map(|back| Op::Truncate { back }),
             1 => Just(Op::Flush),
             2 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
@@ -607,19 +623,40 @@ mod model {
             let dir = tempfile::tempdir().unwrap();
             let cfg = config(&[("segment.bytes", "1000"), ("index.interval.bytes", "300")]);
             let mut log = Log::open(dir.path(), cfg.clone(), Some(0), 0).unwrap();
-            let mut model: Vec<(i64, i64, i32)> = Vec::new();
+            let mut model: Vec<ModelBatch> = Vec::new();
+            let last_of = |model: &[ModelBatch], producer: i64| {
+                model.iter().rev().find_map(|b| b.3.filter(|p| p.0 == producer).map(|p| (b.0, b.1, p.1, p.2)))
+            };
             let mut epoch = 0;
             for op in ops {
                 let end = model.last().map_or(0, |b| b.1 + 1);
                 match op {
-                    Op::Append { records, new_epoch } => {
+                    Op::Append { records, new_epoch, producer } => {
                         if new_epoch {
                             epoch += 1;
                         }
                         log.set_leader_epoch(epoch);
-                        let info = log.append(&batch(records, 1_000, Compression::None), 0).unwrap();
+                        let (bytes, seqs) = match producer {
+                            None => (batch(records, 1_000, Compression::None), None),
+                            Some(id) => {
+                                let first = last_of(&model, id).map_or(0, |l| l.3 + 1);
+                                let bytes = quipu_protocol::testing::idempotent_batch(records, id, 0, first);
+                                (bytes, Some((id, first, first + records as i32 - 1)))
+                            }
+                        };
+                        let info = log.append(&bytes, 0).unwrap();
                         prop_assert_eq!(info.base_offset, end);
-                        model.push((end, end + records as i64 - 1, epoch));
+                        prop_assert!(!info.duplicate);
+                        model.push((end, end + records as i64 - 1, epoch, seqs));
+                    }
+                    Op::Retry { producer } => {
+                        if let Some((base, last, first_seq, last_seq)) = last_of(&model, producer) {
+                            let count = (last_seq - first_seq + 1) as usize;
+                            let bytes = quipu_protocol::testing::idempotent_batch(count, producer, 0, first_seq);
+                            let info = log.append(&bytes, 0).unwrap();
+                            prop_assert!(info.duplicate);
+                            prop_assert_eq!((info.base_offset, info.last_offset), (base, last));
+                        }
                     }
                     Op::Truncate { back } => {
                         let target = (end - back).max(0);
@@ -647,6 +684,12 @@ mod model {
                 }
                 let cached: Vec<(i32, i64)> = log.epoch_entries().iter().map(|e| (e.epoch, e.start_offset)).collect();
                 prop_assert_eq!(cached, epochs);
+                // Producer state follows the log: each producer's last batch, or nothing.
+                for id in 0..3 {
+                    let expected = last_of(&model, id);
+                    let actual = log.producer_state().entry(id).and_then(|e| e.batches.back()).map(|b| (b.first_offset, b.last_offset, b.first_sequence, b.last_sequence));
+                    prop_assert_eq!(actual, expected, "producer {}", id);
+                }
             }
         }
     }
