@@ -72,11 +72,7 @@ public final class Interop {
     p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
     p.put(ProducerConfig.COMPRESSION_TYPE_CONFIG, codec);
     p.put(ProducerConfig.LINGER_MS_CONFIG, 5);
-    p.put(ProducerConfig.ACKS_CONFIG, "all");
-    // Idempotence needs InitProducerId, which comes with the consumer-group issue.
-    p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, false);
-    // Without idempotence, only one request in flight keeps a retried batch in order.
-    p.put(ProducerConfig.MAX_IN_FLIGHT_REQUESTS_PER_CONNECTION, 1);
+    // Otherwise the producer's defaults: idempotence on, five requests in flight, retries.
     p.put(ProducerConfig.KEY_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
     p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
     try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
