@@ -1,6 +1,8 @@
 //! The retention task: every `log.retention.check.interval.ms` it deletes the closed segments that
-//! `retention.ms` or `retention.bytes` no longer keep, off the async runtime, and checkpoints the
-//! log start offsets that moved.
+//! `retention.ms` or `retention.bytes` no longer keep, off the async runtime, checkpoints the
+//! log start offsets that moved, and forgets idempotent producers whose batches are gone or that
+//! were silent longer than `producer.id.expiration.ms` (which bounds each partition's producer
+//! state).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,7 +32,13 @@ pub fn apply(broker: &Broker) -> std::io::Result<()> {
     let mut moved = false;
     for topic in broker.metadata.topics() {
         for partition in &topic.partitions {
-            let deleted = partition.log().apply_retention(now_ms())?;
+            let mut log = partition.log();
+            let deleted = log.apply_retention(now_ms())?;
+            let expired = log.expire_producers(now_ms(), broker.config.producer_id_expiration_ms);
+            drop(log);
+            if expired > 0 {
+                tracing::info!(topic = %topic.name, partition = partition.index(), producers = expired, "expired idempotent producers");
+            }
             if !deleted.is_empty() {
                 moved = true;
                 tracing::info!(topic = %topic.name, partition = partition.index(), segments = ?deleted,

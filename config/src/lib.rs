@@ -100,6 +100,8 @@ pub struct BrokerConfig {
     pub log_cleaner_backoff_ms: u64,
     /// Memory for the cleaner's key-to-offset map; one clean covers as many keys as fit.
     pub log_cleaner_dedupe_buffer_size: u64,
+    /// An idempotent producer silent this long is forgotten (checked with retention).
+    pub producer_id_expiration_ms: i64,
 }
 
 impl Default for BrokerConfig {
@@ -138,6 +140,7 @@ impl Default for BrokerConfig {
             log_cleaner_enable: true,
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -318,6 +321,13 @@ impl BrokerConfig {
                 "a number >= 1048576",
             ));
         }
+        if self.producer_id_expiration_ms < 1 {
+            return Err(invalid(
+                "producer.id.expiration.ms",
+                self.producer_id_expiration_ms,
+                "a number >= 1",
+            ));
+        }
         // The topic defaults follow the topic rules.
         topic::TopicConfig::defaults_from(self).map_err(|e| ConfigError::Invalid {
             key: "log.*",
@@ -401,6 +411,10 @@ impl BrokerConfig {
             (
                 "log.cleaner.dedupe.buffer.size",
                 self.log_cleaner_dedupe_buffer_size.to_string(),
+            ),
+            (
+                "producer.id.expiration.ms",
+                self.producer_id_expiration_ms.to_string(),
             ),
         ]
     }
