@@ -4,11 +4,14 @@ use std::path::Path;
 
 use quipu_config::BrokerConfig;
 
+use crate::group::GroupCoordinator;
 use crate::metadata::{Metadata, MetadataError};
 
 pub struct Broker {
     pub config: BrokerConfig,
     pub metadata: Metadata,
+    /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
+    pub groups: GroupCoordinator,
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: u16,
@@ -20,6 +23,7 @@ impl Broker {
         std::fs::create_dir_all(&config.log_dirs)?;
         let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
         let metadata = Metadata::open(&config)?;
+        let groups = GroupCoordinator::load(&config, &metadata);
         let (advertised_host, mut advertised_port) = config.advertised_host_port();
         if config.advertised_listeners.is_none() && advertised_port == 0 {
             advertised_port = bound_port;
@@ -27,6 +31,7 @@ impl Broker {
         Ok(Self {
             config,
             metadata,
+            groups,
             cluster_id,
             advertised_host,
             advertised_port,

@@ -6,6 +6,8 @@
 //! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
 //!   policy and recovery points; [`log_cleaner`]: compaction of compacted topics;
 //!   [`checkpoint`] files.
+//! - [`group`]: the group coordinator: consumer groups and committed offsets, kept in
+//!   `__consumer_offsets`.
 //! - [`broker`]: the state handlers share.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
@@ -16,6 +18,7 @@ pub mod broker;
 pub mod checkpoint;
 pub mod clock;
 pub mod flusher;
+pub mod group;
 pub mod log;
 pub mod log_cleaner;
 pub mod metadata;

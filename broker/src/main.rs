@@ -103,10 +103,12 @@ async fn run(config: quipu_config::BrokerConfig) -> anyhow::Result<()> {
     let retention = tokio::spawn(quipu_broker::retention::run(broker.clone()));
     let flusher = tokio::spawn(quipu_broker::flusher::run(broker.clone()));
     let cleaner = tokio::spawn(quipu_broker::log_cleaner::run(broker.clone()));
+    let group_timers = tokio::spawn(quipu_broker::group::run_timers(broker.clone()));
     quipu_broker::server::serve(broker.clone(), listener, shutdown_signal()).await;
     retention.abort();
     flusher.abort();
     cleaner.abort();
+    group_timers.abort();
     tracing::info!("shutting down: closing logs");
     broker.metadata.close();
     tracing::info!("shut down cleanly");

@@ -145,9 +145,9 @@ fn start_request(
         }
     };
     let broker = broker.clone();
-    Some(Box::pin(
-        async move { api::handle(broker, header, frame).await },
-    ))
+    Some(Box::pin(async move {
+        api::handle(broker, header, frame, peer).await
+    }))
 }
 
 /// Writes a response's chunks with vectored writes: record slices go straight from the mapping.

@@ -102,6 +102,24 @@ pub struct BrokerConfig {
     pub log_cleaner_dedupe_buffer_size: u64,
     /// An idempotent producer silent this long is forgotten (checked with retention).
     pub producer_id_expiration_ms: i64,
+    /// Partitions of `__consumer_offsets`, fixed when the topic is first created.
+    pub offsets_topic_num_partitions: i32,
+    /// `segment.bytes` of `__consumer_offsets`.
+    pub offsets_topic_segment_bytes: i32,
+    /// Smallest session timeout a group member may ask for.
+    pub group_min_session_timeout_ms: i32,
+    /// Largest session timeout a group member may ask for.
+    pub group_max_session_timeout_ms: i32,
+    /// How long the first rebalance of an empty group waits for more members to join.
+    pub group_initial_rebalance_delay_ms: i32,
+    /// Most members a group may have.
+    pub group_max_size: i32,
+    /// Committed offsets of a group without members are kept this long.
+    pub offsets_retention_minutes: i64,
+    /// How often expired offsets and empty groups are looked for.
+    pub offsets_retention_check_interval_ms: u64,
+    /// Largest metadata string a committed offset may carry.
+    pub offset_metadata_max_bytes: i32,
 }
 
 impl Default for BrokerConfig {
@@ -141,6 +159,15 @@ impl Default for BrokerConfig {
             log_cleaner_backoff_ms: 15_000,
             log_cleaner_dedupe_buffer_size: 128 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
+            offsets_topic_num_partitions: 50,
+            offsets_topic_segment_bytes: 100 * 1024 * 1024,
+            group_min_session_timeout_ms: 6_000,
+            group_max_session_timeout_ms: 1_800_000,
+            group_initial_rebalance_delay_ms: 3_000,
+            group_max_size: 10_000,
+            offsets_retention_minutes: 7 * 24 * 60,
+            offsets_retention_check_interval_ms: 600_000,
+            offset_metadata_max_bytes: 4096,
         }
     }
 }
@@ -328,6 +355,36 @@ impl BrokerConfig {
                 "a number >= 1",
             ));
         }
+        if !(1..=1000).contains(&self.offsets_topic_num_partitions) {
+            return Err(invalid(
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions,
+                "a number from 1 to 1000",
+            ));
+        }
+        if self.group_min_session_timeout_ms < 1
+            || self.group_max_session_timeout_ms < self.group_min_session_timeout_ms
+        {
+            return Err(invalid(
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms,
+                "at least 1 and at most group.max.session.timeout.ms",
+            ));
+        }
+        if self.group_initial_rebalance_delay_ms < 0 || self.group_max_size < 1 {
+            return Err(invalid(
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms,
+                "a number >= 0 (and group.max.size >= 1)",
+            ));
+        }
+        if self.offsets_retention_minutes < 1 || self.offsets_retention_check_interval_ms < 1 {
+            return Err(invalid(
+                "offsets.retention.minutes",
+                self.offsets_retention_minutes,
+                "a number >= 1 (and offsets.retention.check.interval.ms >= 1)",
+            ));
+        }
         // The topic defaults follow the topic rules.
         topic::TopicConfig::defaults_from(self).map_err(|e| ConfigError::Invalid {
             key: "log.*",
@@ -415,6 +472,39 @@ impl BrokerConfig {
             (
                 "producer.id.expiration.ms",
                 self.producer_id_expiration_ms.to_string(),
+            ),
+            (
+                "offsets.topic.num.partitions",
+                self.offsets_topic_num_partitions.to_string(),
+            ),
+            (
+                "offsets.topic.segment.bytes",
+                self.offsets_topic_segment_bytes.to_string(),
+            ),
+            (
+                "group.min.session.timeout.ms",
+                self.group_min_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.max.session.timeout.ms",
+                self.group_max_session_timeout_ms.to_string(),
+            ),
+            (
+                "group.initial.rebalance.delay.ms",
+                self.group_initial_rebalance_delay_ms.to_string(),
+            ),
+            ("group.max.size", self.group_max_size.to_string()),
+            (
+                "offsets.retention.minutes",
+                self.offsets_retention_minutes.to_string(),
+            ),
+            (
+                "offsets.retention.check.interval.ms",
+                self.offsets_retention_check_interval_ms.to_string(),
+            ),
+            (
+                "offset.metadata.max.bytes",
+                self.offset_metadata_max_bytes.to_string(),
             ),
         ]
     }

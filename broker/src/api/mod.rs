@@ -12,6 +12,9 @@ mod delete_records;
 mod delete_topics;
 mod describe_configs;
 mod fetch;
+mod group_admin;
+mod group_membership;
+mod group_offsets;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -45,6 +48,17 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::InitProducerId, 0, 5),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -107,6 +121,7 @@ pub async fn handle(
     broker: Arc<Broker>,
     header: RequestHeader,
     mut body: Bytes,
+    peer: std::net::SocketAddr,
 ) -> Result<Handled, RequestError> {
     let (api, version, correlation_id) =
         (header.api_key, header.api_version, header.correlation_id);
@@ -135,6 +150,81 @@ pub async fn handle(
             api,
             version,
             &metadata::handle(&broker, decode!(m::MetadataRequest), version),
+        )?,
+        ApiKey::FindCoordinator => encode(
+            correlation_id,
+            api,
+            version,
+            &group_membership::find_coordinator(
+                &broker,
+                decode!(m::FindCoordinatorRequest),
+                version,
+            ),
+        )?,
+        ApiKey::JoinGroup => {
+            let request = decode!(m::JoinGroupRequest);
+            let response = group_membership::join_group(
+                &broker,
+                request,
+                version,
+                header.client_id.as_deref(),
+                peer,
+            )
+            .await;
+            encode(correlation_id, api, version, &response)?
+        }
+        ApiKey::SyncGroup => {
+            let request = decode!(m::SyncGroupRequest);
+            let response = group_membership::sync_group(&broker, request).await;
+            encode(correlation_id, api, version, &response)?
+        }
+        ApiKey::Heartbeat => encode(
+            correlation_id,
+            api,
+            version,
+            &group_membership::heartbeat(&broker, decode!(m::HeartbeatRequest)),
+        )?,
+        ApiKey::LeaveGroup => encode(
+            correlation_id,
+            api,
+            version,
+            &group_membership::leave_group(&broker, decode!(m::LeaveGroupRequest), version),
+        )?,
+        ApiKey::OffsetCommit => encode(
+            correlation_id,
+            api,
+            version,
+            &group_offsets::offset_commit(&broker, decode!(m::OffsetCommitRequest)),
+        )?,
+        ApiKey::OffsetFetch => encode(
+            correlation_id,
+            api,
+            version,
+            &group_offsets::offset_fetch(&broker, decode!(m::OffsetFetchRequest), version),
+        )?,
+        ApiKey::OffsetDelete => encode(
+            correlation_id,
+            api,
+            version,
+            &group_offsets::offset_delete(&broker, decode!(m::OffsetDeleteRequest)),
+        )?,
+        ApiKey::ListGroups => encode(
+            correlation_id,
+            api,
+            version,
+            &group_admin::list_groups(&broker, decode!(m::ListGroupsRequest)),
+        )?,
+        ApiKey::DescribeGroups => encode(
+            correlation_id,
+            api,
+            version,
+            &group_admin::describe_groups(&broker, decode!(m::DescribeGroupsRequest), version),
+        )?,
+        ApiKey::DeleteGroups => encode(
+            correlation_id,
+            api,
+            version,
+            &group_admin::delete_groups(&broker, decode!(m::DeleteGroupsRequest)),
         )?,
         ApiKey::InitProducerId => encode(
             correlation_id,

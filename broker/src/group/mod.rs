@@ -1,0 +1,1001 @@
+//! The group coordinator (classic protocol): consumer groups, their rebalances and their committed
+//! offsets, with every change that must survive a restart written to `__consumer_offsets` first.
+//!
+//! This broker leads every partition of `__consumer_offsets`, so it coordinates every group. Group
+//! state lives in memory and is derived from that log: at start each partition is replayed
+//! (committed offsets, and each group's last membership record), and tombstones delete. The topic
+//! is compacted, so replay stays short.
+//!
+//! - [`offsets_topic`]: the record formats (Kafka's own), and which partition holds a group.
+//! - [`state`]: one group's state machine, members and waiting requests.
+//!
+//! Invariants: an offset commit or a group's new membership is in the log before it is
+//! acknowledged or takes effect; one lock covers all groups and is never held across an await;
+//! a member that sends nothing for its session timeout (and has no request waiting) is removed.
+
+pub mod offsets_topic;
+pub mod state;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use quipu_config::BrokerConfig;
+use quipu_protocol::records::{
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
+use tokio::sync::oneshot;
+
+use crate::broker::Broker;
+use crate::clock::now_ms;
+use crate::metadata::{Metadata, MetadataError};
+use crate::partition::Partition;
+use offsets_topic::{GroupValue, Key, OffsetValue};
+use state::*;
+
+/// A JoinGroup as the coordinator needs it.
+pub struct JoinRequest {
+    pub group_id: String,
+    pub member_id: String,
+    pub group_instance_id: Option<String>,
+    pub client_id: String,
+    pub client_host: String,
+    pub session_timeout_ms: i32,
+    pub rebalance_timeout_ms: i32,
+    pub protocol_type: String,
+    pub protocols: Vec<(String, Bytes)>,
+    /// v4+: a new member first gets a member id and must join again with it (KIP-394).
+    pub require_known_member_id: bool,
+}
+
+/// A group as DescribeGroups shows it.
+pub struct DescribedGroup {
+    pub state: &'static str,
+    pub protocol_type: String,
+    pub protocol: String,
+    /// (member id, instance id, client id, client host, metadata, assignment)
+    pub members: Vec<(String, Option<String>, String, String, Bytes, Bytes)>,
+}
+
+/// One committed offset of an OffsetCommit.
+pub struct CommitEntry {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+}
+
+pub struct GroupCoordinator {
+    config: BrokerConfig,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl GroupCoordinator {
+    /// Rebuilds every group from `__consumer_offsets`, if it exists.
+    pub fn load(config: &BrokerConfig, metadata: &Metadata) -> Self {
+        let coordinator = Self {
+            config: config.clone(),
+            groups: Mutex::new(HashMap::new()),
+        };
+        if let Some(topic) = metadata.topic(offsets_topic::TOPIC) {
+            let now = Instant::now();
+            let mut groups = coordinator.lock();
+            for partition in &topic.partitions {
+                for (key, value) in read_records(partition) {
+                    apply(&mut groups, key, value, now);
+                }
+            }
+            groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+            tracing::info!(
+                groups = groups.len(),
+                "loaded consumer groups from __consumer_offsets"
+            );
+        }
+        coordinator
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().expect("group coordinator lock poisoned")
+    }
+
+    /// The `__consumer_offsets` partition that holds `group_id`, creating the topic on first use.
+    fn partition(&self, metadata: &Metadata, group_id: &str) -> Result<Arc<Partition>, i16> {
+        let topic = match metadata.topic(offsets_topic::TOPIC) {
+            Some(t) => t,
+            None => self.create_offsets_topic(metadata).map_err(|e| {
+                tracing::error!(error = %e, "cannot create __consumer_offsets");
+                COORDINATOR_NOT_AVAILABLE
+            })?,
+        };
+        let index = offsets_topic::partition_for(group_id, topic.partitions.len() as i32);
+        Ok(topic.partitions[index as usize].clone())
+    }
+
+    /// Creates `__consumer_offsets` (compacted) unless it exists.
+    pub fn create_offsets_topic(
+        &self,
+        metadata: &Metadata,
+    ) -> Result<Arc<crate::metadata::Topic>, MetadataError> {
+        if let Some(t) = metadata.topic(offsets_topic::TOPIC) {
+            return Ok(t);
+        }
+        let overrides: BTreeMap<String, String> = [
+            ("cleanup.policy", "compact".to_string()),
+            (
+                "segment.bytes",
+                self.config.offsets_topic_segment_bytes.to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        match metadata.create_topic(
+            offsets_topic::TOPIC,
+            self.config.offsets_topic_num_partitions,
+            -1,
+            overrides,
+        ) {
+            Err(MetadataError::TopicExists(_)) => metadata
+                .topic(offsets_topic::TOPIC)
+                .ok_or(MetadataError::UnknownTopic(offsets_topic::TOPIC.into())),
+            other => other,
+        }
+    }
+
+    /// Appends records for one group to its partition; the change may take effect once this
+    /// returns `Ok`.
+    fn persist(
+        &self,
+        metadata: &Metadata,
+        group_id: &str,
+        records: Vec<(Key, Option<Bytes>)>,
+    ) -> Result<(), i16> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let partition = self.partition(metadata, group_id)?;
+        let now = now_ms();
+        let records: Vec<Record> = records
+            .into_iter()
+            .enumerate()
+            .map(|(i, (key, value))| Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: -1,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset: i as i64,
+                // One batch: the encoder splits where offset minus sequence changes. The base
+                // sequence comes out -1, as batches without a producer id carry.
+                sequence: i as i32 - 1,
+                timestamp: now,
+                key: Some(key.encode()),
+                value,
+                headers: Default::default(),
+            })
+            .collect();
+        let mut batch = BytesMut::new();
+        RecordBatchEncoder::encode(
+            &mut batch,
+            &records,
+            &RecordEncodeOptions {
+                version: 2,
+                compression: Compression::None,
+            },
+        )
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot encode a __consumer_offsets batch");
+            COORDINATOR_NOT_AVAILABLE
+        })?;
+        partition.append(&batch, now).map(|_| ()).map_err(|e| {
+            tracing::error!(group = group_id, error = %e, "cannot write to __consumer_offsets");
+            COORDINATOR_NOT_AVAILABLE
+        })
+    }
+
+    fn persist_group(&self, metadata: &Metadata, group: &Group) -> Result<(), i16> {
+        let key = Key::Group {
+            group: group.id.clone(),
+        };
+        self.persist(
+            metadata,
+            &group.id,
+            vec![(key, Some(group.to_value().encode()))],
+        )
+    }
+
+    pub async fn join(&self, broker: &Broker, j: JoinRequest) -> JoinOutcome {
+        let waiter = match self.start_join(broker, j) {
+            Ok(rx) => rx,
+            Err(outcome) => return *outcome,
+        };
+        waiter
+            .await
+            .unwrap_or_else(|_| JoinOutcome::error(REBALANCE_IN_PROGRESS, ""))
+    }
+
+    fn start_join(
+        &self,
+        broker: &Broker,
+        j: JoinRequest,
+    ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
+        let fail = |code: i16| Err(Box::new(JoinOutcome::error(code, &j.member_id)));
+        if j.group_id.is_empty() {
+            return fail(INVALID_GROUP_ID);
+        }
+        if j.session_timeout_ms < self.config.group_min_session_timeout_ms
+            || j.session_timeout_ms > self.config.group_max_session_timeout_ms
+        {
+            return fail(INVALID_SESSION_TIMEOUT);
+        }
+        if j.protocol_type.is_empty() || j.protocols.is_empty() {
+            return fail(INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut groups = self.lock();
+        if !groups.contains_key(&j.group_id) && !j.member_id.is_empty() {
+            return fail(UNKNOWN_MEMBER_ID);
+        }
+        let group = groups
+            .entry(j.group_id.clone())
+            .or_insert_with(|| Group::new(&j.group_id, now_ms));
+        if !group.supports(&j.protocol_type, &j.protocols) {
+            return fail(INCONSISTENT_GROUP_PROTOCOL);
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut member_id = j.member_id.clone();
+        let mut is_new = false;
+        if member_id.is_empty() {
+            let prefix = j.group_instance_id.as_deref().unwrap_or(&j.client_id);
+            member_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
+            if let Some(instance) = &j.group_instance_id {
+                if let Some(old) = group.static_members.get(instance).cloned() {
+                    // A static member back with a new id: it takes its old place, and the old id
+                    // is fenced.
+                    let mut previous = group
+                        .remove_member(&old)
+                        .expect("static member is a member");
+                    if let Some(w) = previous.join_waiter.take() {
+                        let _ = w.send(JoinOutcome::error(FENCED_INSTANCE_ID, &old));
+                    }
+                    let was_leader = group.leader.is_none();
+                    let unchanged = previous.protocols == j.protocols;
+                    let mut member = new_member(&j, &member_id, now);
+                    member.assignment = previous.assignment;
+                    group
+                        .static_members
+                        .insert(instance.clone(), member_id.clone());
+                    group.members.insert(member_id.clone(), member);
+                    if was_leader {
+                        group.leader = Some(member_id.clone());
+                    }
+                    if group.state == GroupState::Stable && unchanged {
+                        // Nothing changed for the group: the member resumes where it was.
+                        return Err(Box::new(current_join(group, &member_id)));
+                    }
+                    return Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, false, rx));
+                }
+            } else if j.require_known_member_id {
+                group.pending_members.insert(
+                    member_id.clone(),
+                    now + Duration::from_millis(j.session_timeout_ms as u64),
+                );
+                return Err(Box::new(JoinOutcome::error(MEMBER_ID_REQUIRED, &member_id)));
+            }
+            is_new = true;
+        } else if group.pending_members.remove(&member_id).is_some() {
+            is_new = true;
+        } else if let Some(m) = group.members.get(&member_id) {
+            if m.group_instance_id != j.group_instance_id {
+                return fail(FENCED_INSTANCE_ID);
+            }
+        } else {
+            return fail(UNKNOWN_MEMBER_ID);
+        }
+        if is_new {
+            if group.members.len() >= self.config.group_max_size as usize {
+                return fail(GROUP_MAX_SIZE_REACHED);
+            }
+            if group.members.is_empty() {
+                group.protocol_type = Some(j.protocol_type.clone());
+            }
+            if let Some(instance) = &j.group_instance_id {
+                group
+                    .static_members
+                    .insert(instance.clone(), member_id.clone());
+            }
+            group
+                .members
+                .insert(member_id.clone(), new_member(&j, &member_id, now));
+        } else {
+            let m = group.members.get_mut(&member_id).expect("checked above");
+            let unchanged = m.protocols == j.protocols;
+            let leader = group.leader.as_deref() == Some(member_id.as_str());
+            // A follower rejoining with the same subscription needs no rebalance.
+            if unchanged
+                && (group.state == GroupState::CompletingRebalance
+                    || (group.state == GroupState::Stable && !leader))
+            {
+                m.refresh(now);
+                return Err(Box::new(current_join(group, &member_id)));
+            }
+            m.protocols = j.protocols.clone();
+            m.session_timeout_ms = j.session_timeout_ms;
+            m.rebalance_timeout_ms = j.rebalance_timeout_ms;
+        }
+        Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, is_new, rx))
+    }
+
+    /// Sets the member's join waiter, starting a rebalance if one is not under way, and ends the
+    /// join phase if everyone is in.
+    #[allow(clippy::too_many_arguments)]
+    fn rejoin(
+        &self,
+        broker: &Broker,
+        group: &mut Group,
+        member_id: &str,
+        tx: oneshot::Sender<JoinOutcome>,
+        now: Instant,
+        now_ms: i64,
+        is_new: bool,
+        rx: oneshot::Receiver<JoinOutcome>,
+    ) -> oneshot::Receiver<JoinOutcome> {
+        let member = group.members.get_mut(member_id).expect("member present");
+        member.join_waiter = Some(tx);
+        match group.state {
+            GroupState::PreparingRebalance => {
+                if is_new {
+                    group.extend_initial_delay(now, self.config.group_initial_rebalance_delay_ms);
+                }
+            }
+            _ => group.prepare_rebalance(now, now_ms, self.config.group_initial_rebalance_delay_ms),
+        }
+        self.maybe_complete_join(broker, group, now, now_ms);
+        rx
+    }
+
+    fn maybe_complete_join(&self, broker: &Broker, group: &mut Group, now: Instant, now_ms: i64) {
+        if group.join_complete(now) && group.complete_join(now, now_ms) {
+            // The group emptied: its membership record says so.
+            let _ = self.persist_group(&broker.metadata, group);
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn sync(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        protocol_type: Option<&str>,
+        protocol_name: Option<&str>,
+        assignments: HashMap<String, Bytes>,
+    ) -> SyncOutcome {
+        let fail = |error: i16| SyncOutcome {
+            error,
+            ..SyncOutcome::default()
+        };
+        let rx = {
+            let (now, now_ms) = (Instant::now(), now_ms());
+            let mut groups = self.lock();
+            let Some(group) = groups.get_mut(group_id) else {
+                return fail(UNKNOWN_MEMBER_ID);
+            };
+            let Some(member) = group.members.get(member_id) else {
+                return fail(UNKNOWN_MEMBER_ID);
+            };
+            if member.group_instance_id.as_deref() != group_instance_id {
+                return fail(FENCED_INSTANCE_ID);
+            }
+            if generation != group.generation {
+                return fail(ILLEGAL_GENERATION);
+            }
+            if protocol_type.is_some_and(|p| Some(p) != group.protocol_type.as_deref())
+                || protocol_name.is_some_and(|p| Some(p) != group.protocol.as_deref())
+            {
+                return fail(INCONSISTENT_GROUP_PROTOCOL);
+            }
+            match group.state {
+                GroupState::Empty => return fail(UNKNOWN_MEMBER_ID),
+                GroupState::PreparingRebalance => return fail(REBALANCE_IN_PROGRESS),
+                GroupState::Stable => {
+                    let m = group.members.get_mut(member_id).expect("checked");
+                    m.refresh(now);
+                    return SyncOutcome {
+                        error: NONE,
+                        protocol_type: group.protocol_type.clone(),
+                        protocol_name: group.protocol.clone(),
+                        assignment: m.assignment.clone(),
+                    };
+                }
+                GroupState::CompletingRebalance => {}
+            }
+            let (tx, rx) = oneshot::channel();
+            group
+                .members
+                .get_mut(member_id)
+                .expect("checked")
+                .sync_waiter = Some(tx);
+            if group.leader.as_deref() == Some(member_id) {
+                group.complete_sync(assignments, now, now_ms);
+                if let Err(code) = self.persist_group(&broker.metadata, group) {
+                    tracing::warn!(
+                        group = group_id,
+                        code,
+                        "membership not written: rebalancing again"
+                    );
+                    group.prepare_rebalance(now, now_ms, 0);
+                }
+            }
+            rx
+        };
+        rx.await.unwrap_or_else(|_| fail(REBALANCE_IN_PROGRESS))
+    }
+
+    pub fn heartbeat(
+        &self,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+    ) -> i16 {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        let state = group.state;
+        let group_generation = group.generation;
+        let Some(member) = group.members.get_mut(member_id) else {
+            return UNKNOWN_MEMBER_ID;
+        };
+        if member.group_instance_id.as_deref() != group_instance_id {
+            return FENCED_INSTANCE_ID;
+        }
+        if generation != group_generation {
+            return ILLEGAL_GENERATION;
+        }
+        member.refresh(Instant::now());
+        match state {
+            GroupState::Empty => UNKNOWN_MEMBER_ID,
+            GroupState::PreparingRebalance => REBALANCE_IN_PROGRESS,
+            GroupState::CompletingRebalance | GroupState::Stable => NONE,
+        }
+    }
+
+    /// LeaveGroup: each (member id, instance id) leaves; returns an error per member.
+    pub fn leave(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        leaving: &[(String, Option<String>)],
+    ) -> Result<Vec<i16>, i16> {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(UNKNOWN_MEMBER_ID);
+        };
+        let mut errors = Vec::with_capacity(leaving.len());
+        let mut removed = false;
+        for (member_id, instance) in leaving {
+            let target = match instance {
+                Some(i) => match group.static_members.get(i) {
+                    Some(m) if member_id.is_empty() || m == member_id => Some(m.clone()),
+                    Some(_) => {
+                        errors.push(FENCED_INSTANCE_ID);
+                        continue;
+                    }
+                    None => None,
+                },
+                None => Some(member_id.clone()),
+            };
+            match target {
+                Some(m) if group.remove_member(&m).is_some() => {
+                    removed = true;
+                    errors.push(NONE);
+                }
+                Some(m) if group.pending_members.remove(&m).is_some() => errors.push(NONE),
+                _ => errors.push(UNKNOWN_MEMBER_ID),
+            }
+        }
+        if removed {
+            self.after_removal(broker, group, now, now_ms);
+        }
+        Ok(errors)
+    }
+
+    /// After members left or expired: a settled group rebalances; a rebalancing one may be done.
+    fn after_removal(&self, broker: &Broker, group: &mut Group, now: Instant, now_ms: i64) {
+        match group.state {
+            GroupState::Stable | GroupState::CompletingRebalance => {
+                group.prepare_rebalance(now, now_ms, 0)
+            }
+            GroupState::PreparingRebalance | GroupState::Empty => {}
+        }
+        self.maybe_complete_join(broker, group, now, now_ms);
+    }
+
+    /// OffsetCommit: returns a group-wide error, or commits every entry (each with its error).
+    #[allow(clippy::too_many_arguments)]
+    pub fn commit(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        generation: i32,
+        member_id: &str,
+        group_instance_id: Option<&str>,
+        entries: Vec<CommitEntry>,
+    ) -> Vec<i16> {
+        let all = |code: i16| vec![code; entries.len()];
+        if group_id.is_empty() {
+            return all(INVALID_GROUP_ID);
+        }
+        let now_ms = now_ms();
+        let mut groups = self.lock();
+        let group = match groups.get_mut(group_id) {
+            None if generation < 0 => groups
+                .entry(group_id.to_string())
+                .or_insert_with(|| Group::new(group_id, now_ms)),
+            None => return all(ILLEGAL_GENERATION),
+            Some(g) => {
+                if !(generation < 0 && g.state == GroupState::Empty) {
+                    let member = g.members.get(member_id);
+                    if group_instance_id.is_some()
+                        && member
+                            .is_some_and(|m| m.group_instance_id.as_deref() != group_instance_id)
+                    {
+                        return all(FENCED_INSTANCE_ID);
+                    }
+                    if g.state == GroupState::CompletingRebalance {
+                        return all(REBALANCE_IN_PROGRESS);
+                    }
+                    if member.is_none() {
+                        return all(UNKNOWN_MEMBER_ID);
+                    }
+                    if generation != g.generation {
+                        return all(ILLEGAL_GENERATION);
+                    }
+                }
+                g
+            }
+        };
+        let max_metadata = self.config.offset_metadata_max_bytes.max(0) as usize;
+        let mut errors = Vec::with_capacity(entries.len());
+        let mut records = Vec::new();
+        let mut accepted = Vec::new();
+        for e in entries {
+            let metadata = e.metadata.unwrap_or_default();
+            if metadata.len() > max_metadata {
+                errors.push(OFFSET_METADATA_TOO_LARGE);
+                continue;
+            }
+            errors.push(NONE);
+            let value = OffsetValue {
+                offset: e.offset,
+                leader_epoch: e.leader_epoch,
+                metadata,
+                commit_timestamp_ms: now_ms,
+            };
+            records.push((
+                Key::Offset {
+                    group: group_id.to_string(),
+                    topic: e.topic.clone(),
+                    partition: e.partition,
+                },
+                Some(value.encode()),
+            ));
+            accepted.push(((e.topic, e.partition), value));
+        }
+        if let Err(code) = self.persist(&broker.metadata, group_id, records) {
+            return errors
+                .into_iter()
+                .map(|e| if e == NONE { code } else { e })
+                .collect();
+        }
+        group.offsets.extend(accepted);
+        if let Some(m) = group.members.get_mut(member_id) {
+            m.refresh(Instant::now());
+        }
+        errors
+    }
+
+    /// OffsetFetch: the committed offsets of `partitions`, or of every partition when `None`.
+    pub fn fetch_offsets(
+        &self,
+        group_id: &str,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Vec<(String, i32, Option<OffsetValue>)> {
+        let groups = self.lock();
+        let offsets = groups.get(group_id).map(|g| &g.offsets);
+        match partitions {
+            Some(wanted) => wanted
+                .into_iter()
+                .map(|(t, p)| {
+                    let v = offsets.and_then(|o| o.get(&(t.clone(), p)).cloned());
+                    (t, p, v)
+                })
+                .collect(),
+            None => offsets
+                .into_iter()
+                .flatten()
+                .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
+                .collect(),
+        }
+    }
+
+    /// Every group as (id, protocol type, state).
+    pub fn list(&self) -> Vec<(String, String, &'static str)> {
+        let groups = self.lock();
+        let mut out: Vec<_> = groups
+            .values()
+            .map(|g| {
+                (
+                    g.id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state.name(),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    pub fn describe(&self, group_id: &str) -> Option<DescribedGroup> {
+        let groups = self.lock();
+        let g = groups.get(group_id)?;
+        let protocol = g.protocol.clone().unwrap_or_default();
+        let value = g.to_value();
+        Some(DescribedGroup {
+            state: g.state.name(),
+            protocol_type: g.protocol_type.clone().unwrap_or_default(),
+            protocol,
+            members: value
+                .members
+                .into_iter()
+                .map(|m| {
+                    (
+                        m.member_id,
+                        m.group_instance_id,
+                        m.client_id,
+                        m.client_host,
+                        m.subscription,
+                        m.assignment,
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// DeleteGroups for one group: only an empty group may go; its offsets and membership get
+    /// tombstones.
+    pub fn delete(&self, broker: &Broker, group_id: &str) -> i16 {
+        let mut groups = self.lock();
+        let Some(group) = groups.get(group_id) else {
+            return GROUP_ID_NOT_FOUND;
+        };
+        if group.state != GroupState::Empty {
+            return NON_EMPTY_GROUP;
+        }
+        let mut records: Vec<(Key, Option<Bytes>)> = group
+            .offsets
+            .keys()
+            .map(|(t, p)| {
+                (
+                    Key::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                )
+            })
+            .collect();
+        records.push((
+            Key::Group {
+                group: group_id.to_string(),
+            },
+            None,
+        ));
+        match self.persist(&broker.metadata, group_id, records) {
+            Ok(()) => {
+                groups.remove(group_id);
+                NONE
+            }
+            Err(code) => code,
+        }
+    }
+
+    /// OffsetDelete: removes committed offsets of partitions the group does not consume now.
+    pub fn delete_offsets(
+        &self,
+        broker: &Broker,
+        group_id: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Vec<i16>, i16> {
+        let mut groups = self.lock();
+        let Some(group) = groups.get_mut(group_id) else {
+            return Err(GROUP_ID_NOT_FOUND);
+        };
+        let subscribed = |topic: &str| {
+            group.state != GroupState::Empty
+                && group.members.values().any(|m| {
+                    m.protocols
+                        .iter()
+                        .any(|(_, meta)| subscription_has(meta, topic))
+                })
+        };
+        let mut errors = Vec::new();
+        let mut records = Vec::new();
+        for (t, p) in partitions {
+            if subscribed(t) {
+                errors.push(GROUP_SUBSCRIBED_TO_TOPIC);
+                continue;
+            }
+            errors.push(NONE);
+            if group.offsets.contains_key(&(t.clone(), *p)) {
+                records.push((
+                    Key::Offset {
+                        group: group_id.to_string(),
+                        topic: t.clone(),
+                        partition: *p,
+                    },
+                    None,
+                ));
+            }
+        }
+        self.persist(&broker.metadata, group_id, records)?;
+        for ((t, p), e) in partitions.iter().zip(&errors) {
+            if *e == NONE {
+                group.offsets.remove(&(t.clone(), *p));
+            }
+        }
+        Ok(errors)
+    }
+
+    /// Timers: members past their session timeout leave, pending member ids expire, and
+    /// rebalances whose time is up complete.
+    pub fn tick(&self, broker: &Broker) {
+        let (now, now_ms) = (Instant::now(), now_ms());
+        let mut groups = self.lock();
+        for group in groups.values_mut() {
+            group.pending_members.retain(|_, deadline| *deadline > now);
+            let expired: Vec<String> = group
+                .members
+                .values()
+                .filter(|m| !m.is_waiting() && m.heartbeat_deadline <= now)
+                .map(|m| m.member_id.clone())
+                .collect();
+            for id in &expired {
+                tracing::info!(group = %group.id, member = %id, "member session expired");
+                group.remove_member(id);
+            }
+            if !expired.is_empty() {
+                self.after_removal(broker, group, now, now_ms);
+            } else {
+                self.maybe_complete_join(broker, group, now, now_ms);
+            }
+        }
+    }
+
+    /// Offsets of empty groups older than `offsets.retention.minutes` get tombstones, and empty
+    /// groups left without offsets are deleted.
+    pub fn expire_offsets(&self, broker: &Broker) {
+        let now_ms = now_ms();
+        let retention_ms = self.config.offsets_retention_minutes.saturating_mul(60_000);
+        let mut groups = self.lock();
+        let mut gone = Vec::new();
+        for group in groups.values_mut() {
+            if group.state != GroupState::Empty {
+                continue;
+            }
+            let expired: Vec<(String, i32)> = group
+                .offsets
+                .iter()
+                .filter(|(_, v)| now_ms.saturating_sub(v.commit_timestamp_ms) > retention_ms)
+                .map(|(k, _)| k.clone())
+                .collect();
+            let mut records: Vec<(Key, Option<Bytes>)> = expired
+                .iter()
+                .map(|(t, p)| {
+                    (
+                        Key::Offset {
+                            group: group.id.clone(),
+                            topic: t.clone(),
+                            partition: *p,
+                        },
+                        None,
+                    )
+                })
+                .collect();
+            let emptied = expired.len() == group.offsets.len();
+            if emptied {
+                records.push((
+                    Key::Group {
+                        group: group.id.clone(),
+                    },
+                    None,
+                ));
+            }
+            if records.is_empty() || self.persist(&broker.metadata, &group.id, records).is_err() {
+                continue;
+            }
+            for k in &expired {
+                group.offsets.remove(k);
+            }
+            if !expired.is_empty() {
+                tracing::info!(group = %group.id, offsets = expired.len(), "expired committed offsets");
+            }
+            if emptied {
+                gone.push(group.id.clone());
+            }
+        }
+        for id in gone {
+            groups.remove(&id);
+        }
+    }
+}
+
+/// The coordinator's timers: sessions and rebalances every 100 ms, offset expiry every
+/// `offsets.retention.check.interval.ms`. Runs until the process ends.
+pub async fn run_timers(broker: Arc<Broker>) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry_period = Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
+    let mut last_expiry = Instant::now();
+    loop {
+        ticker.tick().await;
+        broker.groups.tick(&broker);
+        if last_expiry.elapsed() >= expiry_period {
+            last_expiry = Instant::now();
+            broker.groups.expire_offsets(&broker);
+        }
+    }
+}
+
+fn new_member(j: &JoinRequest, member_id: &str, now: Instant) -> Member {
+    let mut m = Member {
+        member_id: member_id.to_string(),
+        group_instance_id: j.group_instance_id.clone(),
+        client_id: j.client_id.clone(),
+        client_host: j.client_host.clone(),
+        session_timeout_ms: j.session_timeout_ms,
+        rebalance_timeout_ms: j.rebalance_timeout_ms,
+        protocol_type: j.protocol_type.clone(),
+        protocols: j.protocols.clone(),
+        assignment: Bytes::new(),
+        join_waiter: None,
+        sync_waiter: None,
+        heartbeat_deadline: now,
+    };
+    m.refresh(now);
+    m
+}
+
+/// The answer for a member joining a group that needs no rebalance for it: the current
+/// generation (and, for the leader, the members).
+fn current_join(group: &Group, member_id: &str) -> JoinOutcome {
+    let leader = group.leader.clone().unwrap_or_default();
+    let protocol = group.protocol.clone().unwrap_or_default();
+    JoinOutcome {
+        error: NONE,
+        generation: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        member_id: member_id.to_string(),
+        members: if leader == member_id {
+            group
+                .members
+                .values()
+                .map(|m| {
+                    let meta = m
+                        .protocols
+                        .iter()
+                        .find(|(n, _)| *n == protocol)
+                        .map(|(_, b)| b.clone())
+                        .unwrap_or_default();
+                    (m.member_id.clone(), m.group_instance_id.clone(), meta)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
+        leader,
+    }
+}
+
+/// Whether a consumer protocol subscription (ConsumerProtocolSubscription) names `topic`.
+fn subscription_has(metadata: &Bytes, topic: &str) -> bool {
+    use quipu_protocol::messages::ConsumerProtocolSubscription;
+    use quipu_protocol::Decodable;
+    if metadata.len() < 2 {
+        return false;
+    }
+    let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+    let mut body = metadata.slice(2..);
+    ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3))
+        .map(|s| s.topics.iter().any(|t| t.as_str() == topic))
+        .unwrap_or(false)
+}
+
+/// Every record of a `__consumer_offsets` partition, in offset order.
+fn read_records(partition: &Partition) -> Vec<(Key, Option<Bytes>)> {
+    let mut out = Vec::new();
+    let log = partition.log();
+    let end = log.log_end_offset();
+    let mut offset = log.log_start_offset();
+    while offset < end {
+        let Ok(Some(mut bytes)) = log.read(offset, end, 1 << 20, true) else {
+            break;
+        };
+        let sets = match RecordBatchDecoder::decode_all(&mut bytes) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(partition = partition.index(), offset, error = %e, "cannot decode __consumer_offsets: stopping its replay");
+                break;
+            }
+        };
+        let before = offset;
+        for set in sets {
+            for r in set.records {
+                offset = offset.max(r.offset + 1);
+                let Some(k) = r.key.as_ref() else { continue };
+                match Key::decode(k) {
+                    Ok(key) => out.push((key, r.value)),
+                    Err(e) => {
+                        tracing::warn!(offset = r.offset, error = %e, "skipping an unreadable __consumer_offsets key")
+                    }
+                }
+            }
+        }
+        if offset == before {
+            break;
+        }
+    }
+    out
+}
+
+/// Replays one record into the groups.
+fn apply(groups: &mut HashMap<String, Group>, key: Key, value: Option<Bytes>, now: Instant) {
+    match key {
+        Key::Offset {
+            group,
+            topic,
+            partition,
+        } => match value.map(|v| OffsetValue::decode(&v)) {
+            Some(Ok(v)) => {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, v.commit_timestamp_ms))
+                    .offsets
+                    .insert((topic, partition), v);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(group, error = %e, "skipping an unreadable offset record")
+            }
+            None => {
+                if let Some(g) = groups.get_mut(&group) {
+                    g.offsets.remove(&(topic, partition));
+                }
+            }
+        },
+        Key::Group { group } => match value.map(|v| GroupValue::decode(&v)) {
+            Some(Ok(v)) => {
+                groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(&group, v.state_timestamp_ms))
+                    .restore(v, now);
+            }
+            Some(Err(e)) => {
+                tracing::warn!(group, error = %e, "skipping an unreadable group record")
+            }
+            None => {
+                groups.remove(&group);
+            }
+        },
+    }
+}
