@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 14);
+            assert_eq!(r.api_keys.len(), 25);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -401,8 +401,327 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             let refused: InitProducerIdResponse = conn.call(api, v, &r);
             assert_eq!(refused.error_code, 42, "INVALID_REQUEST: no transactions");
         }
+        ApiKey::FindCoordinator => {
+            let mut r = FindCoordinatorRequest::default();
+            let key = StrBytes::from_string(format!("fc-{v}"));
+            if v >= 4 {
+                r.coordinator_keys = vec![key.clone()];
+            } else {
+                r.key = key.clone();
+            }
+            let resp: FindCoordinatorResponse = conn.call(api, v, &r);
+            let (code, node, port) = if v >= 4 {
+                let c = &resp.coordinators[0];
+                assert_eq!(c.key, key);
+                (c.error_code, c.node_id.0, c.port)
+            } else {
+                (resp.error_code, resp.node_id.0, resp.port)
+            };
+            assert_eq!((code, node), (0, 0));
+            assert!(port > 0);
+            if v >= 1 {
+                // No transaction coordinator.
+                r.key_type = 1;
+                let resp: FindCoordinatorResponse = conn.call(api, v, &r);
+                let code = if v >= 4 {
+                    resp.coordinators[0].error_code
+                } else {
+                    resp.error_code
+                };
+                assert_eq!(code, 15, "COORDINATOR_NOT_AVAILABLE");
+            }
+        }
+        ApiKey::JoinGroup => {
+            let group = format!("jg-{v}");
+            let mut r = join_request(&group, "");
+            if v == 0 {
+                r.rebalance_timeout_ms = -1; // not in v0: the session timeout serves
+            }
+            let mut resp: JoinGroupResponse = conn.call(api, v, &r);
+            if v >= 4 {
+                assert_eq!(resp.error_code, 79, "MEMBER_ID_REQUIRED");
+                assert!(!resp.member_id.is_empty());
+                r.member_id = resp.member_id.clone();
+                resp = conn.call(api, v, &r);
+            }
+            assert_eq!(resp.error_code, 0);
+            assert_eq!(resp.generation_id, 1);
+            assert_eq!(resp.leader, resp.member_id, "the only member leads");
+            assert_eq!(resp.members.len(), 1);
+            assert_eq!(resp.members[0].metadata, Bytes::from_static(b"meta"));
+            assert_eq!(resp.protocol_name.as_deref(), Some("range"));
+            // A member id the group never gave out.
+            r.member_id = StrBytes::from_static_str("stranger");
+            let resp: JoinGroupResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 25, "UNKNOWN_MEMBER_ID");
+        }
+        ApiKey::SyncGroup => {
+            let group = format!("sg-{v}");
+            let (member, generation) = join(conn, &group);
+            let mut r = SyncGroupRequest::default();
+            r.group_id = GroupId(StrBytes::from_string(group));
+            r.generation_id = generation;
+            r.member_id = member.clone();
+            if v >= 5 {
+                r.protocol_type = Some(StrBytes::from_static_str("consumer"));
+                r.protocol_name = Some(StrBytes::from_static_str("range"));
+            }
+            let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+            a.member_id = member;
+            a.assignment = Bytes::from_static(b"assigned");
+            r.assignments = vec![a];
+            let resp: SyncGroupResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            assert_eq!(resp.assignment, Bytes::from_static(b"assigned"));
+            r.generation_id += 1;
+            let resp: SyncGroupResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 22, "ILLEGAL_GENERATION");
+        }
+        ApiKey::Heartbeat => {
+            let group = format!("hb-{v}");
+            let (member, generation) = join_and_sync(conn, &group);
+            let mut r = HeartbeatRequest::default();
+            r.group_id = GroupId(StrBytes::from_string(group));
+            r.generation_id = generation;
+            r.member_id = member;
+            let resp: HeartbeatResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            r.generation_id = generation + 5;
+            let resp: HeartbeatResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 22, "ILLEGAL_GENERATION");
+            r.member_id = StrBytes::from_static_str("stranger");
+            let resp: HeartbeatResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 25, "UNKNOWN_MEMBER_ID");
+        }
+        ApiKey::LeaveGroup => {
+            let group = format!("lg-{v}");
+            let (member, _) = join_and_sync(conn, &group);
+            let mut r = LeaveGroupRequest::default();
+            r.group_id = GroupId(StrBytes::from_string(group.clone()));
+            if v >= 3 {
+                let mut m = leave_group_request::MemberIdentity::default();
+                m.member_id = member;
+                r.members = vec![m];
+            } else {
+                r.member_id = member;
+            }
+            let resp: LeaveGroupResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            if v >= 3 {
+                assert_eq!(resp.members[0].error_code, 0);
+            }
+            assert_eq!(describe_group(conn, &group).group_state.as_str(), "Empty");
+        }
+        ApiKey::OffsetCommit => {
+            let group = format!("oc-{v}");
+            let mut r = commit_request(&group, 42);
+            let resp: OffsetCommitResponse = conn.call(api, v, &r);
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+            assert_eq!(fetch_offset(conn, &group, 8), 42);
+            // A member of a group that does not exist.
+            r.generation_id_or_member_epoch = 3;
+            r.member_id = StrBytes::from_static_str("stranger");
+            r.group_id = GroupId(StrBytes::from_string(format!("none-{v}")));
+            let resp: OffsetCommitResponse = conn.call(api, v, &r);
+            assert_eq!(
+                resp.topics[0].partitions[0].error_code, 22,
+                "ILLEGAL_GENERATION"
+            );
+        }
+        ApiKey::OffsetFetch => {
+            let group = format!("of-{v}");
+            let resp: OffsetCommitResponse =
+                conn.call(ApiKey::OffsetCommit, 8, &commit_request(&group, 7));
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+            assert_eq!(fetch_offset(conn, &group, v), 7);
+            assert_eq!(fetch_offset(conn, "never-committed", v), -1);
+        }
+        ApiKey::OffsetDelete => {
+            let group = format!("od-{v}");
+            let resp: OffsetCommitResponse =
+                conn.call(ApiKey::OffsetCommit, 8, &commit_request(&group, 9));
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+            let mut p = offset_delete_request::OffsetDeleteRequestPartition::default();
+            p.partition_index = 0;
+            let mut t = offset_delete_request::OffsetDeleteRequestTopic::default();
+            t.name = name("vt");
+            t.partitions = vec![p];
+            let mut r = OffsetDeleteRequest::default();
+            r.group_id = GroupId(StrBytes::from_string(group.clone()));
+            r.topics = vec![t];
+            let resp: OffsetDeleteResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+            assert_eq!(fetch_offset(conn, &group, 8), -1);
+            r.group_id = GroupId(StrBytes::from_static_str("no-such-group"));
+            let resp: OffsetDeleteResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 69, "GROUP_ID_NOT_FOUND");
+        }
+        ApiKey::ListGroups => {
+            let group = format!("lsg-{v}");
+            join_and_sync(conn, &group);
+            let resp: ListGroupsResponse = conn.call(api, v, &ListGroupsRequest::default());
+            assert_eq!(resp.error_code, 0);
+            let g = resp
+                .groups
+                .iter()
+                .find(|g| g.group_id.as_str() == group)
+                .expect("listed");
+            assert_eq!(g.protocol_type.as_str(), "consumer");
+            if v >= 4 {
+                assert_eq!(g.group_state.as_str(), "Stable");
+                let mut r = ListGroupsRequest::default();
+                r.states_filter = vec![StrBytes::from_static_str("Empty")];
+                let resp: ListGroupsResponse = conn.call(api, v, &r);
+                assert!(resp.groups.iter().all(|g| g.group_id.as_str() != group));
+            }
+        }
+        ApiKey::DescribeGroups => {
+            let group = format!("dg-{v}");
+            let (member, _) = join_and_sync(conn, &group);
+            let mut r = DescribeGroupsRequest::default();
+            r.groups = vec![
+                GroupId(StrBytes::from_string(group)),
+                GroupId(StrBytes::from_static_str("ghost")),
+            ];
+            let resp: DescribeGroupsResponse = conn.call(api, v, &r);
+            let g = &resp.groups[0];
+            assert_eq!(
+                (
+                    g.error_code,
+                    g.group_state.as_str(),
+                    g.protocol_data.as_str()
+                ),
+                (0, "Stable", "range")
+            );
+            assert_eq!(g.members.len(), 1);
+            assert_eq!(g.members[0].member_id, member);
+            assert_eq!(
+                g.members[0].member_assignment,
+                Bytes::from_static(b"assigned")
+            );
+            assert_eq!(g.members[0].client_host.as_str(), "/127.0.0.1");
+            let ghost = &resp.groups[1];
+            assert_eq!(ghost.group_state.as_str(), "Dead");
+            assert_eq!(ghost.error_code, if v >= 6 { 69 } else { 0 });
+        }
+        ApiKey::DeleteGroups => {
+            let group = format!("del-{v}");
+            let resp: OffsetCommitResponse =
+                conn.call(ApiKey::OffsetCommit, 8, &commit_request(&group, 1));
+            assert_eq!(resp.topics[0].partitions[0].error_code, 0);
+            let busy = format!("busy-{v}");
+            join_and_sync(conn, &busy);
+            let mut r = DeleteGroupsRequest::default();
+            r.groups_names = vec![
+                GroupId(StrBytes::from_string(group.clone())),
+                GroupId(StrBytes::from_string(busy)),
+                GroupId(StrBytes::from_static_str("no-such-group")),
+            ];
+            let resp: DeleteGroupsResponse = conn.call(api, v, &r);
+            let codes: Vec<i16> = resp.results.iter().map(|r| r.error_code).collect();
+            assert_eq!(
+                codes,
+                vec![0, 68, 69],
+                "deleted, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND"
+            );
+            assert_eq!(fetch_offset(conn, &group, 8), -1);
+        }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }
+}
+
+fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
+    let mut p = join_group_request::JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = Bytes::from_static(b"meta");
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.session_timeout_ms = 10_000;
+    r.rebalance_timeout_ms = 10_000;
+    r.member_id = StrBytes::from_string(member_id.to_string());
+    r.protocol_type = StrBytes::from_static_str("consumer");
+    r.protocols = vec![p];
+    r
+}
+
+/// Joins `group` alone (JoinGroup v9, with the member-id round); returns member id and generation.
+fn join(conn: &mut Conn, group: &str) -> (StrBytes, i32) {
+    let first: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 9, &join_request(group, ""));
+    assert_eq!(first.error_code, 79);
+    let resp: JoinGroupResponse =
+        conn.call(ApiKey::JoinGroup, 9, &join_request(group, &first.member_id));
+    assert_eq!(resp.error_code, 0);
+    (resp.member_id, resp.generation_id)
+}
+
+/// Joins `group` alone and assigns itself `assigned`: the group is then stable.
+fn join_and_sync(conn: &mut Conn, group: &str) -> (StrBytes, i32) {
+    let (member, generation) = join(conn, group);
+    let mut a = sync_group_request::SyncGroupRequestAssignment::default();
+    a.member_id = member.clone();
+    a.assignment = Bytes::from_static(b"assigned");
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.generation_id = generation;
+    r.member_id = member.clone();
+    r.assignments = vec![a];
+    let resp: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 5, &r);
+    assert_eq!(resp.error_code, 0);
+    (member, generation)
+}
+
+fn describe_group(conn: &mut Conn, group: &str) -> describe_groups_response::DescribedGroup {
+    let mut r = DescribeGroupsRequest::default();
+    r.groups = vec![GroupId(StrBytes::from_string(group.to_string()))];
+    let mut resp: DescribeGroupsResponse = conn.call(ApiKey::DescribeGroups, 5, &r);
+    resp.groups.remove(0)
+}
+
+/// A commit of `offset` for partition 0 of `vt` outside group management (generation -1).
+fn commit_request(group: &str, offset: i64) -> OffsetCommitRequest {
+    let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+    p.partition_index = 0;
+    p.committed_offset = offset;
+    p.committed_leader_epoch = -1;
+    p.committed_metadata = Some(StrBytes::from_static_str("meta"));
+    let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+    t.name = name("vt");
+    t.partitions = vec![p];
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.generation_id_or_member_epoch = -1;
+    r.retention_time_ms = -1;
+    r.topics = vec![t];
+    r
+}
+
+/// The committed offset of partition 0 of `vt` for `group`, through OffsetFetch `v`.
+fn fetch_offset(conn: &mut Conn, group: &str, v: i16) -> i64 {
+    let mut r = OffsetFetchRequest::default();
+    if v >= 8 {
+        let mut t = offset_fetch_request::OffsetFetchRequestTopics::default();
+        t.name = name("vt");
+        t.partition_indexes = vec![0];
+        let mut g = offset_fetch_request::OffsetFetchRequestGroup::default();
+        g.group_id = GroupId(StrBytes::from_string(group.to_string()));
+        g.member_epoch = -1;
+        g.topics = Some(vec![t]);
+        r.groups = vec![g];
+        let resp: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, v, &r);
+        assert_eq!(resp.groups[0].error_code, 0);
+        let p = &resp.groups[0].topics[0].partitions[0];
+        assert_eq!(p.error_code, 0);
+        return p.committed_offset;
+    }
+    let mut t = offset_fetch_request::OffsetFetchRequestTopic::default();
+    t.name = name("vt");
+    t.partition_indexes = vec![0];
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.topics = Some(vec![t]);
+    let resp: OffsetFetchResponse = conn.call(ApiKey::OffsetFetch, v, &r);
+    assert_eq!(resp.error_code, 0);
+    resp.topics[0].partitions[0].committed_offset
 }
 
 /// A topic setting's value and source, from DescribeConfigs.
@@ -420,7 +739,7 @@ fn describe(conn: &mut Conn, topic: &str, key: &str) -> (String, i8) {
 
 #[test]
 fn every_advertised_version_of_every_api_is_served() {
-    let b = BrokerProcess::start(&[]);
+    let b = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let mut conn = b.connect();
     let apis = advertised(&mut conn);
     // Metadata first, so that the topic the others use exists.
