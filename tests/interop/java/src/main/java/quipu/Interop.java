@@ -29,6 +29,10 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * consume BOOTSTRAP TOPIC SPEC...   each SPEC is PARTITION:START:COUNT, START an offset or tTIMESTAMP
  *   (looked up with offsetsForTimes); prints "# PARTITION START" and then one line per record:
  *   offset, key, value, headers, timestamp, tab-separated
+ * group BOOTSTRAP TOPIC GROUP STOPFILE   a group member that commits after every poll until
+ *   STOPFILE exists, then leaves cleanly; prints "A p,p,..." on assignment, "V p,p,..." on
+ *   revocation, "R PARTITION OFFSET" per record, "C p:position ..." after a successful commit
+ *   and "F" after a failed one
  * </pre>
  */
 public final class Interop {
@@ -63,6 +67,7 @@ public final class Interop {
           }
         }
       }
+      case "group" -> group(args[1], args[2], args[3], args[4], args.length > 5 ? args[5] : "eager");
       default -> throw new IllegalArgumentException("unknown mode " + args[0]);
     }
   }
@@ -89,6 +94,74 @@ public final class Interop {
       }
     }
     System.out.println("produced " + count);
+  }
+
+  static void group(String bootstrap, String topic, String groupId, String stopFile, String strategy)
+      throws Exception {
+    Properties p = new Properties();
+    p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+    p.put(ConsumerConfig.GROUP_ID_CONFIG, groupId);
+    p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, false);
+    p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
+    p.put(ConsumerConfig.MAX_POLL_RECORDS_CONFIG, 50);
+    p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, 6000);
+    p.put(ConsumerConfig.HEARTBEAT_INTERVAL_MS_CONFIG, 1000);
+    p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, strategy.equals("cooperative")
+        ? org.apache.kafka.clients.consumer.CooperativeStickyAssignor.class.getName()
+        : org.apache.kafka.clients.consumer.RangeAssignor.class.getName());
+    p.put(ConsumerConfig.KEY_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+    p.put(ConsumerConfig.VALUE_DESERIALIZER_CLASS_CONFIG, ByteArrayDeserializer.class.getName());
+    java.io.PrintStream out = new java.io.PrintStream(new java.io.FileOutputStream(java.io.FileDescriptor.out), true);
+    java.nio.file.Path stop = java.nio.file.Path.of(stopFile);
+    try (KafkaConsumer<byte[], byte[]> c = new KafkaConsumer<>(p)) {
+      c.subscribe(List.of(topic), new org.apache.kafka.clients.consumer.ConsumerRebalanceListener() {
+        public void onPartitionsRevoked(java.util.Collection<TopicPartition> parts) {
+          out.println(line("V ", parts));
+        }
+
+        public void onPartitionsLost(java.util.Collection<TopicPartition> parts) {
+          out.println(line("V ", parts));
+        }
+
+        public void onPartitionsAssigned(java.util.Collection<TopicPartition> parts) {
+          out.println(line("A ", parts));
+        }
+      });
+      while (!java.nio.file.Files.exists(stop)) {
+        var records = c.poll(Duration.ofMillis(200));
+        if (records.isEmpty()) {
+          continue;
+        }
+        StringBuilder b = new StringBuilder();
+        for (ConsumerRecord<byte[], byte[]> r : records) {
+          b.append("R ").append(r.partition()).append(' ').append(r.offset()).append('\n');
+        }
+        out.print(b);
+        try {
+          Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> positions = new java.util.HashMap<>();
+          for (TopicPartition tp : c.assignment()) {
+            positions.put(tp, new org.apache.kafka.clients.consumer.OffsetAndMetadata(c.position(tp)));
+          }
+          c.commitSync(positions);
+          StringBuilder done = new StringBuilder("C");
+          positions.forEach((tp, om) -> done.append(' ').append(tp.partition()).append(':').append(om.offset()));
+          out.println(done);
+        } catch (org.apache.kafka.clients.consumer.CommitFailedException
+            | org.apache.kafka.common.errors.RebalanceInProgressException e) {
+          out.println("F");
+        }
+        Thread.sleep(20);
+      }
+    }
+    out.println("closed");
+  }
+
+  static String line(String prefix, java.util.Collection<TopicPartition> parts) {
+    StringBuilder b = new StringBuilder(prefix);
+    for (TopicPartition tp : parts) {
+      b.append(tp.partition()).append(',');
+    }
+    return b.toString();
   }
 
   static KafkaConsumer<byte[], byte[]> consumer(String bootstrap) {
