@@ -784,8 +784,7 @@ impl GroupCoordinator {
 
     /// Offsets of empty groups older than `offsets.retention.minutes` get tombstones, and empty
     /// groups left without offsets are deleted.
-    pub fn expire_offsets(&self, broker: &Broker) {
-        let now_ms = now_ms();
+    pub fn expire_offsets(&self, broker: &Broker, now_ms: i64) {
         let retention_ms = self.config.offsets_retention_minutes.saturating_mul(60_000);
         let mut groups = self.lock();
         let mut gone = Vec::new();
@@ -852,7 +851,7 @@ pub async fn run_timers(broker: Arc<Broker>) {
         broker.groups.tick(&broker);
         if last_expiry.elapsed() >= expiry_period {
             last_expiry = Instant::now();
-            broker.groups.expire_offsets(&broker);
+            broker.groups.expire_offsets(&broker, now_ms());
         }
     }
 }
@@ -997,5 +996,113 @@ fn apply(groups: &mut HashMap<String, Group>, key: Key, value: Option<Bytes>, no
                 groups.remove(&group);
             }
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(dir: &std::path::Path) -> Broker {
+        let mut config = BrokerConfig::default();
+        config.log_dirs = dir.to_path_buf();
+        config.offsets_topic_num_partitions = 3;
+        Broker::open(config, 9092).unwrap()
+    }
+
+    fn commit(b: &Broker, group: &str, offset: i64) -> Vec<i16> {
+        b.groups.commit(
+            b,
+            group,
+            -1,
+            "",
+            None,
+            vec![CommitEntry {
+                topic: "t".into(),
+                partition: 0,
+                offset,
+                leader_epoch: -1,
+                metadata: None,
+            }],
+        )
+    }
+
+    fn offset(b: &Broker, group: &str) -> Option<i64> {
+        b.groups.fetch_offsets(group, Some(vec![("t".into(), 0)]))[0]
+            .2
+            .as_ref()
+            .map(|v| v.offset)
+    }
+
+    #[test]
+    fn offsets_survive_reopening_and_expire_after_retention() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let b = broker(dir.path());
+            assert_eq!(commit(&b, "kept", 5), vec![NONE]);
+            assert_eq!(commit(&b, "kept", 7), vec![NONE]);
+            assert_eq!(commit(&b, "old", 3), vec![NONE]);
+            b.metadata.close();
+        }
+        let b = broker(dir.path());
+        assert_eq!(
+            offset(&b, "kept"),
+            Some(7),
+            "replayed from __consumer_offsets"
+        );
+        assert_eq!(offset(&b, "old"), Some(3));
+        // Past the retention, the empty groups' offsets go, with tombstones in the log.
+        let later = now_ms() + b.config.offsets_retention_minutes * 60_000 + 1;
+        b.groups.expire_offsets(&b, later);
+        assert_eq!(offset(&b, "old"), None);
+        assert!(
+            b.groups.list().is_empty(),
+            "empty groups without offsets are deleted"
+        );
+        b.metadata.close();
+        drop(b);
+        let b = broker(dir.path());
+        assert_eq!(offset(&b, "kept"), None, "the tombstones replay too");
+        assert!(b.groups.list().is_empty());
+    }
+
+    #[test]
+    fn a_group_is_bounded_by_group_max_size() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = BrokerConfig::default();
+        config.log_dirs = dir.path().to_path_buf();
+        config.offsets_topic_num_partitions = 1;
+        config.group_max_size = 2;
+        config.group_initial_rebalance_delay_ms = 0;
+        let b = Broker::open(config, 9092).unwrap();
+        let join = |member: &str| JoinRequest {
+            group_id: "bounded".into(),
+            member_id: member.into(),
+            group_instance_id: None,
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 100,
+            protocol_type: "consumer".into(),
+            protocols: vec![("range".into(), Bytes::new())],
+            require_known_member_id: false,
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let first = b.groups.join(&b, join("")).await;
+            assert_eq!((first.error, first.generation), (NONE, 1));
+            // The second join waits for the first member to rejoin; run both.
+            let (second, again) = tokio::join!(
+                b.groups.join(&b, join("")),
+                b.groups.join(&b, join(&first.member_id))
+            );
+            assert_eq!((second.error, again.error), (NONE, NONE));
+            assert_eq!(second.generation, 2);
+            let third = b.groups.join(&b, join("")).await;
+            assert_eq!(third.error, GROUP_MAX_SIZE_REACHED);
+        });
     }
 }
