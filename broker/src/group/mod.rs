@@ -1004,9 +1004,11 @@ mod tests {
     use super::*;
 
     fn broker(dir: &std::path::Path) -> Broker {
-        let mut config = BrokerConfig::default();
-        config.log_dirs = dir.to_path_buf();
-        config.offsets_topic_num_partitions = 3;
+        let config = BrokerConfig {
+            log_dirs: dir.to_path_buf(),
+            offsets_topic_num_partitions: 3,
+            ..BrokerConfig::default()
+        };
         Broker::open(config, 9092).unwrap()
     }
 
@@ -1069,11 +1071,13 @@ mod tests {
     #[test]
     fn a_group_is_bounded_by_group_max_size() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = BrokerConfig::default();
-        config.log_dirs = dir.path().to_path_buf();
-        config.offsets_topic_num_partitions = 1;
-        config.group_max_size = 2;
-        config.group_initial_rebalance_delay_ms = 0;
+        let config = BrokerConfig {
+            log_dirs: dir.path().to_path_buf(),
+            offsets_topic_num_partitions: 1,
+            group_max_size: 2,
+            group_initial_rebalance_delay_ms: 0,
+            ..BrokerConfig::default()
+        };
         let b = Broker::open(config, 9092).unwrap();
         let join = |member: &str| JoinRequest {
             group_id: "bounded".into(),
