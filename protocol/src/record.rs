@@ -16,6 +16,9 @@
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use crate::record_batch::{RecordBatchView, BATCH_HEADER_BYTES};
 
@@ -235,48 +238,76 @@ pub fn rebuild_batch(
     Ok(out)
 }
 
+/// A plain record (no producer id, no headers) at `offset` of the batch it will be encoded in,
+/// for batches the broker writes itself and for tests. Its sequence is `offset - 1`, so a run of
+/// such records encodes as one batch whose base sequence is -1.
+pub fn plain_record(
+    offset: i64,
+    timestamp_ms: i64,
+    key: Option<Bytes>,
+    value: Option<Bytes>,
+) -> Record {
+    Record {
+        transactional: false,
+        control: false,
+        delete_horizon: false,
+        partition_leader_epoch: -1,
+        producer_id: -1,
+        producer_epoch: -1,
+        timestamp_type: TimestampType::Creation,
+        offset,
+        sequence: offset as i32 - 1,
+        timestamp: timestamp_ms,
+        key,
+        value,
+        headers: Default::default(),
+    }
+}
+
+/// Encodes records as one v2 batch (the encoder starts a new batch wherever offset minus sequence
+/// changes, so records built by [`plain_record`] stay in one).
+pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Vec<u8>, RecordError> {
+    let mut buf = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records,
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .map_err(|e| RecordError::Codec("encode records", format!("{e:#}")))?;
+    Ok(buf.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::records::{
-        Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-        TimestampType,
-    };
+    use crate::records::RecordBatchDecoder;
 
     fn encoded(compression: Compression, n: i64) -> Vec<u8> {
         let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 3,
-                producer_id: 77,
-                producer_epoch: 1,
-                timestamp_type: TimestampType::Creation,
-                offset: 100 + i,
-                sequence: 5 + i as i32,
-                timestamp: 1_000 + i,
-                key: Some(Bytes::from(format!("k{}", i % 3))),
-                value: (i % 4 != 3).then(|| Bytes::from(vec![b'v'; i as usize])),
-                headers: [(
+            .map(|i| {
+                let mut r = plain_record(
+                    100 + i,
+                    1_000 + i,
+                    Some(Bytes::from(format!("k{}", i % 3))),
+                    (i % 4 != 3).then(|| Bytes::from(vec![b'v'; i as usize])),
+                );
+                r.partition_leader_epoch = 3;
+                r.producer_id = 77;
+                r.producer_epoch = 1;
+                r.sequence = 5 + i as i32;
+                r.headers = [(
                     crate::StrBytes::from_static_str("h"),
                     Some(Bytes::from_static(b"x")),
                 )]
                 .into_iter()
-                .collect(),
+                .collect();
+                r
             })
             .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-        )
-        .unwrap();
-        buf.to_vec()
+        encode_batch(&records, compression).unwrap()
     }
 
     #[test]

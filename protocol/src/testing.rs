@@ -1,13 +1,13 @@
 //! Record batches built the way a client builds them (with the kafka-protocol crate's encoder),
-//! for tests and benchmarks: base offset 0, `count` records keyed `key-<i>` with a `value_bytes`
-//! value and one header, stamped `first_timestamp_ms + i`.
+//! for tests and benchmarks: base offset 0, records stamped `first_timestamp_ms + i`.
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record};
 
+use crate::record::{encode_batch, plain_record};
+
+/// `count` records keyed `key-<i>` with a `value_bytes` value and one header.
 pub fn batch(
     count: usize,
     value_bytes: usize,
@@ -15,29 +15,23 @@ pub fn batch(
     compression: Compression,
 ) -> Vec<u8> {
     let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            // The encoder starts a new batch where offset minus sequence changes.
-            sequence: i as i32,
-            timestamp: first_timestamp_ms + i as i64,
-            key: Some(Bytes::from(format!("key-{i}"))),
-            value: Some(Bytes::from(vec![b'v'; value_bytes])),
-            headers: [(
+        .map(|i| {
+            let mut r = plain_record(
+                i as i64,
+                first_timestamp_ms + i as i64,
+                Some(Bytes::from(format!("key-{i}"))),
+                Some(Bytes::from(vec![b'v'; value_bytes])),
+            );
+            r.headers = [(
                 StrBytes::from_static_str("h"),
                 Some(Bytes::from_static(b"x")),
             )]
             .into_iter()
-            .collect(),
+            .collect();
+            r
         })
         .collect();
-    encode(&records, compression)
+    encode_batch(&records, compression).expect("a batch encodes")
 }
 
 /// A batch as an idempotent producer sends it: `count` records from sequence `first_sequence`.
@@ -48,29 +42,24 @@ pub fn idempotent_batch(
     first_sequence: i32,
 ) -> Vec<u8> {
     let records: Vec<Record> = (0..count)
-        .map(|i| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id,
-            producer_epoch: epoch,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: first_sequence.wrapping_add(i as i32),
-            timestamp: 1_000 + i as i64,
-            key: None,
-            value: Some(Bytes::from(format!(
-                "{producer_id}-{epoch}-{}",
-                first_sequence.wrapping_add(i as i32)
-            ))),
-            headers: Default::default(),
+        .map(|i| {
+            let sequence = first_sequence.wrapping_add(i as i32);
+            let mut r = plain_record(
+                i as i64,
+                1_000 + i as i64,
+                None,
+                Some(Bytes::from(format!("{producer_id}-{epoch}-{sequence}"))),
+            );
+            r.producer_id = producer_id;
+            r.producer_epoch = epoch;
+            r.sequence = sequence;
+            r
         })
         .collect();
-    encode(&records, Compression::None)
+    encode_batch(&records, Compression::None).expect("a batch encodes")
 }
 
-/// A client-style batch of records with the given keys and values (`None`: a tombstone).
+/// A batch of records with the given keys and values (`None`: a tombstone).
 pub fn keyed_batch(
     entries: &[(&[u8], Option<&[u8]>)],
     first_timestamp_ms: i64,
@@ -79,35 +68,14 @@ pub fn keyed_batch(
     let records: Vec<Record> = entries
         .iter()
         .enumerate()
-        .map(|(i, (key, value))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: first_timestamp_ms + i as i64,
-            key: Some(Bytes::copy_from_slice(key)),
-            value: value.map(Bytes::copy_from_slice),
-            headers: Default::default(),
+        .map(|(i, (key, value))| {
+            plain_record(
+                i as i64,
+                first_timestamp_ms + i as i64,
+                Some(Bytes::copy_from_slice(key)),
+                value.map(Bytes::copy_from_slice),
+            )
         })
         .collect();
-    encode(&records, compression)
-}
-
-fn encode(records: &[Record], compression: Compression) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records,
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("a batch encodes");
-    buf.to_vec()
+    encode_batch(&records, compression).expect("a batch encodes")
 }

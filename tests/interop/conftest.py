@@ -74,6 +74,24 @@ class Broker:
         return self.log_path.read_text(errors="replace")
 
 
+TEST_TIMEOUT_S = 900
+
+
+@pytest.fixture(autouse=True)
+def bounded_test_time():
+    """No test may run past TEST_TIMEOUT_S: SIGALRM fails it (with a traceback of where it
+    waited) instead of letting the suite hang."""
+    def expire(signum, frame):
+        import faulthandler
+        faulthandler.dump_traceback(all_threads=True)
+        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.alarm(TEST_TIMEOUT_S)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
 @pytest.fixture
 def broker(tmp_path):
     b = Broker(tmp_path / "data", ["--set", "num.partitions=3"])

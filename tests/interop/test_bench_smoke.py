@@ -17,10 +17,17 @@ def run(script, *args):
     return out.stdout
 
 
-def test_throughput_script_smoke():
-    out = run("throughput.py", "--records", "3000", "--brokers", "quipu")
-    for figure in ["produce MB/s", "consume MB/s", "peak RSS MiB", "CPU s per GB"]:
+def test_side_by_side_script_smoke():
+    out = run("side_by_side.py", "--smoke")
+    for figure in ["ProducerPerformance acks=all batch=1024 KiB (MB/s)", "librdkafka produce acks=1",
+                   "end-to-end latency p99.9 (ms)", "ConsumerPerformance (MB/s)", "peak RSS (MiB)",
+                   "CPU seconds per GB moved", "start-up, 10 partitions with data (s)", "limit: loopback TCP"]:
         assert figure in out, out
+
+
+def test_group_figures_script_smoke():
+    out = run("group_figures.py", "--brokers", "quipu", "--commits", "50", "--rounds", "1")
+    assert "commits/s" in out and "rebalance s (median)" in out, out
 
 
 def test_storage_figures_script_smoke():

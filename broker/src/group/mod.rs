@@ -20,11 +20,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use quipu_config::BrokerConfig;
-use quipu_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use quipu_protocol::record::{encode_batch, plain_record};
+use quipu_protocol::records::{Compression, RecordBatchDecoder};
 use tokio::sync::oneshot;
 
 use crate::broker::Broker;
@@ -157,37 +156,12 @@ impl GroupCoordinator {
         }
         let partition = self.partition(metadata, group_id)?;
         let now = now_ms();
-        let records: Vec<Record> = records
+        let records: Vec<_> = records
             .into_iter()
             .enumerate()
-            .map(|(i, (key, value))| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: -1,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // One batch: the encoder splits where offset minus sequence changes. The base
-                // sequence comes out -1, as batches without a producer id carry.
-                sequence: i as i32 - 1,
-                timestamp: now,
-                key: Some(key.encode()),
-                value,
-                headers: Default::default(),
-            })
+            .map(|(i, (key, value))| plain_record(i as i64, now, Some(key.encode()), value))
             .collect();
-        let mut batch = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut batch,
-            &records,
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
-        )
-        .map_err(|e| {
+        let batch = encode_batch(&records, Compression::None).map_err(|e| {
             tracing::error!(error = %e, "cannot encode a __consumer_offsets batch");
             COORDINATOR_NOT_AVAILABLE
         })?;
@@ -684,16 +658,7 @@ impl GroupCoordinator {
         let mut records: Vec<(Key, Option<Bytes>)> = group
             .offsets
             .keys()
-            .map(|(t, p)| {
-                (
-                    Key::Offset {
-                        group: group_id.to_string(),
-                        topic: t.clone(),
-                        partition: *p,
-                    },
-                    None,
-                )
-            })
+            .map(|(t, p)| offset_tombstone(group_id, t, *p))
             .collect();
         records.push((
             Key::Group {
@@ -738,14 +703,7 @@ impl GroupCoordinator {
             }
             errors.push(NONE);
             if group.offsets.contains_key(&(t.clone(), *p)) {
-                records.push((
-                    Key::Offset {
-                        group: group_id.to_string(),
-                        topic: t.clone(),
-                        partition: *p,
-                    },
-                    None,
-                ));
+                records.push(offset_tombstone(group_id, t, *p));
             }
         }
         self.persist(&broker.metadata, group_id, records)?;
@@ -800,16 +758,7 @@ impl GroupCoordinator {
                 .collect();
             let mut records: Vec<(Key, Option<Bytes>)> = expired
                 .iter()
-                .map(|(t, p)| {
-                    (
-                        Key::Offset {
-                            group: group.id.clone(),
-                            topic: t.clone(),
-                            partition: *p,
-                        },
-                        None,
-                    )
-                })
+                .map(|(t, p)| offset_tombstone(&group.id, t, *p))
                 .collect();
             let emptied = expired.len() == group.offsets.len();
             if emptied {
@@ -854,6 +803,16 @@ pub async fn run_timers(broker: Arc<Broker>) {
             broker.groups.expire_offsets(&broker, now_ms());
         }
     }
+}
+
+/// The record that deletes a committed offset.
+fn offset_tombstone(group: &str, topic: &str, partition: i32) -> (Key, Option<Bytes>) {
+    let key = Key::Offset {
+        group: group.to_string(),
+        topic: topic.to_string(),
+        partition,
+    };
+    (key, None)
 }
 
 fn new_member(j: &JoinRequest, member_id: &str, now: Instant) -> Member {

@@ -790,31 +790,9 @@ mod tests {
     fn keyless_records_are_refused_in_compacted_topics() {
         let dir = tempfile::tempdir().unwrap();
         let mut log = Log::open(dir.path(), config(&[]), Some(0), 0).unwrap();
-        let mut bytes = bytes::BytesMut::new();
-        let record = quipu_protocol::records::Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: quipu_protocol::records::TimestampType::Creation,
-            offset: 0,
-            sequence: 0,
-            timestamp: 0,
-            key: None,
-            value: Some(Bytes::from_static(b"v")),
-            headers: Default::default(),
-        };
-        quipu_protocol::records::RecordBatchEncoder::encode(
-            &mut bytes,
-            [&record],
-            &quipu_protocol::records::RecordEncodeOptions {
-                version: 2,
-                compression: Compression::Gzip,
-            },
-        )
-        .unwrap();
+        let keyless =
+            quipu_protocol::record::plain_record(0, 0, None, Some(Bytes::from_static(b"v")));
+        let bytes = quipu_protocol::record::encode_batch(&[keyless], Compression::Gzip).unwrap();
         assert!(matches!(
             log.append(&bytes, 0),
             Err(super::super::AppendError::InvalidRecord(_))
