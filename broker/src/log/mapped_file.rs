@@ -116,6 +116,61 @@ impl MappedFile {
         }
     }
 
+    /// Writes `parts`, one after the other, at `start` with one `pwritev`: through the page cache
+    /// like Kafka's appends, so a new page is filled from the data instead of being zeroed first as
+    /// a write fault on the mapping would. The mapping shows the bytes at once (same pages).
+    ///
+    /// The region must be owned by the caller as for [`MappedFile::slice_mut`]; bytes past it are
+    /// never written.
+    pub fn write_at(&self, start: usize, parts: &[&[u8]]) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        self.assert_in_mapping(start, total);
+        let mut written = 0;
+        while written < total {
+            // Rebuild the vector past what is written (a short write is rare, but legal).
+            let mut skip = written;
+            let mut iov = Vec::with_capacity(parts.len());
+            for p in parts {
+                if skip >= p.len() {
+                    skip -= p.len();
+                    continue;
+                }
+                let rest = &p[skip..];
+                skip = 0;
+                iov.push(libc::iovec {
+                    iov_base: rest.as_ptr() as *mut libc::c_void,
+                    iov_len: rest.len(),
+                });
+            }
+            // SAFETY: every iovec points into a live slice of `parts`; the file descriptor is open
+            // for writing; the range was checked against the mapping (and so the file length).
+            let n = unsafe {
+                libc::pwritev(
+                    self.file.as_raw_fd(),
+                    iov.as_ptr(),
+                    iov.len() as libc::c_int,
+                    (start + written) as libc::off_t,
+                )
+            };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if n == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::WriteZero,
+                    "pwritev wrote nothing",
+                ));
+            }
+            written += n as usize;
+        }
+        Ok(())
+    }
+
     /// Flushes the written pages to disk (msync).
     pub fn flush(&self) -> io::Result<()> {
         match &self.map {

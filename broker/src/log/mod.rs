@@ -365,7 +365,7 @@ impl Log {
             .values_mut()
             .next_back()
             .expect("active segment");
-        active.append(records, base_offset, epoch, log_append_time_ms);
+        active.append(records, base_offset, epoch, log_append_time_ms)?;
         if self.epochs.assign(epoch, base_offset) {
             self.epochs.save()?;
         }

@@ -12,7 +12,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use quipu_protocol::record_batch::{BatchIter, RecordBatchView, RecordBatchViewMut};
+use quipu_protocol::record_batch::{
+    BatchIter, RecordBatchView, RecordBatchViewMut, BATCH_HEADER_BYTES,
+};
 
 use super::mapped_file::MappedFile;
 use super::offset_index::OffsetIndex;
@@ -336,32 +338,54 @@ impl Segment {
             || last_offset - self.base_offset > i32::MAX as i64
     }
 
-    /// Appends one validated batch: copies it past the committed size, stamps base offset, leader
-    /// epoch and (for LogAppendTime) the timestamp there, then commits it.
+    /// Appends one validated batch: writes it past the committed size with its base offset and
+    /// leader epoch (and, for LogAppendTime, the timestamp and CRC) stamped, then commits it. The
+    /// bytes go through the page cache with `pwritev` rather than through the mapping: a write
+    /// fault on a fresh page of the mapping would zero the page before the copy, doubling the
+    /// memory traffic of every append. A failed write commits nothing.
     pub fn append(
         &mut self,
         batch: &[u8],
         base_offset: i64,
         leader_epoch: i32,
         log_append_time_ms: Option<i64>,
-    ) {
+    ) -> io::Result<()> {
         let position = self.size_bytes;
         assert!(
             position + batch.len() <= self.log.len_bytes(),
             "append past the segment's mapping"
         );
         assert!(base_offset >= self.next_offset, "offsets grow");
-        // SAFETY: the region past `size_bytes` is visible to no reader until `index_batch` commits it.
-        let dst = unsafe { self.log.slice_mut(position, batch.len()) };
-        dst.copy_from_slice(batch);
-        let mut view = RecordBatchViewMut::new(dst).expect("batch validated before append");
-        view.set_base_offset(base_offset);
-        view.set_partition_leader_epoch(leader_epoch);
-        if let Some(ts) = log_append_time_ms {
-            view.set_log_append_time(ts);
-        }
-        let (last_offset, max_timestamp) = (view.view().last_offset(), view.view().max_timestamp());
+        let (last_offset, max_timestamp) = match log_append_time_ms {
+            None => {
+                // Base offset and leader epoch lie outside the CRC: stamp a copy of the header.
+                let mut header = [0u8; BATCH_HEADER_BYTES];
+                header.copy_from_slice(&batch[..BATCH_HEADER_BYTES]);
+                header[..8].copy_from_slice(&base_offset.to_be_bytes());
+                header[12..16].copy_from_slice(&leader_epoch.to_be_bytes());
+                self.log
+                    .write_at(position, &[&header, &batch[BATCH_HEADER_BYTES..]])?;
+                let view = RecordBatchView::parse(batch).expect("batch validated before append");
+                (
+                    base_offset + i64::from(view.last_offset_delta()),
+                    view.max_timestamp(),
+                )
+            }
+            Some(ts) => {
+                // The timestamp is under the CRC: stamp a copy of the whole batch.
+                let mut copy = batch.to_vec();
+                let mut view =
+                    RecordBatchViewMut::new(&mut copy).expect("batch validated before append");
+                view.set_base_offset(base_offset);
+                view.set_partition_leader_epoch(leader_epoch);
+                view.set_log_append_time(ts);
+                let stamped = (view.view().last_offset(), view.view().max_timestamp());
+                self.log.write_at(position, &[&copy])?;
+                stamped
+            }
+        };
         self.index_batch(position, last_offset, max_timestamp, batch.len());
+        Ok(())
     }
 
     /// The position of the batch holding `offset`, or of the first batch after it (offsets may
