@@ -15,7 +15,7 @@
 //! fields and attributes, so offsets and producer sequences survive compaction.
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{
     Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
 };
@@ -30,6 +30,8 @@ pub enum RecordError {
     UnknownCodec(i16),
     #[error("cannot {0}: {1}")]
     Codec(&'static str, String),
+    #[error("records decompress to more than {0} bytes")]
+    TooLarge(usize),
 }
 
 /// One record of a batch, borrowed from the batch's (decompressed) records section.
@@ -43,20 +45,95 @@ pub struct RecordView<'a> {
     pub value: Option<&'a [u8]>,
 }
 
-/// The records section of a batch, decompressed when the batch is compressed.
+/// Most bytes a batch's records may decompress to. Decompression stops there with an error, so
+/// a small compressed batch cannot make the broker allocate gigabytes (a "compression bomb").
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 256 * 1024 * 1024;
+
+/// The records section of a batch, decompressed when the batch is compressed, at most
+/// [`MAX_DECOMPRESSED_BATCH_BYTES`].
 pub fn records_section(batch: &RecordBatchView<'_>) -> Result<Bytes, RecordError> {
+    records_section_limited(batch, MAX_DECOMPRESSED_BATCH_BYTES)
+}
+
+/// [`records_section`] with its own limit on the decompressed size.
+pub fn records_section_limited(
+    batch: &RecordBatchView<'_>,
+    limit_bytes: usize,
+) -> Result<Bytes, RecordError> {
+    use std::io::Read;
     let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
-    let mut input = Bytes::copy_from_slice(body);
-    let out = |b: &mut Bytes| Ok(b.clone());
-    let decompressed = match batch.compression_codec() {
-        0 => return Ok(input),
-        1 => Gzip::decompress(&mut input, out),
-        2 => Snappy::decompress(&mut input, out),
-        3 => Lz4::decompress(&mut input, out),
-        4 => Zstd::decompress(&mut input, out),
+    let codec = batch.compression_codec();
+    let failed = |e: std::io::Error| RecordError::Codec("decompress records", e.to_string());
+    // One byte past the limit tells an oversized stream from one that fits exactly.
+    let cap = limit_bytes as u64 + 1;
+    let mut out = Vec::new();
+    match codec {
+        0 => return Ok(Bytes::copy_from_slice(body)),
+        1 => {
+            flate2::read::GzDecoder::new(body)
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(failed)?;
+        }
+        2 => out = snappy_decompress(body, limit_bytes)?,
+        3 => {
+            lz4::Decoder::new(body)
+                .map_err(failed)?
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(failed)?;
+        }
+        4 => {
+            zstd::stream::read::Decoder::new(body)
+                .map_err(failed)?
+                .take(cap)
+                .read_to_end(&mut out)
+                .map_err(failed)?;
+        }
         other => return Err(RecordError::UnknownCodec(other)),
+    }
+    if out.len() > limit_bytes {
+        return Err(RecordError::TooLarge(limit_bytes));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Snappy as Kafka's clients write it: xerial framing (a 16-byte magic, then blocks of a 4-byte
+/// length and a raw snappy block), or one raw block. Each block's declared length is checked
+/// against what is left of the limit before anything is allocated for it.
+fn snappy_decompress(body: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordError> {
+    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    let failed = |e: snap::Error| RecordError::Codec("decompress records", e.to_string());
+    let mut out = Vec::new();
+    let block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), RecordError> {
+        let len = snap::raw::decompress_len(raw).map_err(failed)?;
+        if len > limit_bytes - out.len() {
+            return Err(RecordError::TooLarge(limit_bytes));
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(raw, &mut out[start..])
+            .map_err(failed)?;
+        Ok(())
     };
-    decompressed.map_err(|e| RecordError::Codec("decompress records", format!("{e:#}")))
+    if !body.starts_with(XERIAL_MAGIC) || body.len() < 16 {
+        block(body, &mut out)?;
+        return Ok(out);
+    }
+    let mut rest = &body[16..];
+    while !rest.is_empty() {
+        if rest.len() < 4 {
+            return Err(RecordError::Malformed("truncated snappy block length"));
+        }
+        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
+        let raw = rest
+            .get(4..4 + len)
+            .ok_or(RecordError::Malformed("snappy block longer than the batch"))?;
+        block(raw, &mut out)?;
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
 }
 
 /// Walks the records of a records section; yields an error (and then stops) at the first
@@ -351,6 +428,54 @@ mod tests {
             assert_eq!(set.records[0].sequence, 6);
             assert_eq!(set.records[0].value, Some(Bytes::from(vec![b'v'; 1])));
         }
+    }
+
+    #[test]
+    fn decompression_is_bounded() {
+        // 2 MB of one repeated record, compressed to a few KB with every codec.
+        let records: Vec<Record> = (0..2_000)
+            .map(|i| {
+                plain_record(
+                    i,
+                    0,
+                    Some(Bytes::from_static(b"k")),
+                    Some(Bytes::from(vec![0u8; 1_000])),
+                )
+            })
+            .collect();
+        for compression in [
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = encode_batch(&records, compression).unwrap();
+            assert!(bytes.len() < 200_000, "{compression:?} compresses");
+            let batch = RecordBatchView::parse(&bytes).unwrap();
+            let whole = records_section_limited(&batch, 4_000_000).unwrap();
+            assert_eq!(
+                RecordIter::new(&whole, batch.records_count()).count(),
+                2_000
+            );
+            assert_eq!(
+                records_section_limited(&batch, 100_000).unwrap_err(),
+                RecordError::TooLarge(100_000),
+                "{compression:?}"
+            );
+        }
+        // A raw snappy block that claims 4 GB is refused before any allocation.
+        let mut claim = vec![0u8; 61];
+        claim[16] = 2; // magic
+        claim[22] = 2; // snappy
+        let mut huge = claim.clone();
+        huge.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f, 0x00]);
+        let len = (huge.len() - 12) as i32;
+        huge[8..12].copy_from_slice(&len.to_be_bytes());
+        let batch = RecordBatchView::parse(&huge).unwrap();
+        assert!(matches!(
+            records_section(&batch),
+            Err(RecordError::TooLarge(_))
+        ));
     }
 
     #[test]
