@@ -254,6 +254,13 @@ impl GroupCoordinator {
                     return Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, false, rx));
                 }
             } else if j.require_known_member_id {
+                // Member ids handed out count against the group's size, so a client that only
+                // ever asks for ids cannot grow the pending set without a bound.
+                if group.members.len() + group.pending_members.len()
+                    >= self.config.group_max_size as usize
+                {
+                    return fail(GROUP_MAX_SIZE_REACHED);
+                }
                 group.pending_members.insert(
                     member_id.clone(),
                     now + Duration::from_millis(j.session_timeout_ms as u64),
@@ -271,7 +278,10 @@ impl GroupCoordinator {
             return fail(UNKNOWN_MEMBER_ID);
         }
         if is_new {
-            if group.members.len() >= self.config.group_max_size as usize {
+            // A pending member that rejoins was counted when its id was handed out.
+            if group.members.len() + group.pending_members.len()
+                >= self.config.group_max_size as usize
+            {
                 return fail(GROUP_MAX_SIZE_REACHED);
             }
             if group.members.is_empty() {
@@ -1066,6 +1076,11 @@ mod tests {
             assert_eq!(second.generation, 2);
             let third = b.groups.join(&b, join("")).await;
             assert_eq!(third.error, GROUP_MAX_SIZE_REACHED);
+            // Ids handed out by the KIP-394 round count too.
+            let mut asks = join("");
+            asks.require_known_member_id = true;
+            let refused = b.groups.join(&b, asks).await;
+            assert_eq!(refused.error, GROUP_MAX_SIZE_REACHED);
         });
     }
 }
