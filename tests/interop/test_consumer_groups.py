@@ -245,7 +245,12 @@ def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restar
         assert consumed == every, f"{len(every - consumed)} records never consumed"
         twice = [r for r, n in committed.items() if n > 1]
         assert not twice, f"{len(twice)} records committed by two members, e.g. {twice[:5]}"
-        assert set(committed) == every
+        # The killed member may have had a commit acknowledged and been killed before it could say
+        # so: only its own records after its last reported commit may lack a committer.
+        killed_committed, killed_seen = java[0].committed_and_consumed()
+        unreported = set(killed_seen) - set(killed_committed)
+        missing = every - set(committed)
+        assert missing <= unreported, f"{len(missing - unreported)} records committed by nobody"
         offsets = committed_offsets(broker.bootstrap)
         assert offsets == {p: RECORDS // PARTITIONS for p in range(PARTITIONS)}
         assert "member session expired" in broker.log_text(), "the killed member left by session expiry"
