@@ -14,6 +14,8 @@
 //! field; a rebuilt batch keeps the original's base offset, last offset delta, epoch, producer
 //! fields and attributes, so offsets and producer sequences survive compaction.
 
+use std::borrow::Cow;
+
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use kafka_protocol::records::{
@@ -51,15 +53,15 @@ pub const MAX_DECOMPRESSED_BATCH_BYTES: usize = 256 * 1024 * 1024;
 
 /// The records section of a batch, decompressed when the batch is compressed, at most
 /// [`MAX_DECOMPRESSED_BATCH_BYTES`].
-pub fn records_section(batch: &RecordBatchView<'_>) -> Result<Bytes, RecordError> {
+pub fn records_section<'a>(batch: &RecordBatchView<'a>) -> Result<Cow<'a, [u8]>, RecordError> {
     records_section_limited(batch, MAX_DECOMPRESSED_BATCH_BYTES)
 }
 
 /// [`records_section`] with its own limit on the decompressed size.
-pub fn records_section_limited(
-    batch: &RecordBatchView<'_>,
+pub fn records_section_limited<'a>(
+    batch: &RecordBatchView<'a>,
     limit_bytes: usize,
-) -> Result<Bytes, RecordError> {
+) -> Result<Cow<'a, [u8]>, RecordError> {
     use std::io::Read;
     let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
     let codec = batch.compression_codec();
@@ -68,7 +70,8 @@ pub fn records_section_limited(
     let cap = limit_bytes as u64 + 1;
     let mut out = Vec::new();
     match codec {
-        0 => return Ok(Bytes::copy_from_slice(body)),
+        // Uncompressed records are read in place: no copy on the produce path.
+        0 => return Ok(Cow::Borrowed(body)),
         1 => {
             flate2::read::GzDecoder::new(body)
                 .take(cap)
@@ -95,7 +98,7 @@ pub fn records_section_limited(
     if out.len() > limit_bytes {
         return Err(RecordError::TooLarge(limit_bytes));
     }
-    Ok(Bytes::from(out))
+    Ok(Cow::Owned(out))
 }
 
 /// Snappy as Kafka's clients write it: xerial framing (a 16-byte magic, then blocks of a 4-byte
