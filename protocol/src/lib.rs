@@ -6,6 +6,7 @@
 //!   CRC-32C) and rewrites base offset, leader epoch and LogAppendTime in place.
 //! - [`record`]: the records inside a batch, read one by one and rebuilt from a subset, for
 //!   compaction.
+//! - [`batch_builder`]: a v2 batch built record by record, as producers write them.
 //! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
 //!   record bytes are never copied on the way out.
 //!
@@ -13,6 +14,7 @@
 //!
 //! Architecture invariant: this crate knows nothing of the broker, of storage or of the network.
 
+pub mod batch_builder;
 pub mod fetch_response;
 pub mod frame;
 pub mod header;

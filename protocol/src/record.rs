@@ -45,6 +45,43 @@ pub struct RecordView<'a> {
     pub offset_delta: i32,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
+    /// The record's headers, already checked: `header_count` pairs of key and nullable value.
+    pub header_count: i32,
+    headers: &'a [u8],
+}
+
+impl<'a> RecordView<'a> {
+    /// The record's headers as `(key, value)` pairs, in the order they were written.
+    pub fn headers(&self) -> HeaderIter<'a> {
+        HeaderIter {
+            cursor: Cursor {
+                bytes: self.headers,
+                at: 0,
+            },
+            remaining: self.header_count,
+        }
+    }
+}
+
+/// The headers of one record (see [`RecordView::headers`]).
+pub struct HeaderIter<'a> {
+    cursor: Cursor<'a>,
+    remaining: i32,
+}
+
+impl<'a> Iterator for HeaderIter<'a> {
+    type Item = (&'a [u8], Option<&'a [u8]>);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.remaining <= 0 {
+            return None;
+        }
+        self.remaining -= 1;
+        // The record parser walked these bytes already, so they cannot fail here; stop if they do.
+        let key = self.cursor.nullable_bytes().ok().flatten()?;
+        let value = self.cursor.nullable_bytes().ok()?;
+        Some((key, value))
+    }
 }
 
 /// Most bytes a batch's records may decompress to. Decompression stops there with an error, so
@@ -198,6 +235,7 @@ fn parse_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordError> {
     if header_count < 0 {
         return Err(RecordError::Malformed("negative header count"));
     }
+    let headers_start = body.at;
     for _ in 0..header_count {
         body.nullable_bytes()?
             .ok_or(RecordError::Malformed("null header key"))?;
@@ -214,6 +252,8 @@ fn parse_record(bytes: &[u8]) -> Result<RecordView<'_>, RecordError> {
         offset_delta,
         key,
         value,
+        header_count,
+        headers: &bytes[headers_start..end],
     })
 }
 
@@ -280,23 +320,7 @@ pub fn rebuild_batch(
     for r in kept {
         plain.extend_from_slice(r.raw);
     }
-    let mut body = BytesMut::new();
-    let fill = |tmp: &mut BytesMut| {
-        tmp.extend_from_slice(&plain);
-        Ok(())
-    };
-    let compressed = match original.compression_codec() {
-        0 => {
-            body = plain.clone();
-            Ok(())
-        }
-        1 => Gzip::compress(&mut body, fill),
-        2 => Snappy::compress(&mut body, fill),
-        3 => Lz4::compress(&mut body, fill),
-        4 => Zstd::compress(&mut body, fill),
-        other => return Err(RecordError::UnknownCodec(other)),
-    };
-    compressed.map_err(|e| RecordError::Codec("compress records", format!("{e:#}")))?;
+    let body = compress_records(original.compression_codec(), &plain)?;
     let max_timestamp = if original.is_log_append_time() {
         original.max_timestamp()
     } else {
@@ -316,6 +340,29 @@ pub fn rebuild_batch(
     let crc = crc32c::crc32c(&out[21..]);
     out[17..21].copy_from_slice(&crc.to_be_bytes());
     Ok(out)
+}
+
+/// `plain` records compressed with batch codec `codec` (0 none, 1 gzip, 2 snappy, 3 lz4,
+/// 4 zstd), as they follow a batch header.
+pub fn compress_records(codec: i16, plain: &[u8]) -> Result<BytesMut, RecordError> {
+    let mut body = BytesMut::new();
+    let fill = |tmp: &mut BytesMut| {
+        tmp.extend_from_slice(plain);
+        Ok(())
+    };
+    let compressed = match codec {
+        0 => {
+            body.extend_from_slice(plain);
+            Ok(())
+        }
+        1 => Gzip::compress(&mut body, fill),
+        2 => Snappy::compress(&mut body, fill),
+        3 => Lz4::compress(&mut body, fill),
+        4 => Zstd::compress(&mut body, fill),
+        other => return Err(RecordError::UnknownCodec(other)),
+    };
+    compressed.map_err(|e| RecordError::Codec("compress records", format!("{e:#}")))?;
+    Ok(body)
 }
 
 /// A plain record (no producer id, no headers) at `offset` of the batch it will be encoded in,
