@@ -25,5 +25,7 @@ pub mod testing;
 
 pub use kafka_protocol::error::ResponseError;
 pub use kafka_protocol::messages;
-pub use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
+pub use kafka_protocol::protocol::{
+    Decodable, Encodable, HeaderVersion, Message, Request, StrBytes,
+};
 pub use kafka_protocol::records;

@@ -1,0 +1,809 @@
+//! The producer: records are appended to per-partition batches, and a background sender task
+//! sends each batch to its partition's leader once it is full (`batch.size`) or old enough
+//! (`linger.ms`), retries what a retry may cure, and resolves every record's future to its
+//! partition and offset.
+//!
+//! Invariants:
+//! - Bytes of records not yet acknowledged stay within `buffer.memory`: `send` takes permits of
+//!   a semaphore for each record before it is appended and the permits come back when its batch
+//!   is acknowledged or fails; `send` waits at most `max.block.ms` for them.
+//! - At most `max.in.flight.requests.per.connection` produce requests are outstanding per
+//!   connection, and as many batches per partition.
+//! - Idempotent producers: sequences are assigned when a batch is first sent, in the order of the
+//!   partition's queue, and never change; a batch sent again keeps its bytes. After a retriable
+//!   error the partition sends nothing until its in-flight batches have come back, and then sends
+//!   the failed ones again in sequence order, so the broker sees no gap.
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::{FutureExt, Shared};
+use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
+use quipu_protocol::{ResponseError, StrBytes};
+use tokio::sync::{oneshot, Notify, Semaphore};
+
+use crate::cluster::Cluster;
+use crate::config::{Acks, ProducerConfig};
+use crate::error::{Error, Result};
+use crate::partitioner::{partition_for_key, StickyPartitioner};
+
+/// Highest Produce version used: v13 names topics by id.
+const MAX_PRODUCE_VERSION: i16 = 11;
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    pub topic: String,
+    /// `None`: chosen from the key (murmur2) or, without a key, the sticky partition.
+    pub partition: Option<i32>,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    /// CreateTime; `None`: now.
+    pub timestamp_ms: Option<i64>,
+}
+
+impl ProducerRecord {
+    /// A record with a value and nothing else.
+    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
+    }
+    pub fn with_partition(mut self, partition: i32) -> Self {
+        self.partition = Some(partition);
+        self
+    }
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
+        self.headers.push((key.into(), Some(value.into())));
+        self
+    }
+    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
+        self.timestamp_ms = Some(timestamp_ms);
+        self
+    }
+}
+
+/// Where an acknowledged record was written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordMetadata {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    /// -1 with `acks=0`: the broker does not say.
+    pub offset: i64,
+    /// The record's CreateTime, or the broker's LogAppendTime for such topics.
+    pub timestamp_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct BatchAck {
+    base_offset: i64,
+    log_append_time_ms: i64,
+}
+
+type BatchOutcome = Shared<oneshot::Receiver<Result<BatchAck>>>;
+
+/// Resolves once the record's batch is acknowledged (or has failed for good).
+#[must_use = "a delivery future does nothing unless awaited; the record is sent either way"]
+pub struct DeliveryFuture {
+    outcome: BatchOutcome,
+    topic: Arc<str>,
+    partition: i32,
+    offset_delta: i32,
+    timestamp_ms: i64,
+}
+
+impl Future for DeliveryFuture {
+    type Output = Result<RecordMetadata>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        match this.outcome.poll_unpin(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed)),
+            Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(e)),
+            Poll::Ready(Ok(Ok(ack))) => Poll::Ready(Ok(RecordMetadata {
+                topic: this.topic.clone(),
+                partition: this.partition,
+                offset: if ack.base_offset < 0 {
+                    -1
+                } else {
+                    ack.base_offset + i64::from(this.offset_delta)
+                },
+                timestamp_ms: if ack.log_append_time_ms >= 0 {
+                    ack.log_append_time_ms
+                } else {
+                    this.timestamp_ms
+                },
+            })),
+        }
+    }
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    memory_bytes: usize,
+    reply: oneshot::Sender<Result<BatchAck>>,
+    outcome: BatchOutcome,
+}
+
+/// A batch no longer taking records: queued, in flight, or queued again for a retry.
+struct Batch {
+    topic: Arc<str>,
+    partition: i32,
+    builder: BatchBuilder,
+    encoded: Option<Bytes>,
+    base_sequence: Option<i32>,
+    created: Instant,
+    memory_bytes: usize,
+    attempts: u32,
+    retry_after: Option<Instant>,
+    reply: oneshot::Sender<Result<BatchAck>>,
+}
+
+#[derive(Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<Batch>,
+    in_flight: usize,
+    next_sequence: i32,
+    retrying: bool,
+}
+
+#[derive(Default)]
+struct Queues {
+    topics: HashMap<Arc<str>, Vec<PartitionQueue>>,
+    sticky: StickyPartitioner,
+    flushing: usize,
+    closed: bool,
+}
+
+struct ProducerState {
+    config: ProducerConfig,
+    cluster: Arc<Cluster>,
+    queues: Mutex<Queues>,
+    memory: Semaphore,
+    /// Batches appended to and not yet completed.
+    outstanding: AtomicUsize,
+    wake_sender: Notify,
+    idle: Notify,
+    producer: Mutex<Option<ProducerFields>>,
+    refreshing: AtomicBool,
+}
+
+/// An asynchronous Kafka producer; cheap to clone, every clone sends through the same batches.
+///
+/// ```no_run
+/// # async fn demo() -> quipu_client::Result<()> {
+/// use quipu_client::{Producer, ProducerConfig, ProducerRecord};
+/// let producer = Producer::new(ProducerConfig::new("localhost:9092"))?;
+/// let delivery = producer
+///     .send(ProducerRecord::new("greetings", "hello").with_key("user-1"))
+///     .await?;
+/// let written = delivery.await?;
+/// println!("partition {} offset {}", written.partition, written.offset);
+/// producer.close().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    shared: Arc<ProducerState>,
+}
+
+impl Producer {
+    /// A producer with `config`; connects on first use. Must be called within a tokio runtime.
+    pub fn new(config: ProducerConfig) -> Result<Self> {
+        config.validate()?;
+        let cluster = Cluster::new(
+            config.client.clone(),
+            config.max_in_flight_requests_per_connection,
+        )?;
+        let shared = Arc::new(ProducerState {
+            memory: Semaphore::new(config.buffer_memory_bytes),
+            config,
+            cluster,
+            queues: Mutex::new(Queues::default()),
+            outstanding: AtomicUsize::new(0),
+            wake_sender: Notify::new(),
+            idle: Notify::new(),
+            producer: Mutex::new(None),
+            refreshing: AtomicBool::new(false),
+        });
+        tokio::spawn(run_sender(shared.clone()));
+        Ok(Self { shared })
+    }
+
+    /// Appends `record` to its partition's batch and returns a future of its acknowledgement.
+    /// Waits (at most `max.block.ms`) for the topic's metadata and for buffer memory.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
+        let s = &*self.shared;
+        let max_block = Duration::from_millis(s.config.max_block_ms);
+        let partitions = match s.cluster.cached_topic(&record.topic) {
+            Some(t) => t.partitions.len() as i32,
+            None => tokio::time::timeout(max_block, s.cluster.topic(&record.topic))
+                .await
+                .map_err(|_| Error::Timeout {
+                    timeout_ms: s.config.max_block_ms,
+                    what: format!("metadata of topic {}", record.topic),
+                })??
+                .partitions
+                .len() as i32,
+        };
+        if partitions == 0 {
+            return Err(Error::broker(5, format!("topic {}", record.topic)).expect("error"));
+        }
+        if let Some(p) = record.partition {
+            if p < 0 || p >= partitions {
+                return Err(Error::InvalidArgument(format!(
+                    "partition {p} of topic {} (it has {partitions})",
+                    record.topic
+                )));
+            }
+        }
+        let size = BatchBuilder::record_size_upper_bound(
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        if size + 61 > s.config.max_request_size_bytes {
+            return Err(Error::InvalidArgument(format!(
+                "a record of {size} bytes is larger than max.request.size ({})",
+                s.config.max_request_size_bytes
+            )));
+        }
+        let permit = tokio::time::timeout(max_block, s.memory.acquire_many(size as u32))
+            .await
+            .map_err(|_| Error::Timeout {
+                timeout_ms: s.config.max_block_ms,
+                what: "buffer memory (buffer.memory is full)".into(),
+            })?
+            .map_err(|_| Error::Closed)?;
+        permit.forget();
+        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
+        let mut wake = false;
+        let mut q = s.queues.lock().expect("producer queues");
+        if q.closed {
+            drop(q);
+            s.memory.add_permits(size);
+            return Err(Error::Closed);
+        }
+        let partition = match (record.partition, &record.key) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => q.sticky.partition(&record.topic, partitions),
+        };
+        let Queues { topics, sticky, .. } = &mut *q;
+        let (topic_arc, queues) = match topics.get_key_value(record.topic.as_str()) {
+            Some((k, _)) => {
+                let k = k.clone();
+                (k.clone(), topics.get_mut(&k).expect("present"))
+            }
+            None => {
+                let k: Arc<str> = Arc::from(record.topic.as_str());
+                (k.clone(), topics.entry(k).or_default())
+            }
+        };
+        if queues.len() < partitions as usize {
+            queues.resize_with(partitions as usize, PartitionQueue::default);
+        }
+        let pq = &mut queues[partition as usize];
+        let full = pq.open.as_ref().is_some_and(|b| {
+            b.builder.record_count() > 0
+                && b.builder.size_bytes() + size > s.config.batch_size_bytes
+        });
+        if full {
+            let open = pq.open.take().expect("checked");
+            pq.ready.push_back(close(open, &topic_arc, partition));
+            if record.key.is_none() && record.partition.is_none() {
+                sticky.batch_full(&record.topic, partition, partitions);
+            }
+            wake = true;
+        }
+        let open = pq.open.get_or_insert_with(|| {
+            let (reply, rx) = oneshot::channel();
+            s.outstanding.fetch_add(1, Ordering::AcqRel);
+            wake = true;
+            OpenBatch {
+                builder: BatchBuilder::new(s.config.batch_size_bytes.min(size.max(1024) * 4)),
+                created: Instant::now(),
+                memory_bytes: 0,
+                reply,
+                outcome: rx.shared(),
+            }
+        });
+        let offset_delta = open.builder.record_count();
+        open.builder.append(
+            timestamp_ms,
+            record.key.as_deref(),
+            record.value.as_deref(),
+            &record.headers,
+        );
+        open.memory_bytes += size;
+        let future = DeliveryFuture {
+            outcome: open.outcome.clone(),
+            topic: topic_arc,
+            partition,
+            offset_delta,
+            timestamp_ms,
+        };
+        if open.builder.size_bytes() >= s.config.batch_size_bytes {
+            let open = pq.open.take().expect("present");
+            let topic = future.topic.clone();
+            pq.ready.push_back(close(open, &topic, partition));
+            if record.key.is_none() && record.partition.is_none() {
+                sticky.batch_full(&record.topic, partition, partitions);
+            }
+            wake = true;
+        }
+        drop(q);
+        if wake {
+            s.wake_sender.notify_one();
+        }
+        Ok(future)
+    }
+
+    /// Sends every batch now, lingering or not, and waits until all records sent before the
+    /// call are acknowledged or failed.
+    pub async fn flush(&self) {
+        let s = &*self.shared;
+        s.queues.lock().expect("producer queues").flushing += 1;
+        s.wake_sender.notify_one();
+        loop {
+            let idle = s.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if s.outstanding.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        s.queues.lock().expect("producer queues").flushing -= 1;
+    }
+
+    /// Flushes, then stops the sender; later sends fail with [`Error::Closed`].
+    pub async fn close(&self) -> Result<()> {
+        self.flush().await;
+        self.shared.queues.lock().expect("producer queues").closed = true;
+        self.shared.wake_sender.notify_one();
+        Ok(())
+    }
+
+    /// The partitions of `topic`, from metadata.
+    pub async fn partition_count(&self, topic: &str) -> Result<i32> {
+        Ok(self.shared.cluster.topic(topic).await?.partitions.len() as i32)
+    }
+}
+
+fn close(open: OpenBatch, topic: &Arc<str>, partition: i32) -> Batch {
+    Batch {
+        topic: topic.clone(),
+        partition,
+        builder: open.builder,
+        encoded: None,
+        base_sequence: None,
+        created: open.created,
+        memory_bytes: open.memory_bytes,
+        attempts: 0,
+        retry_after: None,
+        reply: open.reply,
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Batches to send, grouped by leader, and when to look again.
+struct Drained {
+    by_leader: HashMap<i32, Vec<Batch>>,
+    next_wakeup: Option<Instant>,
+    unknown_topics: Vec<String>,
+    expired: Vec<Batch>,
+}
+
+impl ProducerState {
+    fn drain(&self, now: Instant) -> (Drained, bool) {
+        let linger = Duration::from_millis(self.config.linger_ms);
+        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
+        let max_in_flight = self.config.max_in_flight_requests_per_connection;
+        let idempotent = self.config.idempotent();
+        let mut out = Drained {
+            by_leader: HashMap::new(),
+            next_wakeup: None,
+            unknown_topics: Vec::new(),
+            expired: Vec::new(),
+        };
+        let mut q = self.queues.lock().expect("producer queues");
+        let flush = q.flushing > 0 || q.closed;
+        let closed = q.closed;
+        let wake_at = |t: Instant, out: &mut Drained| {
+            out.next_wakeup = Some(out.next_wakeup.map_or(t, |w: Instant| w.min(t)));
+        };
+        for (topic, partitions) in q.topics.iter_mut() {
+            let meta = self.cluster.cached_topic(topic);
+            for (index, pq) in partitions.iter_mut().enumerate() {
+                if let Some(open) = &pq.open {
+                    let due = open.created + linger;
+                    if flush || due <= now {
+                        let open = pq.open.take().expect("checked");
+                        pq.ready.push_back(close(open, topic, index as i32));
+                    } else {
+                        wake_at(due, &mut out);
+                    }
+                }
+                // Batches that waited past delivery.timeout.ms fail (unless already sent once).
+                while pq.ready.front().is_some_and(|b| {
+                    b.attempts == 0 && now.duration_since(b.created) > delivery_timeout
+                }) {
+                    out.expired.push(pq.ready.pop_front().expect("checked"));
+                }
+                if pq.ready.is_empty() {
+                    continue;
+                }
+                let leader = meta
+                    .as_ref()
+                    .and_then(|m| m.partitions.get(index))
+                    .map(|p| p.leader)
+                    .filter(|l| *l >= 0);
+                let Some(leader) = leader else {
+                    out.unknown_topics.push(topic.to_string());
+                    wake_at(
+                        now + Duration::from_millis(self.config.client.retry_backoff_ms),
+                        &mut out,
+                    );
+                    continue;
+                };
+                if pq.retrying && pq.in_flight > 0 {
+                    continue;
+                }
+                while pq.in_flight < max_in_flight {
+                    let Some(head) = pq.ready.front() else { break };
+                    if let Some(t) = head.retry_after {
+                        if t > now {
+                            wake_at(t, &mut out);
+                            break;
+                        }
+                    }
+                    let mut batch = pq.ready.pop_front().expect("checked");
+                    if idempotent && batch.base_sequence.is_none() {
+                        batch.base_sequence = Some(pq.next_sequence);
+                        pq.next_sequence =
+                            pq.next_sequence.wrapping_add(batch.builder.record_count()) & i32::MAX;
+                    }
+                    pq.retrying = false;
+                    pq.in_flight += 1;
+                    out.by_leader.entry(leader).or_default().push(batch);
+                }
+            }
+        }
+        out.unknown_topics.sort();
+        out.unknown_topics.dedup();
+        let done = closed
+            && q.topics
+                .values()
+                .flatten()
+                .all(|pq| pq.open.is_none() && pq.ready.is_empty() && pq.in_flight == 0);
+        (out, done)
+    }
+
+    /// A batch is finished (acknowledged or failed for good).
+    fn complete(&self, batch: Batch, result: Result<BatchAck>, was_in_flight: bool) {
+        if was_in_flight {
+            let mut q = self.queues.lock().expect("producer queues");
+            if let Some(pq) = q
+                .topics
+                .get_mut(&batch.topic)
+                .and_then(|p| p.get_mut(batch.partition as usize))
+            {
+                pq.in_flight -= 1;
+            }
+        }
+        let _ = batch.reply.send(result);
+        self.memory.add_permits(batch.memory_bytes);
+        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+        self.wake_sender.notify_one();
+    }
+
+    /// A sent batch failed in a way a retry may cure: queue it again in sequence order.
+    fn requeue(&self, mut batch: Batch, error: &Error) {
+        batch.attempts += 1;
+        batch.retry_after = Some(
+            Instant::now()
+                + Duration::from_millis(
+                    self.config
+                        .client
+                        .retry_backoff_ms
+                        .saturating_mul(1 << batch.attempts.min(4))
+                        .min(1_000),
+                ),
+        );
+        tracing::debug!(topic = %batch.topic, partition = batch.partition, attempts = batch.attempts, %error, "retrying a batch");
+        let mut q = self.queues.lock().expect("producer queues");
+        let pq = q
+            .topics
+            .get_mut(&batch.topic)
+            .and_then(|p| p.get_mut(batch.partition as usize))
+            .expect("a sent batch's partition stays queued");
+        pq.in_flight -= 1;
+        pq.retrying = true;
+        let at = pq
+            .ready
+            .iter()
+            .position(|b| match (b.base_sequence, batch.base_sequence) {
+                (Some(other), Some(mine)) => other > mine,
+                (None, _) => true,
+                (Some(_), None) => false,
+            })
+            .unwrap_or(pq.ready.len());
+        pq.ready.insert(at, batch);
+        drop(q);
+        self.wake_sender.notify_one();
+    }
+}
+
+async fn run_sender(s: Arc<ProducerState>) {
+    loop {
+        let (drained, done) = s.drain(Instant::now());
+        for batch in drained.expired {
+            let e = Error::Timeout {
+                timeout_ms: s.config.delivery_timeout_ms,
+                what: format!(
+                    "delivery of a batch to {}-{} (delivery.timeout.ms)",
+                    batch.topic, batch.partition
+                ),
+            };
+            s.complete(batch, Err(e), false);
+        }
+        if !drained.unknown_topics.is_empty() && !s.refreshing.swap(true, Ordering::AcqRel) {
+            let s2 = s.clone();
+            let topics = drained.unknown_topics;
+            tokio::spawn(async move {
+                if let Err(e) = s2.cluster.refresh(&topics).await {
+                    tracing::debug!(%e, "metadata refresh failed");
+                }
+                s2.refreshing.store(false, Ordering::Release);
+                s2.wake_sender.notify_one();
+            });
+        }
+        for (leader, batches) in drained.by_leader {
+            // One request per leader, split where it would pass max.request.size.
+            let mut request = Vec::new();
+            let mut request_bytes = 0;
+            for b in batches {
+                let size = b.builder.size_bytes();
+                if !request.is_empty() && request_bytes + size > s.config.max_request_size_bytes {
+                    tokio::spawn(send_request(
+                        s.clone(),
+                        leader,
+                        std::mem::take(&mut request),
+                    ));
+                    request_bytes = 0;
+                }
+                request_bytes += size;
+                request.push(b);
+            }
+            if !request.is_empty() {
+                tokio::spawn(send_request(s.clone(), leader, request));
+            }
+        }
+        if done {
+            return;
+        }
+        let sleep = match drained.next_wakeup {
+            Some(t) => tokio::time::sleep_until(t.into()),
+            None => tokio::time::sleep(Duration::from_secs(1)),
+        };
+        tokio::select! {
+            _ = s.wake_sender.notified() => {}
+            _ = sleep => {}
+        }
+    }
+}
+
+/// The producer id of an idempotent producer, asked for once.
+async fn producer_fields(s: &ProducerState) -> Result<ProducerFields> {
+    if let Some(p) = *s.producer.lock().expect("producer id") {
+        return Ok(p);
+    }
+    let conn = s.cluster.any_connection().await?;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(None)
+        .with_transaction_timeout_ms(i32::MAX)
+        .with_producer_id((-1).into())
+        .with_producer_epoch(-1);
+    let response = conn.send(&request).await?;
+    if let Some(e) = Error::broker(response.error_code, "InitProducerId") {
+        return Err(e);
+    }
+    let fields = ProducerFields {
+        producer_id: response.producer_id.0,
+        producer_epoch: response.producer_epoch,
+        base_sequence: -1,
+    };
+    *s.producer.lock().expect("producer id") = Some(fields);
+    Ok(fields)
+}
+
+async fn send_request(s: Arc<ProducerState>, leader: i32, mut batches: Vec<Batch>) {
+    let prepared: Result<()> = async {
+        let producer = if s.config.idempotent() {
+            producer_fields(&s).await?
+        } else {
+            ProducerFields::NONE
+        };
+        for b in batches.iter_mut() {
+            if b.encoded.is_none() {
+                let fields = ProducerFields {
+                    base_sequence: b.base_sequence.unwrap_or(-1),
+                    ..producer
+                };
+                let bytes = b
+                    .builder
+                    .finish(s.config.compression.codec(), fields)
+                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+                b.encoded = Some(bytes);
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = prepared {
+        return fail_or_retry(&s, batches, &e);
+    }
+    let conn = match s.cluster.connection(leader).await {
+        Ok(c) => c,
+        Err(e) => return fail_or_retry(&s, batches, &e),
+    };
+    let version = match conn.version_for::<ProduceRequest>() {
+        Ok(v) => v.min(MAX_PRODUCE_VERSION),
+        Err(e) => return fail_or_retry(&s, batches, &e),
+    };
+    let mut topics: Vec<TopicProduceData> = Vec::new();
+    for b in &batches {
+        let data = PartitionProduceData::default()
+            .with_index(b.partition)
+            .with_records(b.encoded.clone());
+        match topics.iter_mut().find(|t| t.name.0.as_str() == &*b.topic) {
+            Some(t) => t.partition_data.push(data),
+            None => topics.push(
+                TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_string(b.topic.to_string())))
+                    .with_partition_data(vec![data]),
+            ),
+        }
+    }
+    let request = ProduceRequest::default()
+        .with_acks(s.config.acks.code())
+        .with_timeout_ms(s.config.client.request_timeout_ms.min(i32::MAX as u64) as i32)
+        .with_topic_data(topics);
+    if s.config.acks == Acks::None {
+        let sent = conn.send_no_response(&request, version).await;
+        for b in batches {
+            match &sent {
+                Ok(()) => s.complete(
+                    b,
+                    Ok(BatchAck {
+                        base_offset: -1,
+                        log_append_time_ms: -1,
+                    }),
+                    true,
+                ),
+                Err(e) => fail_or_retry(&s, vec![b], e),
+            }
+        }
+        return;
+    }
+    let response = match conn.send_version(&request, version).await {
+        Ok(r) => r,
+        Err(e) => return fail_or_retry(&s, batches, &e),
+    };
+    let mut results: HashMap<(&str, i32), (i16, i64, i64, String)> = HashMap::new();
+    for t in &response.responses {
+        for p in &t.partition_responses {
+            results.insert(
+                (t.name.0.as_str(), p.index),
+                (
+                    p.error_code,
+                    p.base_offset,
+                    p.log_append_time_ms,
+                    p.error_message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                ),
+            );
+        }
+    }
+    let mut outcomes = Vec::with_capacity(batches.len());
+    for b in &batches {
+        outcomes.push(results.get(&(&*b.topic, b.partition)).cloned());
+    }
+    drop(results);
+    for (b, outcome) in batches.into_iter().zip(outcomes) {
+        match outcome {
+            None => {
+                let e = Error::Protocol(format!(
+                    "produce response without partition {}-{}",
+                    b.topic, b.partition
+                ));
+                s.complete(b, Err(e), true);
+            }
+            Some((0, base_offset, log_append_time_ms, _)) => s.complete(
+                b,
+                Ok(BatchAck {
+                    base_offset,
+                    log_append_time_ms,
+                }),
+                true,
+            ),
+            Some((code, base_offset, log_append_time_ms, message)) => {
+                let error = ResponseError::try_from_code(code).expect("non-zero");
+                if error == ResponseError::DuplicateSequenceNumber {
+                    // Written before: the broker already holds the batch.
+                    s.complete(
+                        b,
+                        Ok(BatchAck {
+                            base_offset,
+                            log_append_time_ms,
+                        }),
+                        true,
+                    );
+                    continue;
+                }
+                let context = if message.is_empty() {
+                    format!("produce to {}-{}", b.topic, b.partition)
+                } else {
+                    format!("produce to {}-{} ({message})", b.topic, b.partition)
+                };
+                let e = Error::Broker { error, context };
+                fail_or_retry(&s, vec![b], &e);
+            }
+        }
+    }
+}
+
+fn fail_or_retry(s: &Arc<ProducerState>, batches: Vec<Batch>, error: &Error) {
+    if error.invalidates_metadata() {
+        for b in &batches {
+            s.cluster.invalidate(&b.topic);
+        }
+    }
+    let delivery_timeout = Duration::from_millis(s.config.delivery_timeout_ms);
+    for b in batches {
+        let out_of_order = error.broker_error() == Some(ResponseError::OutOfOrderSequenceNumber);
+        let retriable = error.is_retriable() || (out_of_order && partition_retrying(s, &b));
+        if retriable && b.attempts < s.config.retries && b.created.elapsed() < delivery_timeout {
+            s.requeue(b, error);
+        } else {
+            s.complete(b, Err(error.clone()), true);
+        }
+    }
+}
+
+fn partition_retrying(s: &ProducerState, b: &Batch) -> bool {
+    let q = s.queues.lock().expect("producer queues");
+    q.topics
+        .get(&b.topic)
+        .and_then(|p| p.get(b.partition as usize))
+        .is_some_and(|pq| pq.retrying)
+}
