@@ -1,9 +1,13 @@
+mod assignor;
 mod cluster;
 pub mod config;
 mod connection;
+pub mod consumer;
 pub mod error;
+mod group_member;
 pub mod partitioner;
 pub mod producer;
 pub use config::*;
+pub use consumer::{Consumer, ConsumerRecord, RebalanceListener, TopicPartition};
 pub use error::{Error, Result};
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};

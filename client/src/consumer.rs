@@ -1,0 +1,812 @@
+//! The consumer: fetches records of assigned partitions from their leaders, alone (`assign`) or
+//! as a member of a consumer group (`subscribe`), and keeps a position per partition.
+//!
+//! Records are returned as zero-copy slices: a key or value is a [`Bytes`] view into the fetch
+//! response (or, for a compressed batch, into its one decompressed buffer).
+//!
+//! Invariants:
+//! - A partition's position is the offset of the next record `poll` returns; it only moves
+//!   forward by records returned, or by an explicit seek or reset.
+//! - One fetch per leader is outstanding at a time; its result is used for a partition only if
+//!   the partition is still assigned, not paused, and still at the offset the fetch asked for,
+//!   so a seek, a pause or a rebalance while a fetch is out never yields stale records.
+//! - Records below the position (a batch starting before it) are skipped; control batches move
+//!   the position past them without returning anything.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use quipu_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use quipu_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
+use quipu_protocol::record::{records_section, RecordIter};
+use quipu_protocol::record_batch::{BatchError, BatchIter};
+use quipu_protocol::{ResponseError, StrBytes};
+use tokio::task::JoinHandle;
+
+use crate::cluster::Cluster;
+use crate::config::{ConsumerConfig, OffsetReset};
+use crate::error::{Error, Result};
+use crate::group_member::GroupMember;
+
+/// Highest Fetch version used: v13 names topics by id.
+const MAX_FETCH_VERSION: i16 = 12;
+/// ListOffsets timestamp for the earliest offset.
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+/// ListOffsets timestamp for the latest offset (the high watermark).
+pub const LATEST_TIMESTAMP: i64 = -1;
+
+/// A topic's partition.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl TopicPartition {
+    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
+        Self {
+            topic: topic.into(),
+            partition,
+        }
+    }
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// A consumed record; key, value and header values share the fetch response's memory.
+#[derive(Debug, Clone)]
+pub struct ConsumerRecord {
+    pub topic: Arc<str>,
+    pub partition: i32,
+    pub offset: i64,
+    pub timestamp_ms: i64,
+    /// Whether `timestamp_ms` is the broker's LogAppendTime rather than the producer's CreateTime.
+    pub log_append_time: bool,
+    pub key: Option<Bytes>,
+    pub value: Option<Bytes>,
+    pub headers: Vec<(String, Option<Bytes>)>,
+    pub leader_epoch: i32,
+}
+
+/// Called when a group rebalance takes partitions away or hands them over. With automatic
+/// commits on, positions are committed before `on_partitions_revoked` runs.
+pub trait RebalanceListener: Send {
+    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
+        let _ = partitions;
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+struct PartitionState {
+    /// `None` until resolved from the committed offset or the reset policy.
+    position: Option<i64>,
+    paused: bool,
+    high_watermark: i64,
+}
+
+type FetchHandle = JoinHandle<(i32, Vec<(TopicPartition, i64)>, Result<FetchResponse>)>;
+
+/// An asynchronous Kafka consumer.
+///
+/// ```no_run
+/// # async fn demo() -> quipu_client::Result<()> {
+/// use std::time::Duration;
+/// use quipu_client::{Consumer, ConsumerConfig, OffsetReset};
+/// let mut config = ConsumerConfig::new("localhost:9092").with_group("readers");
+/// config.auto_offset_reset = OffsetReset::Earliest;
+/// let mut consumer = Consumer::new(config)?;
+/// consumer.subscribe(&["greetings"])?;
+/// for record in consumer.poll(Duration::from_secs(1)).await? {
+///     println!("{}-{}@{}: {:?}", record.topic, record.partition, record.offset, record.value);
+/// }
+/// consumer.close().await?;
+/// # Ok(()) }
+/// ```
+pub struct Consumer {
+    cluster: Arc<Cluster>,
+    config: ConsumerConfig,
+    partitions: BTreeMap<TopicPartition, PartitionState>,
+    subscription: Option<Vec<String>>,
+    group: Option<GroupMember>,
+    listener: Option<Box<dyn RebalanceListener>>,
+    fetches: Vec<FetchHandle>,
+    /// Leaders with a fetch out.
+    fetching: Vec<i32>,
+    last_commit: Instant,
+    topic_names: HashMap<String, Arc<str>>,
+}
+
+impl Consumer {
+    /// A consumer with `config`; connects on first use. Must be called within a tokio runtime.
+    pub fn new(config: ConsumerConfig) -> Result<Self> {
+        config.validate()?;
+        let cluster = Cluster::new(config.client.clone(), 5)?;
+        let group = config
+            .group_id
+            .clone()
+            .map(|g| GroupMember::new(g, config.group_instance_id.clone()));
+        Ok(Self {
+            cluster,
+            config,
+            partitions: BTreeMap::new(),
+            subscription: None,
+            group,
+            listener: None,
+            fetches: Vec::new(),
+            fetching: Vec::new(),
+            last_commit: Instant::now(),
+            topic_names: HashMap::new(),
+        })
+    }
+
+    /// Consumes exactly `partitions`, without group membership (commits still go to `group.id`
+    /// when one is set). Replaces any earlier assignment or subscription.
+    pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
+        self.subscription = None;
+        self.set_assignment(partitions);
+    }
+
+    /// Joins `group.id` subscribed to `topics`; partitions come from the group's assignment in
+    /// the next `poll`.
+    pub fn subscribe(&mut self, topics: &[&str]) -> Result<()> {
+        if self.group.is_none() {
+            return Err(Error::InvalidArgument(
+                "subscribe needs a group.id (ConsumerConfig::group_id)".into(),
+            ));
+        }
+        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        topics.sort();
+        topics.dedup();
+        self.subscription = Some(topics);
+        if let Some(g) = &mut self.group {
+            g.generation = None;
+        }
+        Ok(())
+    }
+
+    /// Receives rebalance callbacks from now on.
+    pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
+        self.listener = Some(listener);
+    }
+
+    /// The number of partitions of `topic`, from metadata.
+    pub async fn partition_count(&self, topic: &str) -> Result<i32> {
+        Ok(self.cluster.topic(topic).await?.partitions.len() as i32)
+    }
+
+    /// The partitions currently assigned.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.partitions.keys().cloned().collect()
+    }
+
+    fn set_assignment(&mut self, partitions: Vec<TopicPartition>) {
+        let mut next = BTreeMap::new();
+        for tp in partitions {
+            let state = self.partitions.remove(&tp).unwrap_or_default();
+            next.insert(tp, state);
+        }
+        self.partitions = next;
+    }
+
+    fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
+        self.partitions
+            .get_mut(tp)
+            .ok_or_else(|| Error::InvalidArgument(format!("partition {tp} is not assigned")))
+    }
+
+    /// The offset of the next record `poll` returns for `tp`, once known.
+    pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions.get(tp).and_then(|s| s.position)
+    }
+
+    /// The high watermark of `tp` as of the last fetch (for lag).
+    pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
+        self.partitions
+            .get(tp)
+            .map(|s| s.high_watermark)
+            .filter(|h| *h >= 0)
+    }
+
+    /// The next `poll` returns `tp`'s records from `offset`.
+    pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
+        if offset < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "seek to negative offset {offset}"
+            )));
+        }
+        self.state(tp)?.position = Some(offset);
+        Ok(())
+    }
+
+    /// Seeks `partitions` to their first offset.
+    pub async fn seek_to_beginning(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_to_listed(partitions, EARLIEST_TIMESTAMP).await
+    }
+
+    /// Seeks `partitions` to their end: only records written after this are returned.
+    pub async fn seek_to_end(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        self.seek_to_listed(partitions, LATEST_TIMESTAMP).await
+    }
+
+    /// Seeks `partitions` to the first record whose timestamp is at or after `timestamp_ms`
+    /// (to the end where there is none).
+    pub async fn seek_to_timestamp(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp_ms: i64,
+    ) -> Result<()> {
+        if timestamp_ms < 0 {
+            return Err(Error::InvalidArgument(format!(
+                "timestamp {timestamp_ms} is negative"
+            )));
+        }
+        self.seek_to_listed(partitions, timestamp_ms).await
+    }
+
+    async fn seek_to_listed(
+        &mut self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<()> {
+        for tp in partitions {
+            self.state(tp)?;
+        }
+        let queries: Vec<_> = partitions
+            .iter()
+            .map(|tp| (tp.clone(), timestamp))
+            .collect();
+        let found = list_offsets(&self.cluster, &queries).await?;
+        let mut missing = Vec::new();
+        for (tp, offset) in found {
+            match offset {
+                Some(o) => self.state(&tp)?.position = Some(o),
+                None => missing.push(tp),
+            }
+        }
+        if !missing.is_empty() {
+            // No record at or after the timestamp: the end.
+            let ends = list_offsets(
+                &self.cluster,
+                &missing
+                    .iter()
+                    .map(|tp| (tp.clone(), LATEST_TIMESTAMP))
+                    .collect::<Vec<_>>(),
+            )
+            .await?;
+            for (tp, offset) in ends {
+                self.state(&tp)?.position = offset;
+            }
+        }
+        Ok(())
+    }
+
+    /// For each partition, the first offset whose record timestamp is at or after the given
+    /// one (`None`: no such record).
+    pub async fn offsets_for_times(
+        &self,
+        queries: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        list_offsets(&self.cluster, queries).await
+    }
+
+    /// First offsets of `partitions`.
+    pub async fn beginning_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        self.listed(partitions, EARLIEST_TIMESTAMP).await
+    }
+
+    /// End offsets (high watermarks) of `partitions`.
+    pub async fn end_offsets(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        self.listed(partitions, LATEST_TIMESTAMP).await
+    }
+
+    async fn listed(
+        &self,
+        partitions: &[TopicPartition],
+        timestamp: i64,
+    ) -> Result<Vec<(TopicPartition, i64)>> {
+        let queries: Vec<_> = partitions
+            .iter()
+            .map(|tp| (tp.clone(), timestamp))
+            .collect();
+        Ok(list_offsets(&self.cluster, &queries)
+            .await?
+            .into_iter()
+            .map(|(tp, o)| (tp, o.unwrap_or(-1)))
+            .collect())
+    }
+
+    /// Stops returning records of `partitions` until they are resumed; group membership and
+    /// positions are kept.
+    pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for tp in partitions {
+            self.state(tp)?.paused = true;
+        }
+        Ok(())
+    }
+
+    /// Returns records of `partitions` again.
+    pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        for tp in partitions {
+            self.state(tp)?.paused = false;
+        }
+        Ok(())
+    }
+
+    /// The paused partitions.
+    pub fn paused(&self) -> Vec<TopicPartition> {
+        self.partitions
+            .iter()
+            .filter(|(_, s)| s.paused)
+            .map(|(tp, _)| tp.clone())
+            .collect()
+    }
+
+    /// Commits the current position of every assigned partition to `group.id`.
+    pub async fn commit(&mut self) -> Result<()> {
+        let offsets: Vec<_> = self
+            .partitions
+            .iter()
+            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
+            .collect();
+        self.commit_offsets(&offsets).await
+    }
+
+    /// Commits `offsets` (each the next offset to read) to `group.id`.
+    pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
+        let group = self
+            .group
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("commits need a group.id".into()))?;
+        group.commit(&self.cluster, offsets).await?;
+        self.last_commit = Instant::now();
+        Ok(())
+    }
+
+    /// The offsets `group.id` has committed for `partitions`.
+    pub async fn committed(
+        &self,
+        partitions: &[TopicPartition],
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        let group = self
+            .group
+            .as_ref()
+            .ok_or_else(|| Error::InvalidArgument("committed offsets need a group.id".into()))?;
+        group.committed(&self.cluster, partitions).await
+    }
+
+    /// Records of the assigned, unpaused partitions: waits up to `timeout` for some, and returns
+    /// an empty list if none came. Joins or rejoins the group first when needed and commits
+    /// automatically every `auto.commit.interval.ms` when enabled.
+    pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            self.maintain_group().await?;
+            self.maybe_auto_commit().await;
+            self.resolve_positions().await?;
+            self.start_fetches().await;
+            let now = Instant::now();
+            if self.fetches.is_empty() {
+                if now >= deadline {
+                    return Ok(Vec::new());
+                }
+                // Nothing to fetch (nothing assigned, all paused, or no leader): wait a little.
+                tokio::time::sleep((deadline - now).min(Duration::from_millis(100))).await;
+                continue;
+            }
+            let wait = deadline.saturating_duration_since(now);
+            let any = futures_util::future::select_all(self.fetches.iter_mut());
+            let (done, index) = match tokio::time::timeout(wait, any).await {
+                Ok((done, index, _)) => (done, index),
+                Err(_) => return Ok(Vec::new()),
+            };
+            self.fetches.swap_remove(index);
+            let Ok((leader, asked, response)) = done else {
+                continue;
+            };
+            self.fetching.retain(|l| *l != leader);
+            let records = match response {
+                Ok(r) => self.handle_fetch(&asked, r).await?,
+                Err(e) => {
+                    tracing::debug!(leader, %e, "fetch failed");
+                    for (tp, _) in &asked {
+                        self.cluster.invalidate(&tp.topic);
+                    }
+                    tokio::time::sleep(Duration::from_millis(self.config.client.retry_backoff_ms))
+                        .await;
+                    Vec::new()
+                }
+            };
+            if !records.is_empty() {
+                // Fetch ahead while the caller works on these.
+                self.start_fetches().await;
+                return Ok(records);
+            }
+            if Instant::now() >= deadline {
+                return Ok(Vec::new());
+            }
+        }
+    }
+
+    async fn maintain_group(&mut self) -> Result<()> {
+        let Some(topics) = self.subscription.clone() else {
+            return Ok(());
+        };
+        let needs = self.group.as_ref().is_some_and(|g| g.needs_rejoin());
+        if !needs {
+            return Ok(());
+        }
+        // Eager protocol: give everything up, then join.
+        let revoked = self.assignment();
+        if self.config.enable_auto_commit && !revoked.is_empty() {
+            if let Err(e) = self.commit().await {
+                tracing::debug!(%e, "commit before rebalance failed");
+            }
+        }
+        if let Some(l) = &mut self.listener {
+            if !revoked.is_empty() {
+                l.on_partitions_revoked(&revoked);
+            }
+        }
+        self.fetches.drain(..).for_each(|h| h.abort());
+        self.fetching.clear();
+        self.partitions.clear();
+        let group = self
+            .group
+            .as_mut()
+            .expect("subscribed consumers have a group");
+        let assigned = group.join(&self.cluster, &self.config, &topics).await?;
+        self.set_assignment(assigned.clone());
+        if let Some(l) = &mut self.listener {
+            l.on_partitions_assigned(&assigned);
+        }
+        Ok(())
+    }
+
+    async fn maybe_auto_commit(&mut self) {
+        if !self.config.enable_auto_commit
+            || self.group.is_none()
+            || self.last_commit.elapsed()
+                < Duration::from_millis(self.config.auto_commit_interval_ms)
+        {
+            return;
+        }
+        if let Err(e) = self.commit().await {
+            tracing::debug!(%e, "auto commit failed");
+            self.last_commit = Instant::now();
+        }
+    }
+
+    /// Positions for partitions that have none: the committed offset, else the reset policy.
+    async fn resolve_positions(&mut self) -> Result<()> {
+        let missing: Vec<TopicPartition> = self
+            .partitions
+            .iter()
+            .filter(|(_, s)| s.position.is_none())
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let mut unresolved = missing.clone();
+        if let Some(g) = &self.group {
+            let committed = g.committed(&self.cluster, &missing).await?;
+            unresolved.clear();
+            let committed: HashMap<_, _> = committed.into_iter().collect();
+            for tp in missing {
+                match committed.get(&tp).copied().flatten() {
+                    Some(o) => self.state(&tp)?.position = Some(o),
+                    None => unresolved.push(tp),
+                }
+            }
+        }
+        self.reset(&unresolved).await
+    }
+
+    async fn reset(&mut self, partitions: &[TopicPartition]) -> Result<()> {
+        if partitions.is_empty() {
+            return Ok(());
+        }
+        let timestamp = match self.config.auto_offset_reset {
+            OffsetReset::Earliest => EARLIEST_TIMESTAMP,
+            OffsetReset::Latest => LATEST_TIMESTAMP,
+            OffsetReset::None => {
+                return Err(Error::InvalidArgument(format!(
+                    "no committed offset for {} and auto.offset.reset is none",
+                    partitions[0]
+                )))
+            }
+        };
+        self.seek_to_listed(partitions, timestamp).await
+    }
+
+    /// Starts a fetch for every leader that has fetchable partitions and no fetch out.
+    async fn start_fetches(&mut self) {
+        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
+        for (tp, s) in &self.partitions {
+            let Some(position) = s.position else { continue };
+            if s.paused {
+                continue;
+            }
+            match self.cluster.leader(&tp.topic, tp.partition).await {
+                Ok((leader, _)) => by_leader
+                    .entry(leader)
+                    .or_default()
+                    .push((tp.clone(), position)),
+                Err(e) => tracing::debug!(%tp, %e, "no leader"),
+            }
+        }
+        for (leader, asked) in by_leader {
+            if self.fetching.contains(&leader) {
+                continue;
+            }
+            self.fetching.push(leader);
+            let mut topics: Vec<FetchTopic> = Vec::new();
+            for (tp, offset) in &asked {
+                let partition = FetchPartition::default()
+                    .with_partition(tp.partition)
+                    .with_current_leader_epoch(-1)
+                    .with_fetch_offset(*offset)
+                    .with_last_fetched_epoch(-1)
+                    .with_log_start_offset(-1)
+                    .with_partition_max_bytes(self.config.max_partition_fetch_bytes);
+                match topics.last_mut() {
+                    Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(partition),
+                    _ => topics.push(
+                        FetchTopic::default()
+                            .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
+                            .with_partitions(vec![partition]),
+                    ),
+                }
+            }
+            let request = FetchRequest::default()
+                .with_replica_id((-1).into())
+                .with_max_wait_ms(self.config.fetch_max_wait_ms)
+                .with_min_bytes(self.config.fetch_min_bytes)
+                .with_max_bytes(self.config.fetch_max_bytes)
+                .with_isolation_level(0)
+                .with_session_id(0)
+                .with_session_epoch(-1)
+                .with_topics(topics);
+            let cluster = self.cluster.clone();
+            self.fetches.push(tokio::spawn(async move {
+                let response = async {
+                    let conn = cluster.connection(leader).await?;
+                    let version = conn.version_for::<FetchRequest>()?.min(MAX_FETCH_VERSION);
+                    conn.send_version(&request, version).await
+                }
+                .await;
+                (leader, asked, response)
+            }));
+        }
+    }
+
+    async fn handle_fetch(
+        &mut self,
+        asked: &[(TopicPartition, i64)],
+        response: FetchResponse,
+    ) -> Result<Vec<ConsumerRecord>> {
+        if let Some(e) = Error::broker(response.error_code, "fetch") {
+            if e.is_retriable() {
+                return Ok(Vec::new());
+            }
+            return Err(e);
+        }
+        let mut records = Vec::new();
+        let mut out_of_range = Vec::new();
+        for t in response.responses {
+            let topic = t.topic.0.to_string();
+            let name = self
+                .topic_names
+                .entry(topic.clone())
+                .or_insert_with(|| Arc::from(topic.as_str()))
+                .clone();
+            for p in t.partitions {
+                let tp = TopicPartition::new(topic.clone(), p.partition_index);
+                let Some((_, fetched_at)) = asked.iter().find(|(a, _)| *a == tp) else {
+                    continue;
+                };
+                let Some(state) = self.partitions.get_mut(&tp) else {
+                    continue; // no longer assigned
+                };
+                if state.paused || state.position != Some(*fetched_at) {
+                    continue; // paused or moved while the fetch was out
+                }
+                if let Some(e) = Error::broker(p.error_code, format!("fetch {tp}")) {
+                    match e.broker_error() {
+                        Some(ResponseError::OffsetOutOfRange) => out_of_range.push(tp),
+                        _ if e.invalidates_metadata() => self.cluster.invalidate(&tp.topic),
+                        _ if e.is_retriable() => {}
+                        _ => return Err(e),
+                    }
+                    continue;
+                }
+                state.high_watermark = p.high_watermark;
+                if let Some(bytes) = p.records {
+                    let position =
+                        decode_records(&name, tp.partition, &bytes, *fetched_at, &mut records)?;
+                    state.position = Some(position);
+                }
+            }
+        }
+        if !out_of_range.is_empty() {
+            tracing::debug!(?out_of_range, "offset out of range: resetting");
+            self.reset(&out_of_range).await?;
+        }
+        Ok(records)
+    }
+
+    /// Commits (when automatic commits are on) and leaves the group.
+    pub async fn close(mut self) -> Result<()> {
+        self.fetches.drain(..).for_each(|h| h.abort());
+        if self.config.enable_auto_commit && self.group.is_some() {
+            if let Err(e) = self.commit().await {
+                tracing::debug!(%e, "final commit failed");
+            }
+        }
+        if let Some(g) = &mut self.group {
+            g.leave(&self.cluster).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        self.fetches.drain(..).for_each(|h| h.abort());
+    }
+}
+
+/// Appends the records of `bytes` (whole batches, maybe a truncated one at the end) at or after
+/// `from` to `out`; returns the next position.
+fn decode_records(
+    topic: &Arc<str>,
+    partition: i32,
+    bytes: &Bytes,
+    from: i64,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<i64> {
+    let mut position = from;
+    for batch in BatchIter::new(bytes) {
+        let batch = match batch {
+            Ok((_, b)) => b,
+            // A fetch may end inside a batch: the rest comes with the next fetch.
+            Err(BatchError::Truncated { .. }) => break,
+            Err(e) => return Err(Error::Protocol(format!("{topic}-{partition}: {e}"))),
+        };
+        if batch.last_offset() < position {
+            continue;
+        }
+        batch
+            .validate()
+            .map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
+        if batch.is_control() {
+            position = batch.last_offset() + 1;
+            continue;
+        }
+        let section = records_section(&batch)
+            .map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
+        let section: Bytes = match section {
+            std::borrow::Cow::Borrowed(s) => bytes.slice_ref(s),
+            std::borrow::Cow::Owned(v) => Bytes::from(v),
+        };
+        let base_offset = batch.base_offset();
+        let log_append_time = batch.is_log_append_time();
+        for record in RecordIter::new(&section, batch.records_count()) {
+            let r = record.map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
+            let offset = base_offset + i64::from(r.offset_delta);
+            if offset < position {
+                continue;
+            }
+            let headers = r
+                .headers()
+                .map(|(k, v)| {
+                    (
+                        String::from_utf8_lossy(k).into_owned(),
+                        v.map(|v| section.slice_ref(v)),
+                    )
+                })
+                .collect();
+            out.push(ConsumerRecord {
+                topic: topic.clone(),
+                partition,
+                offset,
+                timestamp_ms: if log_append_time {
+                    batch.max_timestamp()
+                } else {
+                    batch.base_timestamp().saturating_add(r.timestamp_delta)
+                },
+                log_append_time,
+                key: r.key.map(|k| section.slice_ref(k)),
+                value: r.value.map(|v| section.slice_ref(v)),
+                headers,
+                leader_epoch: batch.partition_leader_epoch(),
+            });
+        }
+        position = batch.last_offset() + 1;
+    }
+    Ok(position)
+}
+
+/// The offsets ListOffsets gives for each `(partition, timestamp)` (-2 earliest, -1 latest),
+/// asked of each partition's leader; `None` where no record is at or after the timestamp.
+pub(crate) async fn list_offsets(
+    cluster: &Arc<Cluster>,
+    queries: &[(TopicPartition, i64)],
+) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+    let mut attempt = 0;
+    loop {
+        match list_offsets_once(cluster, queries).await {
+            Ok(v) => return Ok(v),
+            Err(e) if e.is_retriable() && attempt < 10 => {
+                for (tp, _) in queries {
+                    cluster.invalidate(&tp.topic);
+                }
+                attempt += 1;
+                crate::cluster::backoff(cluster.config.retry_backoff_ms, attempt).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn list_offsets_once(
+    cluster: &Arc<Cluster>,
+    queries: &[(TopicPartition, i64)],
+) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+    let mut by_leader: BTreeMap<i32, Vec<&(TopicPartition, i64)>> = BTreeMap::new();
+    for q in queries {
+        let (leader, _) = cluster.leader(&q.0.topic, q.0.partition).await?;
+        by_leader.entry(leader).or_default().push(q);
+    }
+    let mut out = Vec::new();
+    for (leader, qs) in by_leader {
+        let mut topics: Vec<ListOffsetsTopic> = Vec::new();
+        for (tp, ts) in qs {
+            let p = ListOffsetsPartition::default()
+                .with_partition_index(tp.partition)
+                .with_current_leader_epoch(-1)
+                .with_timestamp(*ts);
+            match topics.iter_mut().find(|t| t.name.0.as_str() == tp.topic) {
+                Some(t) => t.partitions.push(p),
+                None => topics.push(
+                    ListOffsetsTopic::default()
+                        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
+                        .with_partitions(vec![p]),
+                ),
+            }
+        }
+        let request = ListOffsetsRequest::default()
+            .with_replica_id((-1).into())
+            .with_isolation_level(0)
+            .with_topics(topics);
+        let conn = cluster.connection(leader).await?;
+        let response = conn.send(&request).await?;
+        for t in &response.topics {
+            for p in &t.partitions {
+                let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
+                if let Some(e) = Error::broker(p.error_code, format!("list offsets of {tp}")) {
+                    return Err(e);
+                }
+                out.push((tp, (p.offset >= 0).then_some(p.offset)));
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
