@@ -29,7 +29,7 @@ use tokio::task::JoinHandle;
 use crate::cluster::Cluster;
 use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
-use crate::group_member::GroupMember;
+use crate::group_member::{Generation, GroupMember};
 
 /// Highest Fetch version used: v13 names topics by id.
 const MAX_FETCH_VERSION: i16 = 12;
@@ -177,6 +177,11 @@ impl Consumer {
     /// Receives rebalance callbacks from now on.
     pub fn set_rebalance_listener(&mut self, listener: Box<dyn RebalanceListener>) {
         self.listener = Some(listener);
+    }
+
+    /// The group generation this consumer is a member of, once it has joined.
+    pub fn group_generation(&self) -> Option<Generation> {
+        self.group.as_ref().and_then(|g| g.generation.clone())
     }
 
     /// The number of partitions of `topic`, from metadata.

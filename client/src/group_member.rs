@@ -40,12 +40,15 @@ const MAX_OFFSET_FETCH_VERSION: i16 = 7;
 /// Highest OffsetCommit version used: v9 is for the KIP-848 protocol.
 const MAX_OFFSET_COMMIT_VERSION: i16 = 8;
 
-/// The member's identity in the current generation.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Generation {
+/// A group member's identity in the current generation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Generation {
+    /// The id the coordinator gave this member.
     pub member_id: String,
     pub generation_id: i32,
+    /// The assignment strategy the group chose.
     pub protocol: String,
+    /// Whether this member computed the group's assignment.
     pub leader: bool,
 }
 

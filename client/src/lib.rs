@@ -1,3 +1,23 @@
+//! An asynchronous Kafka client on tokio, for Quipu and Apache Kafka alike.
+//!
+//! - [`Producer`]: batching (`batch.size`, `linger.ms`), the Java client's partitioning (murmur2
+//!   for keys, sticky for records without one), every compression codec, acks 0/1/all, retries
+//!   with backoff, idempotence, bounded in-flight requests and buffer memory, and a future per
+//!   record that resolves to its partition and offset.
+//! - [`Consumer`]: assigned partitions or a subscription through a consumer group (with
+//!   rebalance callbacks); seek to an offset, the beginning, the end or a timestamp; automatic or
+//!   manual commits; pause and resume; records whose keys and values are zero-copy [`bytes::Bytes`]
+//!   slices of the fetch response.
+//! - [`Admin`]: topics and partitions, configs, groups and their lag.
+//!
+//! Metadata is cached and refreshed when a broker says it is stale; requests that fail with a
+//! retriable error (NOT_LEADER_OR_FOLLOWER, a lost connection…) are retried with backoff.
+//!
+//! Module map: [`config`] (settings), [`error`], `connection` (one pipelined connection),
+//! `cluster` (metadata and connections), [`partitioner`], [`producer`], [`consumer`] (with
+//! `group_member` and `assignor`), [`admin`].
+
+pub mod admin;
 mod assignor;
 mod cluster;
 pub mod config;
@@ -7,7 +27,12 @@ pub mod error;
 mod group_member;
 pub mod partitioner;
 pub mod producer;
-pub use config::*;
+
+pub use admin::Admin;
+pub use cluster::{PartitionMetadata, TopicMetadata};
+pub use config::{Acks, ClientConfig, Compression, ConsumerConfig, OffsetReset, ProducerConfig};
 pub use consumer::{Consumer, ConsumerRecord, RebalanceListener, TopicPartition};
 pub use error::{Error, Result};
+pub use group_member::Generation;
 pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
+pub use quipu_protocol::ResponseError;
