@@ -1,4 +1,5 @@
-//! `quipu`: starts a single Quipu broker.
+//! `quipu`: starts a single Quipu broker; `quipu topic|produce|consume|group …` are the
+//! client commands of the `quipu-cli` crate.
 //!
 //! Configuration layers: defaults < `--config FILE` (TOML) < `QUIPU_*` environment < flags.
 
@@ -17,7 +18,8 @@ static ALLOCATOR: quipu_broker::alloc_guard::GuardedAllocator =
 #[command(
     name = "quipu",
     version,
-    about = "Quipu: a Kafka-compatible streaming broker"
+    about = "Quipu: a Kafka-compatible streaming broker",
+    after_help = "Client commands (each with --help):\n  quipu topic create|list|describe|delete\n  quipu produce TOPIC\n  quipu consume TOPIC\n  quipu group list|describe"
 )]
 struct Args {
     /// TOML configuration file (Kafka's broker setting names).
@@ -35,6 +37,12 @@ struct Args {
 }
 
 fn main() -> std::process::ExitCode {
+    if std::env::args()
+        .nth(1)
+        .is_some_and(|a| quipu_cli::COMMANDS.contains(&a.as_str()))
+    {
+        return quipu_cli::main(std::env::args_os());
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")

@@ -107,6 +107,13 @@ pub struct DeliveryFuture {
     timestamp_ms: i64,
 }
 
+impl DeliveryFuture {
+    /// Whether the record's outcome is known, without waiting for it.
+    pub fn is_done(&mut self) -> bool {
+        (&mut self.outcome).now_or_never().is_some()
+    }
+}
+
 impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata>;
 
