@@ -9,6 +9,7 @@
 //! - [`group`]: the group coordinator: consumer groups and committed offsets, kept in
 //!   `__consumer_offsets`.
 //! - [`broker`]: the state handlers share.
+//! - [`lifecycle`]: open, run the background tasks, serve, close.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
 
@@ -19,6 +20,7 @@ pub mod checkpoint;
 pub mod clock;
 pub mod flusher;
 pub mod group;
+pub mod lifecycle;
 pub mod log;
 pub mod log_cleaner;
 pub mod metadata;

@@ -4,10 +4,8 @@
 //! Configuration layers: defaults < `--config FILE` (TOML) < `QUIPU_*` environment < flags.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Parser;
-use quipu_broker::broker::Broker;
 use quipu_config::{load, Sources};
 
 #[global_allocator]
@@ -102,25 +100,7 @@ async fn run(config: quipu_config::BrokerConfig) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen on {host}:{port}: {e}"))?;
-    let bound = listener.local_addr()?;
-    let data_dir = config.log_dirs.clone();
-    let broker = Arc::new(tokio::task::block_in_place(|| {
-        Broker::open(config, bound.port())
-    })?);
-    tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, topics = broker.metadata.topics().len(), "quipu broker started");
-    let retention = tokio::spawn(quipu_broker::retention::run(broker.clone()));
-    let flusher = tokio::spawn(quipu_broker::flusher::run(broker.clone()));
-    let cleaner = tokio::spawn(quipu_broker::log_cleaner::run(broker.clone()));
-    let group_timers = tokio::spawn(quipu_broker::group::run_timers(broker.clone()));
-    quipu_broker::server::serve(broker.clone(), listener, shutdown_signal()).await;
-    retention.abort();
-    flusher.abort();
-    cleaner.abort();
-    group_timers.abort();
-    tracing::info!("shutting down: closing logs");
-    broker.metadata.close();
-    tracing::info!("shut down cleanly");
-    Ok(())
+    quipu_broker::lifecycle::run(config, listener, shutdown_signal()).await
 }
 
 async fn shutdown_signal() {

@@ -42,8 +42,9 @@ struct Outgoing {
     header_version: i16,
     response_header_version: i16,
     body: Bytes,
-    /// `None`: the broker sends no response (Produce with acks=0).
     reply: oneshot::Sender<Result<Bytes>>,
+    /// `false`: the broker sends no response (Produce with acks=0); the reply comes once the
+    /// request is written.
     expects_response: bool,
     permit: OwnedSemaphorePermit,
 }
@@ -181,6 +182,37 @@ impl Connection {
         version: i16,
         expects_response: bool,
     ) -> Result<Bytes> {
+        let reply = self
+            .enqueue::<R>(request, version, expects_response)
+            .await?;
+        reply.await
+    }
+
+    /// Hands `request` to the writer now (waiting for a free in-flight slot) and returns the
+    /// future of its response: requests enqueued one after another are written in that order.
+    pub async fn start<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+    ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static> {
+        let reply = self.enqueue::<R>(request, version, true).await?;
+        Ok(async move {
+            let mut body = reply.await?;
+            R::Response::decode(&mut body, version).map_err(|e| {
+                Error::Protocol(format!(
+                    "cannot decode response to API key {}: {e:#}",
+                    R::KEY
+                ))
+            })
+        })
+    }
+
+    async fn enqueue<R: Request>(
+        &self,
+        request: &R,
+        version: i16,
+        expects_response: bool,
+    ) -> Result<impl std::future::Future<Output = Result<Bytes>> + Send + 'static> {
         let mut body = BytesMut::new();
         request
             .encode(&mut body, version)
@@ -206,18 +238,26 @@ impl Connection {
                 permit,
             })
             .map_err(|_| self.lost("connection closed"))?;
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(self.lost("connection closed")),
-            Err(_) => {
-                // A request without an answer leaves the connection in an unknown state.
-                self.broken.store(true, Ordering::Release);
-                Err(Error::Timeout {
-                    timeout_ms: self.request_timeout_ms,
-                    what: format!("API key {} request to {}", R::KEY, self.addr),
-                })
+        let addr = self.addr.clone();
+        let broken = self.broken.clone();
+        let timeout_ms = self.request_timeout_ms;
+        Ok(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(Error::Disconnected {
+                    addr,
+                    reason: "connection closed".into(),
+                }),
+                Err(_) => {
+                    // A request without an answer leaves the connection in an unknown state.
+                    broken.store(true, Ordering::Release);
+                    Err(Error::Timeout {
+                        timeout_ms,
+                        what: format!("API key {} request to {addr}", R::KEY),
+                    })
+                }
             }
-        }
+        })
     }
 
     fn lost(&self, reason: &str) -> Error {

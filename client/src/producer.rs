@@ -28,7 +28,7 @@ use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
 use quipu_protocol::{ResponseError, StrBytes};
-use tokio::sync::{oneshot, Notify, Semaphore};
+use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::cluster::Cluster;
 use crate::config::{Acks, ProducerConfig};
@@ -101,6 +101,8 @@ type BatchOutcome = Shared<oneshot::Receiver<Result<BatchAck>>>;
 #[must_use = "a delivery future does nothing unless awaited; the record is sent either way"]
 pub struct DeliveryFuture {
     outcome: BatchOutcome,
+    /// The batch's outcome once seen (a `Shared` must not be polled after it completed).
+    seen: Option<Result<BatchAck>>,
     topic: Arc<str>,
     partition: i32,
     offset_delta: i32,
@@ -110,7 +112,29 @@ pub struct DeliveryFuture {
 impl DeliveryFuture {
     /// Whether the record's outcome is known, without waiting for it.
     pub fn is_done(&mut self) -> bool {
-        (&mut self.outcome).now_or_never().is_some()
+        if self.seen.is_none() {
+            if let Some(outcome) = (&mut self.outcome).now_or_never() {
+                self.seen = Some(outcome.unwrap_or(Err(Error::Closed)));
+            }
+        }
+        self.seen.is_some()
+    }
+
+    fn metadata(&self, ack: BatchAck) -> RecordMetadata {
+        RecordMetadata {
+            topic: self.topic.clone(),
+            partition: self.partition,
+            offset: if ack.base_offset < 0 {
+                -1
+            } else {
+                ack.base_offset + i64::from(self.offset_delta)
+            },
+            timestamp_ms: if ack.log_append_time_ms >= 0 {
+                ack.log_append_time_ms
+            } else {
+                self.timestamp_ms
+            },
+        }
     }
 }
 
@@ -119,25 +143,14 @@ impl Future for DeliveryFuture {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        match this.outcome.poll_unpin(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Err(_)) => Poll::Ready(Err(Error::Closed)),
-            Poll::Ready(Ok(Err(e))) => Poll::Ready(Err(e)),
-            Poll::Ready(Ok(Ok(ack))) => Poll::Ready(Ok(RecordMetadata {
-                topic: this.topic.clone(),
-                partition: this.partition,
-                offset: if ack.base_offset < 0 {
-                    -1
-                } else {
-                    ack.base_offset + i64::from(this.offset_delta)
-                },
-                timestamp_ms: if ack.log_append_time_ms >= 0 {
-                    ack.log_append_time_ms
-                } else {
-                    this.timestamp_ms
-                },
-            })),
-        }
+        let outcome = match this.seen.take() {
+            Some(o) => o,
+            None => match this.outcome.poll_unpin(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(o) => o.unwrap_or(Err(Error::Closed)),
+            },
+        };
+        Poll::Ready(outcome.map(|ack| this.metadata(ack)))
     }
 }
 
@@ -168,6 +181,8 @@ struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<Batch>,
     in_flight: usize,
+    /// The leader the in-flight batches went to: none go to another until they are back.
+    in_flight_leader: i32,
     next_sequence: i32,
     retrying: bool,
 }
@@ -191,6 +206,9 @@ struct ProducerState {
     idle: Notify,
     producer: Mutex<Option<ProducerFields>>,
     refreshing: AtomicBool,
+    /// One task per leader hands requests to its connection in drain order (sequence order).
+    /// Unbounded, but what is queued is bounded by the in-flight batches per partition.
+    leaders: Mutex<HashMap<i32, mpsc::UnboundedSender<Vec<Batch>>>>,
 }
 
 /// An asynchronous Kafka producer; cheap to clone, every clone sends through the same batches.
@@ -230,6 +248,7 @@ impl Producer {
             idle: Notify::new(),
             producer: Mutex::new(None),
             refreshing: AtomicBool::new(false),
+            leaders: Mutex::new(HashMap::new()),
         });
         tokio::spawn(run_sender(shared.clone()));
         Ok(Self { shared })
@@ -343,6 +362,7 @@ impl Producer {
         open.memory_bytes += size;
         let future = DeliveryFuture {
             outcome: open.outcome.clone(),
+            seen: None,
             topic: topic_arc,
             partition,
             offset_delta,
@@ -478,7 +498,7 @@ impl ProducerState {
                     );
                     continue;
                 };
-                if pq.retrying && pq.in_flight > 0 {
+                if pq.in_flight > 0 && (pq.retrying || pq.in_flight_leader != leader) {
                     continue;
                 }
                 while pq.in_flight < max_in_flight {
@@ -497,6 +517,7 @@ impl ProducerState {
                     }
                     pq.retrying = false;
                     pq.in_flight += 1;
+                    pq.in_flight_leader = leader;
                     out.by_leader.entry(leader).or_default().push(batch);
                 }
             }
@@ -593,24 +614,35 @@ async fn run_sender(s: Arc<ProducerState>) {
             });
         }
         for (leader, batches) in drained.by_leader {
-            // One request per leader, split where it would pass max.request.size.
-            let mut request = Vec::new();
-            let mut request_bytes = 0;
+            // Requests to a leader carry at most one batch per partition (a broker keeps one
+            // entry per partition): the k-th batch of each partition goes in the k-th request,
+            // and requests are split where they would pass max.request.size.
+            let mut rounds: Vec<Vec<Batch>> = Vec::new();
+            let mut seen: HashMap<(Arc<str>, i32), usize> = HashMap::new();
             for b in batches {
-                let size = b.builder.size_bytes();
-                if !request.is_empty() && request_bytes + size > s.config.max_request_size_bytes {
-                    tokio::spawn(send_request(
-                        s.clone(),
-                        leader,
-                        std::mem::take(&mut request),
-                    ));
-                    request_bytes = 0;
+                let k = seen.entry((b.topic.clone(), b.partition)).or_insert(0);
+                if rounds.len() <= *k {
+                    rounds.push(Vec::new());
                 }
-                request_bytes += size;
-                request.push(b);
+                rounds[*k].push(b);
+                *k += 1;
             }
-            if !request.is_empty() {
-                tokio::spawn(send_request(s.clone(), leader, request));
+            for round in rounds {
+                let mut request = Vec::new();
+                let mut request_bytes = 0;
+                for b in round {
+                    let size = b.builder.size_bytes();
+                    if !request.is_empty() && request_bytes + size > s.config.max_request_size_bytes
+                    {
+                        dispatch(&s, leader, std::mem::take(&mut request));
+                        request_bytes = 0;
+                    }
+                    request_bytes += size;
+                    request.push(b);
+                }
+                if !request.is_empty() {
+                    dispatch(&s, leader, request);
+                }
             }
         }
         if done {
@@ -625,6 +657,28 @@ async fn run_sender(s: Arc<ProducerState>) {
             _ = sleep => {}
         }
     }
+}
+
+/// Queues a request for `leader`'s task, starting the task if there is none.
+fn dispatch(s: &Arc<ProducerState>, leader: i32, batches: Vec<Batch>) {
+    let mut leaders = s.leaders.lock().expect("leader tasks");
+    let batches = match leaders.get(&leader) {
+        Some(tx) => match tx.send(batches) {
+            Ok(()) => return,
+            Err(mpsc::error::SendError(b)) => b,
+        },
+        None => batches,
+    };
+    let (tx, mut rx) = mpsc::unbounded_channel::<Vec<Batch>>();
+    tx.send(batches).expect("receiver alive");
+    leaders.insert(leader, tx);
+    let s = s.clone();
+    tokio::spawn(async move {
+        let mut connection = None;
+        while let Some(batches) = rx.recv().await {
+            send_request(&s, leader, &mut connection, batches).await;
+        }
+    });
 }
 
 /// The producer id of an idempotent producer, asked for once.
@@ -651,10 +705,23 @@ async fn producer_fields(s: &ProducerState) -> Result<ProducerFields> {
     Ok(fields)
 }
 
-async fn send_request(s: Arc<ProducerState>, leader: i32, mut batches: Vec<Batch>) {
+/// Encodes `batches` and hands their request to `leader`'s connection; the response is
+/// handled in a task of its own, so the next request can be handed over at once.
+///
+/// `connection` is the one the previous request went on. When it has been replaced (it broke),
+/// an idempotent producer sends these batches back to their queues instead: batches sent before
+/// may still be failing on the old connection, and a broker that does not know the producer yet
+/// would accept a later sequence first. Back in the queue, they go again after those, in
+/// sequence order.
+async fn send_request(
+    s: &Arc<ProducerState>,
+    leader: i32,
+    connection: &mut Option<Arc<crate::connection::Connection>>,
+    mut batches: Vec<Batch>,
+) {
     let prepared: Result<()> = async {
         let producer = if s.config.idempotent() {
-            producer_fields(&s).await?
+            producer_fields(s).await?
         } else {
             ProducerFields::NONE
         };
@@ -675,15 +742,40 @@ async fn send_request(s: Arc<ProducerState>, leader: i32, mut batches: Vec<Batch
     }
     .await;
     if let Err(e) = prepared {
-        return fail_or_retry(&s, batches, &e);
+        return fail_or_retry(s, batches, &e);
     }
     let conn = match s.cluster.connection(leader).await {
         Ok(c) => c,
-        Err(e) => return fail_or_retry(&s, batches, &e),
+        Err(e) => return fail_or_retry(s, batches, &e),
     };
+    let replaced = connection.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &conn));
+    *connection = Some(conn.clone());
+    if replaced && s.config.idempotent() {
+        let e = Error::Disconnected {
+            addr: conn.addr.clone(),
+            reason: "connection replaced while earlier batches may be in flight".into(),
+        };
+        return fail_or_retry(s, batches, &e);
+    }
+    if s.config.idempotent() {
+        // A batch whose partition has an earlier batch queued again must follow it.
+        let (bounced, kept): (Vec<Batch>, Vec<Batch>) =
+            batches.into_iter().partition(|b| partition_retrying(s, b));
+        if !bounced.is_empty() {
+            let e = Error::Disconnected {
+                addr: conn.addr.clone(),
+                reason: "an earlier batch of the partition is being sent again".into(),
+            };
+            fail_or_retry(s, bounced, &e);
+        }
+        batches = kept;
+        if batches.is_empty() {
+            return;
+        }
+    }
     let version = match conn.version_for::<ProduceRequest>() {
         Ok(v) => v.min(MAX_PRODUCE_VERSION),
-        Err(e) => return fail_or_retry(&s, batches, &e),
+        Err(e) => return fail_or_retry(s, batches, &e),
     };
     let mut topics: Vec<TopicProduceData> = Vec::new();
     for b in &batches {
@@ -715,15 +807,30 @@ async fn send_request(s: Arc<ProducerState>, leader: i32, mut batches: Vec<Batch
                     }),
                     true,
                 ),
-                Err(e) => fail_or_retry(&s, vec![b], e),
+                Err(e) => fail_or_retry(s, vec![b], e),
             }
         }
         return;
     }
-    let response = match conn.send_version(&request, version).await {
+    let response = match conn.start(&request, version).await {
         Ok(r) => r,
-        Err(e) => return fail_or_retry(&s, batches, &e),
+        Err(e) => return fail_or_retry(s, batches, &e),
     };
+    let s = s.clone();
+    tokio::spawn(async move {
+        match response.await {
+            Ok(r) => handle_response(&s, batches, r),
+            Err(e) => fail_or_retry(&s, batches, &e),
+        }
+    });
+}
+
+/// Completes or retries each batch after the broker's answer for its partition.
+fn handle_response(
+    s: &Arc<ProducerState>,
+    batches: Vec<Batch>,
+    response: quipu_protocol::messages::ProduceResponse,
+) {
     let mut results: HashMap<(&str, i32), (i16, i64, i64, String)> = HashMap::new();
     for t in &response.responses {
         for p in &t.partition_responses {
@@ -783,7 +890,7 @@ async fn send_request(s: Arc<ProducerState>, leader: i32, mut batches: Vec<Batch
                     format!("produce to {}-{} ({message})", b.topic, b.partition)
                 };
                 let e = Error::Broker { error, context };
-                fail_or_retry(&s, vec![b], &e);
+                fail_or_retry(s, vec![b], &e);
             }
         }
     }

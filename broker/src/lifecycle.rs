@@ -1,0 +1,37 @@
+//! A broker's life: open its state from the data directory, start the background tasks
+//! (retention, flusher, log cleaner, group timers), serve connections until the shutdown future
+//! resolves, then stop the tasks and close the logs.
+//!
+//! Used by the `quipu` binary and by tests that run a broker inside their own process.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::broker::Broker;
+
+/// Runs a broker on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: quipu_config::BrokerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
+    let data_dir = config.log_dirs.clone();
+    let broker = Arc::new(tokio::task::block_in_place(|| {
+        Broker::open(config, bound.port())
+    })?);
+    tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, topics = broker.metadata.topics().len(), "quipu broker started");
+    let retention = tokio::spawn(crate::retention::run(broker.clone()));
+    let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
+    let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
+    let group_timers = tokio::spawn(crate::group::run_timers(broker.clone()));
+    crate::server::serve(broker.clone(), listener, shutdown).await;
+    retention.abort();
+    flusher.abort();
+    cleaner.abort();
+    group_timers.abort();
+    tracing::info!("shutting down: closing logs");
+    broker.metadata.close();
+    tracing::info!("shut down cleanly");
+    Ok(())
+}
