@@ -23,9 +23,27 @@ pub(crate) async fn run(bootstrap: &str, command: GroupCommand) -> CommandResult
             }
         }
         GroupCommand::Describe { group } => {
-            let d = admin.describe_group(&group).await.map_err(describe)?;
-            let lags = admin.group_lag(&group).await.map_err(describe)?;
-            if d.state == "Dead" && lags.is_empty() {
+            let missing = |e: quipu_client::Error| match e.broker_error() {
+                Some(quipu_client::ResponseError::GroupIdNotFound) => {
+                    format!("group `{group}` does not exist")
+                }
+                _ => describe(e),
+            };
+            let lags = admin.group_lag(&group).await.map_err(missing)?;
+            let d = match admin.describe_group(&group).await {
+                Ok(d) => d,
+                Err(e) if !lags.is_empty() && e.broker_error().is_some() => {
+                    quipu_client::admin::GroupDescription {
+                        group_id: group.clone(),
+                        state: "Empty".into(),
+                        protocol_type: "consumer".into(),
+                        protocol: String::new(),
+                        members: Vec::new(),
+                    }
+                }
+                Err(e) => return Err(missing(e)),
+            };
+            if lags.is_empty() && d.members.is_empty() && d.state == "Dead" {
                 return Err(format!("group `{group}` does not exist"));
             }
             println!(

@@ -21,7 +21,7 @@ use quipu_protocol::messages::{
     DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
     IncrementalAlterConfigsRequest, ListGroupsRequest, TopicName,
 };
-use quipu_protocol::StrBytes;
+use quipu_protocol::{ResponseError, StrBytes};
 
 use crate::cluster::{backoff, Cluster, PartitionMetadata};
 use crate::config::ClientConfig;
@@ -447,8 +447,9 @@ impl Admin {
         Ok(out)
     }
 
-    /// State, strategy and members (with their assignments) of `group_id`; a group that does not
-    /// exist is reported in state "Dead", as Kafka does.
+    /// State, strategy and members (with their assignments) of `group_id`; GROUP_ID_NOT_FOUND
+    /// when there is no such group (older brokers describe it as "Dead": that is mapped to the
+    /// same error).
     pub async fn describe_group(&self, group_id: &str) -> Result<GroupDescription> {
         let mut attempt = 0;
         loop {
@@ -545,7 +546,21 @@ impl Admin {
     /// Lag of `group_id` on every partition it has committed or is assigned: end offset minus
     /// committed offset, with the member each partition is assigned to.
     pub async fn group_lag(&self, group_id: &str) -> Result<Vec<PartitionLag>> {
-        let description = self.describe_group(group_id).await?;
+        let description = match self.describe_group(group_id).await {
+            Ok(d) => d,
+            // A group with committed offsets and no members may be gone from the coordinator's
+            // memory but not from its offsets.
+            Err(e) if e.broker_error() == Some(ResponseError::GroupIdNotFound) => {
+                GroupDescription {
+                    group_id: group_id.to_string(),
+                    state: "Dead".into(),
+                    protocol_type: String::new(),
+                    protocol: String::new(),
+                    members: Vec::new(),
+                }
+            }
+            Err(e) => return Err(e),
+        };
         let mut owners: BTreeMap<TopicPartition, String> = BTreeMap::new();
         for m in &description.members {
             for tp in &m.assignment {
