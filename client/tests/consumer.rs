@@ -53,7 +53,9 @@ async fn seeks_to_offset_beginning_end_and_timestamp() {
     let mut c = Consumer::new(ConsumerConfig::new(&broker.bootstrap)).unwrap();
     c.assign(vec![tp.clone()]);
 
-    c.seek_to_beginning(&[tp.clone()]).await.unwrap();
+    c.seek_to_beginning(std::slice::from_ref(&tp))
+        .await
+        .unwrap();
     let r = poll_until(&mut c, 1).await;
     assert_eq!(r[0].offset, 0);
     assert_eq!(r[0].value.as_deref(), Some(&b"v0"[..]));
@@ -65,12 +67,16 @@ async fn seeks_to_offset_beginning_end_and_timestamp() {
     assert_eq!(r[0].offset, 321, "records before the position are skipped");
     assert_eq!(r[0].value.as_deref(), Some(&b"v321"[..]));
 
-    c.seek_to_timestamp(&[tp.clone()], 1_000_400).await.unwrap();
+    c.seek_to_timestamp(std::slice::from_ref(&tp), 1_000_400)
+        .await
+        .unwrap();
     assert_eq!(c.position(&tp), Some(400));
     let r = poll_until(&mut c, 1).await;
     assert_eq!((r[0].offset, r[0].timestamp_ms), (400, 1_000_400));
     // After the last timestamp: the end.
-    c.seek_to_timestamp(&[tp.clone()], 9_000_000).await.unwrap();
+    c.seek_to_timestamp(std::slice::from_ref(&tp), 9_000_000)
+        .await
+        .unwrap();
     assert_eq!(c.position(&tp), Some(500));
     let offsets = c
         .offsets_for_times(&[(tp.clone(), 1_000_010)])
@@ -84,7 +90,7 @@ async fn seeks_to_offset_beginning_end_and_timestamp() {
         vec![(tp.clone(), None)]
     );
 
-    c.seek_to_end(&[tp.clone()]).await.unwrap();
+    c.seek_to_end(std::slice::from_ref(&tp)).await.unwrap();
     assert_eq!(c.position(&tp), Some(500));
     assert!(c.poll(Duration::from_millis(300)).await.unwrap().is_empty());
     produce(&broker.bootstrap, &topic, 0, 3, 2_000_000).await;
@@ -94,11 +100,13 @@ async fn seeks_to_offset_beginning_end_and_timestamp() {
         vec![500, 501, 502]
     );
     assert_eq!(
-        c.beginning_offsets(&[tp.clone()]).await.unwrap(),
+        c.beginning_offsets(std::slice::from_ref(&tp))
+            .await
+            .unwrap(),
         vec![(tp.clone(), 0)]
     );
     assert_eq!(
-        c.end_offsets(&[tp.clone()]).await.unwrap(),
+        c.end_offsets(std::slice::from_ref(&tp)).await.unwrap(),
         vec![(tp.clone(), 503)]
     );
     assert_eq!(c.high_watermark(&tp), Some(503));
@@ -188,14 +196,14 @@ async fn manual_and_automatic_commits_are_where_the_next_consumer_starts() {
     let mut c = Consumer::new(config()).unwrap();
     c.assign(vec![tp.clone()]);
     assert_eq!(
-        c.committed(&[tp.clone()]).await.unwrap(),
+        c.committed(std::slice::from_ref(&tp)).await.unwrap(),
         vec![(tp.clone(), None)]
     );
     let r = poll_until(&mut c, 1).await;
     assert_eq!(r[0].offset, 0, "no commit yet: auto.offset.reset=earliest");
     c.commit_offsets(&[(tp.clone(), 40)]).await.unwrap();
     assert_eq!(
-        c.committed(&[tp.clone()]).await.unwrap(),
+        c.committed(std::slice::from_ref(&tp)).await.unwrap(),
         vec![(tp.clone(), Some(40))]
     );
     c.close().await.unwrap();
@@ -215,15 +223,17 @@ async fn manual_and_automatic_commits_are_where_the_next_consumer_starts() {
     tokio::time::sleep(Duration::from_millis(150)).await;
     c.poll(Duration::from_millis(10)).await.unwrap();
     assert_eq!(
-        c.committed(&[tp.clone()]).await.unwrap(),
+        c.committed(std::slice::from_ref(&tp)).await.unwrap(),
         vec![(tp.clone(), Some(position))]
     );
     c.close().await.unwrap();
 }
 
+type Events = Arc<Mutex<Vec<(String, Vec<TopicPartition>)>>>;
+
 #[derive(Default)]
 struct Recorder {
-    events: Arc<Mutex<Vec<(String, Vec<TopicPartition>)>>>,
+    events: Events,
 }
 
 impl RebalanceListener for Recorder {
@@ -249,7 +259,7 @@ async fn a_group_splits_partitions_and_rebalances_when_a_member_leaves() {
         produce(&broker.bootstrap, &topic, p, 100, 0).await;
     }
     let group = unique("members");
-    let make = |events: Arc<Mutex<Vec<(String, Vec<TopicPartition>)>>>| {
+    let make = |events: Events| {
         let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
         config.auto_offset_reset = OffsetReset::Earliest;
         config.heartbeat_interval_ms = 100;
@@ -341,7 +351,7 @@ async fn misuse_is_an_error_not_a_panic() {
     assert!(c.subscribe(&["t"]).is_err(), "subscribe needs a group");
     let tp = TopicPartition::new("t", 0);
     assert!(c.seek(&tp, 0).is_err(), "not assigned");
-    assert!(c.pause(&[tp.clone()]).is_err());
+    assert!(c.pause(std::slice::from_ref(&tp)).is_err());
     assert!(c.commit().await.is_err(), "commits need a group");
     let mut config = ConsumerConfig::new(&broker.bootstrap);
     config.assignment_strategies = vec!["sticky-ish".into()];

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use quipu_client::{
     Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, TopicPartition,
 };
@@ -153,7 +153,6 @@ async fn connection(mut stream: TcpStream, script: Arc<Script>, port: u16) {
         if stream.write_all(&out).await.is_err() {
             return;
         }
-        let _ = frame.remaining();
     }
 }
 
