@@ -183,6 +183,10 @@ struct PartitionQueue {
     in_flight: usize,
     /// The leader the in-flight batches went to: none go to another until they are back.
     in_flight_leader: i32,
+    /// Whether a batch of this partition was acknowledged. Until then an idempotent producer
+    /// sends one batch at a time: a broker that does not know the producer yet accepts any
+    /// sequence, so a later batch must not arrive while the first may still fail.
+    acked: bool,
     next_sequence: i32,
     retrying: bool,
 }
@@ -501,7 +505,12 @@ impl ProducerState {
                 if pq.in_flight > 0 && (pq.retrying || pq.in_flight_leader != leader) {
                     continue;
                 }
-                while pq.in_flight < max_in_flight {
+                let limit = if idempotent && !pq.acked {
+                    1
+                } else {
+                    max_in_flight
+                };
+                while pq.in_flight < limit {
                     let Some(head) = pq.ready.front() else { break };
                     if let Some(t) = head.retry_after {
                         if t > now {
@@ -542,6 +551,7 @@ impl ProducerState {
                 .and_then(|p| p.get_mut(batch.partition as usize))
             {
                 pq.in_flight -= 1;
+                pq.acked |= result.is_ok();
             }
         }
         let _ = batch.reply.send(result);
@@ -659,6 +669,12 @@ async fn run_sender(s: Arc<ProducerState>) {
     }
 }
 
+/// A produce request handed to its connection: the response to come, and its batches.
+type PendingProduce = (
+    Pin<Box<dyn Future<Output = Result<quipu_protocol::messages::ProduceResponse>> + Send>>,
+    Vec<Batch>,
+);
+
 /// Queues a request for `leader`'s task, starting the task if there is none.
 fn dispatch(s: &Arc<ProducerState>, leader: i32, batches: Vec<Batch>) {
     let mut leaders = s.leaders.lock().expect("leader tasks");
@@ -673,10 +689,22 @@ fn dispatch(s: &Arc<ProducerState>, leader: i32, batches: Vec<Batch>) {
     tx.send(batches).expect("receiver alive");
     leaders.insert(leader, tx);
     let s = s.clone();
+    // Responses are handled in request order (the order the broker answers in), so a batch's
+    // failure is known before the answers of the batches sent after it.
+    let (responses_tx, mut responses) = mpsc::unbounded_channel::<PendingProduce>();
+    let s2 = s.clone();
+    tokio::spawn(async move {
+        while let Some((response, batches)) = responses.recv().await {
+            match response.await {
+                Ok(r) => handle_response(&s2, batches, r),
+                Err(e) => fail_or_retry(&s2, batches, &e),
+            }
+        }
+    });
     tokio::spawn(async move {
         let mut connection = None;
         while let Some(batches) = rx.recv().await {
-            send_request(&s, leader, &mut connection, batches).await;
+            send_request(&s, leader, &mut connection, &responses_tx, batches).await;
         }
     });
 }
@@ -717,6 +745,7 @@ async fn send_request(
     s: &Arc<ProducerState>,
     leader: i32,
     connection: &mut Option<Arc<crate::connection::Connection>>,
+    responses: &mpsc::UnboundedSender<PendingProduce>,
     mut batches: Vec<Batch>,
 ) {
     let prepared: Result<()> = async {
@@ -816,13 +845,10 @@ async fn send_request(
         Ok(r) => r,
         Err(e) => return fail_or_retry(s, batches, &e),
     };
-    let s = s.clone();
-    tokio::spawn(async move {
-        match response.await {
-            Ok(r) => handle_response(&s, batches, r),
-            Err(e) => fail_or_retry(&s, batches, &e),
-        }
-    });
+    if let Err(mpsc::error::SendError((_, batches))) = responses.send((Box::pin(response), batches))
+    {
+        fail_or_retry(s, batches, &Error::Closed);
+    }
 }
 
 /// Completes or retries each batch after the broker's answer for its partition.
