@@ -63,6 +63,21 @@ async fn topics_are_created_described_grown_and_deleted() {
     );
 }
 
+async fn described_until(
+    admin: &quipu_client::admin::Admin,
+    resource: &ConfigResource,
+    pred: impl Fn(&[quipu_client::admin::ConfigEntry]) -> bool,
+) -> Vec<quipu_client::admin::ConfigEntry> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let entries = admin.describe_configs(resource).await.unwrap();
+        if pred(&entries) || tokio::time::Instant::now() >= deadline {
+            return entries;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn configs_are_described_and_altered() {
     let broker = TestBroker::start();
@@ -85,7 +100,11 @@ async fn configs_are_described_and_altered() {
         )
         .await
         .unwrap();
-    let after = admin.describe_configs(&resource).await.unwrap();
+    // Kafka applies config changes through its metadata log: a describe may lag briefly.
+    let after = described_until(&admin, &resource, |e| {
+        !value(e, "retention.ms").unwrap().is_default
+    })
+    .await;
     let retention = value(&after, "retention.ms").unwrap();
     assert_eq!(retention.value.as_deref(), Some("123456"));
     assert!(!retention.is_default);
@@ -97,7 +116,10 @@ async fn configs_are_described_and_altered() {
         .alter_configs(&resource, &[AlterConfigOp::Delete("retention.ms".into())])
         .await
         .unwrap();
-    let reset = admin.describe_configs(&resource).await.unwrap();
+    let reset = described_until(&admin, &resource, |e| {
+        value(e, "retention.ms").unwrap().is_default
+    })
+    .await;
     assert!(value(&reset, "retention.ms").unwrap().is_default);
     let err = admin
         .alter_configs(
