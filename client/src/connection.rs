@@ -304,21 +304,9 @@ async fn write_loop(
                 header.put_u8(0); // no tagged fields
             }
             let size = (header.len() + req.body.len()) as i32;
-            let written = async {
-                out.write_all(&size.to_be_bytes()).await?;
-                out.write_all(&header).await?;
-                out.write_all(&req.body).await
-            }
-            .await;
-            if let Err(e) = written {
-                let _ = req.reply.send(Err(Error::Disconnected {
-                    addr: addr.clone(),
-                    reason: e.to_string(),
-                }));
-                broken.store(true, Ordering::Release);
-                fail_pending(&addr, &pending, &e.to_string());
-                return;
-            }
+            let body = req.body;
+            // Registered before the bytes go out: the response may arrive before this task
+            // runs again after the write.
             if req.expects_response {
                 pending.lock().expect("pending lock").push_back(Pending {
                     correlation_id,
@@ -328,6 +316,23 @@ async fn write_loop(
                 });
             } else {
                 acks0.push(req.reply);
+            }
+            let written = async {
+                out.write_all(&size.to_be_bytes()).await?;
+                out.write_all(&header).await?;
+                out.write_all(&body).await
+            }
+            .await;
+            if let Err(e) = written {
+                broken.store(true, Ordering::Release);
+                fail_pending(&addr, &pending, &e.to_string());
+                for reply in acks0 {
+                    let _ = reply.send(Err(Error::Disconnected {
+                        addr: addr.clone(),
+                        reason: e.to_string(),
+                    }));
+                }
+                return;
             }
             next = rx.try_recv().ok();
         }

@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""The Rust client's throughput next to librdkafka's, on the same Quipu broker and machine, in
+one run.
+
+    cargo build --release -p quipu-broker -p quipu-benches --bin client_throughput
+    python3 benches/client_figures.py [--records 1000000] [--rounds 3]
+
+- produce: RECORDS records of 1 KiB over 3 partitions, acks=1 and acks=all, batch.size 1 MiB,
+  linger.ms 5, by our producer (benches/src/bin/client_throughput.rs) and by librdkafka
+  (confluent-kafka, the same loop side_by_side.py uses), alternating, each into a fresh topic.
+- replay: the backlog one acks=all round wrote, read from offset 0 by our consumer and by
+  librdkafka.
+
+Each figure is the median of --rounds; ratios are ours / librdkafka's. The driver binary's and
+librdkafka's loops both run on this machine's cores next to the broker: the figures compare
+clients under the same load, not absolute capacity.
+"""
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from side_by_side import (PARTITIONS, RECORD_BYTES, ROOT, Moved, QuipuBroker, create,  # noqa: E402
+                          rdkafka_producer, rdkafka_replay)
+
+
+def ours(driver, *args):
+    out = subprocess.run([driver, *map(str, args)], capture_output=True, text=True, timeout=1800)
+    assert out.returncode == 0, out.stderr[-3000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    return r["bytes"] / 1e6 / r["seconds"], r["records"] / r["seconds"]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "quipu"))
+    ap.add_argument("--driver", default=None, help="client_throughput binary (default: next to --bin)")
+    ap.add_argument("--records", type=int, default=1_000_000)
+    ap.add_argument("--rounds", type=int, default=3)
+    args = ap.parse_args()
+    driver = args.driver or str(Path(args.bin).parent / "client_throughput")
+    figures = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        broker = QuipuBroker(args.bin, tmp).start()
+        try:
+            b = broker.bootstrap
+            for n in range(args.rounds):
+                for acks in ["1", "all"]:
+                    topic = f"ours-{acks}-{n}"
+                    create(b, topic)
+                    mb, recs = ours(driver, "produce", b, topic, args.records, RECORD_BYTES, PARTITIONS, acks, 1 << 20)
+                    figures.setdefault(f"produce acks={acks}, Rust client (MB/s)", []).append(mb)
+                    figures.setdefault(f"produce acks={acks}, Rust client (records/s)", []).append(recs)
+                    mb, recs = rdkafka_producer(b, f"rd-{acks}-{n}", args.records, acks, 1 << 20, Moved())
+                    figures.setdefault(f"produce acks={acks}, librdkafka (MB/s)", []).append(mb)
+                    figures.setdefault(f"produce acks={acks}, librdkafka (records/s)", []).append(recs)
+                mb, _ = ours(driver, "replay", b, f"ours-all-{n}", args.records, PARTITIONS)
+                figures.setdefault("replay from offset 0, Rust client (MB/s)", []).append(mb)
+                figures.setdefault("replay from offset 0, librdkafka (MB/s)", []).append(
+                    rdkafka_replay(b, f"ours-all-{n}", args.records, Moved()))
+        finally:
+            broker.stop()
+    medians = {k: statistics.median(v) for k, v in figures.items()}
+    print(f"{args.records} records of {RECORD_BYTES} B over {PARTITIONS} partitions, median of {args.rounds}")
+    for k, v in medians.items():
+        print(f"{k:55s} {v:12.1f}   runs: {', '.join(f'{x:.1f}' for x in figures[k])}")
+    for what in ["produce acks=1", "produce acks=all", "replay from offset 0"]:
+        ratio = medians[f"{what}, Rust client (MB/s)"] / medians[f"{what}, librdkafka (MB/s)"]
+        print(f"{what}: Rust client / librdkafka = {ratio:.2f}")
+
+
+if __name__ == "__main__":
+    main()
