@@ -33,6 +33,8 @@ struct Script {
     fetch_requests: AtomicUsize,
     /// The records of the one partition, as the client produced them.
     log: std::sync::Mutex<Option<Bytes>>,
+    /// Answer produce requests as soon as their header is in, before reading their records.
+    answer_early: bool,
 }
 
 async fn serve(listener: TcpListener, script: Arc<Script>) {
@@ -51,8 +53,46 @@ async fn connection(mut stream: TcpStream, script: Arc<Script>, port: u16) {
         if stream.read_exact(&mut size).await.is_err() {
             return;
         }
-        let mut frame = vec![0u8; i32::from_be_bytes(size) as usize];
-        if stream.read_exact(&mut frame).await.is_err() {
+        let size = i32::from_be_bytes(size) as usize;
+        let mut prefix = [0u8; 8];
+        if stream.read_exact(&mut prefix).await.is_err() {
+            return;
+        }
+        if script.answer_early && i16::from_be_bytes([prefix[0], prefix[1]]) == 0 {
+            let version = i16::from_be_bytes([prefix[2], prefix[3]]);
+            let correlation_id = i32::from_be_bytes([prefix[4], prefix[5], prefix[6], prefix[7]]);
+            script.produce_requests.fetch_add(1, Ordering::SeqCst);
+            let mut body = BytesMut::new();
+            ProduceResponse::default()
+                .with_responses(vec![TopicProduceResponse::default()
+                    .with_name(TopicName(StrBytes::from_static_str("moving")))
+                    .with_partition_responses(vec![PartitionProduceResponse::default()
+                        .with_index(0)
+                        .with_base_offset(0)
+                        .with_log_append_time_ms(-1)])])
+                .encode(&mut body, version)
+                .unwrap();
+            let mut head = BytesMut::new();
+            ResponseHeader::default()
+                .with_correlation_id(correlation_id)
+                .encode(&mut head, ProduceResponse::header_version(version))
+                .unwrap();
+            let mut out = BytesMut::new();
+            out.put_i32((head.len() + body.len()) as i32);
+            out.extend_from_slice(&head);
+            out.extend_from_slice(&body);
+            if stream.write_all(&out).await.is_err() {
+                return;
+            }
+            let mut rest = vec![0u8; size - 8];
+            if stream.read_exact(&mut rest).await.is_err() {
+                return;
+            }
+            continue;
+        }
+        let mut frame = prefix.to_vec();
+        frame.resize(size, 0);
+        if stream.read_exact(&mut frame[8..]).await.is_err() {
             return;
         }
         let mut frame = Bytes::from(frame);
@@ -204,4 +244,30 @@ async fn not_leader_refreshes_metadata_and_retries_produce_and_fetch() {
         script.metadata_requests.load(Ordering::SeqCst) > metadata_after_produce,
         "the consumer asked for metadata again after NOT_LEADER_OR_FOLLOWER"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_that_arrives_while_the_request_is_still_being_written_is_matched() {
+    // A broker may answer as soon as it has read a request, which can be before the client's
+    // writer task runs again after a large write; the answer must find its request.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let script = Arc::new(Script {
+        answer_early: true,
+        ..Default::default()
+    });
+    tokio::spawn(serve(listener, script.clone()));
+    let mut config = ProducerConfig::new(&addr);
+    config.enable_idempotence = Some(false);
+    config.max_request_size_bytes = 8 << 20;
+    config.batch_size_bytes = 8 << 20;
+    config.client.request_timeout_ms = 5_000;
+    config.retries = 0;
+    let producer = Producer::new(config).unwrap();
+    for _ in 0..5 {
+        let big = ProducerRecord::new("moving", vec![0u8; 4 << 20]).with_partition(0);
+        let written = producer.send(big).await.unwrap().await.unwrap();
+        assert_eq!(written.offset, 0);
+    }
+    assert_eq!(script.produce_requests.load(Ordering::SeqCst), 5);
 }
