@@ -10,6 +10,8 @@ one run.
   (confluent-kafka, the same loop side_by_side.py uses), alternating, each into a fresh topic.
 - replay: the backlog one acks=all round wrote, read from offset 0 by our consumer and by
   librdkafka.
+- The same with kcat (librdkafka driven from C: no Python loop in the way) when it is installed:
+  `kcat -P -l` from a file of the same records, and `kcat -C -e` printing one byte per record.
 
 Each figure is the median of --rounds; ratios are ours / librdkafka's. The driver binary's and
 librdkafka's loops both run on this machine's cores next to the broker: the figures compare
@@ -17,10 +19,12 @@ clients under the same load, not absolute capacity.
 """
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -35,6 +39,25 @@ def ours(driver, *args):
     return r["bytes"] / 1e6 / r["seconds"], r["records"] / r["seconds"]
 
 
+def kcat_produce(bootstrap, topic, path, records, acks):
+    create(bootstrap, topic)
+    start = time.perf_counter()
+    subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-l", "-X", f"acks={acks}", "-X", "linger.ms=5",
+                    "-X", "batch.size=1048576", "-X", "queue.buffering.max.kbytes=1048576", str(path)],
+                   check=True, timeout=1800)
+    elapsed = time.perf_counter() - start
+    return records * (RECORD_BYTES - 1) / 1e6 / elapsed
+
+
+def kcat_replay(bootstrap, topic, records):
+    start = time.perf_counter()
+    out = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "."],
+                         capture_output=True, check=True, timeout=1800).stdout
+    elapsed = time.perf_counter() - start
+    assert len(out) == records, (len(out), records)
+    return records * RECORD_BYTES / 1e6 / elapsed
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "quipu"))
@@ -46,6 +69,13 @@ def main():
     figures = {}
     with tempfile.TemporaryDirectory() as tmp:
         broker = QuipuBroker(args.bin, tmp).start()
+        lines = Path(tmp) / "records.txt"
+        if shutil.which("kcat"):
+            # kcat sends each line: RECORD_BYTES - 1 bytes and a newline.
+            with open(lines, "wb") as f:
+                line = bytes(65 + i % 26 for i in range(RECORD_BYTES - 1)) + b"\n"
+                for _ in range(args.records):
+                    f.write(line)
         try:
             b = broker.bootstrap
             for n in range(args.rounds):
@@ -58,10 +88,16 @@ def main():
                     mb, recs = rdkafka_producer(b, f"rd-{acks}-{n}", args.records, acks, 1 << 20, Moved())
                     figures.setdefault(f"produce acks={acks}, librdkafka (MB/s)", []).append(mb)
                     figures.setdefault(f"produce acks={acks}, librdkafka (records/s)", []).append(recs)
+                    if lines.exists():
+                        figures.setdefault(f"produce acks={acks}, kcat (MB/s)", []).append(
+                            kcat_produce(b, f"kcat-{acks}-{n}", lines, args.records, acks))
                 mb, _ = ours(driver, "replay", b, f"ours-all-{n}", args.records, PARTITIONS)
                 figures.setdefault("replay from offset 0, Rust client (MB/s)", []).append(mb)
                 figures.setdefault("replay from offset 0, librdkafka (MB/s)", []).append(
                     rdkafka_replay(b, f"ours-all-{n}", args.records, Moved()))
+                if lines.exists():
+                    figures.setdefault("replay from offset 0, kcat (MB/s)", []).append(
+                        kcat_replay(b, f"ours-all-{n}", args.records))
         finally:
             broker.stop()
     medians = {k: statistics.median(v) for k, v in figures.items()}
@@ -69,8 +105,10 @@ def main():
     for k, v in medians.items():
         print(f"{k:55s} {v:12.1f}   runs: {', '.join(f'{x:.1f}' for x in figures[k])}")
     for what in ["produce acks=1", "produce acks=all", "replay from offset 0"]:
-        ratio = medians[f"{what}, Rust client (MB/s)"] / medians[f"{what}, librdkafka (MB/s)"]
-        print(f"{what}: Rust client / librdkafka = {ratio:.2f}")
+        for other in ["librdkafka", "kcat"]:
+            if f"{what}, {other} (MB/s)" in medians:
+                ratio = medians[f"{what}, Rust client (MB/s)"] / medians[f"{what}, {other} (MB/s)"]
+                print(f"{what}: Rust client / {other} = {ratio:.2f}")
 
 
 if __name__ == "__main__":

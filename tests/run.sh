@@ -35,6 +35,7 @@ step "Rust unit and integration tests"
 cargo test --workspace
 
 step "interoperability suite"
+cargo build -q -p quipu-benches --bin client_throughput   # the client benchmark's driver (smoke test)
 export TEST_QUIPU_BIN="$PWD/target/debug/quipu"
 cd tests/interop
 python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=10

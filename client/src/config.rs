@@ -185,6 +185,11 @@ impl ProducerConfig {
         if self.max_request_size_bytes > self.buffer_memory_bytes {
             return bad("max.request.size must be at most buffer.memory");
         }
+        if self.max_request_size_bytes > i32::MAX as usize
+            || self.batch_size_bytes > i32::MAX as usize
+        {
+            return bad("max.request.size and batch.size must be under 2 GiB");
+        }
         Ok(())
     }
 }

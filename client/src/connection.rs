@@ -41,7 +41,8 @@ struct Outgoing {
     api_version: i16,
     header_version: i16,
     response_header_version: i16,
-    body: Bytes,
+    /// The body as chunks, written one after another (record batches are not copied).
+    body: Vec<Bytes>,
     reply: oneshot::Sender<Result<Bytes>>,
     /// `false`: the broker sends no response (Produce with acks=0); the reply comes once the
     /// request is written.
@@ -169,13 +170,6 @@ impl Connection {
         })
     }
 
-    /// Sends a request that has no response (Produce with acks=0); returns once it is written.
-    pub async fn send_no_response<R: Request>(&self, request: &R, version: i16) -> Result<()> {
-        self.send_raw::<R>(request, version, false)
-            .await
-            .map(|_| ())
-    }
-
     async fn send_raw<R: Request>(
         &self,
         request: &R,
@@ -188,14 +182,15 @@ impl Connection {
         reply.await
     }
 
-    /// Hands `request` to the writer now (waiting for a free in-flight slot) and returns the
-    /// future of its response: requests enqueued one after another are written in that order.
-    pub async fn start<R: Request>(
+    /// Hands a request body, encoded as chunks, to the writer now (waiting for a free in-flight
+    /// slot) and returns the future of its response: requests handed over one after another are
+    /// written in that order.
+    pub async fn start_chunks<R: Request>(
         &self,
-        request: &R,
+        body: Vec<Bytes>,
         version: i16,
     ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static> {
-        let reply = self.enqueue::<R>(request, version, true).await?;
+        let reply = self.enqueue_chunks::<R>(body, version, true).await?;
         Ok(async move {
             let mut body = reply.await?;
             R::Response::decode(&mut body, version).map_err(|e| {
@@ -205,6 +200,18 @@ impl Connection {
                 ))
             })
         })
+    }
+
+    /// Sends a body of chunks that has no response (Produce with acks=0); returns once written.
+    pub async fn send_chunks_no_response<R: Request>(
+        &self,
+        body: Vec<Bytes>,
+        version: i16,
+    ) -> Result<()> {
+        self.enqueue_chunks::<R>(body, version, false)
+            .await?
+            .await
+            .map(|_| ())
     }
 
     async fn enqueue<R: Request>(
@@ -217,6 +224,16 @@ impl Connection {
         request
             .encode(&mut body, version)
             .map_err(|e| Error::Protocol(format!("cannot encode API key {}: {e:#}", R::KEY)))?;
+        self.enqueue_chunks::<R>(vec![body.freeze()], version, expects_response)
+            .await
+    }
+
+    async fn enqueue_chunks<R: Request>(
+        &self,
+        body: Vec<Bytes>,
+        version: i16,
+        expects_response: bool,
+    ) -> Result<impl std::future::Future<Output = Result<Bytes>> + Send + 'static> {
         let timeout = Duration::from_millis(self.request_timeout_ms);
         let permit = tokio::time::timeout(timeout, self.in_flight.clone().acquire_owned())
             .await
@@ -232,7 +249,7 @@ impl Connection {
                 api_version: version,
                 header_version: R::header_version(version),
                 response_header_version: R::Response::header_version(version),
-                body: body.freeze(),
+                body,
                 reply,
                 expects_response,
                 permit,
@@ -303,7 +320,7 @@ async fn write_loop(
             if req.header_version >= 2 {
                 header.put_u8(0); // no tagged fields
             }
-            let size = (header.len() + req.body.len()) as i32;
+            let size = (header.len() + req.body.iter().map(Bytes::len).sum::<usize>()) as i32;
             let body = req.body;
             // Registered before the bytes go out: the response may arrive before this task
             // runs again after the write.
@@ -320,7 +337,10 @@ async fn write_loop(
             let written = async {
                 out.write_all(&size.to_be_bytes()).await?;
                 out.write_all(&header).await?;
-                out.write_all(&body).await
+                for chunk in &body {
+                    out.write_all(chunk).await?;
+                }
+                Ok::<(), std::io::Error>(())
             }
             .await;
             if let Err(e) = written {

@@ -25,9 +25,9 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::{FutureExt, Shared};
 use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
-use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest, TopicName};
-use quipu_protocol::{ResponseError, StrBytes};
+use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest};
+use quipu_protocol::produce_request::{encode_produce_request, PartitionRecords, TopicRecords};
+use quipu_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
 use crate::cluster::Cluster;
@@ -166,7 +166,10 @@ struct OpenBatch {
 struct Batch {
     topic: Arc<str>,
     partition: i32,
-    builder: BatchBuilder,
+    /// The records until the batch is first encoded (`encoded` then holds them).
+    builder: Option<BatchBuilder>,
+    record_count: i32,
+    size_bytes: usize,
     encoded: Option<Bytes>,
     base_sequence: Option<i32>,
     created: Instant,
@@ -296,14 +299,21 @@ impl Producer {
                 s.config.max_request_size_bytes
             )));
         }
-        let permit = tokio::time::timeout(max_block, s.memory.acquire_many(size as u32))
-            .await
-            .map_err(|_| Error::Timeout {
-                timeout_ms: s.config.max_block_ms,
-                what: "buffer memory (buffer.memory is full)".into(),
-            })?
-            .map_err(|_| Error::Closed)?;
-        permit.forget();
+        let permits = u32::try_from(size).expect("bounded by max.request.size");
+        match s.memory.try_acquire_many(permits) {
+            Ok(permit) => permit.forget(),
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::Closed),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                tokio::time::timeout(max_block, s.memory.acquire_many(permits))
+                    .await
+                    .map_err(|_| Error::Timeout {
+                        timeout_ms: s.config.max_block_ms,
+                        what: "buffer memory (buffer.memory is full)".into(),
+                    })?
+                    .map_err(|_| Error::Closed)?
+                    .forget();
+            }
+        }
         let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
         let mut wake = false;
         let mut q = s.queues.lock().expect("producer queues");
@@ -349,7 +359,8 @@ impl Producer {
             s.outstanding.fetch_add(1, Ordering::AcqRel);
             wake = true;
             OpenBatch {
-                builder: BatchBuilder::new(s.config.batch_size_bytes.min(size.max(1024) * 4)),
+                // Room for a whole batch up front: no reallocation while it fills.
+                builder: BatchBuilder::new(s.config.batch_size_bytes + 64),
                 created: Instant::now(),
                 memory_bytes: 0,
                 reply,
@@ -424,7 +435,9 @@ fn close(open: OpenBatch, topic: &Arc<str>, partition: i32) -> Batch {
     Batch {
         topic: topic.clone(),
         partition,
-        builder: open.builder,
+        record_count: open.builder.record_count(),
+        size_bytes: open.builder.size_bytes(),
+        builder: Some(open.builder),
         encoded: None,
         base_sequence: None,
         created: open.created,
@@ -522,7 +535,7 @@ impl ProducerState {
                     if idempotent && batch.base_sequence.is_none() {
                         batch.base_sequence = Some(pq.next_sequence);
                         pq.next_sequence =
-                            pq.next_sequence.wrapping_add(batch.builder.record_count()) & i32::MAX;
+                            pq.next_sequence.wrapping_add(batch.record_count) & i32::MAX;
                     }
                     pq.retrying = false;
                     pq.in_flight += 1;
@@ -641,7 +654,7 @@ async fn run_sender(s: Arc<ProducerState>) {
                 let mut request = Vec::new();
                 let mut request_bytes = 0;
                 for b in round {
-                    let size = b.builder.size_bytes();
+                    let size = b.size_bytes;
                     if !request.is_empty() && request_bytes + size > s.config.max_request_size_bytes
                     {
                         dispatch(&s, leader, std::mem::take(&mut request));
@@ -760,8 +773,11 @@ async fn send_request(
                     base_sequence: b.base_sequence.unwrap_or(-1),
                     ..producer
                 };
-                let bytes = b
+                let builder = b
                     .builder
+                    .take()
+                    .expect("a batch not yet encoded has its records");
+                let bytes = builder
                     .finish(s.config.compression.codec(), fields)
                     .map_err(|e| Error::InvalidArgument(e.to_string()))?;
                 b.encoded = Some(bytes);
@@ -806,26 +822,27 @@ async fn send_request(
         Ok(v) => v.min(MAX_PRODUCE_VERSION),
         Err(e) => return fail_or_retry(s, batches, &e),
     };
-    let mut topics: Vec<TopicProduceData> = Vec::new();
+    let mut topics: Vec<TopicRecords<'_>> = Vec::new();
     for b in &batches {
-        let data = PartitionProduceData::default()
-            .with_index(b.partition)
-            .with_records(b.encoded.clone());
-        match topics.iter_mut().find(|t| t.name.0.as_str() == &*b.topic) {
-            Some(t) => t.partition_data.push(data),
-            None => topics.push(
-                TopicProduceData::default()
-                    .with_name(TopicName(StrBytes::from_string(b.topic.to_string())))
-                    .with_partition_data(vec![data]),
-            ),
+        let records = PartitionRecords {
+            partition: b.partition,
+            records: b.encoded.clone().expect("encoded above"),
+        };
+        match topics.iter_mut().find(|t| t.name == &*b.topic) {
+            Some(t) => t.partitions.push(records),
+            None => topics.push(TopicRecords {
+                name: &b.topic,
+                partitions: vec![records],
+            }),
         }
     }
-    let request = ProduceRequest::default()
-        .with_acks(s.config.acks.code())
-        .with_timeout_ms(s.config.client.request_timeout_ms.min(i32::MAX as u64) as i32)
-        .with_topic_data(topics);
+    let timeout_ms = s.config.client.request_timeout_ms.min(i32::MAX as u64) as i32;
+    let request = encode_produce_request(version, None, s.config.acks.code(), timeout_ms, &topics);
+    drop(topics);
     if s.config.acks == Acks::None {
-        let sent = conn.send_no_response(&request, version).await;
+        let sent = conn
+            .send_chunks_no_response::<ProduceRequest>(request, version)
+            .await;
         for b in batches {
             match &sent {
                 Ok(()) => s.complete(
@@ -841,7 +858,7 @@ async fn send_request(
         }
         return;
     }
-    let response = match conn.start(&request, version).await {
+    let response = match conn.start_chunks::<ProduceRequest>(request, version).await {
         Ok(r) => r,
         Err(e) => return fail_or_retry(s, batches, &e),
     };

@@ -1,8 +1,9 @@
 //! Building a v2 record batch one record at a time, as a producer does.
 //!
 //! Records are encoded straight into one buffer as they are appended (no intermediate record
-//! structs); [`BatchBuilder::finish`] compresses that buffer with the batch's codec, writes the
-//! 61-byte header in front and computes the CRC-32C. The producer fields (id, epoch, base
+//! structs), behind room left for the 61-byte header; [`BatchBuilder::finish`] fills the header in
+//! and computes the CRC-32C, so an uncompressed batch is never copied. A compressed one is
+//! compressed into a new buffer behind its header. The producer fields (id, epoch, base
 //! sequence) are given at finish time, because an idempotent producer assigns sequences only when
 //! a batch is sent.
 //!
@@ -34,6 +35,7 @@ impl ProducerFields {
 /// An open batch: records appended so far, uncompressed.
 #[derive(Debug)]
 pub struct BatchBuilder {
+    /// `BATCH_HEADER_BYTES` of room for the header, then the records.
     records: BytesMut,
     count: i32,
     base_timestamp_ms: i64,
@@ -41,10 +43,12 @@ pub struct BatchBuilder {
 }
 
 impl BatchBuilder {
-    /// An empty batch with room for `capacity_bytes` of records before it reallocates.
+    /// An empty batch with room for `capacity_bytes` (header included) before it reallocates.
     pub fn new(capacity_bytes: usize) -> Self {
+        let mut records = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        records.resize(BATCH_HEADER_BYTES, 0);
         Self {
-            records: BytesMut::with_capacity(capacity_bytes),
+            records,
             count: 0,
             base_timestamp_ms: 0,
             max_timestamp_ms: -1,
@@ -58,7 +62,7 @@ impl BatchBuilder {
 
     /// The batch's size if it were finished uncompressed now.
     pub fn size_bytes(&self) -> usize {
-        BATCH_HEADER_BYTES + self.records.len()
+        self.records.len()
     }
 
     /// Upper bound of the bytes one record adds to a batch (its varints at their longest).
@@ -128,27 +132,36 @@ impl BatchBuilder {
     }
 
     /// The finished batch at base offset 0: records compressed with `codec` (0 none, 1 gzip,
-    /// 2 snappy, 3 lz4, 4 zstd), CreateTime timestamps, CRC computed.
-    pub fn finish(&self, codec: i16, producer: ProducerFields) -> Result<Bytes, RecordError> {
+    /// 2 snappy, 3 lz4, 4 zstd), CreateTime timestamps, CRC computed. Uncompressed, the records
+    /// stay where they were appended.
+    pub fn finish(self, codec: i16, producer: ProducerFields) -> Result<Bytes, RecordError> {
         assert!(self.count > 0, "an empty batch is never finished");
-        let body = compress_records(codec, &self.records)?;
-        let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + body.len());
-        let batch_length = i32::try_from(BATCH_HEADER_BYTES - 12 + body.len())
+        let mut out = if codec == 0 {
+            self.records
+        } else {
+            let body = compress_records(codec, &self.records[BATCH_HEADER_BYTES..])?;
+            let mut out = BytesMut::with_capacity(BATCH_HEADER_BYTES + body.len());
+            out.resize(BATCH_HEADER_BYTES, 0);
+            out.extend_from_slice(&body);
+            out
+        };
+        let batch_length = i32::try_from(out.len() - 12)
             .map_err(|_| RecordError::Malformed("batch larger than 2 GiB"))?;
-        out.put_i64(0); // base offset: the broker assigns it
-        out.put_i32(batch_length);
-        out.put_i32(-1); // partition leader epoch
-        out.put_i8(2); // magic
-        out.put_u32(0); // CRC, below
-        out.put_i16(codec & 0x07);
-        out.put_i32(self.count - 1);
-        out.put_i64(self.base_timestamp_ms);
-        out.put_i64(self.max_timestamp_ms);
-        out.put_i64(producer.producer_id);
-        out.put_i16(producer.producer_epoch);
-        out.put_i32(producer.base_sequence);
-        out.put_i32(self.count);
-        out.extend_from_slice(&body);
+        let mut header = &mut out[..BATCH_HEADER_BYTES];
+        header.put_i64(0); // base offset: the broker assigns it
+        header.put_i32(batch_length);
+        header.put_i32(-1); // partition leader epoch
+        header.put_i8(2); // magic
+        header.put_u32(0); // CRC, below
+        header.put_i16(codec & 0x07);
+        header.put_i32(self.count - 1);
+        header.put_i64(self.base_timestamp_ms);
+        header.put_i64(self.max_timestamp_ms);
+        header.put_i64(producer.producer_id);
+        header.put_i16(producer.producer_epoch);
+        header.put_i32(producer.base_sequence);
+        header.put_i32(self.count);
+        debug_assert!(header.is_empty());
         let crc = crc32c::crc32c(&out[21..]);
         out[17..21].copy_from_slice(&crc.to_be_bytes());
         Ok(out.freeze())

@@ -2,6 +2,7 @@
 //!
 //! - [`frame`]: length-prefixed framing, bounded by `socket.request.max.bytes`.
 //! - [`header`]: request headers (v0-v2, flexible versions and tagged fields).
+//! - [`produce_request`]: the Produce request as framing plus the producer's own batches.
 //! - [`record_batch`]: a view over magic v2 record batches that validates them (sizes,
 //!   CRC-32C) and rewrites base offset, leader epoch and LogAppendTime in place.
 //! - [`record`]: the records inside a batch, read one by one and rebuilt from a subset, for
@@ -18,6 +19,7 @@ pub mod batch_builder;
 pub mod fetch_response;
 pub mod frame;
 pub mod header;
+pub mod produce_request;
 pub mod record;
 pub mod record_batch;
 #[cfg(any(test, feature = "testing"))]

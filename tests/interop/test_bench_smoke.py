@@ -34,3 +34,10 @@ def test_storage_figures_script_smoke():
     out = run("storage_figures.py", "--partitions", "20", "--recovery-mb", "4")
     assert "start-up after a clean shutdown with 20 partitions" in out, out
     assert "recovery after kill -9 of 4 MB" in out, out
+
+
+def test_client_figures_script_smoke():
+    out = run("client_figures.py", "--records", "3000", "--rounds", "1")
+    for figure in ["produce acks=all, Rust client (MB/s)", "produce acks=1, librdkafka (MB/s)",
+                   "replay from offset 0, Rust client (MB/s)", "Rust client / librdkafka"]:
+        assert figure in out, out
