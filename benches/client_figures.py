@@ -13,12 +13,15 @@ one run.
 - The same with kcat (librdkafka driven from C: no Python loop in the way) when it is installed:
   `kcat -P -l` from a file of the same records, and `kcat -C -e` printing one byte per record.
 
-Each figure is the median of --rounds; ratios are ours / librdkafka's. The driver binary's and
+Each figure is the median of --rounds; ratios are ours / librdkafka's. Before every measurement
+the page cache's dirty pages are written out (`sync`), so no client pays for another's writeback,
+and the order of the clients rotates from round to round. The driver binary's and
 librdkafka's loops both run on this machine's cores next to the broker: the figures compare
 clients under the same load, not absolute capacity.
 """
 import argparse
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -32,7 +35,13 @@ from side_by_side import (PARTITIONS, RECORD_BYTES, ROOT, Moved, QuipuBroker, cr
                           rdkafka_producer, rdkafka_replay)
 
 
+def settle():
+    os.sync()
+    time.sleep(1)
+
+
 def ours(driver, *args):
+    settle()
     out = subprocess.run([driver, *map(str, args)], capture_output=True, text=True, timeout=1800)
     assert out.returncode == 0, out.stderr[-3000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -41,6 +50,7 @@ def ours(driver, *args):
 
 def kcat_produce(bootstrap, topic, path, records, acks):
     create(bootstrap, topic)
+    settle()
     start = time.perf_counter()
     subprocess.run(["kcat", "-P", "-b", bootstrap, "-t", topic, "-l", "-X", f"acks={acks}", "-X", "linger.ms=5",
                     "-X", "batch.size=1048576", "-X", "queue.buffering.max.kbytes=1048576", str(path)],
@@ -50,12 +60,29 @@ def kcat_produce(bootstrap, topic, path, records, acks):
 
 
 def kcat_replay(bootstrap, topic, records):
+    settle()
     start = time.perf_counter()
     out = subprocess.run(["kcat", "-C", "-b", bootstrap, "-t", topic, "-o", "beginning", "-e", "-q", "-f", "."],
                          capture_output=True, check=True, timeout=1800).stdout
     elapsed = time.perf_counter() - start
     assert len(out) == records, (len(out), records)
     return records * RECORD_BYTES / 1e6 / elapsed
+
+
+def create_topic(bootstrap, topic):
+    create(bootstrap, topic)
+    return topic
+
+
+def rdkafka_measured(bootstrap, topic, records, acks):
+    create(bootstrap, topic)
+    settle()
+    return rdkafka_producer(bootstrap, topic, records, acks, 1 << 20, Moved(), create_topic=False)[0]
+
+
+def rotate(runs, n):
+    k = n % len(runs)
+    return runs[k:] + runs[:k]
 
 
 def main():
@@ -80,24 +107,23 @@ def main():
             b = broker.bootstrap
             for n in range(args.rounds):
                 for acks in ["1", "all"]:
-                    topic = f"ours-{acks}-{n}"
-                    create(b, topic)
-                    mb, recs = ours(driver, "produce", b, topic, args.records, RECORD_BYTES, PARTITIONS, acks, 1 << 20)
-                    figures.setdefault(f"produce acks={acks}, Rust client (MB/s)", []).append(mb)
-                    figures.setdefault(f"produce acks={acks}, Rust client (records/s)", []).append(recs)
-                    mb, recs = rdkafka_producer(b, f"rd-{acks}-{n}", args.records, acks, 1 << 20, Moved())
-                    figures.setdefault(f"produce acks={acks}, librdkafka (MB/s)", []).append(mb)
-                    figures.setdefault(f"produce acks={acks}, librdkafka (records/s)", []).append(recs)
+                    runs = [
+                        ("Rust client", lambda: ours(driver, "produce", b, create_topic(b, f"ours-{acks}-{n}"),
+                                                     args.records, RECORD_BYTES, PARTITIONS, acks, 1 << 20)[0]),
+                        ("librdkafka", lambda: rdkafka_measured(b, f"rd-{acks}-{n}", args.records, acks)),
+                    ]
                     if lines.exists():
-                        figures.setdefault(f"produce acks={acks}, kcat (MB/s)", []).append(
-                            kcat_produce(b, f"kcat-{acks}-{n}", lines, args.records, acks))
-                mb, _ = ours(driver, "replay", b, f"ours-all-{n}", args.records, PARTITIONS)
-                figures.setdefault("replay from offset 0, Rust client (MB/s)", []).append(mb)
-                figures.setdefault("replay from offset 0, librdkafka (MB/s)", []).append(
-                    rdkafka_replay(b, f"ours-all-{n}", args.records, Moved()))
+                        runs.append(("kcat", lambda: kcat_produce(b, f"kcat-{acks}-{n}", lines, args.records, acks)))
+                    for who, run in rotate(runs, n):
+                        figures.setdefault(f"produce acks={acks}, {who} (MB/s)", []).append(run())
+                runs = [
+                    ("Rust client", lambda: ours(driver, "replay", b, f"ours-all-{n}", args.records, PARTITIONS)[0]),
+                    ("librdkafka", lambda: (settle(), rdkafka_replay(b, f"ours-all-{n}", args.records, Moved()))[1]),
+                ]
                 if lines.exists():
-                    figures.setdefault("replay from offset 0, kcat (MB/s)", []).append(
-                        kcat_replay(b, f"ours-all-{n}", args.records))
+                    runs.append(("kcat", lambda: kcat_replay(b, f"ours-all-{n}", args.records)))
+                for who, run in rotate(runs, n):
+                    figures.setdefault(f"replay from offset 0, {who} (MB/s)", []).append(run())
         finally:
             broker.stop()
     medians = {k: statistics.median(v) for k, v in figures.items()}
