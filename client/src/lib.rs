@@ -13,6 +13,30 @@
 //! Metadata is cached and refreshed when a broker says it is stale; requests that fail with a
 //! retriable error (NOT_LEADER_OR_FOLLOWER, a lost connection…) are retried with backoff.
 //!
+//! ```no_run
+//! use std::time::Duration;
+//! use quipu_client::{Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord};
+//!
+//! # async fn demo() -> quipu_client::Result<()> {
+//! let producer = Producer::new(ProducerConfig::new("localhost:9092"))?;
+//! let written = producer
+//!     .send(ProducerRecord::new("greetings", "hello").with_key("user-1"))
+//!     .await? // queued in its partition's batch
+//!     .await?; // acknowledged
+//! println!("written at {}-{}@{}", written.topic, written.partition, written.offset);
+//!
+//! let mut config = ConsumerConfig::new("localhost:9092").with_group("greeters");
+//! config.auto_offset_reset = OffsetReset::Earliest;
+//! let mut consumer = Consumer::new(config)?;
+//! consumer.subscribe(&["greetings"])?;
+//! for record in consumer.poll(Duration::from_secs(5)).await? {
+//!     println!("{:?} = {:?}", record.key, record.value);
+//! }
+//! consumer.close().await?;
+//! producer.close().await
+//! # }
+//! ```
+//!
 //! Module map: [`config`] (settings), [`error`], `connection` (one pipelined connection),
 //! `cluster` (metadata and connections), [`partitioner`], [`producer`], [`consumer`] (with
 //! `group_member` and `assignor`), [`admin`].

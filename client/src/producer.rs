@@ -216,7 +216,13 @@ struct ProducerState {
     /// One task per leader hands requests to its connection in drain order (sequence order).
     /// Unbounded, but what is queued is bounded by the in-flight batches per partition.
     leaders: Mutex<HashMap<i32, mpsc::UnboundedSender<Vec<Batch>>>>,
+    /// Buffers of acknowledged uncompressed batches, reused for new batches: fresh large
+    /// allocations cost page faults and zeroed pages. At most `MAX_POOLED_BUFFERS`.
+    pool: Mutex<Vec<bytes::BytesMut>>,
 }
+
+/// Batch buffers kept for reuse.
+const MAX_POOLED_BUFFERS: usize = 32;
 
 /// An asynchronous Kafka producer; cheap to clone, every clone sends through the same batches.
 ///
@@ -256,6 +262,7 @@ impl Producer {
             producer: Mutex::new(None),
             refreshing: AtomicBool::new(false),
             leaders: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Vec::new()),
         });
         tokio::spawn(run_sender(shared.clone()));
         Ok(Self { shared })
@@ -360,7 +367,10 @@ impl Producer {
             wake = true;
             OpenBatch {
                 // Room for a whole batch up front: no reallocation while it fills.
-                builder: BatchBuilder::new(s.config.batch_size_bytes + 64),
+                builder: match s.pool.lock().expect("buffer pool").pop() {
+                    Some(buffer) => BatchBuilder::with_buffer(buffer),
+                    None => BatchBuilder::new(s.config.batch_size_bytes + 64),
+                },
                 created: Instant::now(),
                 memory_bytes: 0,
                 reply,
@@ -569,6 +579,14 @@ impl ProducerState {
         }
         let _ = batch.reply.send(result);
         self.memory.add_permits(batch.memory_bytes);
+        if let Some(Ok(buffer)) = batch.encoded.map(Bytes::try_into_mut) {
+            if buffer.capacity() >= self.config.batch_size_bytes {
+                let mut pool = self.pool.lock().expect("buffer pool");
+                if pool.len() < MAX_POOLED_BUFFERS {
+                    pool.push(buffer);
+                }
+            }
+        }
         if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.idle.notify_waiters();
         }

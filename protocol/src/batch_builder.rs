@@ -45,7 +45,15 @@ pub struct BatchBuilder {
 impl BatchBuilder {
     /// An empty batch with room for `capacity_bytes` (header included) before it reallocates.
     pub fn new(capacity_bytes: usize) -> Self {
-        let mut records = BytesMut::with_capacity(capacity_bytes.max(BATCH_HEADER_BYTES));
+        Self::with_buffer(BytesMut::with_capacity(
+            capacity_bytes.max(BATCH_HEADER_BYTES),
+        ))
+    }
+
+    /// An empty batch in `buffer` (its contents are discarded), so a producer can reuse the
+    /// buffers of batches it has sent.
+    pub fn with_buffer(mut records: BytesMut) -> Self {
+        records.clear();
         records.resize(BATCH_HEADER_BYTES, 0);
         Self {
             records,
