@@ -32,14 +32,18 @@ use crate::group_member::{decode_versioned, fetch_committed};
 /// A topic to create; -1 partitions or replication factor means the broker's default.
 #[derive(Debug, Clone)]
 pub struct NewTopic {
+    /// Topic name.
     pub name: String,
+    /// Partitions; -1 for the broker's `num.partitions`.
     pub num_partitions: i32,
+    /// Replicas per partition; -1 for the broker's default.
     pub replication_factor: i16,
     /// Topic settings with Kafka's names (`cleanup.policy`, `retention.ms`…).
     pub configs: Vec<(String, String)>,
 }
 
 impl NewTopic {
+    /// A topic with `num_partitions` partitions and the broker's default replication.
     pub fn new(name: impl Into<String>, num_partitions: i32) -> Self {
         Self {
             name: name.into(),
@@ -48,6 +52,7 @@ impl NewTopic {
             configs: Vec::new(),
         }
     }
+    /// Adds a topic setting (`retention.ms`, `cleanup.policy`…).
     pub fn with_config(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
         self.configs.push((key.into(), value.into()));
         self
@@ -57,15 +62,20 @@ impl NewTopic {
 /// A topic's partitions as metadata describes them.
 #[derive(Debug, Clone)]
 pub struct TopicDescription {
+    /// Topic name.
     pub name: String,
+    /// Whether the topic is internal (`__consumer_offsets`).
     pub is_internal: bool,
+    /// Partitions, sorted by index.
     pub partitions: Vec<PartitionMetadata>,
 }
 
 /// What a config request is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ConfigResource {
+    /// A topic's settings.
     Topic(String),
+    /// A broker's settings, by broker id.
     Broker(i32),
 }
 
@@ -81,18 +91,24 @@ impl ConfigResource {
 /// One setting and where its value comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigEntry {
+    /// Setting name, as Kafka names it.
     pub name: String,
+    /// Its value (`None` when sensitive or unset).
     pub value: Option<String>,
+    /// Whether it cannot be altered.
     pub read_only: bool,
     /// Kafka's config source: 1 topic, 4 static broker config, 5 default…
     pub source: i8,
+    /// Whether the value is the default (source 5).
     pub is_default: bool,
+    /// Whether the value is a secret the broker does not show.
     pub is_sensitive: bool,
 }
 
 /// An incremental config change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AlterConfigOp {
+    /// Sets a setting to a value.
     Set(String, String),
     /// Back to the default.
     Delete(String),
@@ -101,17 +117,24 @@ pub enum AlterConfigOp {
 /// A group as ListGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupListing {
+    /// Group id.
     pub group_id: String,
+    /// `consumer` for consumer groups; empty for groups that only commit offsets.
     pub protocol_type: String,
+    /// Kafka's group state: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead.
     pub state: String,
 }
 
 /// A group member as DescribeGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberDescription {
+    /// The id the coordinator gave the member.
     pub member_id: String,
+    /// Static membership id, if any.
     pub group_instance_id: Option<String>,
+    /// The member's `client.id`.
     pub client_id: String,
+    /// The member's address as the coordinator saw it.
     pub host: String,
     /// Decoded from the consumer protocol's assignment (empty for other protocol types).
     pub assignment: Vec<TopicPartition>,
@@ -120,19 +143,26 @@ pub struct MemberDescription {
 /// A group as DescribeGroups reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupDescription {
+    /// Group id.
     pub group_id: String,
+    /// Kafka's group state: Empty, PreparingRebalance, CompletingRebalance, Stable, Dead.
     pub state: String,
+    /// `consumer` for consumer groups.
     pub protocol_type: String,
     /// The assignment strategy the group chose.
     pub protocol: String,
+    /// Current members.
     pub members: Vec<MemberDescription>,
 }
 
 /// A partition's committed offset against its end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionLag {
+    /// The partition.
     pub partition: TopicPartition,
+    /// The group's committed offset, if any.
     pub committed: Option<i64>,
+    /// The partition's end offset (high watermark).
     pub end_offset: i64,
     /// `end_offset - committed`, when something is committed.
     pub lag: Option<i64>,

@@ -25,11 +25,15 @@ use crate::error::{Error, Result};
 /// A partition as metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionMetadata {
+    /// Partition index.
     pub partition: i32,
     /// The leader's broker id, or -1 when there is none.
     pub leader: i32,
+    /// The leader's epoch.
     pub leader_epoch: i32,
+    /// Broker ids of the replicas.
     pub replicas: Vec<i32>,
+    /// Broker ids of the in-sync replicas.
     pub isr: Vec<i32>,
     /// Kafka error code for this partition (0: none).
     pub error_code: i16,
@@ -38,7 +42,9 @@ pub struct PartitionMetadata {
 /// A topic as metadata describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMetadata {
+    /// Topic name.
     pub name: String,
+    /// Whether the topic is internal (`__consumer_offsets`).
     pub is_internal: bool,
     /// Kafka error code for this topic (0: none).
     pub error_code: i16,

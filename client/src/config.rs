@@ -72,10 +72,15 @@ impl Acks {
 /// `compression.type` of produced batches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Compression {
+    /// No compression.
     None,
+    /// gzip (codec 1).
     Gzip,
+    /// snappy in Kafka's xerial framing (codec 2).
     Snappy,
+    /// LZ4 frames (codec 3).
     Lz4,
+    /// Zstandard (codec 4).
     Zstd,
 }
 
@@ -113,6 +118,7 @@ impl std::str::FromStr for Compression {
 /// Producer settings, with the Java producer's defaults.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
+    /// Connection settings shared with every client.
     pub client: ClientConfig,
     /// `acks` (default all).
     pub acks: Acks,
@@ -139,6 +145,7 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
+    /// The Java producer's defaults, with `bootstrap` as `bootstrap.servers`.
     pub fn new(bootstrap: &str) -> Self {
         Self {
             client: ClientConfig::new(bootstrap),
@@ -197,7 +204,9 @@ impl ProducerConfig {
 /// `auto.offset.reset`: where to start when there is no committed offset or it is out of range.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffsetReset {
+    /// The partition's first offset.
     Earliest,
+    /// The partition's end: only records written from now on.
     Latest,
     /// Fail instead (OFFSET_OUT_OF_RANGE reaches the caller).
     None,
@@ -206,6 +215,7 @@ pub enum OffsetReset {
 /// Consumer settings, with the Java consumer's defaults.
 #[derive(Debug, Clone)]
 pub struct ConsumerConfig {
+    /// Connection settings shared with every client.
     pub client: ClientConfig,
     /// `group.id`: needed for `subscribe` and for commits.
     pub group_id: Option<String>,
@@ -236,6 +246,7 @@ pub struct ConsumerConfig {
 }
 
 impl ConsumerConfig {
+    /// The Java consumer's defaults, with `bootstrap` as `bootstrap.servers`.
     pub fn new(bootstrap: &str) -> Self {
         Self {
             client: ClientConfig::new(bootstrap),

@@ -41,11 +41,14 @@ pub const LATEST_TIMESTAMP: i64 = -1;
 /// A topic's partition.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicPartition {
+    /// Topic name.
     pub topic: String,
+    /// Partition index.
     pub partition: i32,
 }
 
 impl TopicPartition {
+    /// `topic`'s partition `partition`.
     pub fn new(topic: impl Into<String>, partition: i32) -> Self {
         Self {
             topic: topic.into(),
@@ -63,24 +66,34 @@ impl std::fmt::Display for TopicPartition {
 /// A consumed record; key, value and header values share the fetch response's memory.
 #[derive(Debug, Clone)]
 pub struct ConsumerRecord {
+    /// Topic name (shared by the records of a topic).
     pub topic: Arc<str>,
+    /// Partition index.
     pub partition: i32,
+    /// The record's offset in its partition.
     pub offset: i64,
+    /// Milliseconds since the epoch.
     pub timestamp_ms: i64,
     /// Whether `timestamp_ms` is the broker's LogAppendTime rather than the producer's CreateTime.
     pub log_append_time: bool,
+    /// The key; a view into the fetched bytes, not a copy.
     pub key: Option<Bytes>,
+    /// The value (`None` for a tombstone); a view into the fetched bytes, not a copy.
     pub value: Option<Bytes>,
+    /// Headers in the order they were written; values are views into the fetched bytes.
     pub headers: Vec<(String, Option<Bytes>)>,
+    /// The leader epoch the record was written in.
     pub leader_epoch: i32,
 }
 
 /// Called when a group rebalance takes partitions away or hands them over. With automatic
 /// commits on, positions are committed before `on_partitions_revoked` runs.
 pub trait RebalanceListener: Send {
+    /// The member gives these partitions up (before it rejoins the group).
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }
+    /// The member now consumes these partitions (after the group's assignment).
     fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }

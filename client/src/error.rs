@@ -9,21 +9,38 @@ pub enum Error {
     /// The broker answered with a Kafka error code.
     #[error("{context}: {error} (error code {code})", code = .error.code())]
     Broker {
+        /// The error code, as kafka-protocol names it.
         error: ResponseError,
+        /// What the client was doing (which topic, partition or group).
         context: String,
     },
     /// No connection could be made to any of the addresses.
     #[error("cannot connect to {addr}: {reason}")]
-    Connect { addr: String, reason: String },
+    Connect {
+        /// The `host:port` tried.
+        addr: String,
+        /// Why it failed.
+        reason: String,
+    },
     /// An established connection failed; requests on it have no answer.
     #[error("connection to {addr} lost: {reason}")]
-    Disconnected { addr: String, reason: String },
+    Disconnected {
+        /// The broker's `host:port`.
+        addr: String,
+        /// Why the connection ended.
+        reason: String,
+    },
     /// The broker's bytes did not decode, or it lacks a version of an API the client needs.
     #[error("protocol error: {0}")]
     Protocol(String),
     /// No answer within the configured time.
     #[error("timed out after {timeout_ms} ms: {what}")]
-    Timeout { timeout_ms: u64, what: String },
+    Timeout {
+        /// The limit that passed.
+        timeout_ms: u64,
+        /// What was waited for.
+        what: String,
+    },
     /// A bad setting or argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

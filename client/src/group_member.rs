@@ -45,6 +45,7 @@ const MAX_OFFSET_COMMIT_VERSION: i16 = 8;
 pub struct Generation {
     /// The id the coordinator gave this member.
     pub member_id: String,
+    /// The group's generation, which commits carry.
     pub generation_id: i32,
     /// The assignment strategy the group chose.
     pub protocol: String,

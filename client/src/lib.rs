@@ -41,6 +41,8 @@
 //! `cluster` (metadata and connections), [`partitioner`], [`producer`], [`consumer`] (with
 //! `group_member` and `assignor`), [`admin`].
 
+#![warn(missing_docs)]
+
 pub mod admin;
 mod assignor;
 mod cluster;

@@ -41,11 +41,15 @@ const MAX_PRODUCE_VERSION: i16 = 11;
 /// A record to send.
 #[derive(Debug, Clone, Default)]
 pub struct ProducerRecord {
+    /// Topic to write to.
     pub topic: String,
     /// `None`: chosen from the key (murmur2) or, without a key, the sticky partition.
     pub partition: Option<i32>,
+    /// The key: it picks the partition (murmur2) and is what compaction keeps the last of.
     pub key: Option<Bytes>,
+    /// The value; `None` is a tombstone.
     pub value: Option<Bytes>,
+    /// Headers, in order.
     pub headers: Vec<(String, Option<Bytes>)>,
     /// CreateTime; `None`: now.
     pub timestamp_ms: Option<i64>,
@@ -60,18 +64,22 @@ impl ProducerRecord {
             ..Default::default()
         }
     }
+    /// The same record with `key`.
     pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
         self.key = Some(key.into());
         self
     }
+    /// The same record for partition `partition`.
     pub fn with_partition(mut self, partition: i32) -> Self {
         self.partition = Some(partition);
         self
     }
+    /// The same record with one more header.
     pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
         self.headers.push((key.into(), Some(value.into())));
         self
     }
+    /// The same record with its CreateTime set.
     pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
         self.timestamp_ms = Some(timestamp_ms);
         self
@@ -81,7 +89,9 @@ impl ProducerRecord {
 /// Where an acknowledged record was written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
+    /// Topic written to.
     pub topic: Arc<str>,
+    /// Partition written to.
     pub partition: i32,
     /// -1 with `acks=0`: the broker does not say.
     pub offset: i64,
