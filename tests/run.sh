@@ -30,6 +30,7 @@ mvn -q -B -f tests/interop/kafka/pom.xml dependency:copy-dependencies -DoutputDi
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 
 step "Rust unit and integration tests"
 cargo test --workspace
