@@ -19,7 +19,10 @@ fn quipu(broker: &BrokerProcess, args: &[&str], stdin: Option<&str>) -> Output {
         .unwrap();
     let mut input = child.stdin.take().unwrap();
     if let Some(s) = stdin {
-        input.write_all(s.as_bytes()).unwrap();
+        // The tool may stop reading early (and exit) on bad input: a broken pipe is its answer.
+        if let Err(e) = input.write_all(s.as_bytes()) {
+            assert_eq!(e.kind(), std::io::ErrorKind::BrokenPipe, "{e}");
+        }
     }
     drop(input);
     child.wait_with_output().unwrap()
@@ -331,4 +334,13 @@ fn errors_are_one_line_and_a_non_zero_exit() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr.trim(), "error: line 2 has no key separator `:`");
+    // A line longer than max.request.size is refused before it is read whole.
+    let long = format!("ok\n{}\n", "x".repeat(2 << 20));
+    let out = quipu(&broker, &["produce", "t"], Some(&long));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr.contains("line 2 is longer than 1048576 bytes"),
+        "{stderr}"
+    );
 }

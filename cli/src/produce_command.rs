@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use bytes::Bytes;
 use clap::Args;
 use quipu_client::{Acks, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord};
-use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 
 use crate::progress::Progress;
 use crate::{describe, CommandResult};
@@ -75,6 +75,8 @@ pub(crate) async fn run(bootstrap: &str, args: ProduceArgs) -> CommandResult {
         ),
         None => Box::new(tokio::io::stdin()),
     };
+    // A line longer than a request could carry is refused before it is read whole.
+    let max_line_bytes = config.max_request_size_bytes as u64;
     let producer = Producer::new(config).map_err(describe)?;
     // Fail early, with one line, when the topic or the broker is not there.
     producer
@@ -88,7 +90,8 @@ pub(crate) async fn run(bootstrap: &str, args: ProduceArgs) -> CommandResult {
     let mut line_number = 0u64;
     loop {
         line.clear();
-        let n = reader
+        let n = (&mut reader)
+            .take(max_line_bytes + 1)
             .read_until(b'\n', &mut line)
             .await
             .map_err(|e| format!("cannot read input: {e}"))?;
@@ -96,6 +99,11 @@ pub(crate) async fn run(bootstrap: &str, args: ProduceArgs) -> CommandResult {
             break;
         }
         line_number += 1;
+        if n as u64 > max_line_bytes && line.last() != Some(&b'\n') {
+            return Err(format!(
+                "line {line_number} is longer than {max_line_bytes} bytes (max.request.size)"
+            ));
+        }
         while matches!(line.last(), Some(b'\n' | b'\r')) {
             line.pop();
         }

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quipu_protocol::messages::{ApiVersionsRequest, ApiVersionsResponse};
+use quipu_protocol::wire::skip_tagged_fields;
 use quipu_protocol::{Decodable, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit, Semaphore};
 
@@ -161,7 +162,10 @@ impl Connection {
 
     /// Sends `request` at `version` and decodes the response.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        let mut body = self.send_raw::<R>(request, version, true).await?;
+        let mut body = self
+            .enqueue::<R>(request, version, self.request_timeout_ms)
+            .await?
+            .await?;
         R::Response::decode(&mut body, version).map_err(|e| {
             Error::Protocol(format!(
                 "cannot decode response to API key {}: {e:#}",
@@ -170,16 +174,24 @@ impl Connection {
         })
     }
 
-    async fn send_raw<R: Request>(
+    /// Sends `request` at the highest common version and waits up to `timeout_ms` for the
+    /// answer (JoinGroup and SyncGroup wait for the whole group, longer than a request timeout).
+    pub async fn send_timeout<R: Request>(
         &self,
         request: &R,
-        version: i16,
-        expects_response: bool,
-    ) -> Result<Bytes> {
-        let reply = self
-            .enqueue::<R>(request, version, expects_response)
+        timeout_ms: u64,
+    ) -> Result<R::Response> {
+        let version = self.version_for::<R>()?;
+        let mut body = self
+            .enqueue::<R>(request, version, timeout_ms)
+            .await?
             .await?;
-        reply.await
+        R::Response::decode(&mut body, version).map_err(|e| {
+            Error::Protocol(format!(
+                "cannot decode response to API key {}: {e:#}",
+                R::KEY
+            ))
+        })
     }
 
     /// Hands a request body, encoded as chunks, to the writer now (waiting for a free in-flight
@@ -190,7 +202,9 @@ impl Connection {
         body: Vec<Bytes>,
         version: i16,
     ) -> Result<impl std::future::Future<Output = Result<R::Response>> + Send + 'static> {
-        let reply = self.enqueue_chunks::<R>(body, version, true).await?;
+        let reply = self
+            .enqueue_chunks::<R>(body, version, Some(self.request_timeout_ms))
+            .await?;
         Ok(async move {
             let mut body = reply.await?;
             R::Response::decode(&mut body, version).map_err(|e| {
@@ -208,7 +222,7 @@ impl Connection {
         body: Vec<Bytes>,
         version: i16,
     ) -> Result<()> {
-        self.enqueue_chunks::<R>(body, version, false)
+        self.enqueue_chunks::<R>(body, version, None)
             .await?
             .await
             .map(|_| ())
@@ -218,22 +232,24 @@ impl Connection {
         &self,
         request: &R,
         version: i16,
-        expects_response: bool,
+        timeout_ms: u64,
     ) -> Result<impl std::future::Future<Output = Result<Bytes>> + Send + 'static> {
         let mut body = BytesMut::new();
         request
             .encode(&mut body, version)
             .map_err(|e| Error::Protocol(format!("cannot encode API key {}: {e:#}", R::KEY)))?;
-        self.enqueue_chunks::<R>(vec![body.freeze()], version, expects_response)
+        self.enqueue_chunks::<R>(vec![body.freeze()], version, Some(timeout_ms))
             .await
     }
 
+    /// `answer_timeout_ms`: how long to wait for the answer; `None` when there is none.
     async fn enqueue_chunks<R: Request>(
         &self,
         body: Vec<Bytes>,
         version: i16,
-        expects_response: bool,
+        answer_timeout_ms: Option<u64>,
     ) -> Result<impl std::future::Future<Output = Result<Bytes>> + Send + 'static> {
+        let expects_response = answer_timeout_ms.is_some();
         let timeout = Duration::from_millis(self.request_timeout_ms);
         let permit = tokio::time::timeout(timeout, self.in_flight.clone().acquire_owned())
             .await
@@ -257,7 +273,8 @@ impl Connection {
             .map_err(|_| self.lost("connection closed"))?;
         let addr = self.addr.clone();
         let broken = self.broken.clone();
-        let timeout_ms = self.request_timeout_ms;
+        let timeout_ms = answer_timeout_ms.unwrap_or(self.request_timeout_ms);
+        let timeout = Duration::from_millis(timeout_ms);
         Ok(async move {
             match tokio::time::timeout(timeout, rx).await {
                 Ok(Ok(result)) => result,
@@ -295,33 +312,37 @@ impl Drop for Connection {
 async fn write_loop(
     addr: String,
     client_id: String,
-    write_half: tokio::net::tcp::OwnedWriteHalf,
+    mut out: tokio::net::tcp::OwnedWriteHalf,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     pending: Arc<Mutex<VecDeque<Pending>>>,
     broken: Arc<AtomicBool>,
 ) {
-    let mut out = BufWriter::with_capacity(64 * 1024, write_half);
     let mut correlation_id: i32 = 0;
-    let mut header = BytesMut::with_capacity(64);
+    let mut chunks: Vec<Bytes> = Vec::new();
     while let Some(first) = rx.recv().await {
         let mut next = Some(first);
         let mut acks0 = Vec::new();
-        // Write everything queued, then flush once.
+        // Frame everything queued, then write it all with vectored writes: the bodies' chunks
+        // (record batches among them) go to the socket as they are, never into a buffer.
         while let Some(req) = next.take() {
             correlation_id = correlation_id.wrapping_add(1);
-            header.clear();
-            header.put_i16(req.api_key);
-            header.put_i16(req.api_version);
-            header.put_i32(correlation_id);
+            let size = req.body.iter().map(Bytes::len).sum::<usize>();
+            let mut head = BytesMut::with_capacity(16 + client_id.len());
+            head.put_i32(0); // size, below
+            head.put_i16(req.api_key);
+            head.put_i16(req.api_version);
+            head.put_i32(correlation_id);
             if req.header_version >= 1 {
-                header.put_i16(client_id.len() as i16);
-                header.extend_from_slice(client_id.as_bytes());
+                head.put_i16(client_id.len() as i16);
+                head.extend_from_slice(client_id.as_bytes());
             }
             if req.header_version >= 2 {
-                header.put_u8(0); // no tagged fields
+                head.put_u8(0); // no tagged fields
             }
-            let size = (header.len() + req.body.iter().map(Bytes::len).sum::<usize>()) as i32;
-            let body = req.body;
+            let frame_size = (head.len() - 4 + size) as i32;
+            head[..4].copy_from_slice(&frame_size.to_be_bytes());
+            chunks.push(head.freeze());
+            chunks.extend(req.body.into_iter().filter(|c| !c.is_empty()));
             // Registered before the bytes go out: the response may arrive before this task
             // runs again after the write.
             if req.expects_response {
@@ -334,31 +355,17 @@ async fn write_loop(
             } else {
                 acks0.push(req.reply);
             }
-            let written = async {
-                out.write_all(&size.to_be_bytes()).await?;
-                out.write_all(&header).await?;
-                for chunk in &body {
-                    out.write_all(chunk).await?;
-                }
-                Ok::<(), std::io::Error>(())
-            }
-            .await;
-            if let Err(e) = written {
-                broken.store(true, Ordering::Release);
-                fail_pending(&addr, &pending, &e.to_string());
-                for reply in acks0 {
-                    let _ = reply.send(Err(Error::Disconnected {
-                        addr: addr.clone(),
-                        reason: e.to_string(),
-                    }));
-                }
-                return;
-            }
             next = rx.try_recv().ok();
         }
-        if let Err(e) = out.flush().await {
+        if let Err(e) = write_chunks(&mut out, &mut chunks).await {
             broken.store(true, Ordering::Release);
             fail_pending(&addr, &pending, &e.to_string());
+            for reply in acks0 {
+                let _ = reply.send(Err(Error::Disconnected {
+                    addr: addr.clone(),
+                    reason: e.to_string(),
+                }));
+            }
             return;
         }
         for reply in acks0 {
@@ -368,25 +375,75 @@ async fn write_loop(
     let _ = out.shutdown().await;
 }
 
+/// Writes and empties `chunks`, up to 64 of them a system call.
+async fn write_chunks(
+    out: &mut tokio::net::tcp::OwnedWriteHalf,
+    chunks: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < chunks.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = chunks[first..]
+            .iter()
+            .take(64)
+            .map(|c| std::io::IoSlice::new(c))
+            .collect();
+        let mut written = out.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let len = chunks[first].len();
+            if written >= len {
+                written -= len;
+                first += 1;
+            } else {
+                chunks[first].advance(written);
+                written = 0;
+            }
+        }
+    }
+    chunks.clear();
+    Ok(())
+}
+
 async fn read_loop(
     addr: String,
-    mut read_half: tokio::net::tcp::OwnedReadHalf,
+    read_half: tokio::net::tcp::OwnedReadHalf,
     pending: Arc<Mutex<VecDeque<Pending>>>,
     broken: Arc<AtomicBool>,
     max_response_bytes: usize,
 ) {
+    // Small responses come many to a read; a large one bypasses the buffer.
+    let mut input = BufReader::with_capacity(64 * 1024, read_half);
     let reason = loop {
         let mut size = [0u8; 4];
-        if let Err(e) = read_half.read_exact(&mut size).await {
+        if let Err(e) = input.read_exact(&mut size).await {
             break e.to_string();
         }
         let size = i32::from_be_bytes(size);
         if size < 4 || size as usize > max_response_bytes {
             break format!("response size {size} is outside 4..={max_response_bytes}");
         }
-        let mut frame = BytesMut::zeroed(size as usize);
-        if let Err(e) = read_half.read_exact(&mut frame).await {
-            break e.to_string();
+        let size = size as usize;
+        // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut frame = BytesMut::with_capacity(size);
+        let mut rest = (&mut input).take(size as u64);
+        let mut failed = None;
+        while frame.len() < size {
+            match rest.read_buf(&mut frame).await {
+                Ok(0) => {
+                    failed = Some("connection closed mid-response".to_string());
+                    break;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    failed = Some(e.to_string());
+                    break;
+                }
+            }
+        }
+        if let Some(reason) = failed {
+            break reason;
         }
         let mut frame = frame.freeze();
         let correlation_id = frame.get_i32();
@@ -402,7 +459,9 @@ async fn read_loop(
         }
         if p.response_header_version >= 1 {
             if let Err(e) = skip_tagged_fields(&mut frame) {
-                let _ = p.reply.send(Err(Error::Protocol(e)));
+                let _ = p
+                    .reply
+                    .send(Err(Error::Protocol(format!("response header: {e}"))));
                 break "bad response header".to_string();
             }
         }
@@ -421,32 +480,4 @@ fn fail_pending(addr: &str, pending: &Mutex<VecDeque<Pending>>, reason: &str) {
             reason: reason.to_string(),
         }));
     }
-}
-
-fn skip_tagged_fields(buf: &mut Bytes) -> std::result::Result<(), String> {
-    let count = read_uvarint(buf)?;
-    for _ in 0..count {
-        read_uvarint(buf)?; // tag
-        let len = read_uvarint(buf)? as usize;
-        if len > buf.remaining() {
-            return Err("tagged field longer than the response".into());
-        }
-        buf.advance(len);
-    }
-    Ok(())
-}
-
-fn read_uvarint(buf: &mut Bytes) -> std::result::Result<u32, String> {
-    let mut value = 0u32;
-    for i in 0..5 {
-        if !buf.has_remaining() {
-            return Err("truncated varint".into());
-        }
-        let b = buf.get_u8();
-        value |= u32::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err("varint too long".into())
 }

@@ -152,16 +152,10 @@ impl GroupMember {
             .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
             .with_protocol_type(StrBytes::from_static_str("consumer"))
             .with_protocols(protocols);
-        // JoinGroup waits for the whole group: give it the rebalance timeout on top.
-        let response = tokio::time::timeout(
-            Duration::from_millis(config.max_poll_interval_ms + config.client.request_timeout_ms),
-            conn.send(&request),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            timeout_ms: config.max_poll_interval_ms,
-            what: format!("joining group {}", self.group_id),
-        })??;
+        // JoinGroup and SyncGroup wait for the whole group: the rebalance timeout on top of the
+        // request timeout, as the Java client allows.
+        let group_timeout_ms = config.max_poll_interval_ms + config.client.request_timeout_ms;
+        let response = conn.send_timeout(&request, group_timeout_ms).await?;
         if response.error_code == ResponseError::MemberIdRequired.code() {
             // KIP-394: join again with the id the coordinator gave.
             self.member_id = response.member_id.to_string();
@@ -237,15 +231,7 @@ impl GroupMember {
             .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
             .with_protocol_name(response.protocol_name.clone())
             .with_assignments(assignments);
-        let synced = tokio::time::timeout(
-            Duration::from_millis(config.max_poll_interval_ms + config.client.request_timeout_ms),
-            conn.send(&sync),
-        )
-        .await
-        .map_err(|_| Error::Timeout {
-            timeout_ms: config.max_poll_interval_ms,
-            what: format!("syncing group {}", self.group_id),
-        })??;
+        let synced = conn.send_timeout(&sync, group_timeout_ms).await?;
         if let Some(e) = Error::broker(synced.error_code, format!("sync group {}", self.group_id)) {
             return Err(e);
         }

@@ -743,9 +743,8 @@ fn dispatch(s: &Arc<ProducerState>, leader: i32, batches: Vec<Batch>) {
         }
     });
     tokio::spawn(async move {
-        let mut connection = None;
         while let Some(batches) = rx.recv().await {
-            send_request(&s, leader, &mut connection, &responses_tx, batches).await;
+            send_request(&s, leader, &responses_tx, batches).await;
         }
     });
 }
@@ -775,17 +774,17 @@ async fn producer_fields(s: &ProducerState) -> Result<ProducerFields> {
 }
 
 /// Encodes `batches` and hands their request to `leader`'s connection; the response is
-/// handled in a task of its own, so the next request can be handed over at once.
+/// handled by the leader's response task, in request order, so the next request can be handed
+/// over at once.
 ///
-/// `connection` is the one the previous request went on. When it has been replaced (it broke),
-/// an idempotent producer sends these batches back to their queues instead: batches sent before
-/// may still be failing on the old connection, and a broker that does not know the producer yet
-/// would accept a later sequence first. Back in the queue, they go again after those, in
-/// sequence order.
+/// An idempotent producer sends a batch whose partition has an earlier batch queued again back
+/// to its queue instead, to follow that one. A batch sent while an earlier one is still failing
+/// on a broken connection is refused by the broker (OUT_OF_ORDER_SEQUENCE_NUMBER), and the
+/// answers are handled in request order, so it too is queued again behind the earlier one; until
+/// the broker knows the producer, a partition has only one batch in flight.
 async fn send_request(
     s: &Arc<ProducerState>,
     leader: i32,
-    connection: &mut Option<Arc<crate::connection::Connection>>,
     responses: &mpsc::UnboundedSender<PendingProduce>,
     mut batches: Vec<Batch>,
 ) {
@@ -821,15 +820,6 @@ async fn send_request(
         Ok(c) => c,
         Err(e) => return fail_or_retry(s, batches, &e),
     };
-    let replaced = connection.as_ref().is_some_and(|c| !Arc::ptr_eq(c, &conn));
-    *connection = Some(conn.clone());
-    if replaced && s.config.idempotent() {
-        let e = Error::Disconnected {
-            addr: conn.addr.clone(),
-            reason: "connection replaced while earlier batches may be in flight".into(),
-        };
-        return fail_or_retry(s, batches, &e);
-    }
     if s.config.idempotent() {
         // A batch whose partition has an earlier batch queued again must follow it.
         let (bounced, kept): (Vec<Batch>, Vec<Batch>) =

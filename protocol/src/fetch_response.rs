@@ -9,6 +9,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use uuid::Uuid;
 
+use crate::wire::{put_array_len, put_string, put_unsigned_varint};
+
 /// Lowest and highest FetchResponse versions this encoder writes.
 pub const MIN_VERSION: i16 = 4;
 pub const MAX_VERSION: i16 = 16;
@@ -128,31 +130,6 @@ pub fn encode_fetch_response(
     let size = i32::try_from(total).expect("fetch response larger than 2 GiB");
     chunks.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
     chunks
-}
-
-fn put_unsigned_varint(buf: &mut BytesMut, mut v: u32) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
-}
-
-fn put_array_len(buf: &mut BytesMut, flexible: bool, len: usize) {
-    if flexible {
-        put_unsigned_varint(buf, len as u32 + 1);
-    } else {
-        buf.put_i32(len as i32);
-    }
-}
-
-fn put_string(buf: &mut BytesMut, flexible: bool, s: &str) {
-    if flexible {
-        put_unsigned_varint(buf, s.len() as u32 + 1);
-    } else {
-        buf.put_i16(s.len() as i16);
-    }
-    buf.put_slice(s.as_bytes());
 }
 
 #[cfg(test)]

@@ -94,35 +94,8 @@ fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, HeaderError> {
     Ok(buf.split_to(len))
 }
 
-/// Reads an unsigned varint of at most 5 bytes (a u32), as Kafka's flexible versions use.
-pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, HeaderError> {
-    let mut value: u32 = 0;
-    for i in 0..5 {
-        if !buf.has_remaining() {
-            return Err(HeaderError::Truncated);
-        }
-        let b = buf.get_u8();
-        value |= ((b & 0x7f) as u32) << (7 * i);
-        if b & 0x80 == 0 {
-            return Ok(value);
-        }
-    }
-    Err(HeaderError::Truncated)
-}
-
-fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
-    let count = read_unsigned_varint(buf)?;
-    // Each field takes at least two bytes: the count is bounded by what is left, not trusted.
-    if count as usize > buf.remaining() / 2 {
-        return Err(HeaderError::Truncated);
-    }
-    for _ in 0..count {
-        let _tag = read_unsigned_varint(buf)?;
-        let size = read_unsigned_varint(buf)? as usize;
-        take(buf, size)?;
-    }
-    Ok(())
-}
+pub use crate::wire::read_unsigned_varint;
+use crate::wire::skip_tagged_fields;
 
 #[cfg(test)]
 mod tests {

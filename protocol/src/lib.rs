@@ -8,6 +8,7 @@
 //! - [`record`]: the records inside a batch, read one by one and rebuilt from a subset, for
 //!   compaction.
 //! - [`batch_builder`]: a v2 batch built record by record, as producers write them.
+//! - [`wire`]: varints, lengths, strings and tagged fields, for what is encoded by hand.
 //! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
 //!   record bytes are never copied on the way out.
 //!
@@ -24,6 +25,7 @@ pub mod record;
 pub mod record_batch;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod wire;
 
 pub use kafka_protocol::error::ResponseError;
 pub use kafka_protocol::messages;

@@ -8,6 +8,8 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
+use crate::wire::{put_array_len, put_string, put_unsigned_varint};
+
 /// The records for one partition.
 #[derive(Debug, Clone)]
 pub struct PartitionRecords {
@@ -44,31 +46,19 @@ pub fn encode_produce_request(
     let mut buf = BytesMut::with_capacity(128);
     match (transactional_id, flexible) {
         (None, false) => buf.put_i16(-1),
-        (None, true) => put_uvarint(&mut buf, 0),
-        (Some(id), false) => {
-            buf.put_i16(id.len() as i16);
-            buf.extend_from_slice(id.as_bytes());
-        }
-        (Some(id), true) => {
-            put_uvarint(&mut buf, id.len() as u32 + 1);
-            buf.extend_from_slice(id.as_bytes());
-        }
+        (None, true) => put_unsigned_varint(&mut buf, 0),
+        (Some(id), _) => put_string(&mut buf, flexible, id),
     }
     buf.put_i16(acks);
     buf.put_i32(timeout_ms);
-    put_len(&mut buf, topics.len(), flexible);
+    put_array_len(&mut buf, flexible, topics.len());
     for t in topics {
-        if flexible {
-            put_uvarint(&mut buf, t.name.len() as u32 + 1);
-        } else {
-            buf.put_i16(t.name.len() as i16);
-        }
-        buf.extend_from_slice(t.name.as_bytes());
-        put_len(&mut buf, t.partitions.len(), flexible);
+        put_string(&mut buf, flexible, t.name);
+        put_array_len(&mut buf, flexible, t.partitions.len());
         for p in &t.partitions {
             buf.put_i32(p.partition);
             if flexible {
-                put_uvarint(&mut buf, p.records.len() as u32 + 1);
+                put_unsigned_varint(&mut buf, p.records.len() as u32 + 1);
             } else {
                 buf.put_i32(p.records.len() as i32);
             }
@@ -89,22 +79,6 @@ pub fn encode_produce_request(
         chunks.push(buf.freeze());
     }
     chunks
-}
-
-fn put_len(buf: &mut BytesMut, n: usize, flexible: bool) {
-    if flexible {
-        put_uvarint(buf, n as u32 + 1);
-    } else {
-        buf.put_i32(n as i32);
-    }
-}
-
-fn put_uvarint(buf: &mut BytesMut, mut v: u32) {
-    while v >= 0x80 {
-        buf.put_u8((v as u8) | 0x80);
-        v >>= 7;
-    }
-    buf.put_u8(v as u8);
 }
 
 #[cfg(test)]

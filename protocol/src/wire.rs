@@ -1,0 +1,71 @@
+//! The primitive encodings Kafka's messages are made of, for the parts Quipu writes and reads
+//! by hand (zero-copy Fetch responses and Produce requests, headers): unsigned varints, array
+//! lengths and strings in their classic and flexible (compact) forms, and tagged fields.
+//!
+//! Invariant: a read never trusts a length beyond the bytes at hand.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+
+use crate::header::HeaderError;
+
+/// Writes an unsigned varint (flexible versions' compact lengths).
+pub fn put_unsigned_varint(buf: &mut BytesMut, mut v: u32) {
+    while v >= 0x80 {
+        buf.put_u8((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.put_u8(v as u8);
+}
+
+/// Writes an array length: i32, or a compact length (n + 1) in flexible versions.
+pub fn put_array_len(buf: &mut BytesMut, flexible: bool, len: usize) {
+    if flexible {
+        put_unsigned_varint(buf, len as u32 + 1);
+    } else {
+        buf.put_i32(len as i32);
+    }
+}
+
+/// Writes a non-null string: i16 length, or a compact length in flexible versions.
+pub fn put_string(buf: &mut BytesMut, flexible: bool, s: &str) {
+    if flexible {
+        put_unsigned_varint(buf, s.len() as u32 + 1);
+    } else {
+        buf.put_i16(s.len() as i16);
+    }
+    buf.put_slice(s.as_bytes());
+}
+
+/// Reads an unsigned varint of at most 5 bytes (a u32), as Kafka's flexible versions use.
+pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, HeaderError> {
+    let mut value: u32 = 0;
+    for i in 0..5 {
+        if !buf.has_remaining() {
+            return Err(HeaderError::Truncated);
+        }
+        let b = buf.get_u8();
+        value |= ((b & 0x7f) as u32) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(value);
+        }
+    }
+    Err(HeaderError::Truncated)
+}
+
+/// Skips a tagged-fields section (a count, then tag, size and bytes for each).
+pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
+    let count = read_unsigned_varint(buf)?;
+    // Each field takes at least two bytes: the count is bounded by what is left, not trusted.
+    if count as usize > buf.remaining() / 2 {
+        return Err(HeaderError::Truncated);
+    }
+    for _ in 0..count {
+        let _tag = read_unsigned_varint(buf)?;
+        let size = read_unsigned_varint(buf)? as usize;
+        if size > buf.remaining() {
+            return Err(HeaderError::Truncated);
+        }
+        buf.advance(size);
+    }
+    Ok(())
+}
