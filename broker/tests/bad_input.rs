@@ -4,6 +4,7 @@
 mod common;
 
 use common::{batch, create_topic, produce_request, BrokerProcess, Conn};
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::*;
 use quipu_protocol::{ResponseError, StrBytes};
 
@@ -147,6 +148,49 @@ fn produce_to_a_partition_or_topic_that_does_not_exist() {
     let r: MetadataResponse = c.call(ApiKey::Metadata, 12, &m);
     assert!(r.topics.is_empty());
     after_bad_input(&mut b, &mut bystander, "quipu broker started");
+}
+
+#[test]
+fn a_partition_named_twice_is_appended_once_with_its_last_batch() {
+    let b = BrokerProcess::start(&[]);
+    let mut c = b.connect();
+    create_topic(&mut c, "dup", 2);
+    let part = |index: i32, records: usize| {
+        let mut pd = PartitionProduceData::default();
+        pd.index = index;
+        pd.records = Some(batch(records).into());
+        pd
+    };
+    let mut first = TopicProduceData::default();
+    first.name = common::name("dup");
+    first.partition_data = vec![part(0, 2), part(1, 1), part(0, 3)];
+    let mut again = TopicProduceData::default();
+    again.name = common::name("dup");
+    again.partition_data = vec![part(1, 4)];
+    let mut request = ProduceRequest::default();
+    request.acks = -1;
+    request.timeout_ms = 5_000;
+    request.topic_data = vec![first, again];
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &request);
+    assert_eq!(r.responses.len(), 1, "one answer per topic");
+    let answered: Vec<(i32, i16, i64)> = r.responses[0]
+        .partition_responses
+        .iter()
+        .map(|p| (p.index, p.error_code, p.base_offset))
+        .collect();
+    assert_eq!(answered, [(0, 0, 0), (1, 0, 0)], "one answer per partition");
+    // The next appends land after the last batch named for each partition, and only it.
+    for (partition, next_offset) in [(0, 3), (1, 4)] {
+        let r: ProduceResponse = c.call(
+            ApiKey::Produce,
+            9,
+            &produce_request("dup", partition, 1, batch(1)),
+        );
+        assert_eq!(
+            r.responses[0].partition_responses[0].base_offset,
+            next_offset
+        );
+    }
 }
 
 #[test]

@@ -3,7 +3,13 @@
 //! With one broker the in-sync replica set is this broker, so acks=1 and acks=all both answer
 //! once the batch is in the log; acks=all still refuses with NOT_ENOUGH_REPLICAS when the topic's
 //! `min.insync.replicas` asks for more replicas than are in sync. acks=0 gets no response at all.
+//!
+//! As in Kafka, a request's batches are keyed by topic-partition: a partition named twice is
+//! appended once, with the last batch named for it, and answered once.
 
+use std::collections::HashMap;
+
+use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use quipu_protocol::messages::{ProduceRequest, ProduceResponse};
 use quipu_protocol::{ResponseError, StrBytes};
@@ -24,7 +30,7 @@ pub async fn handle(
     let mut response = ProduceResponse::default();
     // Partitions whose `flush.messages` came due: flushed before the response leaves.
     let mut to_flush = Vec::new();
-    for topic_data in request.topic_data {
+    for topic_data in one_batch_per_partition(request.topic_data) {
         let topic = broker.metadata.topic(&topic_data.name);
         let mut tr = TopicProduceResponse::default();
         tr.name = topic_data.name.clone();
@@ -81,4 +87,51 @@ pub async fn handle(
         }
     }
     (acks != 0).then_some(response)
+}
+
+/// Merges the entries of a topic named more than once and keeps the last batch of a partition
+/// named more than once (at the place it was first named), as Kafka's map of batches does.
+fn one_batch_per_partition(topic_data: Vec<TopicProduceData>) -> Vec<TopicProduceData> {
+    let duplicated = match topic_data.as_slice() {
+        [] => false,
+        [only] => {
+            let mut seen = std::collections::HashSet::new();
+            only.partition_data.len() > 1
+                && !only.partition_data.iter().all(|p| seen.insert(p.index))
+        }
+        _ => true,
+    };
+    if !duplicated {
+        return topic_data;
+    }
+    let mut topics: Vec<TopicProduceData> = Vec::with_capacity(topic_data.len());
+    let mut topic_at = HashMap::with_capacity(topic_data.len());
+    for td in topic_data {
+        match topic_at.get(&td.name) {
+            Some(&at) => {
+                let merged: &mut TopicProduceData = &mut topics[at];
+                merged.partition_data.extend(td.partition_data);
+            }
+            None => {
+                topic_at.insert(td.name.clone(), topics.len());
+                topics.push(td);
+            }
+        }
+    }
+    for topic in &mut topics {
+        let named = std::mem::take(&mut topic.partition_data);
+        let mut kept: Vec<PartitionProduceData> = Vec::with_capacity(named.len());
+        let mut partition_at = HashMap::with_capacity(named.len());
+        for pd in named {
+            match partition_at.get(&pd.index) {
+                Some(&at) => kept[at] = pd,
+                None => {
+                    partition_at.insert(pd.index, kept.len());
+                    kept.push(pd);
+                }
+            }
+        }
+        topic.partition_data = kept;
+    }
+    topics
 }
