@@ -55,10 +55,11 @@ pub struct TopicMetadata {
 #[derive(Default)]
 struct State {
     brokers: HashMap<i32, String>,
-    topics: HashMap<String, Arc<TopicMetadata>>,
+    /// Each topic with when its metadata was fetched: a refresh of some topics leaves the
+    /// others as old as they were.
+    topics: HashMap<String, (Arc<TopicMetadata>, Instant)>,
     controller: Option<i32>,
     coordinators: HashMap<String, i32>,
-    refreshed_at: Option<Instant>,
 }
 
 /// Shared by a client's producer, consumer or admin and their background tasks.
@@ -166,6 +167,7 @@ impl Cluster {
             })
             .with_allow_auto_topic_creation(self.config.allow_auto_topic_creation);
         let response = conn.send(&request).await?;
+        let fetched_at = Instant::now();
         let mut state = self.state.lock().expect("cluster state");
         state.brokers = response
             .brokers
@@ -198,25 +200,25 @@ impl Cluster {
                 partitions,
             };
             if t.error_code == 0 {
-                state.topics.insert(meta.name.clone(), Arc::new(meta));
+                state
+                    .topics
+                    .insert(meta.name.clone(), (Arc::new(meta), fetched_at));
             } else {
                 state.topics.remove(&meta.name);
             }
         }
-        state.refreshed_at = Some(Instant::now());
         Ok(response)
     }
 
     /// Cached metadata of `topic`, if it is known and older than `metadata_max_age_ms` is not.
     pub fn cached_topic(&self, topic: &str) -> Option<Arc<TopicMetadata>> {
+        let max_age = Duration::from_millis(self.config.metadata_max_age_ms);
         let state = self.state.lock().expect("cluster state");
-        let fresh = state
-            .refreshed_at
-            .is_some_and(|t| t.elapsed() < Duration::from_millis(self.config.metadata_max_age_ms));
-        if !fresh {
-            return None;
-        }
-        state.topics.get(topic).cloned()
+        state
+            .topics
+            .get(topic)
+            .filter(|(_, fetched_at)| fetched_at.elapsed() < max_age)
+            .map(|(meta, _)| meta.clone())
     }
 
     /// Metadata of `topic`, from the cache or the brokers; UNKNOWN_TOPIC_OR_PARTITION (or the
@@ -240,7 +242,7 @@ impl Cluster {
             .expect("cluster state")
             .topics
             .get(topic)
-            .cloned()
+            .map(|(meta, _)| meta.clone())
             .ok_or_else(|| {
                 Error::broker(3, format!("topic {topic}")).expect("a non-zero code is an error")
             })
