@@ -93,6 +93,12 @@ pub trait RebalanceListener: Send {
     fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
         let _ = partitions;
     }
+    /// The member lost these partitions without giving them up: it was fenced out of the group,
+    /// or left it because `poll` was not called within `max.poll.interval.ms`. Other members may
+    /// own them already, so nothing is committed. By default, the same as a revocation.
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.on_partitions_revoked(partitions);
+    }
     /// The member now consumes these partitions (after the group's assignment).
     fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
         let _ = partitions;
@@ -182,7 +188,7 @@ impl Consumer {
         topics.dedup();
         self.subscription = Some(topics);
         if let Some(g) = &mut self.group {
-            g.generation = None;
+            g.resubscribe();
         }
         Ok(())
     }
@@ -411,10 +417,18 @@ impl Consumer {
     /// Records of the assigned, unpaused partitions: waits up to `timeout` for some, and returns
     /// an empty list if none came. Joins or rejoins the group first when needed and commits
     /// automatically every `auto.commit.interval.ms` when enabled.
+    ///
+    /// A group member must poll at least every `max.poll.interval.ms`: otherwise it leaves the
+    /// group, its partitions go to the other members, and the next poll joins again.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let deadline = Instant::now() + timeout;
         loop {
-            self.maintain_group().await?;
+            if let Some(g) = &self.group {
+                g.polled();
+            }
+            if !self.maintain_group(deadline).await? {
+                return Ok(Vec::new()); // still rebalancing: the next poll goes on waiting
+            }
             self.maybe_auto_commit().await;
             self.resolve_positions().await?;
             self.start_fetches().await;
@@ -461,39 +475,60 @@ impl Consumer {
         }
     }
 
-    async fn maintain_group(&mut self) -> Result<()> {
+    /// Keeps the group membership current: rejoins when the heartbeat or the metadata check
+    /// asks for it, and waits for a join under way until `deadline`. Returns whether the
+    /// consumer holds an assignment to fetch for (false while the group is rebalancing).
+    async fn maintain_group(&mut self, deadline: Instant) -> Result<bool> {
         let Some(topics) = self.subscription.clone() else {
-            return Ok(());
+            return Ok(true);
         };
-        let needs = self.group.as_ref().is_some_and(|g| g.needs_rejoin());
-        if !needs {
-            return Ok(());
-        }
-        // Eager protocol: give everything up, then join.
-        let revoked = self.assignment();
-        if self.config.enable_auto_commit && !revoked.is_empty() {
-            if let Err(e) = self.commit().await {
-                tracing::debug!(%e, "commit before rebalance failed");
+        let Some(group) = self.group.as_mut() else {
+            return Ok(true);
+        };
+        if !group.joining() {
+            if !group.needs_rejoin() {
+                if let Err(e) = group.check_metadata(&self.cluster).await {
+                    tracing::debug!(%e, "metadata check of subscribed topics failed");
+                }
+                if !group.needs_rejoin() {
+                    return Ok(true);
+                }
             }
-        }
-        if let Some(l) = &mut self.listener {
-            if !revoked.is_empty() {
-                l.on_partitions_revoked(&revoked);
+            // Eager protocol: give everything up, then join.
+            let lost = group.partitions_lost();
+            let given_up = self.assignment();
+            if !lost && self.config.enable_auto_commit && !given_up.is_empty() {
+                if let Err(e) = self.commit().await {
+                    tracing::debug!(%e, "commit before rebalance failed");
+                }
             }
+            if let Some(l) = &mut self.listener {
+                match (given_up.is_empty(), lost) {
+                    (true, _) => {}
+                    (false, false) => l.on_partitions_revoked(&given_up),
+                    (false, true) => l.on_partitions_lost(&given_up),
+                }
+            }
+            self.fetches.drain(..).for_each(|h| h.abort());
+            self.fetching.clear();
+            self.partitions.clear();
+            self.group
+                .as_mut()
+                .expect("subscribed consumers have a group")
+                .start_join(&self.cluster, &self.config, &topics);
         }
-        self.fetches.drain(..).for_each(|h| h.abort());
-        self.fetching.clear();
-        self.partitions.clear();
         let group = self
             .group
             .as_mut()
             .expect("subscribed consumers have a group");
-        let assigned = group.join(&self.cluster, &self.config, &topics).await?;
+        let Some(assigned) = group.finish_join(deadline.into()).await? else {
+            return Ok(false);
+        };
         self.set_assignment(assigned.clone());
         if let Some(l) = &mut self.listener {
             l.on_partitions_assigned(&assigned);
         }
-        Ok(())
+        Ok(true)
     }
 
     async fn maybe_auto_commit(&mut self) {

@@ -2,15 +2,23 @@
 //! leader computes the assignment), heartbeats in a background task, LeaveGroup; and the
 //! group's committed offsets (OffsetCommit, OffsetFetch).
 //!
+//! Liveness, as in the Java client: the heartbeat task keeps the member in the group while the
+//! application polls; when `max.poll.interval.ms` passes without a poll, it leaves the group
+//! (a static member just stops heartbeating) so that the others take its partitions over. The
+//! member that computed the assignment watches the subscribed topics' partition counts (every
+//! `metadata.max.age.ms`) and rejoins when they change, so new partitions (or a subscribed topic
+//! created later) get consumed.
+//!
 //! Invariants: a generation's assignment is used only after SyncGroup returned it; the heartbeat
-//! task only ever raises the "rejoin" flag, which the consumer acts on in its next poll; offsets
-//! are committed with the member's generation and id, so a member that was fenced by a rebalance
-//! cannot overwrite its successor's commits (the coordinator answers ILLEGAL_GENERATION).
+//! task only ever raises the "rejoin" and "lost" flags, which the consumer acts on in its next
+//! poll; offsets are committed with the member's generation and id, so a member that was fenced
+//! by a rebalance cannot overwrite its successor's commits (the coordinator answers
+//! ILLEGAL_GENERATION).
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quipu_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
@@ -23,8 +31,8 @@ use quipu_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use quipu_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
-    TopicName,
+    JoinGroupRequest, LeaveGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+    SyncGroupRequest, TopicName,
 };
 use quipu_protocol::{Decodable, Encodable, Message, ResponseError, StrBytes};
 use tokio::task::JoinHandle;
@@ -59,7 +67,62 @@ pub(crate) struct GroupMember {
     pub generation: Option<Generation>,
     member_id: String,
     rejoin: Arc<AtomicBool>,
+    /// Raised when this member is out of its generation without a rebalance it took part in
+    /// (fenced, or it left after a poll timeout): its partitions are lost, not revoked.
+    lost: Arc<AtomicBool>,
+    /// When the application last polled, in ms since `created`.
+    last_poll_ms: Arc<AtomicU64>,
+    created: Instant,
     heartbeat: Option<JoinHandle<()>>,
+    /// A join under way: JoinGroup and SyncGroup wait for the whole group, and `poll` waits
+    /// for them no longer than its own timeout.
+    pending_join: Option<JoinHandle<JoinOutcome>>,
+    /// Raised when the consumer is dropped: a heartbeat task started by a join that finished
+    /// meanwhile stops on it.
+    closed: Arc<AtomicBool>,
+    /// The partition count of each subscribed topic (0: none) the assignment was computed
+    /// with, when this member is the leader.
+    assigned_with: Option<BTreeMap<String, i32>>,
+    metadata_checked_at: Instant,
+}
+
+/// What a join task hands back: the member id it ended with, and the generation it joined.
+struct JoinOutcome {
+    member_id: String,
+    result: Result<Joined>,
+}
+
+struct Joined {
+    generation: Generation,
+    assigned: Vec<TopicPartition>,
+    assigned_with: Option<BTreeMap<String, i32>>,
+    heartbeat: JoinHandle<()>,
+}
+
+/// A join in a task of its own: JoinGroup, then SyncGroup, retried until they succeed.
+struct Joiner {
+    group_id: String,
+    instance_id: Option<String>,
+    member_id: String,
+    assigned_with: Option<BTreeMap<String, i32>>,
+    liveness: Liveness,
+}
+
+/// What the heartbeat task shares with the consumer.
+#[derive(Clone)]
+struct Liveness {
+    rejoin: Arc<AtomicBool>,
+    lost: Arc<AtomicBool>,
+    closed: Arc<AtomicBool>,
+    last_poll_ms: Arc<AtomicU64>,
+    created: Instant,
+}
+
+impl Liveness {
+    fn since_poll_ms(&self) -> u64 {
+        (self.created.elapsed().as_millis() as u64)
+            .saturating_sub(self.last_poll_ms.load(Ordering::Acquire))
+    }
 }
 
 impl GroupMember {
@@ -70,8 +133,61 @@ impl GroupMember {
             generation: None,
             member_id: String::new(),
             rejoin: Arc::new(AtomicBool::new(true)),
+            lost: Arc::new(AtomicBool::new(false)),
+            last_poll_ms: Arc::new(AtomicU64::new(0)),
+            created: Instant::now(),
             heartbeat: None,
+            pending_join: None,
+            closed: Arc::new(AtomicBool::new(false)),
+            assigned_with: None,
+            metadata_checked_at: Instant::now(),
         }
+    }
+
+    fn liveness(&self) -> Liveness {
+        Liveness {
+            rejoin: self.rejoin.clone(),
+            lost: self.lost.clone(),
+            closed: self.closed.clone(),
+            last_poll_ms: self.last_poll_ms.clone(),
+            created: self.created,
+        }
+    }
+
+    /// Records that the application polled (for `max.poll.interval.ms`).
+    pub fn polled(&self) {
+        self.last_poll_ms
+            .store(self.created.elapsed().as_millis() as u64, Ordering::Release);
+    }
+
+    /// Whether the partitions of the last generation were lost rather than revoked: the member
+    /// was fenced or left the group on a poll timeout, so its commits would be refused.
+    pub fn partitions_lost(&self) -> bool {
+        self.lost.load(Ordering::Acquire)
+    }
+
+    /// As the leader, every `metadata.max.age.ms`: whether a subscribed topic's partition count
+    /// changed since the assignment was computed; if so, the member rejoins at the next poll.
+    pub async fn check_metadata(&mut self, cluster: &Arc<Cluster>) -> Result<()> {
+        let Some(assigned_with) = &self.assigned_with else {
+            return Ok(());
+        };
+        if self.metadata_checked_at.elapsed()
+            < Duration::from_millis(cluster.config.metadata_max_age_ms)
+        {
+            return Ok(());
+        }
+        self.metadata_checked_at = Instant::now();
+        let topics: Vec<String> = assigned_with.keys().cloned().collect();
+        if topics.is_empty() {
+            return Ok(());
+        }
+        let now = partition_counts(&cluster.refresh(&topics).await?, &topics);
+        if &now != assigned_with {
+            tracing::info!(group = %self.group_id, before = ?assigned_with, ?now, "subscribed topics changed: rejoining");
+            self.rejoin.store(true, Ordering::Release);
+        }
+        Ok(())
     }
 
     /// Whether the member must (re)join before it consumes: not joined yet, or the heartbeat
@@ -80,220 +196,76 @@ impl GroupMember {
         self.generation.is_none() || self.rejoin.load(Ordering::Acquire)
     }
 
-    /// Joins (or rejoins) the group subscribed to `topics` and returns this member's
-    /// assignment for the new generation.
-    pub async fn join(
+    /// Whether a join is under way.
+    pub fn joining(&self) -> bool {
+        self.pending_join.is_some()
+    }
+
+    /// Starts joining (or rejoining) the group subscribed to `topics`, in a task of its own;
+    /// `finish_join` collects the assignment.
+    pub fn start_join(
         &mut self,
         cluster: &Arc<Cluster>,
         config: &ConsumerConfig,
         topics: &[String],
-    ) -> Result<Vec<TopicPartition>> {
+    ) {
+        assert!(self.pending_join.is_none(), "one join at a time");
         self.stop_heartbeat();
         self.generation = None;
-        let mut attempt = 0;
-        loop {
-            match self.join_once(cluster, config, topics).await {
-                Ok(assignment) => {
-                    self.rejoin.store(false, Ordering::Release);
-                    self.start_heartbeat(cluster.clone(), config);
-                    return Ok(assignment);
-                }
-                Err(e) if e.is_retriable() || rejoin_error(&e) => {
-                    if e.invalidates_metadata() {
-                        cluster.invalidate_coordinator(&self.group_id);
-                    }
-                    if let Some(ResponseError::UnknownMemberId | ResponseError::IllegalGeneration) =
-                        e.broker_error()
-                    {
-                        self.member_id.clear();
-                    }
-                    tracing::debug!(group = %self.group_id, %e, "rejoining");
-                    attempt += 1;
-                    if attempt > 50 {
-                        return Err(e);
-                    }
-                    backoff(config.client.retry_backoff_ms, attempt.min(4)).await;
-                }
-                Err(e) => return Err(e),
-            }
+        self.assigned_with = None;
+        if self.lost.swap(false, Ordering::AcqRel) {
+            // Out of the group (fenced, or left on a poll timeout): join as a new member.
+            self.member_id.clear();
         }
-    }
-
-    async fn join_once(
-        &mut self,
-        cluster: &Arc<Cluster>,
-        config: &ConsumerConfig,
-        topics: &[String],
-    ) -> Result<Vec<TopicPartition>> {
-        let conn = cluster.coordinator(&self.group_id).await?;
-        let subscription = encode_versioned(
-            &ConsumerProtocolSubscription::default().with_topics(
-                topics
-                    .iter()
-                    .map(|t| StrBytes::from_string(t.clone()))
-                    .collect(),
-            ),
-            0,
-        )?;
-        let protocols = config
-            .assignment_strategies
-            .iter()
-            .map(|s| {
-                JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_string(s.clone()))
-                    .with_metadata(subscription.clone())
-            })
-            .collect();
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_session_timeout_ms(config.session_timeout_ms as i32)
-            .with_rebalance_timeout_ms(config.max_poll_interval_ms as i32)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
-            .with_protocol_type(StrBytes::from_static_str("consumer"))
-            .with_protocols(protocols);
-        // JoinGroup and SyncGroup wait for the whole group: the rebalance timeout on top of the
-        // request timeout, as the Java client allows.
-        let group_timeout_ms = config.max_poll_interval_ms + config.client.request_timeout_ms;
-        let response = conn.send_timeout(&request, group_timeout_ms).await?;
-        if response.error_code == ResponseError::MemberIdRequired.code() {
-            // KIP-394: join again with the id the coordinator gave.
-            self.member_id = response.member_id.to_string();
-            return Err(Error::broker(response.error_code, "JoinGroup").expect("error"));
-        }
-        if let Some(e) = Error::broker(response.error_code, format!("join group {}", self.group_id))
-        {
-            return Err(e);
-        }
-        self.member_id = response.member_id.to_string();
-        let protocol = response
-            .protocol_name
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        let leader = response.leader == response.member_id;
-        let assignments = if leader && !response.skip_assignment {
-            let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
-            for m in &response.members {
-                let sub: ConsumerProtocolSubscription = decode_versioned(&m.metadata)?;
-                members.insert(
-                    m.member_id.to_string(),
-                    sub.topics.iter().map(|t| t.to_string()).collect(),
-                );
-            }
-            let all: Vec<String> = {
-                let mut v: Vec<String> = members.values().flatten().cloned().collect();
-                v.sort();
-                v.dedup();
-                v
-            };
-            let mut partitions = BTreeMap::new();
-            for t in &all {
-                match cluster.topic(t).await {
-                    Ok(meta) => {
-                        partitions.insert(t.clone(), meta.partitions.len() as i32);
-                    }
-                    Err(e) => tracing::warn!(topic = %t, %e, "subscribed topic has no metadata"),
-                }
-            }
-            let plan = assignor::assign(&protocol, &members, &partitions);
-            let mut out = Vec::new();
-            for (member, tps) in plan {
-                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for tp in tps {
-                    by_topic.entry(tp.topic).or_default().push(tp.partition);
-                }
-                let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-                    by_topic
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            AssignedTopic::default()
-                                .with_topic(TopicName(StrBytes::from_string(t)))
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                );
-                out.push(
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(StrBytes::from_string(member))
-                        .with_assignment(encode_versioned(&assignment, 0)?),
-                );
-            }
-            out
-        } else {
-            Vec::new()
-        };
-        let sync = SyncGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_generation_id(response.generation_id)
-            .with_member_id(response.member_id.clone())
-            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
-            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-            .with_protocol_name(response.protocol_name.clone())
-            .with_assignments(assignments);
-        let synced = conn.send_timeout(&sync, group_timeout_ms).await?;
-        if let Some(e) = Error::broker(synced.error_code, format!("sync group {}", self.group_id)) {
-            return Err(e);
-        }
-        let mut assigned = Vec::new();
-        if !synced.assignment.is_empty() {
-            let assignment: ConsumerProtocolAssignment = decode_versioned(&synced.assignment)?;
-            for t in assignment.assigned_partitions {
-                for p in t.partitions {
-                    assigned.push(TopicPartition::new(t.topic.0.as_str(), p));
-                }
-            }
-        }
-        assigned.sort();
-        self.generation = Some(Generation {
+        let joiner = Joiner {
+            group_id: self.group_id.clone(),
+            instance_id: self.instance_id.clone(),
             member_id: self.member_id.clone(),
-            generation_id: response.generation_id,
-            protocol,
-            leader,
-        });
-        tracing::debug!(group = %self.group_id, generation = response.generation_id, partitions = assigned.len(), "joined");
-        Ok(assigned)
+            assigned_with: None,
+            liveness: self.liveness(),
+        };
+        self.pending_join = Some(tokio::spawn(joiner.run(
+            cluster.clone(),
+            config.clone(),
+            topics.to_vec(),
+        )));
     }
 
-    fn start_heartbeat(&mut self, cluster: Arc<Cluster>, config: &ConsumerConfig) {
-        let Some(generation) = self.generation.clone() else {
-            return;
+    /// Waits until `deadline` for the join `start_join` began: this member's assignment for the
+    /// new generation, or `None` while the group is still rebalancing.
+    pub async fn finish_join(
+        &mut self,
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<Vec<TopicPartition>>> {
+        let Some(pending) = self.pending_join.as_mut() else {
+            return Ok(None);
         };
-        let rejoin = self.rejoin.clone();
-        let group_id = self.group_id.clone();
-        let instance_id = self.instance_id.clone();
-        let interval = Duration::from_millis(config.heartbeat_interval_ms.max(1));
-        self.heartbeat = Some(tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(interval).await;
-                let request = HeartbeatRequest::default()
-                    .with_group_id(GroupId(StrBytes::from_string(group_id.clone())))
-                    .with_generation_id(generation.generation_id)
-                    .with_member_id(StrBytes::from_string(generation.member_id.clone()))
-                    .with_group_instance_id(instance_id.clone().map(StrBytes::from_string));
-                let result = match cluster.coordinator(&group_id).await {
-                    Ok(conn) => conn
-                        .send(&request)
-                        .await
-                        .and_then(|r| Error::broker(r.error_code, "heartbeat").map_or(Ok(()), Err)),
-                    Err(e) => Err(e),
-                };
-                match result {
-                    Ok(()) => {}
-                    Err(e) if rejoin_error(&e) => {
-                        tracing::debug!(group = %group_id, %e, "rebalance: rejoin needed");
-                        rejoin.store(true, Ordering::Release);
-                        return;
-                    }
-                    Err(e) => {
-                        if e.invalidates_metadata() {
-                            cluster.invalidate_coordinator(&group_id);
-                        }
-                        tracing::debug!(group = %group_id, %e, "heartbeat failed; retrying");
-                    }
-                }
-            }
-        }));
+        let Ok(finished) = tokio::time::timeout_at(deadline, pending).await else {
+            return Ok(None);
+        };
+        self.pending_join = None;
+        let outcome =
+            finished.map_err(|e| Error::Protocol(format!("the group join task failed: {e}")))?;
+        self.member_id = outcome.member_id;
+        let joined = outcome.result?;
+        self.generation = Some(joined.generation);
+        self.assigned_with = joined.assigned_with;
+        self.metadata_checked_at = Instant::now();
+        self.heartbeat = Some(joined.heartbeat);
+        Ok(Some(joined.assigned))
+    }
+
+    /// The subscription changed: the next poll joins again with it (a join under way for the
+    /// old one is given up).
+    pub fn resubscribe(&mut self) {
+        self.stop_join();
+        self.generation = None;
+    }
+
+    fn stop_join(&mut self) {
+        if let Some(j) = self.pending_join.take() {
+            j.abort();
+        }
     }
 
     fn stop_heartbeat(&mut self) {
@@ -305,27 +277,20 @@ impl GroupMember {
     /// Leaves the group (dynamic members only: a static member keeps its place for
     /// `session.timeout.ms`, as in the Java client).
     pub async fn leave(&mut self, cluster: &Arc<Cluster>) -> Result<()> {
+        self.stop_join();
         self.stop_heartbeat();
         let had_generation = self.generation.take().is_some();
+        if self.lost.load(Ordering::Acquire) {
+            // Already out of the group: fenced, or left on a poll timeout.
+            self.member_id.clear();
+            return Ok(());
+        }
         if self.instance_id.is_some() || self.member_id.is_empty() || !had_generation {
             return Ok(());
         }
-        let conn = cluster.coordinator(&self.group_id).await?;
-        let version = conn.version_for::<LeaveGroupRequest>()?;
-        let mut request = LeaveGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())));
-        if version >= 3 {
-            request.members = vec![MemberIdentity::default()
-                .with_member_id(StrBytes::from_string(self.member_id.clone()))];
-        } else {
-            request.member_id = StrBytes::from_string(self.member_id.clone());
-        }
-        let response = conn.send_version(&request, version).await?;
+        let result = leave_group(cluster, &self.group_id, &self.member_id).await;
         self.member_id.clear();
-        if let Some(e) = Error::broker(response.error_code, "leave group") {
-            return Err(e);
-        }
-        Ok(())
+        result
     }
 
     /// Commits `offsets` (next offset to read, per partition) for this group.
@@ -402,7 +367,275 @@ impl GroupMember {
 
 impl Drop for GroupMember {
     fn drop(&mut self) {
+        self.closed.store(true, Ordering::Release);
+        self.stop_join();
         self.stop_heartbeat();
+    }
+}
+
+impl Joiner {
+    async fn run(
+        mut self,
+        cluster: Arc<Cluster>,
+        config: ConsumerConfig,
+        topics: Vec<String>,
+    ) -> JoinOutcome {
+        let mut attempt = 0;
+        let result = loop {
+            self.assigned_with = None;
+            match self.join_once(&cluster, &config, &topics).await {
+                Ok((generation, assigned)) => {
+                    self.liveness.rejoin.store(false, Ordering::Release);
+                    // The join itself counts as a poll: the application is inside one.
+                    self.liveness.last_poll_ms.store(
+                        self.liveness.created.elapsed().as_millis() as u64,
+                        Ordering::Release,
+                    );
+                    let heartbeat = tokio::spawn(heartbeat(
+                        cluster.clone(),
+                        self.group_id.clone(),
+                        self.instance_id.clone(),
+                        generation.clone(),
+                        config.heartbeat_interval_ms.max(1),
+                        config.max_poll_interval_ms,
+                        self.liveness.clone(),
+                    ));
+                    break Ok(Joined {
+                        generation,
+                        assigned,
+                        assigned_with: self.assigned_with.take(),
+                        heartbeat,
+                    });
+                }
+                Err(e) if e.is_retriable() || rejoin_error(&e) => {
+                    if e.invalidates_metadata() {
+                        cluster.invalidate_coordinator(&self.group_id);
+                    }
+                    if let Some(ResponseError::UnknownMemberId | ResponseError::IllegalGeneration) =
+                        e.broker_error()
+                    {
+                        self.member_id.clear();
+                    }
+                    tracing::debug!(group = %self.group_id, %e, "rejoining");
+                    attempt += 1;
+                    if attempt > 50 {
+                        break Err(e);
+                    }
+                    backoff(config.client.retry_backoff_ms, attempt.min(4)).await;
+                }
+                Err(e) => break Err(e),
+            }
+        };
+        JoinOutcome {
+            member_id: self.member_id,
+            result,
+        }
+    }
+
+    async fn join_once(
+        &mut self,
+        cluster: &Arc<Cluster>,
+        config: &ConsumerConfig,
+        topics: &[String],
+    ) -> Result<(Generation, Vec<TopicPartition>)> {
+        let conn = cluster.coordinator(&self.group_id).await?;
+        let subscription = encode_versioned(
+            &ConsumerProtocolSubscription::default().with_topics(
+                topics
+                    .iter()
+                    .map(|t| StrBytes::from_string(t.clone()))
+                    .collect(),
+            ),
+            0,
+        )?;
+        let protocols = config
+            .assignment_strategies
+            .iter()
+            .map(|s| {
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_string(s.clone()))
+                    .with_metadata(subscription.clone())
+            })
+            .collect();
+        let request = JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
+            .with_session_timeout_ms(config.session_timeout_ms as i32)
+            .with_rebalance_timeout_ms(config.max_poll_interval_ms as i32)
+            .with_member_id(StrBytes::from_string(self.member_id.clone()))
+            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(protocols);
+        // JoinGroup and SyncGroup wait for the whole group: the rebalance timeout on top of the
+        // request timeout, as the Java client allows.
+        let group_timeout_ms = config.max_poll_interval_ms + config.client.request_timeout_ms;
+        let response = conn.send_timeout(&request, group_timeout_ms).await?;
+        if response.error_code == ResponseError::MemberIdRequired.code() {
+            // KIP-394: join again with the id the coordinator gave.
+            self.member_id = response.member_id.to_string();
+            return Err(Error::broker(response.error_code, "JoinGroup").expect("error"));
+        }
+        if let Some(e) = Error::broker(response.error_code, format!("join group {}", self.group_id))
+        {
+            return Err(e);
+        }
+        self.member_id = response.member_id.to_string();
+        let protocol = response
+            .protocol_name
+            .as_ref()
+            .map(|p| p.to_string())
+            .unwrap_or_default();
+        let leader = response.leader == response.member_id;
+        let assignments = if leader && !response.skip_assignment {
+            let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for m in &response.members {
+                let sub: ConsumerProtocolSubscription = decode_versioned(&m.metadata)?;
+                members.insert(
+                    m.member_id.to_string(),
+                    sub.topics.iter().map(|t| t.to_string()).collect(),
+                );
+            }
+            let all: Vec<String> = {
+                let mut v: Vec<String> = members.values().flatten().cloned().collect();
+                v.sort();
+                v.dedup();
+                v
+            };
+            // Fresh counts: the assignment and the later checks against it use the same view.
+            let partitions = if all.is_empty() {
+                BTreeMap::new()
+            } else {
+                partition_counts(&cluster.refresh(&all).await?, &all)
+            };
+            for (t, _) in partitions.iter().filter(|(_, count)| **count == 0) {
+                tracing::warn!(topic = %t, "subscribed topic does not exist (yet)");
+            }
+            self.assigned_with = Some(partitions.clone());
+            let plan = assignor::assign(&protocol, &members, &partitions);
+            let mut out = Vec::new();
+            for (member, tps) in plan {
+                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
+                for tp in tps {
+                    by_topic.entry(tp.topic).or_default().push(tp.partition);
+                }
+                let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
+                    by_topic
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            AssignedTopic::default()
+                                .with_topic(TopicName(StrBytes::from_string(t)))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                );
+                out.push(
+                    SyncGroupRequestAssignment::default()
+                        .with_member_id(StrBytes::from_string(member))
+                        .with_assignment(encode_versioned(&assignment, 0)?),
+                );
+            }
+            out
+        } else {
+            Vec::new()
+        };
+        let sync = SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
+            .with_generation_id(response.generation_id)
+            .with_member_id(response.member_id.clone())
+            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
+            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
+            .with_protocol_name(response.protocol_name.clone())
+            .with_assignments(assignments);
+        let synced = conn.send_timeout(&sync, group_timeout_ms).await?;
+        if let Some(e) = Error::broker(synced.error_code, format!("sync group {}", self.group_id)) {
+            return Err(e);
+        }
+        let mut assigned = Vec::new();
+        if !synced.assignment.is_empty() {
+            let assignment: ConsumerProtocolAssignment = decode_versioned(&synced.assignment)?;
+            for t in assignment.assigned_partitions {
+                for p in t.partitions {
+                    assigned.push(TopicPartition::new(t.topic.0.as_str(), p));
+                }
+            }
+        }
+        assigned.sort();
+        let generation = Generation {
+            member_id: self.member_id.clone(),
+            generation_id: response.generation_id,
+            protocol,
+            leader,
+        };
+        tracing::debug!(group = %self.group_id, generation = response.generation_id, partitions = assigned.len(), "joined");
+        Ok((generation, assigned))
+    }
+}
+
+/// Heartbeats for `generation` every `interval_ms` until a rebalance, fencing or the consumer's
+/// drop; leaves the group (a dynamic member) when the application has not polled within
+/// `max_poll_interval_ms`.
+async fn heartbeat(
+    cluster: Arc<Cluster>,
+    group_id: String,
+    instance_id: Option<String>,
+    generation: Generation,
+    interval_ms: u64,
+    max_poll_interval_ms: u64,
+    liveness: Liveness,
+) {
+    loop {
+        if liveness.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let since_poll_ms = liveness.since_poll_ms();
+        if since_poll_ms > max_poll_interval_ms {
+            tracing::warn!(group = %group_id, since_poll_ms, max_poll_interval_ms,
+                "no poll within max.poll.interval.ms: leaving the group");
+            if instance_id.is_none() {
+                if let Err(e) = leave_group(&cluster, &group_id, &generation.member_id).await {
+                    tracing::debug!(group = %group_id, %e, "leave after poll timeout failed");
+                }
+            }
+            liveness.lost.store(true, Ordering::Release);
+            liveness.rejoin.store(true, Ordering::Release);
+            return;
+        }
+        let until_poll_deadline_ms = max_poll_interval_ms + 1 - since_poll_ms;
+        tokio::time::sleep(Duration::from_millis(
+            interval_ms.min(until_poll_deadline_ms),
+        ))
+        .await;
+        if liveness.since_poll_ms() > max_poll_interval_ms {
+            continue; // leave rather than heartbeat
+        }
+        let request = HeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group_id.clone())))
+            .with_generation_id(generation.generation_id)
+            .with_member_id(StrBytes::from_string(generation.member_id.clone()))
+            .with_group_instance_id(instance_id.clone().map(StrBytes::from_string));
+        let result = match cluster.coordinator(&group_id).await {
+            Ok(conn) => conn
+                .send(&request)
+                .await
+                .and_then(|r| Error::broker(r.error_code, "heartbeat").map_or(Ok(()), Err)),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(()) => {}
+            Err(e) if rejoin_error(&e) => {
+                tracing::debug!(group = %group_id, %e, "rebalance: rejoin needed");
+                if fenced(&e) {
+                    liveness.lost.store(true, Ordering::Release);
+                }
+                liveness.rejoin.store(true, Ordering::Release);
+                return;
+            }
+            Err(e) => {
+                if e.invalidates_metadata() {
+                    cluster.invalidate_coordinator(&group_id);
+                }
+                tracing::debug!(group = %group_id, %e, "heartbeat failed; retrying");
+            }
+        }
     }
 }
 
@@ -473,6 +706,56 @@ pub(crate) async fn fetch_committed(
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Sends LeaveGroup for dynamic member `member_id`.
+async fn leave_group(cluster: &Arc<Cluster>, group_id: &str, member_id: &str) -> Result<()> {
+    let conn = cluster.coordinator(group_id).await?;
+    let version = conn.version_for::<LeaveGroupRequest>()?;
+    let mut request =
+        LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_string(group_id.into())));
+    if version >= 3 {
+        request.members =
+            vec![MemberIdentity::default().with_member_id(StrBytes::from_string(member_id.into()))];
+    } else {
+        request.member_id = StrBytes::from_string(member_id.into());
+    }
+    let response = conn.send_version(&request, version).await?;
+    if let Some(e) = Error::broker(response.error_code, "leave group") {
+        return Err(e);
+    }
+    for member in &response.members {
+        if let Some(e) = Error::broker(member.error_code, "leave group") {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// The partition count of each of `topics` in `metadata` (0 for a topic that does not exist).
+fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<String, i32> {
+    let mut counts: BTreeMap<String, i32> = topics.iter().map(|t| (t.clone(), 0)).collect();
+    for t in &metadata.topics {
+        let Some(name) = &t.name else { continue };
+        if let Some(count) = counts.get_mut(name.as_str()) {
+            if t.error_code == 0 {
+                *count = t.partitions.len() as i32;
+            }
+        }
+    }
+    counts
+}
+
+/// Errors that say this member is no longer in its generation: its partitions are lost.
+fn fenced(e: &Error) -> bool {
+    matches!(
+        e.broker_error(),
+        Some(
+            ResponseError::IllegalGeneration
+                | ResponseError::UnknownMemberId
+                | ResponseError::FencedInstanceId
+        )
+    )
 }
 
 /// Errors after which the member must join again.

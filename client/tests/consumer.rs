@@ -249,6 +249,12 @@ impl RebalanceListener for Recorder {
             .unwrap()
             .push(("assigned".into(), partitions.to_vec()));
     }
+    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(("lost".into(), partitions.to_vec()));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -327,6 +333,122 @@ async fn a_group_splits_partitions_and_rebalances_when_a_member_leaves() {
     let r = poll_until(&mut a, 1).await;
     assert_eq!((r[0].partition, r[0].offset), (0, 100));
     a.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_stops_polling_leaves_and_its_partitions_move() {
+    let broker = TestBroker::start();
+    let topic = broker.topic("stalled", 2).await;
+    for p in 0..2 {
+        produce(&broker.bootstrap, &topic, p, 20, 0).await;
+    }
+    let group = unique("stalled");
+    let make = |events: Events| {
+        let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
+        config.auto_offset_reset = OffsetReset::Earliest;
+        config.heartbeat_interval_ms = 100;
+        config.session_timeout_ms = 10_000;
+        config.max_poll_interval_ms = 1_500;
+        let mut c = Consumer::new(config).unwrap();
+        c.set_rebalance_listener(Box::new(Recorder { events }));
+        c.subscribe(&[&topic]).unwrap();
+        c
+    };
+    let events_b = Arc::new(Mutex::new(Vec::new()));
+    let mut a = make(Arc::new(Mutex::new(Vec::new())));
+    let mut b = make(events_b.clone());
+    let both_hold_one =
+        |a: &Consumer, b: &Consumer| a.assignment().len() == 1 && b.assignment().len() == 1;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !both_hold_one(&a, &b) {
+        assert!(tokio::time::Instant::now() < deadline, "group never split");
+        let (ra, rb) = tokio::join!(
+            a.poll(Duration::from_millis(100)),
+            b.poll(Duration::from_millis(100))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+
+    // b stops polling (its heartbeats alone would keep it in the group): past
+    // max.poll.interval.ms it leaves, and a takes both partitions over.
+    let stalled_at = tokio::time::Instant::now();
+    while a.assignment().len() != 2 {
+        assert!(
+            stalled_at.elapsed() < Duration::from_secs(30),
+            "a stalled member kept its partition"
+        );
+        a.poll(Duration::from_millis(100)).await.unwrap();
+    }
+    assert!(
+        stalled_at.elapsed() >= Duration::from_millis(1_000),
+        "b left before its poll interval ran out"
+    );
+    let admin = broker.admin();
+    let members = admin.describe_group(&group).await.unwrap().members;
+    assert_eq!(members.len(), 1, "the stalled member left the group");
+
+    // b polls again: its partition was lost (not revoked, nothing committed), and it rejoins.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !both_hold_one(&a, &b) {
+        assert!(tokio::time::Instant::now() < deadline, "b never rejoined");
+        let (ra, rb) = tokio::join!(
+            a.poll(Duration::from_millis(100)),
+            b.poll(Duration::from_millis(100))
+        );
+        ra.unwrap();
+        rb.unwrap();
+    }
+    let events: Vec<String> = events_b
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(e, _)| e.clone())
+        .collect();
+    assert_eq!(events, ["assigned", "lost", "assigned"]);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_takes_in_new_partitions_and_topics_created_after_it_subscribed() {
+    let broker = TestBroker::start();
+    let admin = broker.admin();
+    let grows = broker.topic("grows", 1).await;
+    let later = unique("later");
+    let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&unique("growth"));
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.heartbeat_interval_ms = 100;
+    config.client.metadata_max_age_ms = 300;
+    config.client.allow_auto_topic_creation = false;
+    let mut consumer = Consumer::new(config).unwrap();
+    consumer.subscribe(&[&grows, &later]).unwrap();
+    produce(&broker.bootstrap, &grows, 0, 1, 0).await;
+    assert_eq!(poll_until(&mut consumer, 1).await.len(), 1);
+    assert_eq!(consumer.assignment(), [TopicPartition::new(&grows, 0)]);
+
+    admin.create_partitions(&grows, 3).await.unwrap();
+    admin
+        .create_topic(quipu_client::admin::NewTopic::new(later.clone(), 2))
+        .await
+        .unwrap();
+    admin
+        .wait_for_topic(&later, Duration::from_secs(30))
+        .await
+        .unwrap();
+    produce(&broker.bootstrap, &grows, 2, 1, 0).await;
+    produce(&broker.bootstrap, &later, 1, 1, 0).await;
+    let got: BTreeSet<(String, i32)> = poll_until(&mut consumer, 2)
+        .await
+        .into_iter()
+        .map(|r| (r.topic.to_string(), r.partition))
+        .collect();
+    assert_eq!(
+        got,
+        BTreeSet::from([(grows.clone(), 2), (later.clone(), 1)])
+    );
+    assert_eq!(consumer.assignment().len(), 5);
+    consumer.close().await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
