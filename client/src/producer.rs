@@ -13,6 +13,11 @@
 //!   partition's queue, and never change; a batch sent again keeps its bytes. After a retriable
 //!   error the partition sends nothing until its in-flight batches have come back, and then sends
 //!   the failed ones again in sequence order, so the broker sees no gap.
+//! - A batch whose sequence was assigned and that fails for good leaves a gap the broker would
+//!   refuse every later batch of its partition for (OUT_OF_ORDER_SEQUENCE_NUMBER). As in the Java
+//!   producer (KIP-360), the producer then sends nothing until no batch is in flight, moves to the
+//!   next epoch, where every partition starts again at sequence 0, and sends the batches still
+//!   queued with new sequences (their headers stamped again).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -27,6 +32,7 @@ use futures_util::future::{FutureExt, Shared};
 use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
 use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest};
 use quipu_protocol::produce_request::{encode_produce_request, PartitionRecords, TopicRecords};
+use quipu_protocol::record_batch::{RecordBatchView, RecordBatchViewMut};
 use quipu_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
@@ -204,12 +210,26 @@ struct PartitionQueue {
     retrying: bool,
 }
 
+impl PartitionQueue {
+    /// A new epoch: sequences start at 0 again, and queued batches get new ones when sent.
+    fn restart_sequences(&mut self) {
+        self.next_sequence = 0;
+        self.acked = false;
+        self.retrying = false;
+        for b in self.ready.iter_mut() {
+            b.base_sequence = None;
+        }
+    }
+}
+
 #[derive(Default)]
 struct Queues {
     topics: HashMap<Arc<str>, Vec<PartitionQueue>>,
     sticky: StickyPartitioner,
     flushing: usize,
     closed: bool,
+    /// A sequenced batch failed for good: the epoch moves on once nothing is in flight.
+    epoch_bump_pending: bool,
 }
 
 struct ProducerState {
@@ -496,6 +516,14 @@ impl ProducerState {
             expired: Vec::new(),
         };
         let mut q = self.queues.lock().expect("producer queues");
+        if q.epoch_bump_pending {
+            let in_flight: usize = q.topics.values().flatten().map(|pq| pq.in_flight).sum();
+            if in_flight == 0 {
+                self.bump_epoch(&mut q);
+            }
+        }
+        // Waiting for the in-flight batches before a new epoch: nothing is sent meanwhile.
+        let hold = q.epoch_bump_pending;
         let flush = q.flushing > 0 || q.closed;
         let closed = q.closed;
         let wake_at = |t: Instant, out: &mut Drained| {
@@ -519,7 +547,7 @@ impl ProducerState {
                 }) {
                     out.expired.push(pq.ready.pop_front().expect("checked"));
                 }
-                if pq.ready.is_empty() {
+                if pq.ready.is_empty() || hold {
                     continue;
                 }
                 let leader = meta
@@ -574,17 +602,63 @@ impl ProducerState {
         (out, done)
     }
 
+    /// Moves an idempotent producer to its next epoch (a new producer id once the epochs run
+    /// out), every partition starting again at sequence 0. Called with nothing in flight.
+    fn bump_epoch(&self, q: &mut Queues) {
+        let mut producer = self.producer.lock().expect("producer id");
+        match producer.as_mut() {
+            Some(p) if p.producer_epoch < i16::MAX => p.producer_epoch += 1,
+            _ => *producer = None,
+        }
+        tracing::info!(producer = ?*producer, "a batch failed for good: sequences start again in a new epoch");
+        for pq in q.topics.values_mut().flatten() {
+            assert_eq!(pq.in_flight, 0, "an epoch changes with nothing in flight");
+            pq.restart_sequences();
+        }
+        q.epoch_bump_pending = false;
+    }
+
+    /// Whether `batch`'s sequence belongs to an epoch that is over or ending, so that the
+    /// broker's OUT_OF_ORDER_SEQUENCE_NUMBER for it is cured by sending it again.
+    fn epoch_moving_on(&self, batch: &Batch) -> bool {
+        if self
+            .queues
+            .lock()
+            .expect("producer queues")
+            .epoch_bump_pending
+        {
+            return true;
+        }
+        let current = self
+            .producer
+            .lock()
+            .expect("producer id")
+            .map(|p| p.producer_epoch);
+        let stamped = batch
+            .encoded
+            .as_ref()
+            .and_then(|b| RecordBatchView::parse(b).ok())
+            .map(|v| v.producer_epoch());
+        stamped.is_some() && stamped != current
+    }
+
     /// A batch is finished (acknowledged or failed for good).
     fn complete(&self, batch: Batch, result: Result<BatchAck>, was_in_flight: bool) {
-        if was_in_flight {
+        let lost_sequence = result.is_err() && batch.base_sequence.is_some();
+        if was_in_flight || lost_sequence {
             let mut q = self.queues.lock().expect("producer queues");
             if let Some(pq) = q
                 .topics
                 .get_mut(&batch.topic)
                 .and_then(|p| p.get_mut(batch.partition as usize))
             {
-                pq.in_flight -= 1;
+                if was_in_flight {
+                    pq.in_flight -= 1;
+                }
                 pq.acked |= result.is_ok();
+            }
+            if lost_sequence {
+                q.epoch_bump_pending = true;
             }
         }
         let _ = batch.reply.send(result);
@@ -795,20 +869,22 @@ async fn send_request(
             ProducerFields::NONE
         };
         for b in batches.iter_mut() {
-            if b.encoded.is_none() {
-                let fields = ProducerFields {
-                    base_sequence: b.base_sequence.unwrap_or(-1),
-                    ..producer
-                };
-                let builder = b
-                    .builder
-                    .take()
-                    .expect("a batch not yet encoded has its records");
-                let bytes = builder
-                    .finish(s.config.compression.codec(), fields)
-                    .map_err(|e| Error::InvalidArgument(e.to_string()))?;
-                b.encoded = Some(bytes);
-            }
+            let fields = ProducerFields {
+                base_sequence: b.base_sequence.unwrap_or(-1),
+                ..producer
+            };
+            b.encoded = Some(match b.encoded.take() {
+                None => {
+                    let builder = b
+                        .builder
+                        .take()
+                        .expect("a batch not yet encoded has its records");
+                    builder
+                        .finish(s.config.compression.codec(), fields)
+                        .map_err(|e| Error::InvalidArgument(e.to_string()))?
+                }
+                Some(bytes) => restamp(bytes, fields)?,
+            });
         }
         Ok(())
     }
@@ -966,13 +1042,43 @@ fn fail_or_retry(s: &Arc<ProducerState>, batches: Vec<Batch>, error: &Error) {
     let delivery_timeout = Duration::from_millis(s.config.delivery_timeout_ms);
     for b in batches {
         let out_of_order = error.broker_error() == Some(ResponseError::OutOfOrderSequenceNumber);
-        let retriable = error.is_retriable() || (out_of_order && partition_retrying(s, &b));
+        let retriable = error.is_retriable()
+            || (out_of_order && (partition_retrying(s, &b) || s.epoch_moving_on(&b)));
         if retriable && b.attempts < s.config.retries && b.created.elapsed() < delivery_timeout {
             s.requeue(b, error);
         } else {
             s.complete(b, Err(error.clone()), true);
         }
     }
+}
+
+/// `batch` with the producer fields `fields` in its header: the same bytes when they are
+/// there already (a retry in the same epoch), else stamped again (a new epoch).
+fn restamp(batch: Bytes, fields: ProducerFields) -> Result<Bytes> {
+    let view = RecordBatchView::parse(&batch)
+        .map_err(|e| Error::Protocol(format!("a queued batch does not parse: {e}")))?;
+    if (
+        view.producer_id(),
+        view.producer_epoch(),
+        view.base_sequence(),
+    ) == (
+        fields.producer_id,
+        fields.producer_epoch,
+        fields.base_sequence,
+    ) {
+        return Ok(batch);
+    }
+    let mut bytes = batch
+        .try_into_mut()
+        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
+    RecordBatchViewMut::new(&mut bytes)
+        .map_err(|e| Error::Protocol(format!("a queued batch does not parse: {e}")))?
+        .set_producer_fields(
+            fields.producer_id,
+            fields.producer_epoch,
+            fields.base_sequence,
+        );
+    Ok(bytes.freeze())
 }
 
 fn partition_retrying(s: &ProducerState, b: &Batch) -> bool {

@@ -315,6 +315,75 @@ async fn idempotent_producer_retries_through_cut_connections_without_duplicates(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotent_producer_goes_on_after_a_batch_fails_for_good() {
+    let broker = TestBroker::start();
+    let topic = common::unique("compacted");
+    let admin = broker.admin();
+    admin
+        .create_topic(
+            quipu_client::admin::NewTopic::new(topic.clone(), 1)
+                .with_config("cleanup.policy", "compact"),
+        )
+        .await
+        .unwrap();
+    admin
+        .wait_for_topic(&topic, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut config = ProducerConfig::new(&broker.bootstrap);
+    config.batch_size_bytes = 16; // a batch per record
+    config.linger_ms = 0;
+    assert!(config.idempotent());
+    let producer = Producer::new(config).unwrap();
+    let send = |key: Option<&str>, value: String| {
+        let mut record = ProducerRecord::new(topic.clone(), value).with_partition(0);
+        if let Some(k) = key {
+            record = record.with_key(k.to_string());
+        }
+        producer.send(record)
+    };
+    let refused = |result: &Result<quipu_client::RecordMetadata, Error>| {
+        matches!(
+            result,
+            Err(Error::Broker {
+                error: quipu_client::ResponseError::InvalidRecord,
+                ..
+            })
+        )
+    };
+    let first = send(Some("k"), "before".into()).await.unwrap().await;
+    assert_eq!(first.unwrap().offset, 0);
+    // A compacted topic refuses a keyless record: its batch fails for good after its sequence
+    // was assigned, and the producer must not leave the gap for the next batch to trip on.
+    let lone = send(None, "refused alone".into()).await.unwrap().await;
+    assert!(refused(&lone), "{lone:?}");
+    let next = send(Some("k"), "after one".into()).await.unwrap().await;
+    assert_eq!(next.unwrap().offset, 1);
+    // Again with later batches in flight behind the refused one: they come back
+    // OUT_OF_ORDER_SEQUENCE_NUMBER and are sent again in the new epoch, in order.
+    let failing = send(None, "refused ahead".into()).await.unwrap();
+    let mut behind = Vec::new();
+    for i in 0..20 {
+        behind.push(send(Some("k"), format!("behind {i}")).await.unwrap());
+    }
+    assert!(refused(&failing.await));
+    let mut offsets = Vec::new();
+    for d in behind {
+        offsets.push(d.await.unwrap().offset);
+    }
+    assert_eq!(offsets, (2..22).collect::<Vec<i64>>());
+    producer.close().await.unwrap();
+    let values: Vec<String> = read_all(&broker.bootstrap, &topic, 1)
+        .await
+        .iter()
+        .map(|r| String::from_utf8_lossy(r.value.as_ref().unwrap()).into_owned())
+        .collect();
+    let mut expected = vec!["before".to_string(), "after one".to_string()];
+    expected.extend((0..20).map(|i| format!("behind {i}")));
+    assert_eq!(values, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flush_sends_lingering_batches_and_close_refuses_more() {
     let broker = TestBroker::start();
     let topic = broker.topic("flush", 1).await;

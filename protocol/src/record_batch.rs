@@ -206,6 +206,24 @@ impl<'a> RecordBatchViewMut<'a> {
             .copy_from_slice(&epoch.to_be_bytes());
     }
 
+    /// Stamps the producer id, epoch and base sequence (an idempotent producer sending a batch
+    /// again in a new epoch) and updates the CRC, which covers them.
+    pub fn set_producer_fields(
+        &mut self,
+        producer_id: i64,
+        producer_epoch: i16,
+        base_sequence: i32,
+    ) {
+        self.bytes[PRODUCER_ID_AT..PRODUCER_ID_AT + 8].copy_from_slice(&producer_id.to_be_bytes());
+        self.bytes[PRODUCER_EPOCH_AT..PRODUCER_EPOCH_AT + 2]
+            .copy_from_slice(&producer_epoch.to_be_bytes());
+        self.bytes[BASE_SEQUENCE_AT..BASE_SEQUENCE_AT + 4]
+            .copy_from_slice(&base_sequence.to_be_bytes());
+        let crc = crc32c::crc32c(&self.bytes[ATTRIBUTES_AT..]);
+        self.bytes[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+        debug_assert!(self.view().validate().is_ok());
+    }
+
     /// Marks the batch LogAppendTime with `timestamp_ms` as its max timestamp, as Kafka does, and
     /// updates the CRC, which covers both fields.
     pub fn set_log_append_time(&mut self, timestamp_ms: i64) {
