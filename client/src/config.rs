@@ -231,8 +231,11 @@ pub struct ConsumerConfig {
     pub session_timeout_ms: u64,
     /// `heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,
-    /// `max.poll.interval.ms`: the rebalance timeout sent in JoinGroup.
+    /// `max.poll.interval.ms`: the longest time between polls before a group member leaves the
+    /// group (its partitions go to the others); also the rebalance timeout sent in JoinGroup.
     pub max_poll_interval_ms: u64,
+    /// `max.poll.records`: the most records one `poll` returns (the rest wait for the next).
+    pub max_poll_records: usize,
     /// `fetch.min.bytes`.
     pub fetch_min_bytes: i32,
     /// `fetch.max.bytes`: per fetch response.
@@ -258,6 +261,7 @@ impl ConsumerConfig {
             session_timeout_ms: 45_000,
             heartbeat_interval_ms: 3_000,
             max_poll_interval_ms: 300_000,
+            max_poll_records: 500,
             fetch_min_bytes: 1,
             fetch_max_bytes: 50 * 1024 * 1024,
             fetch_max_wait_ms: 500,
@@ -273,6 +277,11 @@ impl ConsumerConfig {
     }
 
     pub(crate) fn validate(&self) -> Result<()> {
+        if self.max_poll_records == 0 {
+            return Err(Error::InvalidArgument(
+                "max.poll.records must be at least 1".into(),
+            ));
+        }
         if self.max_partition_fetch_bytes <= 0 || self.fetch_max_bytes <= 0 {
             return Err(Error::InvalidArgument(
                 "fetch sizes must be positive".into(),

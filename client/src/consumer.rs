@@ -7,13 +7,17 @@
 //! Invariants:
 //! - A partition's position is the offset of the next record `poll` returns; it only moves
 //!   forward by records returned, or by an explicit seek or reset.
+//! - A poll returns at most `max.poll.records`; fetched records beyond those wait in a buffer.
+//!   A partition's buffered records are exactly those from its position up to its `fetched_to`
+//!   offset, in order; a seek, a pause or a rebalance drops them, and a partition with buffered
+//!   records is not fetched again until they are returned.
 //! - One fetch per leader is outstanding at a time; its result is used for a partition only if
 //!   the partition is still assigned, not paused, and still at the offset the fetch asked for,
 //!   so a seek, a pause or a rebalance while a fetch is out never yields stale records.
 //! - Records below the position (a batch starting before it) are skipped; control batches move
 //!   the position past them without returning anything.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -111,6 +115,17 @@ struct PartitionState {
     position: Option<i64>,
     paused: bool,
     high_watermark: i64,
+    /// Records of this partition in the consumer's buffer.
+    buffered: usize,
+    /// While records are buffered: the offset after the last one fetched.
+    fetched_to: Option<i64>,
+}
+
+impl PartitionState {
+    /// Where the next fetch of this partition starts.
+    fn fetch_offset(&self) -> Option<i64> {
+        self.fetched_to.or(self.position)
+    }
 }
 
 type FetchHandle = JoinHandle<(i32, Vec<(TopicPartition, i64)>, Result<FetchResponse>)>;
@@ -143,6 +158,8 @@ pub struct Consumer {
     fetching: Vec<i32>,
     last_commit: Instant,
     topic_names: HashMap<String, Arc<str>>,
+    /// Fetched records not returned yet, in fetch order.
+    buffer: VecDeque<ConsumerRecord>,
 }
 
 impl Consumer {
@@ -165,6 +182,7 @@ impl Consumer {
             fetching: Vec::new(),
             last_commit: Instant::now(),
             topic_names: HashMap::new(),
+            buffer: VecDeque::new(),
         })
     }
 
@@ -219,7 +237,67 @@ impl Consumer {
             let state = self.partitions.remove(&tp).unwrap_or_default();
             next.insert(tp, state);
         }
+        if !self.partitions.is_empty() {
+            // Records of partitions no longer assigned are dropped.
+            self.buffer
+                .retain(|r| next.contains_key(&TopicPartition::new(&*r.topic, r.partition)));
+        }
         self.partitions = next;
+    }
+
+    /// Moves `tp`'s position to `offset` (a seek, a reset, a committed offset), dropping what
+    /// was buffered for it.
+    fn set_position(&mut self, tp: &TopicPartition, offset: Option<i64>) -> Result<()> {
+        let state = self
+            .partitions
+            .get_mut(tp)
+            .ok_or_else(|| Error::InvalidArgument(format!("partition {tp} is not assigned")))?;
+        state.position = offset;
+        self.drop_buffered(tp);
+        Ok(())
+    }
+
+    fn drop_buffered(&mut self, tp: &TopicPartition) {
+        let Some(state) = self.partitions.get_mut(tp) else {
+            return;
+        };
+        state.fetched_to = None;
+        if std::mem::take(&mut state.buffered) > 0 {
+            self.buffer
+                .retain(|r| !(r.partition == tp.partition && *r.topic == *tp.topic));
+        }
+    }
+
+    /// Up to `max.poll.records` buffered records; positions move past them.
+    fn take_buffered(&mut self) -> Vec<ConsumerRecord> {
+        let n = self.buffer.len().min(self.config.max_poll_records);
+        let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
+        // Records come in runs of one partition: one position update per run.
+        let mut run_start = 0;
+        while run_start < out.len() {
+            let first = &out[run_start];
+            let run_len = out[run_start..]
+                .iter()
+                .take_while(|r| {
+                    r.partition == first.partition && Arc::ptr_eq(&r.topic, &first.topic)
+                })
+                .count();
+            let last = &out[run_start + run_len - 1];
+            let tp = TopicPartition::new(&*first.topic, first.partition);
+            let state = self
+                .partitions
+                .get_mut(&tp)
+                .expect("buffered records belong to assigned partitions");
+            assert!(state.buffered >= run_len, "buffer count of {tp}");
+            state.buffered -= run_len;
+            state.position = Some(last.offset + 1);
+            if state.buffered == 0 {
+                // Past whatever the fetch skipped after the last record (control batches).
+                state.position = state.fetched_to.take().max(state.position);
+            }
+            run_start += run_len;
+        }
+        out
     }
 
     fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
@@ -248,8 +326,7 @@ impl Consumer {
                 "seek to negative offset {offset}"
             )));
         }
-        self.state(tp)?.position = Some(offset);
-        Ok(())
+        self.set_position(tp, Some(offset))
     }
 
     /// Seeks `partitions` to their first offset.
@@ -293,7 +370,7 @@ impl Consumer {
         let mut missing = Vec::new();
         for (tp, offset) in found {
             match offset {
-                Some(o) => self.state(&tp)?.position = Some(o),
+                Some(o) => self.set_position(&tp, Some(o))?,
                 None => missing.push(tp),
             }
         }
@@ -308,7 +385,7 @@ impl Consumer {
             )
             .await?;
             for (tp, offset) in ends {
-                self.state(&tp)?.position = offset;
+                self.set_position(&tp, offset)?;
             }
         }
         Ok(())
@@ -360,6 +437,7 @@ impl Consumer {
     pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
         for tp in partitions {
             self.state(tp)?.paused = true;
+            self.drop_buffered(tp);
         }
         Ok(())
     }
@@ -431,6 +509,12 @@ impl Consumer {
             }
             self.maybe_auto_commit().await;
             self.resolve_positions().await?;
+            if !self.buffer.is_empty() {
+                let records = self.take_buffered();
+                // Fetch ahead (for partitions with nothing buffered) while the caller works.
+                self.start_fetches().await;
+                return Ok(records);
+            }
             self.start_fetches().await;
             let now = Instant::now();
             if self.fetches.is_empty() {
@@ -452,7 +536,7 @@ impl Consumer {
                 continue;
             };
             self.fetching.retain(|l| *l != leader);
-            let records = match response {
+            match response {
                 Ok(r) => self.handle_fetch(&asked, r).await?,
                 Err(e) => {
                     tracing::debug!(leader, %e, "fetch failed");
@@ -461,10 +545,10 @@ impl Consumer {
                     }
                     tokio::time::sleep(Duration::from_millis(self.config.client.retry_backoff_ms))
                         .await;
-                    Vec::new()
                 }
-            };
-            if !records.is_empty() {
+            }
+            if !self.buffer.is_empty() {
+                let records = self.take_buffered();
                 // Fetch ahead while the caller works on these.
                 self.start_fetches().await;
                 return Ok(records);
@@ -512,6 +596,7 @@ impl Consumer {
             self.fetches.drain(..).for_each(|h| h.abort());
             self.fetching.clear();
             self.partitions.clear();
+            self.buffer.clear();
             self.group
                 .as_mut()
                 .expect("subscribed consumers have a group")
@@ -563,7 +648,7 @@ impl Consumer {
             let committed: HashMap<_, _> = committed.into_iter().collect();
             for tp in missing {
                 match committed.get(&tp).copied().flatten() {
-                    Some(o) => self.state(&tp)?.position = Some(o),
+                    Some(o) => self.set_position(&tp, Some(o))?,
                     None => unresolved.push(tp),
                 }
             }
@@ -592,8 +677,10 @@ impl Consumer {
     async fn start_fetches(&mut self) {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
         for (tp, s) in &self.partitions {
-            let Some(position) = s.position else { continue };
-            if s.paused {
+            let Some(position) = s.fetch_offset() else {
+                continue;
+            };
+            if s.paused || s.buffered > 0 {
                 continue;
             }
             match self.cluster.leader(&tp.topic, tp.partition).await {
@@ -653,10 +740,10 @@ impl Consumer {
         &mut self,
         asked: &[(TopicPartition, i64)],
         response: FetchResponse,
-    ) -> Result<Vec<ConsumerRecord>> {
+    ) -> Result<()> {
         if let Some(e) = Error::broker(response.error_code, "fetch") {
             if e.is_retriable() {
-                return Ok(Vec::new());
+                return Ok(());
             }
             return Err(e);
         }
@@ -677,7 +764,7 @@ impl Consumer {
                 let Some(state) = self.partitions.get_mut(&tp) else {
                     continue; // no longer assigned
                 };
-                if state.paused || state.position != Some(*fetched_at) {
+                if state.paused || state.fetch_offset() != Some(*fetched_at) {
                     continue; // paused or moved while the fetch was out
                 }
                 if let Some(e) = Error::broker(p.error_code, format!("fetch {tp}")) {
@@ -691,17 +778,24 @@ impl Consumer {
                 }
                 state.high_watermark = p.high_watermark;
                 if let Some(bytes) = p.records {
-                    let position =
+                    let before = records.len();
+                    let next =
                         decode_records(&name, tp.partition, &bytes, *fetched_at, &mut records)?;
-                    state.position = Some(position);
+                    state.buffered += records.len() - before;
+                    if state.buffered == 0 {
+                        state.position = Some(next); // only control batches, or nothing
+                    } else {
+                        state.fetched_to = Some(next);
+                    }
                 }
             }
         }
+        self.buffer.extend(records);
         if !out_of_range.is_empty() {
             tracing::debug!(?out_of_range, "offset out of range: resetting");
             self.reset(&out_of_range).await?;
         }
-        Ok(records)
+        Ok(())
     }
 
     /// Commits (when automatic commits are on) and leaves the group.

@@ -451,6 +451,83 @@ async fn the_group_takes_in_new_partitions_and_topics_created_after_it_subscribe
     consumer.close().await.unwrap();
 }
 
+/// Polls until a poll returns records; every poll returns at most `max`.
+async fn next_poll(consumer: &mut Consumer, max: usize) -> Vec<quipu_client::ConsumerRecord> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(tokio::time::Instant::now() < deadline, "nothing to poll");
+        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        assert!(
+            records.len() <= max,
+            "a poll returned {} records",
+            records.len()
+        );
+        if !records.is_empty() {
+            return records;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_returns_at_most_max_poll_records_and_positions_follow_what_it_returned() {
+    let broker = TestBroker::start();
+    let topic = broker.topic("max-poll", 2).await;
+    for p in 0..2 {
+        produce(&broker.bootstrap, &topic, p, 500, 0).await;
+    }
+    let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&unique("max-poll"));
+    config.max_poll_records = 64;
+    config.enable_auto_commit = false;
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let mut consumer = Consumer::new(config).unwrap();
+    let (p0, p1) = (
+        TopicPartition::new(&topic, 0),
+        TopicPartition::new(&topic, 1),
+    );
+    consumer.assign(vec![p0.clone(), p1.clone()]);
+
+    // The first poll hands out part of what one fetch brought: positions stop just past the
+    // records returned, and a commit covers only those.
+    let first = next_poll(&mut consumer, 64).await;
+    let mut positions = Vec::new();
+    for tp in [&p0, &p1] {
+        let returned = first.iter().filter(|r| r.partition == tp.partition);
+        let expected = returned.map(|r| r.offset + 1).max().unwrap_or(0);
+        assert_eq!(consumer.position(tp), Some(expected), "{tp}");
+        positions.push((tp.clone(), Some(expected)));
+    }
+    consumer.commit().await.unwrap();
+    let committed: Vec<_> = consumer
+        .committed(&[p0.clone(), p1.clone()])
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(tp, o)| (tp, o.or(Some(0))))
+        .collect();
+    assert_eq!(committed, positions);
+
+    // A seek drops what was buffered for its partition; a paused partition returns nothing,
+    // buffered or not, until it is resumed, and then goes on from its position.
+    let p1_position = consumer.position(&p1).unwrap();
+    consumer.seek(&p0, 10).unwrap();
+    consumer.pause(std::slice::from_ref(&p1)).unwrap();
+    let mut p0_offsets = Vec::new();
+    while p0_offsets.len() < 490 {
+        for r in next_poll(&mut consumer, 64).await {
+            assert_eq!(r.partition, 0, "a paused partition's record came back");
+            p0_offsets.push(r.offset);
+        }
+    }
+    assert_eq!(p0_offsets, (10..500).collect::<Vec<i64>>());
+    consumer.resume(std::slice::from_ref(&p1)).unwrap();
+    let mut p1_offsets = Vec::new();
+    while p1_offsets.len() < (500 - p1_position) as usize {
+        p1_offsets.extend(next_poll(&mut consumer, 64).await.iter().map(|r| r.offset));
+    }
+    assert_eq!(p1_offsets, (p1_position..500).collect::<Vec<i64>>());
+    assert_eq!(consumer.position(&p1), Some(500));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn out_of_range_positions_reset_by_policy() {
     let broker = TestBroker::start();
