@@ -244,7 +244,8 @@ pub struct ConsumerConfig {
     pub fetch_max_wait_ms: i32,
     /// `max.partition.fetch.bytes`.
     pub max_partition_fetch_bytes: i32,
-    /// `partition.assignment.strategy`, in order of preference: "range" and "roundrobin".
+    /// `partition.assignment.strategy`, in order of preference: "range", "roundrobin" and
+    /// "cooperative-sticky" (the cooperative protocol when it is the only one offered).
     pub assignment_strategies: Vec<String>,
 }
 
@@ -270,6 +271,14 @@ impl ConsumerConfig {
         }
     }
 
+    /// Whether the consumer follows the cooperative rebalance protocol: only when every
+    /// strategy it offers is cooperative (`cooperative-sticky`), as in the Java client.
+    pub(crate) fn cooperative(&self) -> bool {
+        self.assignment_strategies
+            .iter()
+            .all(|s| s == "cooperative-sticky")
+    }
+
     /// The same settings with `group.id` set.
     pub fn with_group(mut self, group_id: &str) -> Self {
         self.group_id = Some(group_id.to_string());
@@ -293,9 +302,9 @@ impl ConsumerConfig {
             ));
         }
         for s in &self.assignment_strategies {
-            if s != "range" && s != "roundrobin" {
+            if !["range", "roundrobin", "cooperative-sticky"].contains(&s.as_str()) {
                 return Err(Error::InvalidArgument(format!(
-                    "partition.assignment.strategy `{s}`: expected range or roundrobin"
+                    "partition.assignment.strategy `{s}`: expected range, roundrobin or cooperative-sticky"
                 )));
             }
         }

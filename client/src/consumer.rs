@@ -562,10 +562,16 @@ impl Consumer {
     /// Keeps the group membership current: rejoins when the heartbeat or the metadata check
     /// asks for it, and waits for a join under way until `deadline`. Returns whether the
     /// consumer holds an assignment to fetch for (false while the group is rebalancing).
+    ///
+    /// Eager protocol: everything is revoked before the join. Cooperative protocol (every
+    /// strategy offered is `cooperative-sticky`): the member keeps consuming what it owns while
+    /// the group rebalances, then revokes only what the new assignment takes away and rejoins
+    /// so those partitions can move.
     async fn maintain_group(&mut self, deadline: Instant) -> Result<bool> {
         let Some(topics) = self.subscription.clone() else {
             return Ok(true);
         };
+        let cooperative = self.config.cooperative();
         let Some(group) = self.group.as_mut() else {
             return Ok(true);
         };
@@ -578,40 +584,92 @@ impl Consumer {
                     return Ok(true);
                 }
             }
-            // Eager protocol: give everything up, then join.
             let lost = group.partitions_lost();
-            let given_up = self.assignment();
-            if !lost && self.config.enable_auto_commit && !given_up.is_empty() {
-                if let Err(e) = self.commit().await {
-                    tracing::debug!(%e, "commit before rebalance failed");
+            let owned = self.assignment();
+            let keep = cooperative && !lost;
+            if !keep {
+                if !lost && self.config.enable_auto_commit && !owned.is_empty() {
+                    if let Err(e) = self.commit().await {
+                        tracing::debug!(%e, "commit before rebalance failed");
+                    }
                 }
-            }
-            if let Some(l) = &mut self.listener {
-                match (given_up.is_empty(), lost) {
-                    (true, _) => {}
-                    (false, false) => l.on_partitions_revoked(&given_up),
-                    (false, true) => l.on_partitions_lost(&given_up),
+                if let Some(l) = &mut self.listener {
+                    match (owned.is_empty(), lost) {
+                        (true, _) => {}
+                        (false, false) => l.on_partitions_revoked(&owned),
+                        (false, true) => l.on_partitions_lost(&owned),
+                    }
                 }
+                self.fetches.drain(..).for_each(|h| h.abort());
+                self.fetching.clear();
+                self.partitions.clear();
+                self.buffer.clear();
             }
-            self.fetches.drain(..).for_each(|h| h.abort());
-            self.fetching.clear();
-            self.partitions.clear();
-            self.buffer.clear();
             self.group
                 .as_mut()
                 .expect("subscribed consumers have a group")
-                .start_join(&self.cluster, &self.config, &topics);
+                .start_join(
+                    &self.cluster,
+                    &self.config,
+                    &topics,
+                    if keep { owned } else { Vec::new() },
+                );
         }
+        // Cooperatively, owned partitions are fetched while the group rebalances: look at the
+        // join without waiting.
+        let keeps_consuming = cooperative && !self.partitions.is_empty();
+        let wait_until = if keeps_consuming {
+            Instant::now()
+        } else {
+            deadline
+        };
         let group = self
             .group
             .as_mut()
             .expect("subscribed consumers have a group");
-        let Some(assigned) = group.finish_join(deadline.into()).await? else {
-            return Ok(false);
+        let Some(assigned) = group.finish_join(wait_until.into()).await? else {
+            return Ok(keeps_consuming);
         };
-        self.set_assignment(assigned.clone());
+        if !cooperative {
+            self.set_assignment(assigned.clone());
+            if let Some(l) = &mut self.listener {
+                l.on_partitions_assigned(&assigned);
+            }
+            return Ok(true);
+        }
+        let owned: std::collections::BTreeSet<TopicPartition> =
+            self.partitions.keys().cloned().collect();
+        let revoked: Vec<TopicPartition> = owned
+            .iter()
+            .filter(|tp| !assigned.contains(tp))
+            .cloned()
+            .collect();
+        let added: Vec<TopicPartition> = assigned
+            .iter()
+            .filter(|tp| !owned.contains(*tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() {
+            if self.config.enable_auto_commit {
+                let offsets: Vec<_> = revoked
+                    .iter()
+                    .filter_map(|tp| self.position(tp).map(|p| (tp.clone(), p)))
+                    .collect();
+                if let Err(e) = self.commit_offsets(&offsets).await {
+                    tracing::debug!(%e, "commit of revoked partitions failed");
+                }
+            }
+            if let Some(l) = &mut self.listener {
+                l.on_partitions_revoked(&revoked);
+            }
+            // What was given up moves to its new owner in the next rebalance.
+            if let Some(g) = &self.group {
+                g.request_rejoin();
+            }
+        }
+        self.set_assignment(assigned);
         if let Some(l) = &mut self.listener {
-            l.on_partitions_assigned(&assigned);
+            l.on_partitions_assigned(&added);
         }
         Ok(true)
     }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quipu_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
+use quipu_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedPartitions;
 use quipu_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use quipu_protocol::messages::leave_group_request::MemberIdentity;
 use quipu_protocol::messages::offset_commit_request::{
@@ -37,7 +38,7 @@ use quipu_protocol::messages::{
 use quipu_protocol::{Decodable, Encodable, Message, ResponseError, StrBytes};
 use tokio::task::JoinHandle;
 
-use crate::assignor;
+use crate::assignor::{self, MemberSubscription};
 use crate::cluster::{backoff, Cluster};
 use crate::config::ConsumerConfig;
 use crate::consumer::TopicPartition;
@@ -104,6 +105,10 @@ struct Joiner {
     group_id: String,
     instance_id: Option<String>,
     member_id: String,
+    /// Partitions this member keeps through the rebalance (cooperative protocol), and the
+    /// generation it got them in.
+    owned: Vec<TopicPartition>,
+    owned_generation: i32,
     assigned_with: Option<BTreeMap<String, i32>>,
     liveness: Liveness,
 }
@@ -196,6 +201,11 @@ impl GroupMember {
         self.generation.is_none() || self.rejoin.load(Ordering::Acquire)
     }
 
+    /// Asks for a rebalance at the next poll (a cooperative member that gave partitions up).
+    pub fn request_rejoin(&self) {
+        self.rejoin.store(true, Ordering::Release);
+    }
+
     /// Whether a join is under way.
     pub fn joining(&self) -> bool {
         self.pending_join.is_some()
@@ -208,10 +218,15 @@ impl GroupMember {
         cluster: &Arc<Cluster>,
         config: &ConsumerConfig,
         topics: &[String],
+        owned: Vec<TopicPartition>,
     ) {
         assert!(self.pending_join.is_none(), "one join at a time");
         self.stop_heartbeat();
-        self.generation = None;
+        let owned_generation = self.generation.as_ref().map_or(-1, |g| g.generation_id);
+        if owned.is_empty() {
+            self.generation = None;
+        } // else a cooperative member goes on consuming, and committing, in its generation
+
         self.assigned_with = None;
         if self.lost.swap(false, Ordering::AcqRel) {
             // Out of the group (fenced, or left on a poll timeout): join as a new member.
@@ -221,6 +236,8 @@ impl GroupMember {
             group_id: self.group_id.clone(),
             instance_id: self.instance_id.clone(),
             member_id: self.member_id.clone(),
+            owned,
+            owned_generation,
             assigned_with: None,
             liveness: self.liveness(),
         };
@@ -439,14 +456,32 @@ impl Joiner {
         topics: &[String],
     ) -> Result<(Generation, Vec<TopicPartition>)> {
         let conn = cluster.coordinator(&self.group_id).await?;
+        // Version 3, as the Java client sends: the partitions owned and their generation let a
+        // cooperative leader keep them where they are.
+        let mut owned: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+        for tp in &self.owned {
+            owned.entry(&tp.topic).or_default().push(tp.partition);
+        }
         let subscription = encode_versioned(
-            &ConsumerProtocolSubscription::default().with_topics(
-                topics
-                    .iter()
-                    .map(|t| StrBytes::from_string(t.clone()))
-                    .collect(),
-            ),
-            0,
+            &ConsumerProtocolSubscription::default()
+                .with_topics(
+                    topics
+                        .iter()
+                        .map(|t| StrBytes::from_string(t.clone()))
+                        .collect(),
+                )
+                .with_owned_partitions(
+                    owned
+                        .into_iter()
+                        .map(|(t, ps)| {
+                            OwnedPartitions::default()
+                                .with_topic(TopicName(StrBytes::from_string(t.to_string())))
+                                .with_partitions(ps)
+                        })
+                        .collect(),
+                )
+                .with_generation_id(self.owned_generation),
+            3,
         )?;
         let protocols = config
             .assignment_strategies
@@ -486,16 +521,32 @@ impl Joiner {
             .unwrap_or_default();
         let leader = response.leader == response.member_id;
         let assignments = if leader && !response.skip_assignment {
-            let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            let mut members: BTreeMap<String, MemberSubscription> = BTreeMap::new();
             for m in &response.members {
                 let sub: ConsumerProtocolSubscription = decode_versioned(&m.metadata)?;
                 members.insert(
                     m.member_id.to_string(),
-                    sub.topics.iter().map(|t| t.to_string()).collect(),
+                    MemberSubscription {
+                        topics: sub.topics.iter().map(|t| t.to_string()).collect(),
+                        owned: sub
+                            .owned_partitions
+                            .iter()
+                            .flat_map(|t| {
+                                t.partitions
+                                    .iter()
+                                    .map(|p| TopicPartition::new(t.topic.0.as_str(), *p))
+                            })
+                            .collect(),
+                        generation: sub.generation_id,
+                    },
                 );
             }
             let all: Vec<String> = {
-                let mut v: Vec<String> = members.values().flatten().cloned().collect();
+                let mut v: Vec<String> = members
+                    .values()
+                    .flat_map(|s| s.topics.iter())
+                    .cloned()
+                    .collect();
                 v.sort();
                 v.dedup();
                 v

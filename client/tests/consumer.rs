@@ -464,6 +464,92 @@ async fn the_group_takes_in_new_partitions_and_topics_created_after_it_subscribe
     consumer.close().await.unwrap();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_group_moves_only_the_partitions_that_change_hands() {
+    let broker = TestBroker::start();
+    let topic = broker.topic("coop", 4).await;
+    for p in 0..4 {
+        produce(&broker.bootstrap, &topic, p, 50, 0).await;
+    }
+    let group = unique("coop");
+    let make = |events: Events| {
+        let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
+        config.assignment_strategies = vec!["cooperative-sticky".into()];
+        config.auto_offset_reset = OffsetReset::Earliest;
+        config.heartbeat_interval_ms = 100;
+        config.session_timeout_ms = 10_000;
+        config.auto_commit_interval_ms = 100;
+        let mut c = Consumer::new(config).unwrap();
+        c.set_rebalance_listener(Box::new(Recorder { events }));
+        c.subscribe(&[&topic]).unwrap();
+        c
+    };
+    let (events_a, events_b) = (
+        Arc::new(Mutex::new(Vec::new())),
+        Arc::new(Mutex::new(Vec::new())),
+    );
+    let mut a = make(events_a.clone());
+    let mut seen: BTreeSet<(i32, i64)> = BTreeSet::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while a.assignment().len() != 4 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a never got the topic"
+        );
+        for r in a.poll(Duration::from_millis(100)).await.unwrap() {
+            seen.insert((r.partition, r.offset));
+        }
+    }
+    let first: BTreeSet<TopicPartition> = a.assignment().into_iter().collect();
+
+    let mut b = make(events_b.clone());
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let settled = |a: &Consumer, b: &Consumer| {
+        let generations = (a.group_generation(), b.group_generation());
+        a.assignment().len() == 2
+            && b.assignment().len() == 2
+            && matches!(generations, (Some(x), Some(y)) if x.generation_id == y.generation_id)
+    };
+    while !settled(&a, &b) || seen.len() < 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the group never split"
+        );
+        let (ra, rb) = tokio::join!(
+            a.poll(Duration::from_millis(100)),
+            b.poll(Duration::from_millis(100))
+        );
+        for r in ra.unwrap().into_iter().chain(rb.unwrap()) {
+            seen.insert((r.partition, r.offset));
+        }
+    }
+    // a gave up exactly what b took, never everything, and kept the rest throughout.
+    let revoked: Vec<Vec<TopicPartition>> = events_a
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _)| e == "revoked")
+        .map(|(_, ps)| ps.clone())
+        .collect();
+    let given_up: BTreeSet<TopicPartition> = revoked.iter().flatten().cloned().collect();
+    let taken: BTreeSet<TopicPartition> = b.assignment().into_iter().collect();
+    assert_eq!(given_up, taken, "a's revocations: {revoked:?}");
+    assert!(revoked.iter().all(|ps| ps.len() < 4), "{revoked:?}");
+    let kept: BTreeSet<TopicPartition> = a.assignment().into_iter().collect();
+    assert_eq!(kept.union(&taken).cloned().collect::<BTreeSet<_>>(), first);
+    let b_assigned: BTreeSet<TopicPartition> = events_b
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(e, _)| e == "assigned")
+        .flat_map(|(_, ps)| ps.clone())
+        .collect();
+    assert_eq!(b_assigned, taken);
+    assert_eq!(a.group_generation().unwrap().protocol, "cooperative-sticky");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 /// Polls until a poll returns records; every poll returns at most `max`.
 async fn next_poll(consumer: &mut Consumer, max: usize) -> Vec<quipu_client::ConsumerRecord> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
