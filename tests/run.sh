@@ -37,6 +37,7 @@ cargo test --workspace
 
 step "interoperability suite"
 cargo build -q -p quipu-benches --bin client_throughput   # the client benchmark's driver (smoke test)
+cargo build -q -p quipu-client --example interop_group_member   # our member of the mixed groups
 export TEST_QUIPU_BIN="$PWD/target/debug/quipu"
 cd tests/interop
 python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=10
