@@ -257,6 +257,28 @@ impl RebalanceListener for Recorder {
     }
 }
 
+/// A member of `group` subscribed to `topic`: it reads from the beginning, heartbeats every
+/// 100 ms, commits automatically every 100 ms and records its rebalance callbacks in `events`;
+/// `tweak` adjusts its settings.
+fn member(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    events: Events,
+    tweak: impl FnOnce(&mut ConsumerConfig),
+) -> Consumer {
+    let mut config = ConsumerConfig::new(bootstrap).with_group(group);
+    config.auto_offset_reset = OffsetReset::Earliest;
+    config.heartbeat_interval_ms = 100;
+    config.session_timeout_ms = 10_000;
+    config.auto_commit_interval_ms = 100;
+    tweak(&mut config);
+    let mut c = Consumer::new(config).unwrap();
+    c.set_rebalance_listener(Box::new(Recorder { events }));
+    c.subscribe(&[topic]).unwrap();
+    c
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_splits_partitions_and_rebalances_when_a_member_leaves() {
     let broker = TestBroker::start();
@@ -265,17 +287,7 @@ async fn a_group_splits_partitions_and_rebalances_when_a_member_leaves() {
         produce(&broker.bootstrap, &topic, p, 100, 0).await;
     }
     let group = unique("members");
-    let make = |events: Events| {
-        let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
-        config.auto_offset_reset = OffsetReset::Earliest;
-        config.heartbeat_interval_ms = 100;
-        config.session_timeout_ms = 10_000;
-        config.auto_commit_interval_ms = 100;
-        let mut c = Consumer::new(config).unwrap();
-        c.set_rebalance_listener(Box::new(Recorder { events }));
-        c.subscribe(&[&topic]).unwrap();
-        c
-    };
+    let make = |events: Events| member(&broker.bootstrap, &group, &topic, events, |_| {});
     let events_a = Arc::new(Mutex::new(Vec::new()));
     let events_b = Arc::new(Mutex::new(Vec::new()));
     let mut a = make(events_a.clone());
@@ -344,15 +356,9 @@ async fn a_member_that_stops_polling_leaves_and_its_partitions_move() {
     }
     let group = unique("stalled");
     let make = |events: Events| {
-        let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
-        config.auto_offset_reset = OffsetReset::Earliest;
-        config.heartbeat_interval_ms = 100;
-        config.session_timeout_ms = 10_000;
-        config.max_poll_interval_ms = 1_500;
-        let mut c = Consumer::new(config).unwrap();
-        c.set_rebalance_listener(Box::new(Recorder { events }));
-        c.subscribe(&[&topic]).unwrap();
-        c
+        member(&broker.bootstrap, &group, &topic, events, |config| {
+            config.max_poll_interval_ms = 1_500;
+        })
     };
     let events_b = Arc::new(Mutex::new(Vec::new()));
     let mut a = make(Arc::new(Mutex::new(Vec::new())));
@@ -473,16 +479,9 @@ async fn a_cooperative_group_moves_only_the_partitions_that_change_hands() {
     }
     let group = unique("coop");
     let make = |events: Events| {
-        let mut config = ConsumerConfig::new(&broker.bootstrap).with_group(&group);
-        config.assignment_strategies = vec!["cooperative-sticky".into()];
-        config.auto_offset_reset = OffsetReset::Earliest;
-        config.heartbeat_interval_ms = 100;
-        config.session_timeout_ms = 10_000;
-        config.auto_commit_interval_ms = 100;
-        let mut c = Consumer::new(config).unwrap();
-        c.set_rebalance_listener(Box::new(Recorder { events }));
-        c.subscribe(&[&topic]).unwrap();
-        c
+        member(&broker.bootstrap, &group, &topic, events, |config| {
+            config.assignment_strategies = vec!["cooperative-sticky".into()];
+        })
     };
     let (events_a, events_b) = (
         Arc::new(Mutex::new(Vec::new())),
