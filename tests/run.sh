@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need and runs all of them: formatting and lints, the Rust unit and
 # integration tests, and the interoperability suite with real Kafka clients (kcat, confluent-kafka,
-# kafka-python, Apache Kafka's Java client). Run from anywhere; exits non-zero on any failure.
+# kafka-python, Apache Kafka's Java client, franz-go). Run from anywhere; exits non-zero on any
+# failure.
 #
 # Environment: INTEROP_RECORDS (default 100000) sets the records each client produces per codec.
 set -euo pipefail
@@ -10,11 +11,12 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-step "system packages (kcat, Java, Maven)"
+step "system packages (kcat, Java, Maven, Go)"
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
+command -v go >/dev/null || missing+=(golang-go)
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -26,6 +28,9 @@ python3 -m pip install -q --disable-pip-version-check -r tests/interop/requireme
 step "Java client and Apache Kafka's tools (from Maven Central)"
 mvn -q -B -f tests/interop/java/pom.xml package dependency:copy-dependencies -DoutputDirectory=target/lib
 mvn -q -B -f tests/interop/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=target/lib
+
+step "franz-go driver (from the Go module proxy)"
+(cd tests/interop/go && go build -o franz-interop .)
 
 step "format and lints"
 cargo fmt --all -- --check

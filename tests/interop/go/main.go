@@ -1,0 +1,205 @@
+// Command franz-interop drives franz-go (github.com/twmb/franz-go, a Kafka client in Go) for the
+// interop suite (tests/interop/test_franz_go.py), in the manner of the suite's Java driver:
+//
+//	produce BOOTSTRAP TOPIC CODEC COUNT   records 0..COUNT as workload.py defines them
+//	consume BOOTSTRAP TOPIC SPEC...       each SPEC is PARTITION:START:COUNT, START an offset or
+//	                                      tTIMESTAMP (looked up with ListOffsets); prints
+//	                                      "# PARTITION START", then a line per record: offset,
+//	                                      key, value, headers, timestamp, tab-separated
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
+)
+
+const (
+	partitions = 3
+	baseTS     = int64(1_700_000_000_000)
+)
+
+func key(i int) []byte { return []byte(fmt.Sprintf("key-%d", i)) }
+
+func value(i int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "v%08d-", i)
+	for n := 0; n < i%17+3; n++ {
+		b.WriteString("lorem ipsum dolor ")
+	}
+	return []byte(b.String())
+}
+
+func fail(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, format+"\n", args...)
+	os.Exit(1)
+}
+
+func codec(name string) kgo.CompressionCodec {
+	switch name {
+	case "none":
+		return kgo.NoCompression()
+	case "gzip":
+		return kgo.GzipCompression()
+	case "snappy":
+		return kgo.SnappyCompression()
+	case "lz4":
+		return kgo.Lz4Compression()
+	case "zstd":
+		return kgo.ZstdCompression()
+	}
+	fail("unknown codec %s", name)
+	return kgo.NoCompression()
+}
+
+// produce writes records 0..count with franz-go's defaults otherwise: idempotent, acks=all.
+func produce(bootstrap, topic, codecName string, count int) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(bootstrap),
+		kgo.ProducerBatchCompression(codec(codecName)),
+		kgo.ProducerLinger(5*time.Millisecond),
+		kgo.RecordPartitioner(kgo.ManualPartitioner()),
+		kgo.AllowAutoTopicCreation(),
+	)
+	if err != nil {
+		fail("client: %v", err)
+	}
+	defer cl.Close()
+	ctx := context.Background()
+	var once sync.Once
+	var firstErr error
+	for i := 0; i < count; i++ {
+		r := &kgo.Record{
+			Topic:     topic,
+			Partition: int32(i % partitions),
+			Key:       key(i),
+			Value:     value(i),
+			Headers: []kgo.RecordHeader{
+				{Key: "idx", Value: []byte(strconv.Itoa(i))},
+				{Key: "client", Value: []byte("franz-go")},
+			},
+			Timestamp: time.UnixMilli(baseTS + int64(i)),
+		}
+		cl.Produce(ctx, r, func(_ *kgo.Record, err error) {
+			if err != nil {
+				once.Do(func() { firstErr = err })
+			}
+		})
+	}
+	if err := cl.Flush(ctx); err != nil {
+		fail("flush: %v", err)
+	}
+	if firstErr != nil {
+		fail("produce: %v", firstErr)
+	}
+	fmt.Printf("produced %d\n", count)
+}
+
+// offsetForTime asks the partition's leader (ListOffsets) for the first offset at or after ts.
+func offsetForTime(cl *kgo.Client, topic string, partition int32, ts int64) int64 {
+	req := kmsg.NewPtrListOffsetsRequest()
+	req.ReplicaID = -1
+	t := kmsg.NewListOffsetsRequestTopic()
+	t.Topic = topic
+	p := kmsg.NewListOffsetsRequestTopicPartition()
+	p.Partition = partition
+	p.Timestamp = ts
+	p.CurrentLeaderEpoch = -1
+	t.Partitions = append(t.Partitions, p)
+	req.Topics = append(req.Topics, t)
+	resp, err := req.RequestWith(context.Background(), cl)
+	if err != nil {
+		fail("list offsets: %v", err)
+	}
+	got := resp.Topics[0].Partitions[0]
+	if got.ErrorCode != 0 {
+		fail("list offsets: error code %d", got.ErrorCode)
+	}
+	return got.Offset
+}
+
+func consume(out *bufio.Writer, bootstrap, topic string, partition int32, start int64, count int) {
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(bootstrap),
+		kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{
+			topic: {partition: kgo.NewOffset().At(start)},
+		}),
+	)
+	if err != nil {
+		fail("client: %v", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	got := 0
+	for got < count && ctx.Err() == nil {
+		fetches := cl.PollFetches(ctx)
+		fetches.EachError(func(t string, p int32, err error) {
+			if ctx.Err() == nil {
+				fail("fetch %s-%d: %v", t, p, err)
+			}
+		})
+		fetches.EachRecord(func(r *kgo.Record) {
+			if got >= count {
+				return
+			}
+			fmt.Fprintf(out, "%d\t%s\t%s\t", r.Offset, r.Key, r.Value)
+			for _, h := range r.Headers {
+				fmt.Fprintf(out, "%s=%s,", h.Key, h.Value)
+			}
+			fmt.Fprintf(out, "\t%d\n", r.Timestamp.UnixMilli())
+			got++
+		})
+	}
+}
+
+func main() {
+	if len(os.Args) < 4 {
+		fail("usage: franz-interop produce|consume BOOTSTRAP TOPIC ...")
+	}
+	mode, bootstrap, topic := os.Args[1], os.Args[2], os.Args[3]
+	switch mode {
+	case "produce":
+		count, err := strconv.Atoi(os.Args[5])
+		if err != nil {
+			fail("count: %v", err)
+		}
+		produce(bootstrap, topic, os.Args[4], count)
+	case "consume":
+		out := bufio.NewWriter(os.Stdout)
+		defer out.Flush()
+		lookup, err := kgo.NewClient(kgo.SeedBrokers(bootstrap))
+		if err != nil {
+			fail("client: %v", err)
+		}
+		defer lookup.Close()
+		for _, spec := range os.Args[4:] {
+			parts := strings.Split(spec, ":")
+			p, _ := strconv.Atoi(parts[0])
+			count, _ := strconv.Atoi(parts[2])
+			var start int64
+			if strings.HasPrefix(parts[1], "t") {
+				ts, _ := strconv.ParseInt(parts[1][1:], 10, 64)
+				start = offsetForTime(lookup, topic, int32(p), ts)
+				count -= int(start)
+			} else {
+				start, _ = strconv.ParseInt(parts[1], 10, 64)
+			}
+			fmt.Fprintf(out, "# %d %d\n", p, start)
+			if start >= 0 {
+				consume(out, bootstrap, topic, int32(p), start, count)
+			}
+		}
+	default:
+		fail("unknown mode %s", mode)
+	}
+}
