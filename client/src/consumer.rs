@@ -469,7 +469,9 @@ impl Consumer {
         self.commit_offsets(&offsets).await
     }
 
-    /// Commits `offsets` (each the next offset to read) to `group.id`.
+    /// Commits `offsets` (each the next offset to read) to `group.id`. While a cooperative
+    /// rebalance is under way this fails with REBALANCE_IN_PROGRESS, as in the Java client:
+    /// commit again after a later poll.
     pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
         let group = self
             .group
@@ -676,7 +678,7 @@ impl Consumer {
 
     async fn maybe_auto_commit(&mut self) {
         if !self.config.enable_auto_commit
-            || self.group.is_none()
+            || self.group.as_ref().is_none_or(|g| g.joining())
             || self.last_commit.elapsed()
                 < Duration::from_millis(self.config.auto_commit_interval_ms)
         {

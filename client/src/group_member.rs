@@ -319,6 +319,15 @@ impl GroupMember {
         if offsets.is_empty() {
             return Ok(());
         }
+        if self.pending_join.is_some() && self.generation.is_some() {
+            // As the Java client: no commit while the group rebalances (the coordinator would
+            // refuse it between JoinGroup and SyncGroup, and that refusal asks for yet another
+            // rebalance). Commit again once the poll has finished the rebalance.
+            return Err(Error::Broker {
+                error: ResponseError::RebalanceInProgress,
+                context: format!("commit to group {} while it rebalances", self.group_id),
+            });
+        }
         let (generation_id, member_id) = match &self.generation {
             Some(g) => (g.generation_id, g.member_id.clone()),
             None => (-1, String::new()),
