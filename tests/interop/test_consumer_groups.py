@@ -1,5 +1,5 @@
 """Consumer groups with real clients: three librdkafka (confluent-kafka) consumers, three Java
-consumers and one consumer of our Rust client share a 12-partition topic in one group. While they consume, a seventh member joins, one
+consumers, a franz-go consumer and one of our Rust client share a 12-partition topic in one group. While they consume, a seventh member joins, one
 librdkafka consumer leaves cleanly and one Java consumer is killed with SIGKILL (its session
 expires). Every member commits after every poll. In the end every record was consumed, no record
 lies in the committed ranges of two members, and the committed offsets reach the end of every
@@ -156,6 +156,7 @@ class JavaMember(Member):
 
 
 RUST_MEMBER = Path(__file__).resolve().parents[2] / "target" / "debug" / "examples" / "interop_group_member"
+FRANZ_DRIVER = Path(__file__).resolve().parent / "go" / "franz-interop"
 
 
 class RustMember(JavaMember):
@@ -166,6 +167,18 @@ class RustMember(JavaMember):
         Member.__init__(self, name)
         self.stop_file = stop_file
         self.proc = subprocess.Popen([str(RUST_MEMBER), bootstrap, TOPIC, GROUP, str(stop_file), strategy],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+
+class FranzMember(JavaMember):
+    """A franz-go consumer (tests/interop/go): the same events as the Java member's."""
+
+    def __init__(self, name, bootstrap, stop_file, strategy="eager"):
+        Member.__init__(self, name)
+        self.stop_file = stop_file
+        self.proc = subprocess.Popen([str(FRANZ_DRIVER), "group", bootstrap, TOPIC, GROUP, str(stop_file), strategy],
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
@@ -207,6 +220,7 @@ def produce(bootstrap, start, count, rate_per_s=None):
 def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restart(tmp_path, strategy):
     assert (jc.JAVA_DIR / "lib").exists(), "tests/interop/java is not built: tests/run.sh builds it"
     assert RUST_MEMBER.exists(), "the Rust member is not built: tests/run.sh builds it"
+    assert FRANZ_DRIVER.exists(), "the franz-go driver is not built: tests/run.sh builds it"
     broker = Broker(tmp_path / "data", ["--set", "group.initial.rebalance.delay.ms=500"])
     broker.start()
     members = []
@@ -218,24 +232,25 @@ def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restar
         rd = [RdkafkaMember(f"rd{i}", broker.bootstrap, strategy).start() for i in range(3)]
         java = [JavaMember(f"java{i}", broker.bootstrap, tmp_path / f"stop-java{i}", strategy) for i in range(3)]
         rust = RustMember("rust", broker.bootstrap, tmp_path / "stop-rust", strategy)
-        members = rd + java + [rust]
+        franz = FranzMember("franz", broker.bootstrap, tmp_path / "stop-franz", strategy)
+        members = rd + java + [rust, franz]
 
-        # The seven split the twelve partitions: every partition owned once in the latest assignments.
+        # The eight split the twelve partitions: every partition owned once in the latest assignments.
         def split():
             owned = [m.owned() for m in members]
             return all(owned) and sorted(p for o in owned for p in o) == list(range(PARTITIONS))
-        wait_for(split, 90, "seven members to split twelve partitions")
+        wait_for(split, 90, "eight members to split twelve partitions")
 
         # The rest of the records arrive while the membership changes.
         feeder = threading.Thread(target=lambda: produce(broker.bootstrap, RECORDS // 4, RECORDS - RECORDS // 4,
                                                          rate_per_s=1500))
         feeder.start()
-        # An eighth joins; the rebalance for a group of seven measured to its first assignment.
+        # A ninth joins; the rebalance for a group of eight measured to its first assignment.
         joiner = RdkafkaMember("rd-join", broker.bootstrap, strategy).start()
         members.append(joiner)
         wait_for(lambda: joiner.owned(), 60, "the joining member's assignment")
         rebalance_s = time.time() - joiner.started_at
-        print(f"{strategy}: rebalance of a group of 7 when one joins: {rebalance_s:.2f} s")
+        print(f"{strategy}: rebalance of a group of 8 when one joins: {rebalance_s:.2f} s")
         time.sleep(2)
         rd[2].leave()                       # clean leave
         time.sleep(2)
@@ -247,9 +262,9 @@ def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restar
                  "all offsets to be committed")
         for m in rd[:2] + [joiner]:
             m.leave()
-        for j in java[1:] + [rust]:
+        for j in java[1:] + [rust, franz]:
             j.stop_file.write_text("stop")
-        for j in java[1:] + [rust]:
+        for j in java[1:] + [rust, franz]:
             j.finish()
 
         committed = Counter()
@@ -261,6 +276,7 @@ def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restar
             committed.update(c)
             consumed.update(seen)
         assert rust.committed_and_consumed()[0], "the Rust member committed records of its own"
+        assert franz.committed_and_consumed()[0], "the franz-go member committed records of its own"
         every = {(i % PARTITIONS, i // PARTITIONS) for i in range(RECORDS)}
         assert consumed == every, f"{len(every - consumed)} records never consumed"
         twice = [r for r, n in committed.items() if n > 1]
@@ -290,7 +306,7 @@ def test_a_mixed_group_shares_partitions_survives_churn_and_resumes_after_restar
         for m in members:
             if isinstance(m, RdkafkaMember) and m.thread.is_alive():
                 m.leave()
-            if isinstance(m, JavaMember) and m.proc.poll() is None:  # and RustMember
+            if isinstance(m, JavaMember) and m.proc.poll() is None:  # and the Rust and franz-go ones
                 m.kill()
         broker.stop()
 

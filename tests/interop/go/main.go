@@ -6,6 +6,11 @@
 //	                                      tTIMESTAMP (looked up with ListOffsets); prints
 //	                                      "# PARTITION START", then a line per record: offset,
 //	                                      key, value, headers, timestamp, tab-separated
+//	group BOOTSTRAP TOPIC GROUP STOPFILE [eager|cooperative]
+//	                                      a group member that commits after every poll until
+//	                                      STOPFILE exists, then leaves; prints the Java member's
+//	                                      events: "A p,p" assigned, "V p,p" revoked or lost,
+//	                                      "R PARTITION OFFSET", "C p:position ..." or "F"
 package main
 
 import (
@@ -13,6 +18,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -162,6 +168,104 @@ func consume(out *bufio.Writer, bootstrap, topic string, partition int32, start 
 	}
 }
 
+// group consumes as a member of groupID. Rebalances are held back while a poll's records are
+// reported and committed (BlockRebalanceOnPoll), so events come in the order the Java member
+// prints them: a revocation never falls between a read and its commit.
+func group(bootstrap, topic, groupID, stopFile, strategy string) {
+	balancer := kgo.RangeBalancer()
+	if strategy == "cooperative" {
+		balancer = kgo.CooperativeStickyBalancer()
+	}
+	var mu sync.Mutex // callbacks run on the client's goroutines
+	out := bufio.NewWriter(os.Stdout)
+	emit := func(lines string) {
+		mu.Lock()
+		defer mu.Unlock()
+		out.WriteString(lines)
+		out.Flush()
+	}
+	report := func(prefix string, assigned map[string][]int32) {
+		parts := append([]int32(nil), assigned[topic]...)
+		sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+		list := make([]string, len(parts))
+		for i, p := range parts {
+			list[i] = strconv.Itoa(int(p))
+		}
+		emit(fmt.Sprintf("%s %s\n", prefix, strings.Join(list, ",")))
+	}
+	cl, err := kgo.NewClient(
+		kgo.SeedBrokers(bootstrap),
+		kgo.ConsumerGroup(groupID),
+		kgo.ConsumeTopics(topic),
+		kgo.Balancers(balancer),
+		kgo.DisableAutoCommit(),
+		kgo.BlockRebalanceOnPoll(),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.SessionTimeout(6*time.Second),
+		kgo.HeartbeatInterval(time.Second),
+		kgo.FetchMaxWait(200*time.Millisecond),
+		kgo.OnPartitionsAssigned(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { report("A", m) }),
+		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { report("V", m) }),
+		kgo.OnPartitionsLost(func(_ context.Context, _ *kgo.Client, m map[string][]int32) { report("V", m) }),
+	)
+	if err != nil {
+		fail("client: %v", err)
+	}
+	for {
+		if _, err := os.Stat(stopFile); err == nil {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		fetches := cl.PollRecords(ctx, 50)
+		cancel()
+		records := fetches.Records()
+		if len(records) > 0 {
+			var read strings.Builder
+			for _, r := range records {
+				fmt.Fprintf(&read, "R %d %d\n", r.Partition, r.Offset)
+			}
+			emit(read.String())
+			offsets := cl.UncommittedOffsets()
+			committed := true
+			cl.CommitOffsetsSync(context.Background(), offsets, func(_ *kgo.Client, _ *kmsg.OffsetCommitRequest, resp *kmsg.OffsetCommitResponse, err error) {
+				if err != nil {
+					committed = false
+					return
+				}
+				for _, t := range resp.Topics {
+					for _, p := range t.Partitions {
+						if p.ErrorCode != 0 {
+							committed = false
+						}
+					}
+				}
+			})
+			if committed {
+				line := "C"
+				for _, p := range sortedPartitions(offsets[topic]) {
+					line += fmt.Sprintf(" %d:%d", p, offsets[topic][p].Offset)
+				}
+				emit(line + "\n")
+			} else {
+				emit("F\n")
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		cl.AllowRebalance()
+	}
+	cl.Close() // leaves the group
+	emit("closed\n")
+}
+
+func sortedPartitions(m map[int32]kgo.EpochOffset) []int32 {
+	parts := make([]int32, 0, len(m))
+	for p := range m {
+		parts = append(parts, p)
+	}
+	sort.Slice(parts, func(i, j int) bool { return parts[i] < parts[j] })
+	return parts
+}
+
 func main() {
 	if len(os.Args) < 4 {
 		fail("usage: franz-interop produce|consume BOOTSTRAP TOPIC ...")
@@ -174,6 +278,15 @@ func main() {
 			fail("count: %v", err)
 		}
 		produce(bootstrap, topic, os.Args[4], count)
+	case "group":
+		if len(os.Args) < 6 {
+			fail("usage: franz-interop group BOOTSTRAP TOPIC GROUP STOPFILE [eager|cooperative]")
+		}
+		strategy := "eager"
+		if len(os.Args) > 6 {
+			strategy = os.Args[6]
+		}
+		group(bootstrap, topic, os.Args[4], os.Args[5], strategy)
 	case "consume":
 		out := bufio.NewWriter(os.Stdout)
 		defer out.Flush()
