@@ -223,10 +223,10 @@ impl GroupMember {
         assert!(self.pending_join.is_none(), "one join at a time");
         self.stop_heartbeat();
         let owned_generation = self.generation.as_ref().map_or(-1, |g| g.generation_id);
+        // A cooperative member that keeps partitions stays in its generation meanwhile.
         if owned.is_empty() {
             self.generation = None;
-        } // else a cooperative member goes on consuming, and committing, in its generation
-
+        }
         self.assigned_with = None;
         if self.lost.swap(false, Ordering::AcqRel) {
             // Out of the group (fenced, or left on a poll timeout): join as a new member.
