@@ -19,27 +19,7 @@ def franz(*args, timeout=600) -> str:
 
 
 def verify(bootstrap, topic):
-    specs = []
-    for p in range(w.PARTITIONS):
-        n = w.count_in_partition(p)
-        mid = w.middle_offset(p)
-        specs += [f"{p}:0:{n}", f"{p}:{mid}:{n - mid}", f"{p}:t{w.SEEK_TS}:{n}"]
-    reads = []
-    for line in franz("consume", bootstrap, topic, *specs).splitlines():
-        if line.startswith("# "):
-            _, partition, start = line.split()
-            reads.append((int(partition), int(start), []))
-            continue
-        offset, key, value, headers, ts = line.split("\t")
-        hs = [tuple(h.split("=", 1)) for h in headers.split(",") if h]
-        partition = reads[-1][0]
-        reads[-1][2].append(w.Consumed(partition, int(offset), key.encode(), value.encode(),
-                                       [(k, v.encode()) for k, v in hs], int(ts)))
-    assert len(reads) == len(specs)
-    for n, (p, start, records) in enumerate(reads):
-        if n % 3 == 2:
-            assert start == w.offset_for_timestamp(p, w.SEEK_TS)
-        w.check_records(records, p, start, CLIENT)
+    w.verify_driver_reads(CLIENT, lambda specs: franz("consume", bootstrap, topic, *specs))
 
 
 def test_franz_go_round_trip_every_codec_and_restart(broker):

@@ -19,34 +19,8 @@ def java(*args, timeout=600) -> str:
     return out.stdout
 
 
-def consume(bootstrap, topic, specs):
-    """Runs one JVM for several reads; returns [(partition, start, records)] in spec order."""
-    reads = []
-    for line in java("consume", bootstrap, topic, *specs).splitlines():
-        if line.startswith("# "):
-            _, partition, start = line.split()
-            reads.append((int(partition), int(start), []))
-            continue
-        offset, key, value, headers, ts = line.split("\t")
-        hs = [tuple(h.split("=", 1)) for h in headers.split(",") if h]
-        partition = reads[-1][0]
-        reads[-1][2].append(w.Consumed(partition, int(offset), key.encode(), value.encode(),
-                                       [(k, v.encode()) for k, v in hs], int(ts)))
-    return reads
-
-
 def verify(bootstrap, topic):
-    specs = []
-    for p in range(w.PARTITIONS):
-        n = w.count_in_partition(p)
-        mid = w.middle_offset(p)
-        specs += [f"{p}:0:{n}", f"{p}:{mid}:{n - mid}", f"{p}:t{w.SEEK_TS}:{n}"]
-    reads = consume(bootstrap, topic, specs)
-    assert len(reads) == len(specs)
-    for n, (p, start, records) in enumerate(reads):
-        if n % 3 == 2:
-            assert start == w.offset_for_timestamp(p, w.SEEK_TS)
-        w.check_records(records, p, start, CLIENT)
+    w.verify_driver_reads(CLIENT, lambda specs: java("consume", bootstrap, topic, *specs))
 
 
 def test_java_client_round_trip_every_codec_and_restart(broker):

@@ -93,3 +93,32 @@ def verify_reads(bootstrap, topic, client, consume, offset_for_time):
         ts_offset = offset_for_time(bootstrap, topic, p, SEEK_TS)
         assert ts_offset == offset_for_timestamp(p, SEEK_TS)
         check_records(consume(bootstrap, topic, p, ts_offset, n - ts_offset), p, ts_offset, client)
+
+
+def verify_driver_reads(client, run):
+    """Reads every partition from offset 0, from the middle and from SEEK_TS through a driver
+    program (tests/interop/java, tests/interop/go) and checks each. `run(specs)` runs the driver's
+    consume mode on specs `PARTITION:START:COUNT` (START an offset or tTIMESTAMP) and returns what
+    it printed: "# PARTITION START" before each read, then per record its offset, key, value,
+    headers (k=v,) and timestamp, tab-separated."""
+    specs = []
+    for p in range(PARTITIONS):
+        n = count_in_partition(p)
+        mid = middle_offset(p)
+        specs += [f"{p}:0:{n}", f"{p}:{mid}:{n - mid}", f"{p}:t{SEEK_TS}:{n}"]
+    reads = []
+    for line in run(specs).splitlines():
+        if line.startswith("# "):
+            _, partition, start = line.split()
+            reads.append((int(partition), int(start), []))
+            continue
+        offset, k, v, hs, ts = line.split("\t")
+        pairs = [tuple(h.split("=", 1)) for h in hs.split(",") if h]
+        partition = reads[-1][0]
+        reads[-1][2].append(Consumed(partition, int(offset), k.encode(), v.encode(),
+                                     [(a, b.encode()) for a, b in pairs], int(ts)))
+    assert len(reads) == len(specs)
+    for n, (p, start, records) in enumerate(reads):
+        if n % 3 == 2:
+            assert start == offset_for_timestamp(p, SEEK_TS)
+        check_records(records, p, start, client)
