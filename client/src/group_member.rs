@@ -1,13 +1,12 @@
-//! A consumer's membership of a group through the classic protocol: JoinGroup, SyncGroup (the
-//! leader computes the assignment), heartbeats in a background task, LeaveGroup; and the
-//! group's committed offsets (OffsetCommit, OffsetFetch).
+//! A consumer's membership of a group through the classic protocol: JoinGroup and SyncGroup in
+//! a task of their own (the leader computes the assignment), then heartbeats
+//! ([`crate::heartbeat`]), LeaveGroup; and the group's committed offsets (OffsetCommit,
+//! OffsetFetch).
 //!
-//! Liveness, as in the Java client: the heartbeat task keeps the member in the group while the
-//! application polls; when `max.poll.interval.ms` passes without a poll, it leaves the group
-//! (a static member just stops heartbeating) so that the others take its partitions over. The
-//! member that computed the assignment watches the subscribed topics' partition counts (every
-//! `metadata.max.age.ms`) and rejoins when they change, so new partitions (or a subscribed topic
-//! created later) get consumed.
+//! The member that computed the assignment watches the subscribed topics' partition counts
+//! (every `metadata.max.age.ms`) and rejoins when they change, so new partitions (or a
+//! subscribed topic created later) get consumed. A cooperative member sends the partitions it
+//! owns with its subscription and keeps them, and its generation, while the group rebalances.
 //!
 //! Invariants: a generation's assignment is used only after SyncGroup returned it; the heartbeat
 //! task only ever raises the "rejoin" and "lost" flags, which the consumer acts on in its next
@@ -31,9 +30,9 @@ use quipu_protocol::messages::offset_commit_request::{
 use quipu_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use quipu_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, HeartbeatRequest,
-    JoinGroupRequest, LeaveGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
+    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, JoinGroupRequest,
+    LeaveGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
+    TopicName,
 };
 use quipu_protocol::{Decodable, Encodable, Message, ResponseError, StrBytes};
 use tokio::task::JoinHandle;
@@ -43,6 +42,7 @@ use crate::cluster::{backoff, Cluster};
 use crate::config::ConsumerConfig;
 use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
+use crate::heartbeat::{heartbeat, Liveness};
 
 /// Highest OffsetFetch version used: v8 batches groups in another shape.
 const MAX_OFFSET_FETCH_VERSION: i16 = 7;
@@ -111,23 +111,6 @@ struct Joiner {
     owned_generation: i32,
     assigned_with: Option<BTreeMap<String, i32>>,
     liveness: Liveness,
-}
-
-/// What the heartbeat task shares with the consumer.
-#[derive(Clone)]
-struct Liveness {
-    rejoin: Arc<AtomicBool>,
-    lost: Arc<AtomicBool>,
-    closed: Arc<AtomicBool>,
-    last_poll_ms: Arc<AtomicU64>,
-    created: Instant,
-}
-
-impl Liveness {
-    fn since_poll_ms(&self) -> u64 {
-        (self.created.elapsed().as_millis() as u64)
-            .saturating_sub(self.last_poll_ms.load(Ordering::Acquire))
-    }
 }
 
 impl GroupMember {
@@ -630,75 +613,6 @@ impl Joiner {
     }
 }
 
-/// Heartbeats for `generation` every `interval_ms` until a rebalance, fencing or the consumer's
-/// drop; leaves the group (a dynamic member) when the application has not polled within
-/// `max_poll_interval_ms`.
-async fn heartbeat(
-    cluster: Arc<Cluster>,
-    group_id: String,
-    instance_id: Option<String>,
-    generation: Generation,
-    interval_ms: u64,
-    max_poll_interval_ms: u64,
-    liveness: Liveness,
-) {
-    loop {
-        if liveness.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let since_poll_ms = liveness.since_poll_ms();
-        if since_poll_ms > max_poll_interval_ms {
-            tracing::warn!(group = %group_id, since_poll_ms, max_poll_interval_ms,
-                "no poll within max.poll.interval.ms: leaving the group");
-            if instance_id.is_none() {
-                if let Err(e) = leave_group(&cluster, &group_id, &generation.member_id).await {
-                    tracing::debug!(group = %group_id, %e, "leave after poll timeout failed");
-                }
-            }
-            liveness.lost.store(true, Ordering::Release);
-            liveness.rejoin.store(true, Ordering::Release);
-            return;
-        }
-        let until_poll_deadline_ms = max_poll_interval_ms + 1 - since_poll_ms;
-        tokio::time::sleep(Duration::from_millis(
-            interval_ms.min(until_poll_deadline_ms),
-        ))
-        .await;
-        if liveness.since_poll_ms() > max_poll_interval_ms {
-            continue; // leave rather than heartbeat
-        }
-        let request = HeartbeatRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(group_id.clone())))
-            .with_generation_id(generation.generation_id)
-            .with_member_id(StrBytes::from_string(generation.member_id.clone()))
-            .with_group_instance_id(instance_id.clone().map(StrBytes::from_string));
-        let result = match cluster.coordinator(&group_id).await {
-            Ok(conn) => conn
-                .send(&request)
-                .await
-                .and_then(|r| Error::broker(r.error_code, "heartbeat").map_or(Ok(()), Err)),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {}
-            Err(e) if rejoin_error(&e) => {
-                tracing::debug!(group = %group_id, %e, "rebalance: rejoin needed");
-                if fenced(&e) {
-                    liveness.lost.store(true, Ordering::Release);
-                }
-                liveness.rejoin.store(true, Ordering::Release);
-                return;
-            }
-            Err(e) => {
-                if e.invalidates_metadata() {
-                    cluster.invalidate_coordinator(&group_id);
-                }
-                tracing::debug!(group = %group_id, %e, "heartbeat failed; retrying");
-            }
-        }
-    }
-}
-
 /// Committed offsets of `group_id`: of `partitions`, or of every partition it has committed.
 pub(crate) async fn fetch_committed(
     cluster: &Arc<Cluster>,
@@ -769,7 +683,11 @@ pub(crate) async fn fetch_committed(
 }
 
 /// Sends LeaveGroup for dynamic member `member_id`.
-async fn leave_group(cluster: &Arc<Cluster>, group_id: &str, member_id: &str) -> Result<()> {
+pub(crate) async fn leave_group(
+    cluster: &Arc<Cluster>,
+    group_id: &str,
+    member_id: &str,
+) -> Result<()> {
     let conn = cluster.coordinator(group_id).await?;
     let version = conn.version_for::<LeaveGroupRequest>()?;
     let mut request =
@@ -807,7 +725,7 @@ fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<
 }
 
 /// Errors that say this member is no longer in its generation: its partitions are lost.
-fn fenced(e: &Error) -> bool {
+pub(crate) fn fenced(e: &Error) -> bool {
     matches!(
         e.broker_error(),
         Some(
@@ -819,7 +737,7 @@ fn fenced(e: &Error) -> bool {
 }
 
 /// Errors after which the member must join again.
-fn rejoin_error(e: &Error) -> bool {
+pub(crate) fn rejoin_error(e: &Error) -> bool {
     matches!(
         e.broker_error(),
         Some(

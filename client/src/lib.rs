@@ -51,6 +51,7 @@ mod connection;
 pub mod consumer;
 pub mod error;
 mod group_member;
+mod heartbeat;
 pub mod partitioner;
 pub mod producer;
 
