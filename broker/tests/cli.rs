@@ -288,6 +288,115 @@ fn a_group_consumes_commits_and_is_described_with_lag() {
     let seen: std::collections::HashSet<&str> = first.lines().chain(rest.lines()).collect();
     assert_eq!(seen.len(), 90);
     fails(&broker, &["group", "describe", "idle"], 1, "does not exist");
+
+    // Offsets reset, as kafka-consumer-groups --reset-offsets: a dry run by default.
+    let lag_of = |partition: Option<&str>| -> i64 {
+        ok(&broker, &["group", "describe", "workers"], None)
+            .lines()
+            .filter(|l| l.starts_with("work\t"))
+            .filter(|l| partition.is_none_or(|p| l.split('\t').nth(1) == Some(p)))
+            .map(|l| l.split('\t').nth(4).unwrap().parse::<i64>().unwrap())
+            .sum()
+    };
+    let plan = ok(
+        &broker,
+        &["group", "reset-offsets", "workers", "work", "--to-earliest"],
+        None,
+    );
+    assert_eq!(plan, "work\t0\t0\nwork\t1\t0\nwork\t2\t0\n");
+    assert_eq!(lag_of(None), 0, "a dry run commits nothing");
+    let reset = |args: &[&str]| {
+        let mut all = vec!["group", "reset-offsets", "workers", "work", "--execute"];
+        all.extend_from_slice(args);
+        ok(&broker, &all, None)
+    };
+    reset(&["--to-earliest"]);
+    assert_eq!(lag_of(None), 90);
+    let again = ok(
+        &broker,
+        &["consume", "work", "--group", "workers", "-e"],
+        None,
+    );
+    assert_eq!(
+        again.lines().count(),
+        90,
+        "the group reads everything again"
+    );
+    // One partition to offset 1: the one holding the most records.
+    let ends = ok(
+        &broker,
+        &["group", "reset-offsets", "workers", "work", "--to-latest"],
+        None,
+    );
+    let (fullest, end) = ends
+        .lines()
+        .map(|l| {
+            let fields: Vec<&str> = l.split('\t').collect();
+            (fields[1].to_string(), fields[2].parse::<i64>().unwrap())
+        })
+        .max_by_key(|(_, end)| *end)
+        .unwrap();
+    assert!(end >= 2, "{ends}");
+    reset(&["--to-offset", "1", "--partition", &fullest]);
+    assert_eq!(lag_of(Some(&fullest)), end - 1);
+    assert_eq!(
+        lag_of(None),
+        end - 1,
+        "the other partitions stay where they were"
+    );
+    reset(&["--to-datetime", "2999-01-01"]);
+    assert_eq!(lag_of(None), 0, "no record that late: the end");
+    reset(&["--to-offset", "1000000"]);
+    assert_eq!(lag_of(None), 0, "an offset past the end is the end");
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "workers",
+            "missing",
+            "--to-earliest",
+        ],
+        1,
+        "topic `missing` does not exist",
+    );
+    fails(
+        &broker,
+        &["group", "reset-offsets", "workers", "work"],
+        2,
+        "--to-earliest",
+    );
+    // Not while the group has a member.
+    let mut member = Command::new(env!("CARGO_BIN_EXE_quipu"))
+        .args(["consume", "work", "--group", "workers"])
+        .env("QUIPU_BOOTSTRAP", format!("127.0.0.1:{}", broker.port))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !ok(&broker, &["group", "describe", "workers"], None).contains("Members: 1") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the member never joined"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    fails(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "workers",
+            "work",
+            "--to-earliest",
+            "--execute",
+        ],
+        1,
+        "is active",
+    );
+    member.kill().unwrap();
+    member.wait().unwrap();
 }
 
 #[test]

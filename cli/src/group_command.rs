@@ -1,9 +1,15 @@
-//! `quipu group list|describe`: groups, their members, and the lag of each partition.
+//! `quipu group list|describe|reset-offsets`: groups, their members, the lag of each
+//! partition, and moving a group's committed offsets (as `kafka-consumer-groups
+//! --reset-offsets`: only while the group has no members, and a dry run unless `--execute`).
 
-use clap::Subcommand;
+use std::collections::HashMap;
+
+use clap::{ArgGroup, Args, Subcommand};
 use quipu_client::admin::Admin;
-use quipu_client::ClientConfig;
+use quipu_client::consumer::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+use quipu_client::{ClientConfig, ResponseError, TopicPartition};
 
+use crate::time_arg::parse_timestamp_ms;
 use crate::{describe, CommandResult};
 
 #[derive(Subcommand, Debug)]
@@ -12,11 +18,128 @@ pub(crate) enum GroupCommand {
     List,
     /// Show a group's state, members and, per partition, committed offset, end offset and lag.
     Describe { group: String },
+    /// Move a group's committed offsets on a topic (the group must have no members); shows the
+    /// new offsets and applies them only with --execute.
+    ResetOffsets(ResetArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(group(ArgGroup::new("target").required(true)
+    .args(["to_earliest", "to_latest", "to_offset", "to_datetime"])))]
+pub(crate) struct ResetArgs {
+    group: String,
+    topic: String,
+    /// Only this partition (default: every partition of the topic).
+    #[arg(long, short)]
+    partition: Option<i32>,
+    /// To each partition's first offset.
+    #[arg(long)]
+    to_earliest: bool,
+    /// To each partition's end: only records written from now on are read.
+    #[arg(long)]
+    to_latest: bool,
+    /// To this offset (kept within each partition's first and end offsets).
+    #[arg(long, value_name = "OFFSET")]
+    to_offset: Option<i64>,
+    /// To the first record at or after this time (epoch ms or ISO-8601); the end where none is.
+    #[arg(long, value_name = "TIME")]
+    to_datetime: Option<String>,
+    /// Commit the new offsets (without it, only show them).
+    #[arg(long)]
+    execute: bool,
+}
+
+async fn reset_offsets(admin: &Admin, args: ResetArgs) -> CommandResult {
+    let group = &args.group;
+    match admin.describe_group(group).await {
+        Ok(d) if d.state != "Empty" && d.state != "Dead" => {
+            return Err(format!(
+                "group `{group}` is active ({}, {} members): offsets can be reset only while it has none",
+                d.state,
+                d.members.len()
+            ))
+        }
+        Ok(_) => {}
+        Err(e) if e.broker_error() == Some(ResponseError::GroupIdNotFound) => {}
+        Err(e) => return Err(describe(e)),
+    }
+    let topic = admin
+        .describe_topic(&args.topic)
+        .await
+        .map_err(|e| match e.broker_error() {
+            Some(ResponseError::UnknownTopicOrPartition) => {
+                format!("topic `{}` does not exist", args.topic)
+            }
+            _ => describe(e),
+        })?;
+    let partitions: Vec<TopicPartition> = topic
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .filter(|p| args.partition.is_none_or(|only| only == *p))
+        .map(|p| TopicPartition::new(args.topic.clone(), p))
+        .collect();
+    if partitions.is_empty() {
+        return Err(format!(
+            "topic `{}` has no partition {}",
+            args.topic,
+            args.partition.unwrap_or(-1)
+        ));
+    }
+    let listed = |timestamp: i64| {
+        let queries: Vec<_> = partitions
+            .iter()
+            .map(|tp| (tp.clone(), timestamp))
+            .collect();
+        async move {
+            let found = admin.list_offsets(&queries).await.map_err(describe)?;
+            Ok::<HashMap<TopicPartition, Option<i64>>, String>(found.into_iter().collect())
+        }
+    };
+    let (earliest, latest) = (
+        listed(EARLIEST_TIMESTAMP).await?,
+        listed(LATEST_TIMESTAMP).await?,
+    );
+    let at_time = match &args.to_datetime {
+        Some(t) => Some(listed(parse_timestamp_ms(t)?).await?),
+        None => None,
+    };
+    let mut offsets = Vec::new();
+    for tp in &partitions {
+        let offset_of =
+            |listed: &HashMap<TopicPartition, Option<i64>>| listed.get(tp).copied().flatten();
+        let (first, end) = (
+            offset_of(&earliest).unwrap_or(0),
+            offset_of(&latest).unwrap_or(0),
+        );
+        let offset = if args.to_earliest {
+            first
+        } else if args.to_latest {
+            end
+        } else if let Some(o) = args.to_offset {
+            o.clamp(first, end.max(first))
+        } else {
+            at_time.as_ref().and_then(offset_of).unwrap_or(end)
+        };
+        println!("{}\t{}\t{}", tp.topic, tp.partition, offset);
+        offsets.push((tp.clone(), offset));
+    }
+    if args.execute {
+        admin
+            .alter_group_offsets(group, &offsets)
+            .await
+            .map_err(describe)?;
+        eprintln!("committed {} offsets of group `{group}`", offsets.len());
+    } else {
+        eprintln!("dry run: nothing committed (add --execute to commit these offsets)");
+    }
+    Ok(())
 }
 
 pub(crate) async fn run(bootstrap: &str, command: GroupCommand) -> CommandResult {
     let admin = Admin::new(ClientConfig::new(bootstrap)).map_err(describe)?;
     match command {
+        GroupCommand::ResetOffsets(args) => return reset_offsets(&admin, args).await,
         GroupCommand::List => {
             for g in admin.list_groups().await.map_err(describe)? {
                 println!("{}\t{}\t{}", g.group_id, g.state, g.protocol_type);

@@ -1,5 +1,6 @@
 //! The `quipu` command-line tool's client commands, built on `quipu-client`:
-//! `topic create|list|describe|delete`, `produce`, `consume` and `group list|describe`.
+//! `topic create|list|describe|delete`, `produce`, `consume` and
+//! `group list|describe|reset-offsets`.
 //!
 //! The broker's binary dispatches here when its first argument names one of these commands, so
 //! `quipu` alone starts a broker and `quipu topic list` talks to one.
@@ -46,7 +47,7 @@ enum Command {
     Produce(produce_command::ProduceArgs),
     /// Consume records and print them.
     Consume(consume_command::ConsumeArgs),
-    /// List consumer groups or describe one with its lag.
+    /// List consumer groups, describe one with its lag, or reset its offsets.
     #[command(subcommand)]
     Group(group_command::GroupCommand),
 }
@@ -67,10 +68,19 @@ pub fn main(args: impl IntoIterator<Item = OsString>) -> ExitCode {
                     ExitCode::SUCCESS
                 };
             }
-            // One line: clap's first line names the problem.
+            // One line: clap's first paragraph names the problem (and what is missing).
             let rendered = e.render().to_string();
-            let first = rendered.lines().next().unwrap_or("bad command line");
-            eprintln!("{} (see --help)", first.trim_end());
+            let problem: Vec<&str> = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.is_empty())
+                .collect();
+            let problem = if problem.is_empty() {
+                "bad command line".to_string()
+            } else {
+                problem.join(" ")
+            };
+            eprintln!("{problem} (see --help)");
             return ExitCode::from(2);
         }
     };

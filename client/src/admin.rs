@@ -27,7 +27,7 @@ use crate::cluster::{backoff, Cluster, PartitionMetadata};
 use crate::config::ClientConfig;
 use crate::consumer::{list_offsets, TopicPartition, LATEST_TIMESTAMP};
 use crate::error::{Error, Result};
-use crate::group_member::{decode_versioned, fetch_committed};
+use crate::group_member::{decode_versioned, fetch_committed, GroupMember};
 
 /// A topic to create; -1 partitions or replication factor means the broker's default.
 #[derive(Debug, Clone)]
@@ -562,6 +562,30 @@ impl Admin {
             out.push((id.to_string(), r));
         }
         Ok(out)
+    }
+
+    /// Sets `group_id`'s committed offsets (each the next offset its consumers read), as
+    /// `kafka-consumer-groups --reset-offsets` does: the coordinator takes them only while the
+    /// group has no members.
+    pub async fn alter_group_offsets(
+        &self,
+        group_id: &str,
+        offsets: &[(TopicPartition, i64)],
+    ) -> Result<()> {
+        // A commit outside any generation, as the Java admin client sends it.
+        GroupMember::new(group_id.to_string(), None)
+            .commit(&self.cluster, offsets)
+            .await
+    }
+
+    /// ListOffsets for each `(partition, timestamp)`: -2 the earliest offset, -1 the latest (the
+    /// high watermark), else the first offset whose record is stamped at or after the timestamp
+    /// (`None`: no such record).
+    pub async fn list_offsets(
+        &self,
+        queries: &[(TopicPartition, i64)],
+    ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
+        list_offsets(&self.cluster, queries).await
     }
 
     /// The offsets `group_id` has committed, per partition.

@@ -47,6 +47,11 @@ def cli_round_trip(bootstrap, topic):
     described = quipu(bootstrap, "group", "describe", "cli-group").stdout
     lag = sum(int(line.split("\t")[4]) for line in described.splitlines() if line.startswith(topic + "\t"))
     assert lag == 200, described
+    # kafka-consumer-groups --reset-offsets --to-earliest --execute, by our tool.
+    quipu(bootstrap, "group", "reset-offsets", "cli-group", topic, "--to-earliest", "--execute")
+    described = quipu(bootstrap, "group", "describe", "cli-group").stdout
+    lag = sum(int(line.split("\t")[4]) for line in described.splitlines() if line.startswith(topic + "\t"))
+    assert lag == 300, described
     missing = quipu(bootstrap, "consume", "no-such-topic", "-e", check=False)
     assert missing.returncode == 1 and missing.stderr.strip() == "error: topic `no-such-topic` does not exist"
     return records
