@@ -7,13 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::{unique, TestBroker};
+use common::{recent_ms, unique, TestBroker};
 use quipu_client::{
     Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
     RebalanceListener, TopicPartition,
 };
 
-/// Produces `count` records `topic`-`partition` with values `v0…` and timestamps `base + i`.
+/// Produces `count` records `topic`-`partition` with values `v0…` and timestamps
+/// `recent_ms() + base + i`.
 async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize, base_ts: i64) {
     let producer = Producer::new(ProducerConfig::new(bootstrap)).unwrap();
     let mut ds = Vec::new();
@@ -21,7 +22,7 @@ async fn produce(bootstrap: &str, topic: &str, partition: i32, count: usize, bas
         let r = ProducerRecord::new(topic, format!("v{i}"))
             .with_key(format!("k{i}"))
             .with_partition(partition)
-            .with_timestamp_ms(base_ts + i as i64);
+            .with_timestamp_ms(recent_ms() + base_ts + i as i64);
         ds.push(producer.send(r).await.unwrap());
     }
     for d in ds {
@@ -60,31 +61,34 @@ async fn seeks_to_offset_beginning_end_and_timestamp() {
     assert_eq!(r[0].offset, 0);
     assert_eq!(r[0].value.as_deref(), Some(&b"v0"[..]));
     assert_eq!(r[0].key.as_deref(), Some(&b"k0"[..]));
-    assert_eq!(r[0].timestamp_ms, 1_000_000);
+    assert_eq!(r[0].timestamp_ms, recent_ms() + 1_000_000);
 
     c.seek(&tp, 321).unwrap();
     let r = poll_until(&mut c, 1).await;
     assert_eq!(r[0].offset, 321, "records before the position are skipped");
     assert_eq!(r[0].value.as_deref(), Some(&b"v321"[..]));
 
-    c.seek_to_timestamp(std::slice::from_ref(&tp), 1_000_400)
+    c.seek_to_timestamp(std::slice::from_ref(&tp), recent_ms() + 1_000_400)
         .await
         .unwrap();
     assert_eq!(c.position(&tp), Some(400));
     let r = poll_until(&mut c, 1).await;
-    assert_eq!((r[0].offset, r[0].timestamp_ms), (400, 1_000_400));
+    assert_eq!(
+        (r[0].offset, r[0].timestamp_ms),
+        (400, recent_ms() + 1_000_400)
+    );
     // After the last timestamp: the end.
-    c.seek_to_timestamp(std::slice::from_ref(&tp), 9_000_000)
+    c.seek_to_timestamp(std::slice::from_ref(&tp), recent_ms() + 9_000_000)
         .await
         .unwrap();
     assert_eq!(c.position(&tp), Some(500));
     let offsets = c
-        .offsets_for_times(&[(tp.clone(), 1_000_010)])
+        .offsets_for_times(&[(tp.clone(), recent_ms() + 1_000_010)])
         .await
         .unwrap();
     assert_eq!(offsets, vec![(tp.clone(), Some(10))]);
     assert_eq!(
-        c.offsets_for_times(&[(tp.clone(), 9_000_000)])
+        c.offsets_for_times(&[(tp.clone(), recent_ms() + 9_000_000)])
             .await
             .unwrap(),
         vec![(tp.clone(), None)]

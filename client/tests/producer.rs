@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{Proxy, TestBroker};
+use common::{recent_ms, Proxy, TestBroker};
 use quipu_client::partitioner::partition_for_key;
 use quipu_client::{
     Acks, Compression, Consumer, ConsumerConfig, Error, Producer, ProducerConfig, ProducerRecord,
@@ -171,13 +171,13 @@ async fn explicit_partition_timestamp_and_bad_partition() {
         .send(
             ProducerRecord::new(topic.clone(), "v")
                 .with_partition(2)
-                .with_timestamp_ms(1_234_567),
+                .with_timestamp_ms(recent_ms() + 1_234),
         )
         .await
         .unwrap()
         .await
         .unwrap();
-    assert_eq!((m.partition, m.timestamp_ms), (2, 1_234_567));
+    assert_eq!((m.partition, m.timestamp_ms), (2, recent_ms() + 1_234));
     let err = producer
         .send(ProducerRecord::new(topic.clone(), "v").with_partition(3))
         .await
@@ -186,7 +186,10 @@ async fn explicit_partition_timestamp_and_bad_partition() {
     assert!(matches!(err, Error::InvalidArgument(_)), "{err}");
     producer.close().await.unwrap();
     let r = read_all(&broker.bootstrap, &topic, 3).await;
-    assert_eq!((r[0].partition, r[0].timestamp_ms), (2, 1_234_567));
+    assert_eq!(
+        (r[0].partition, r[0].timestamp_ms),
+        (2, recent_ms() + 1_234)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

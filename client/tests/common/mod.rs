@@ -119,6 +119,21 @@ impl Drop for TestBroker {
     }
 }
 
+/// A base for the tests' record timestamps: an hour ago, the same for the whole process. Apache
+/// Kafka rolls away from a segment whose first record is older than `segment.ms` (7 days) and
+/// its retention check deletes segments stamped past `retention.ms`, so records stamped in 1970
+/// could vanish in the middle of a test run against it.
+pub fn recent_ms() -> i64 {
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *BASE.get_or_init(|| {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("after 1970")
+            .as_millis() as i64;
+        now - 3_600_000
+    })
+}
+
 /// `prefix` with a suffix unique to this process and call.
 pub fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
