@@ -7,11 +7,10 @@
 //! header, an unknown API, an unsupported version or a body that does not parse closes the
 //! connection with a log line, as Kafka does; other connections are unaffected.
 
-use std::io::IoSlice;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
 use quipu_protocol::frame::FrameDecoder;
 use quipu_protocol::header::{decode_request_header, peek_prefix};
@@ -155,31 +154,6 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
     writer: &mut W,
     mut chunks: Vec<Bytes>,
 ) -> std::io::Result<()> {
-    const MAX_SLICES: usize = 64;
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<IoSlice<'_>> = chunks[first..]
-            .iter()
-            .take(MAX_SLICES)
-            .map(|c| IoSlice::new(c))
-            .collect();
-        let mut written = writer.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let len = chunks[first].len();
-            if written >= len {
-                written -= len;
-                first += 1;
-            } else {
-                chunks[first].advance(written);
-                written = 0;
-            }
-        }
-        while first < chunks.len() && chunks[first].is_empty() {
-            first += 1;
-        }
-    }
+    quipu_protocol::frame::write_chunks(writer, &mut chunks).await?;
     writer.flush().await
 }

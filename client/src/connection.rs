@@ -375,33 +375,12 @@ async fn write_loop(
     let _ = out.shutdown().await;
 }
 
-/// Writes and empties `chunks`, up to 64 of them a system call.
+/// Writes and empties `chunks` (vectored, see `quipu_protocol::frame::write_chunks`).
 async fn write_chunks(
     out: &mut tokio::net::tcp::OwnedWriteHalf,
     chunks: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
-    let mut first = 0;
-    while first < chunks.len() {
-        let slices: Vec<std::io::IoSlice<'_>> = chunks[first..]
-            .iter()
-            .take(64)
-            .map(|c| std::io::IoSlice::new(c))
-            .collect();
-        let mut written = out.write_vectored(&slices).await?;
-        if written == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while written > 0 {
-            let len = chunks[first].len();
-            if written >= len {
-                written -= len;
-                first += 1;
-            } else {
-                chunks[first].advance(written);
-                written = 0;
-            }
-        }
-    }
+    quipu_protocol::frame::write_chunks(out, chunks).await?;
     chunks.clear();
     Ok(())
 }
