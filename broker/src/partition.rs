@@ -72,12 +72,14 @@ impl Partition {
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
         let mut log = self.log();
         let info = log.append(records, now_ms)?;
+        // Published while the log is still locked: appends publish in the order they were made, so
+        // the high watermark only moves forward whatever the number of concurrent producers.
         let log_end_offset = log.log_end_offset();
-        drop(log);
         self.high_watermark.send_modify(|hw| {
             assert!(log_end_offset >= *hw, "high watermark never moves back");
             *hw = log_end_offset;
         });
+        drop(log);
         Ok(info)
     }
 }

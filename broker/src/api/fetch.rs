@@ -169,7 +169,8 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
                     out.high_watermark = high_watermark;
                     out.last_stable_offset = high_watermark;
                     out.log_start_offset = log.log_start_offset();
-                    let budget = (*partition_max_bytes).min(max_bytes - total);
+                    // KIP-74: the first batch may exceed `max_bytes`; what is left is then 0, never negative.
+                    let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
                     match log.read(*fetch_offset, high_watermark, budget, total == 0) {
                         Ok(Some(bytes)) => {
                             total += bytes.len();
