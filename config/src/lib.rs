@@ -371,18 +371,32 @@ impl BrokerConfig {
                 "at least 1 and at most group.max.session.timeout.ms",
             ));
         }
-        if self.group_initial_rebalance_delay_ms < 0 || self.group_max_size < 1 {
+        if self.group_initial_rebalance_delay_ms < 0 {
             return Err(invalid(
                 "group.initial.rebalance.delay.ms",
                 self.group_initial_rebalance_delay_ms,
-                "a number >= 0 (and group.max.size >= 1)",
+                "a number >= 0",
             ));
         }
-        if self.offsets_retention_minutes < 1 || self.offsets_retention_check_interval_ms < 1 {
+        if self.group_max_size < 1 {
+            return Err(invalid(
+                "group.max.size",
+                self.group_max_size,
+                "a number >= 1",
+            ));
+        }
+        if self.offsets_retention_minutes < 1 {
             return Err(invalid(
                 "offsets.retention.minutes",
                 self.offsets_retention_minutes,
-                "a number >= 1 (and offsets.retention.check.interval.ms >= 1)",
+                "a number >= 1",
+            ));
+        }
+        if self.offsets_retention_check_interval_ms < 1 {
+            return Err(invalid(
+                "offsets.retention.check.interval.ms",
+                self.offsets_retention_check_interval_ms,
+                "a number >= 1",
             ));
         }
         // The topic defaults follow the topic rules.
@@ -607,5 +621,24 @@ mod tests {
         let f = file("listeners = \"SSL://x:1\"\n");
         let e = load_file(f.path()).unwrap_err().to_string();
         assert!(e.contains("listeners") && e.contains("PLAINTEXT"), "{e}");
+    }
+
+    #[test]
+    fn each_bad_group_and_offsets_setting_is_named_by_its_own_key() {
+        for (key, value) in [
+            ("group.max.size", "0"),
+            ("group.initial.rebalance.delay.ms", "-1"),
+            ("offsets.retention.minutes", "0"),
+            ("offsets.retention.check.interval.ms", "0"),
+        ] {
+            let e = load(&Sources {
+                file: None,
+                environment: false,
+                overrides: vec![(key.into(), value.into())],
+            })
+            .unwrap_err()
+            .to_string();
+            assert!(e.contains(&format!("key `{key}` ")), "{key}: {e}");
+        }
     }
 }

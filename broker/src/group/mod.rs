@@ -344,8 +344,12 @@ impl GroupCoordinator {
 
     fn maybe_complete_join(&self, broker: &Broker, group: &mut Group, now: Instant, now_ms: i64) {
         if group.join_complete(now) && group.complete_join(now, now_ms) {
-            // The group emptied: its membership record says so.
-            let _ = self.persist_group(&broker.metadata, group);
+            // The group emptied: its membership record says so. As in Kafka, a failed write is
+            // logged and the group stays empty in memory; its last generation is then what a
+            // restart replays, and members rejoining it start a new one either way.
+            if let Err(code) = self.persist_group(&broker.metadata, group) {
+                tracing::warn!(group = %group.id, error_code = code, "cannot record that the group is empty");
+            }
         }
     }
 
