@@ -15,6 +15,8 @@ pub struct Broker {
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// Bounds the work [`Broker::off_runtime`] runs at once (`num.io.threads`).
+    io_permits: tokio::sync::Semaphore,
 }
 
 impl Broker {
@@ -29,6 +31,7 @@ impl Broker {
             advertised_port = bound_port;
         }
         Ok(Self {
+            io_permits: tokio::sync::Semaphore::new(config.num_io_threads as usize),
             config,
             metadata,
             groups,
@@ -36,6 +39,22 @@ impl Broker {
             advertised_host,
             advertised_port,
         })
+    }
+}
+
+impl Broker {
+    /// Runs CPU-heavy request work (decompression) on a blocking thread, at most
+    /// `num.io.threads` at a time, so that the network runtime never waits on it.
+    pub async fn off_runtime<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, tokio::task::JoinError> {
+        let _permit = self
+            .io_permits
+            .acquire()
+            .await
+            .expect("the semaphore is never closed");
+        tokio::task::spawn_blocking(work).await
     }
 }
 

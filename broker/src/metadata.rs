@@ -117,6 +117,11 @@ enum Startup<'a> {
     Recover(&'a crate::checkpoint::Offsets),
 }
 
+/// Topics only the broker writes and clients may not produce to, as Kafka's `Topic.isInternal`.
+pub fn is_internal(topic: &str) -> bool {
+    topic == crate::group::offsets_topic::TOPIC || topic == "__transaction_state"
+}
+
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
     let err = |why: &str| {

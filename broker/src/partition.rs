@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use quipu_config::topic::TopicConfig;
 use tokio::sync::watch;
 
-use crate::log::{AppendError, AppendInfo, Log};
+use crate::log::{check_records, AppendError, AppendInfo, Log, RecordsChecked};
 
 pub struct Partition {
     topic: Arc<str>,
@@ -70,8 +70,19 @@ impl Partition {
 
     /// Appends a produced batch and, the replica set being this broker alone, commits it.
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let checked = check_records(records, self.log().config().cleanup_compact)?;
+        self.append_checked(records, checked, now_ms)
+    }
+
+    /// [`Partition::append`] for a batch whose records were checked already (off the runtime).
+    pub fn append_checked(
+        &self,
+        records: &[u8],
+        checked: RecordsChecked,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         let mut log = self.log();
-        let info = log.append(records, now_ms)?;
+        let info = log.append_checked(records, checked, now_ms)?;
         // Published while the log is still locked: appends publish in the order they were made, so
         // the high watermark only moves forward whatever the number of concurrent producers.
         let log_end_offset = log.log_end_offset();

@@ -7,6 +7,9 @@ use std::collections::BTreeSet;
 
 use common::{batch, create_topic, fetch_request, produce_request, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
+use quipu_protocol::record::{encode_batch, plain_record};
+use quipu_protocol::records::Compression;
+use quipu_protocol::{ResponseError, StrBytes};
 
 fn produce(conn: &mut Conn, topic: &str, partition: i32, records: Vec<u8>) -> (i16, i64) {
     let r: ProduceResponse = conn.call(
@@ -86,4 +89,177 @@ fn a_fetch_whose_first_batch_exceeds_max_bytes_returns_nothing_more() {
     let records = |i: usize| parts[i].records.as_ref().map_or(0, |r| r.len());
     assert!(records(0) > 1_000, "the first batch comes whole");
     assert_eq!(records(1), 0, "nothing is left of max_bytes for the second");
+}
+
+/// A batch of one record whose header fields are rewritten (and its CRC made right again), as a
+/// lying client would send it.
+fn lying_batch(edit: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let mut bytes = batch(1);
+    edit(&mut bytes);
+    let crc = crc32c::crc32c(&bytes[21..]);
+    bytes[17..21].copy_from_slice(&crc.to_be_bytes());
+    bytes
+}
+
+fn set_count(bytes: &mut [u8], count: i32) {
+    bytes[23..27].copy_from_slice(&(count - 1).to_be_bytes()); // last offset delta
+    bytes[57..61].copy_from_slice(&count.to_be_bytes());
+}
+
+fn log_end_offset(conn: &mut Conn, topic: &str) -> i64 {
+    list_offset(conn, topic, -1).1
+}
+
+fn list_offset(conn: &mut Conn, topic: &str, timestamp: i64) -> (i16, i64) {
+    let mut p = list_offsets_request::ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.current_leader_epoch = -1;
+    p.timestamp = timestamp;
+    let mut t = list_offsets_request::ListOffsetsTopic::default();
+    t.name = common::name(topic);
+    t.partitions = vec![p];
+    let mut r = ListOffsetsRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.topics = vec![t];
+    let r: ListOffsetsResponse = conn.call(ApiKey::ListOffsets, 8, &r);
+    let p = &r.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+/// Item 3: batches whose header or records lie about what they hold were acknowledged.
+#[test]
+fn batches_that_lie_are_refused_and_nothing_is_appended() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    assert_eq!(create_topic(&mut conn, "lies", 1).topics[0].error_code, 0);
+    assert_eq!(produce(&mut conn, "lies", 0, batch(1)).0, 0);
+    let liars: Vec<(&str, Vec<u8>)> = vec![
+        ("count 1000", lying_batch(|b| set_count(b, 1000))),
+        ("count 2^31-1", lying_batch(|b| set_count(b, i32::MAX))),
+        ("count 0", lying_batch(|b| set_count(b, 0))),
+        // The record's length varint (zigzag): -2 instead of its real length.
+        ("negative record length", lying_batch(|b| b[61] = 3)),
+        (
+            "record length past the batch",
+            lying_batch(|b| b[61] = 0x7e),
+        ),
+        ("unknown codec", lying_batch(|b| b[22] = 6)),
+        ("garbage gzip payload", lying_batch(|b| b[22] = 1)),
+        ("garbage zstd payload", lying_batch(|b| b[22] = 4)),
+        ("offset delta 5", {
+            // A 2-byte length, attributes, a 1-byte timestamp delta, then the offset delta.
+            lying_batch(|b| {
+                assert_eq!(b[65], 0);
+                b[65] = 10;
+            })
+        }),
+    ];
+    for (what, bytes) in liars {
+        let (code, _) = produce(&mut conn, "lies", 0, bytes);
+        assert!(
+            code == ResponseError::CorruptMessage.code()
+                || code == ResponseError::InvalidRecord.code(),
+            "{what}: answered {code}"
+        );
+    }
+    assert_eq!(log_end_offset(&mut conn, "lies"), 1, "nothing was appended");
+    assert_eq!(produce(&mut conn, "lies", 0, batch(2)).1, 1);
+}
+
+/// Item 23: a batch refused for some of its records names each in `record_errors` (KIP-467).
+#[test]
+fn a_keyless_record_on_a_compacted_topic_is_named_in_record_errors() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    let mut t = create_topics_request::CreatableTopic::default();
+    t.name = common::name("compacted");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut c = create_topics_request::CreatableTopicConfig::default();
+    c.name = StrBytes::from_static_str("cleanup.policy");
+    c.value = Some(StrBytes::from_static_str("compact"));
+    t.configs = vec![c];
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    let created: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(created.topics[0].error_code, 0);
+    let records: Vec<_> = (0..4)
+        .map(|i| {
+            let key = (i != 1 && i != 2).then(|| bytes::Bytes::from(format!("k{i}")));
+            plain_record(i, 1_000, key, Some(bytes::Bytes::from_static(b"v")))
+        })
+        .collect();
+    let keyless = encode_batch(&records, Compression::Lz4).unwrap();
+    let r: ProduceResponse = conn.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("compacted", 0, -1, keyless),
+    );
+    let p = &r.responses[0].partition_responses[0];
+    assert_eq!(p.error_code, ResponseError::InvalidRecord.code());
+    let indexes: Vec<i32> = p.record_errors.iter().map(|e| e.batch_index).collect();
+    assert_eq!(indexes, vec![1, 2], "every keyless record is named");
+    assert!(p
+        .error_message
+        .as_deref()
+        .unwrap_or("")
+        .contains("without key"));
+}
+
+/// Item 5: clients could write to `__consumer_offsets` and forge other groups' commits.
+#[test]
+fn clients_cannot_write_to_internal_topics() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    // A coordinator lookup makes the broker create its offsets topic.
+    let mut find = FindCoordinatorRequest::default();
+    find.coordinator_keys = vec![StrBytes::from_static_str("some-group")];
+    let found: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &find);
+    assert_eq!(found.coordinators[0].error_code, 0);
+    let (code, _) = produce(&mut conn, "__consumer_offsets", 0, batch(1));
+    assert_eq!(code, ResponseError::InvalidTopicException.code());
+}
+
+/// Item 4: a timestamp lookup decompressed its whole batch into memory, on the runtime: a 33 KB
+/// batch took 2 GB, and two callers held other clients' round trips to seconds.
+#[test]
+fn a_timestamp_lookup_in_a_compression_bomb_stays_small_and_off_the_runtime() {
+    let b = BrokerProcess::start(&["--set", "message.max.bytes=10485760"]);
+    let mut conn = b.connect();
+    assert_eq!(create_topic(&mut conn, "bomb", 1).topics[0].error_code, 0);
+    let value = bytes::Bytes::from(vec![0u8; 150 << 20]);
+    let records = vec![plain_record(0, 5_000, None, Some(value))];
+    let bomb = encode_batch(&records, Compression::Zstd).unwrap();
+    assert!(bomb.len() < 1 << 20, "{} bytes", bomb.len());
+    assert_eq!(produce(&mut conn, "bomb", 0, bomb).0, 0);
+    let rss_before = b.peak_rss_bytes();
+    let lookups = std::thread::scope(|s| {
+        let callers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut c = b.connect();
+                s.spawn(move || {
+                    for _ in 0..3 {
+                        assert_eq!(list_offset(&mut c, "bomb", 4_000), (0, 0));
+                    }
+                })
+            })
+            .collect();
+        let mut bystander = b.connect();
+        let mut slowest = std::time::Duration::ZERO;
+        while !callers.iter().all(|c| c.is_finished()) {
+            let started = std::time::Instant::now();
+            let _: ApiVersionsResponse =
+                bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+            slowest = slowest.max(started.elapsed());
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        callers.into_iter().for_each(|c| c.join().unwrap());
+        slowest
+    });
+    let grown = b.peak_rss_bytes().saturating_sub(rss_before);
+    assert!(grown < 64 << 20, "the broker grew by {grown} bytes");
+    assert!(
+        lookups < std::time::Duration::from_millis(250),
+        "a bystander waited {lookups:?}"
+    );
 }

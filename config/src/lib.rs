@@ -54,6 +54,9 @@ pub struct BrokerConfig {
     pub max_connections: u32,
     /// Requests one connection may have in progress at once; responses keep request order.
     pub connection_max_in_flight_requests: u32,
+    /// Threads for request work kept off the network runtime (decompressing produced batches to
+    /// validate them, timestamp lookups): at most this many run at once, the rest wait.
+    pub num_io_threads: u32,
     /// Upper bound on the records one Fetch response carries.
     pub fetch_max_bytes: i32,
     /// Largest record batch accepted (topic default for `max.message.bytes`).
@@ -135,6 +138,7 @@ impl Default for BrokerConfig {
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 1_000,
             connection_max_in_flight_requests: 64,
+            num_io_threads: 8,
             fetch_max_bytes: 55 * 1024 * 1024,
             message_max_bytes: 1_048_588,
             log_segment_bytes: 1024 * 1024 * 1024,
@@ -289,6 +293,13 @@ impl BrokerConfig {
                 "a number >= 1024",
             ));
         }
+        if !(1..=256).contains(&self.num_io_threads) {
+            return Err(invalid(
+                "num.io.threads",
+                self.num_io_threads,
+                "a number from 1 to 256",
+            ));
+        }
         if self.max_connections < 1 {
             return Err(invalid(
                 "max.connections",
@@ -434,6 +445,7 @@ impl BrokerConfig {
                 self.socket_request_max_bytes.to_string(),
             ),
             ("max.connections", self.max_connections.to_string()),
+            ("num.io.threads", self.num_io_threads.to_string()),
             (
                 "connection.max.in.flight.requests",
                 self.connection_max_in_flight_requests.to_string(),

@@ -7,6 +7,8 @@
 //!   CRC-32C) and rewrites base offset, leader epoch and LogAppendTime in place.
 //! - [`record`]: the records inside a batch, read one by one and rebuilt from a subset, for
 //!   compaction.
+//! - [`record_stream`]: a batch's records walked as a bounded stream, for validation (Kafka's
+//!   LogValidator) and timestamp lookups, without holding or allocating per record.
 //! - [`batch_builder`]: a v2 batch built record by record, as producers write them.
 //! - [`wire`]: varints, lengths, strings and tagged fields, for what is encoded by hand.
 //! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
@@ -23,6 +25,7 @@ pub mod header;
 pub mod produce_request;
 pub mod record;
 pub mod record_batch;
+pub mod record_stream;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod wire;

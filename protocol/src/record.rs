@@ -24,7 +24,7 @@ use kafka_protocol::records::{
 
 use crate::record_batch::{RecordBatchView, BATCH_HEADER_BYTES};
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record is malformed: {0}")]
     Malformed(&'static str),
@@ -100,80 +100,18 @@ pub fn records_section_limited<'a>(
     limit_bytes: usize,
 ) -> Result<Cow<'a, [u8]>, RecordError> {
     use std::io::Read;
-    let body = &batch.as_bytes()[BATCH_HEADER_BYTES..];
-    let codec = batch.compression_codec();
-    let failed = |e: std::io::Error| RecordError::Codec("decompress records", e.to_string());
-    // One byte past the limit tells an oversized stream from one that fits exactly.
-    let cap = limit_bytes as u64 + 1;
-    let mut out = Vec::new();
-    match codec {
+    if batch.compression_codec() == 0 {
         // Uncompressed records are read in place: no copy on the produce path.
-        0 => return Ok(Cow::Borrowed(body)),
-        1 => {
-            flate2::read::GzDecoder::new(body)
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(failed)?;
-        }
-        2 => out = snappy_decompress(body, limit_bytes)?,
-        3 => {
-            lz4::Decoder::new(body)
-                .map_err(failed)?
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(failed)?;
-        }
-        4 => {
-            zstd::stream::read::Decoder::new(body)
-                .map_err(failed)?
-                .take(cap)
-                .read_to_end(&mut out)
-                .map_err(failed)?;
-        }
-        other => return Err(RecordError::UnknownCodec(other)),
+        return Ok(Cow::Borrowed(&batch.as_bytes()[BATCH_HEADER_BYTES..]));
     }
+    let mut out = Vec::new();
+    crate::record_stream::decompressed(batch, limit_bytes)?
+        .read_to_end(&mut out)
+        .map_err(crate::record_stream::codec_failed)?;
     if out.len() > limit_bytes {
         return Err(RecordError::TooLarge(limit_bytes));
     }
     Ok(Cow::Owned(out))
-}
-
-/// Snappy as Kafka's clients write it: xerial framing (a 16-byte magic, then blocks of a 4-byte
-/// length and a raw snappy block), or one raw block. Each block's declared length is checked
-/// against what is left of the limit before anything is allocated for it.
-fn snappy_decompress(body: &[u8], limit_bytes: usize) -> Result<Vec<u8>, RecordError> {
-    const XERIAL_MAGIC: &[u8] = b"\x82SNAPPY\x00";
-    let failed = |e: snap::Error| RecordError::Codec("decompress records", e.to_string());
-    let mut out = Vec::new();
-    let block = |raw: &[u8], out: &mut Vec<u8>| -> Result<(), RecordError> {
-        let len = snap::raw::decompress_len(raw).map_err(failed)?;
-        if len > limit_bytes - out.len() {
-            return Err(RecordError::TooLarge(limit_bytes));
-        }
-        let start = out.len();
-        out.resize(start + len, 0);
-        snap::raw::Decoder::new()
-            .decompress(raw, &mut out[start..])
-            .map_err(failed)?;
-        Ok(())
-    };
-    if !body.starts_with(XERIAL_MAGIC) || body.len() < 16 {
-        block(body, &mut out)?;
-        return Ok(out);
-    }
-    let mut rest = &body[16..];
-    while !rest.is_empty() {
-        if rest.len() < 4 {
-            return Err(RecordError::Malformed("truncated snappy block length"));
-        }
-        let len = u32::from_be_bytes(rest[..4].try_into().expect("4 bytes")) as usize;
-        let raw = rest
-            .get(4..4 + len)
-            .ok_or(RecordError::Malformed("snappy block longer than the batch"))?;
-        block(raw, &mut out)?;
-        rest = &rest[4 + len..];
-    }
-    Ok(out)
 }
 
 /// Walks the records of a records section; yields an error (and then stops) at the first

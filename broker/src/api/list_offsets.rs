@@ -1,5 +1,9 @@
 //! ListOffsets: the earliest, latest and max-timestamp offsets, and the first offset at or after
 //! a timestamp.
+//!
+//! A lookup by timestamp finds its batch under the partition's lock and walks that batch's
+//! records (decompressing, bounded) off the lock and off the network runtime, at most
+//! `num.io.threads` at a time.
 
 use quipu_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
@@ -9,13 +13,18 @@ use quipu_protocol::ResponseError;
 
 use super::{check_leader_epoch, LEADER_EPOCH};
 use crate::broker::Broker;
+use crate::log::TimestampLookup;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Broker,
+    request: ListOffsetsRequest,
+    version: i16,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for t in request.topics {
         let topic = broker.metadata.topic(&t.name);
@@ -41,16 +50,28 @@ pub fn handle(broker: &Broker, request: ListOffsetsRequest, version: i16) -> Lis
                 }
                 (Some(partition), Ok(())) => {
                     let high_watermark = partition.high_watermark();
-                    let log = partition.log();
-                    Ok(match p.timestamp {
-                        LATEST => Some((-1, high_watermark)),
-                        EARLIEST | EARLIEST_LOCAL => Some((-1, log.log_start_offset())),
-                        MAX_TIMESTAMP => log.max_timestamp_and_offset(),
-                        ts if ts >= 0 => log
-                            .offset_for_timestamp(ts)
-                            .filter(|(_, o)| *o < high_watermark),
-                        _ => None,
-                    })
+                    let lookup = {
+                        let log = partition.log();
+                        match p.timestamp {
+                            LATEST => Some(TimestampLookup::Found(-1, high_watermark)),
+                            EARLIEST | EARLIEST_LOCAL => {
+                                Some(TimestampLookup::Found(-1, log.log_start_offset()))
+                            }
+                            MAX_TIMESTAMP => log.max_timestamp_and_offset(),
+                            ts if ts >= 0 => log.offset_for_timestamp(ts),
+                            _ => None,
+                        }
+                    };
+                    match lookup {
+                        None => Ok(None),
+                        Some(TimestampLookup::Found(ts, offset)) => Ok(Some((ts, offset))),
+                        Some(in_batch) => broker
+                            .off_runtime(move || in_batch.resolve())
+                            .await
+                            .map(Some)
+                            .map_err(|_| ResponseError::UnknownServerError),
+                    }
+                    .map(|found| found.filter(|(_, o)| p.timestamp < 0 || *o < high_watermark))
                 }
             };
             match found {

@@ -104,7 +104,7 @@ fn describe(topic: &Arc<Topic>, node: BrokerId, version: i16) -> MetadataRespons
     if version >= 10 {
         t.topic_id = topic.id;
     }
-    t.is_internal = version >= 1 && topic.name.starts_with("__");
+    t.is_internal = version >= 1 && crate::metadata::is_internal(&topic.name);
     t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
     for p in &topic.partitions {
         let mut mp = MetadataResponsePartition::default();

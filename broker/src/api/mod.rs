@@ -251,7 +251,7 @@ pub async fn handle(
             correlation_id,
             api,
             version,
-            &list_offsets::handle(&broker, decode!(m::ListOffsetsRequest), version),
+            &list_offsets::handle(&broker, decode!(m::ListOffsetsRequest), version).await,
         )?,
         ApiKey::CreateTopics => encode(
             correlation_id,
@@ -335,7 +335,9 @@ pub fn encode<R: Encodable>(
 pub fn append_error_code(e: &AppendError) -> ResponseError {
     match e {
         AppendError::Corrupt(_) => ResponseError::CorruptMessage,
-        AppendError::InvalidRecord(_) => ResponseError::InvalidRecord,
+        AppendError::InvalidRecord(_) | AppendError::RecordsRefused(_) => {
+            ResponseError::InvalidRecord
+        }
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
         AppendError::Sequence(crate::log::producer_state::SequenceError::OutOfOrder(_)) => {
             ResponseError::OutOfOrderSequenceNumber

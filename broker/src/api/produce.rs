@@ -8,15 +8,24 @@
 //! appended once, with the last batch named for it, and answered once.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quipu_protocol::record_batch::RecordBatchView;
 
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use quipu_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use quipu_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use quipu_protocol::messages::{ProduceRequest, ProduceResponse};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::append_error_code;
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::log::{check_records, AppendError, AppendInfo};
+use crate::metadata::is_internal;
+use crate::partition::Partition;
 
 /// Replicas in sync for every partition of a single broker.
 const IN_SYNC_REPLICAS: i32 = 1;
@@ -44,13 +53,21 @@ pub async fn handle(
                 .as_ref()
                 .and_then(|t| t.partitions.get(usize::try_from(pd.index).ok()?));
             let result = match (partition, pd.records) {
-                _ if !matches!(acks, -1..=1) => Err((ResponseError::InvalidRequiredAcks, None)),
-                (None, _) => Err((ResponseError::UnknownTopicOrPartition, None)),
-                (Some(_), None) => Err((ResponseError::InvalidRecord, Some("no record batch".to_string()))),
-                (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err((ResponseError::NotEnoughReplicas, None)),
-                (Some(p), Some(records)) => p.append(&records, now_ms()).map_err(|e| {
+                _ if !matches!(acks, -1..=1) => Err(Refusal::of(ResponseError::InvalidRequiredAcks)),
+                (None, _) => Err(Refusal::of(ResponseError::UnknownTopicOrPartition)),
+                // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
+                (Some(_), _) if is_internal(&topic_data.name) => Err(Refusal {
+                    message: Some(format!("cannot append to internal topic {}", topic_data.name.0)),
+                    ..Refusal::of(ResponseError::InvalidTopicException)
+                }),
+                (Some(_), None) => Err(Refusal {
+                    message: Some("no record batch".to_string()),
+                    ..Refusal::of(ResponseError::InvalidRecord)
+                }),
+                (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
+                (Some(p), Some(records)) => append(broker, p, records).await.map_err(|e| {
                     tracing::warn!(topic = %topic_data.name.0, partition = pd.index, error = %e, "produce refused");
-                    (append_error_code(&e), Some(e.to_string()))
+                    Refusal::append(e)
                 }),
             };
             match result {
@@ -65,12 +82,7 @@ pub async fn handle(
                         to_flush.push((response.responses.len(), tr.partition_responses.len(), p));
                     }
                 }
-                Err((code, message)) => {
-                    pr.error_code = code.code();
-                    if version >= 8 {
-                        pr.error_message = message.map(StrBytes::from_string);
-                    }
-                }
+                Err(refusal) => refusal.answer(&mut pr, version),
             }
             tr.partition_responses.push(pr);
         }
@@ -87,6 +99,77 @@ pub async fn handle(
         }
     }
     (acks != 0).then_some(response)
+}
+
+/// Checks a batch's records (off the network runtime when that means decompressing them) and
+/// appends it.
+async fn append(
+    broker: &Broker,
+    partition: &Arc<Partition>,
+    records: Bytes,
+) -> Result<AppendInfo, AppendError> {
+    let keys_required = partition.log().config().cleanup_compact;
+    let compressed = RecordBatchView::parse(&records).is_ok_and(|b| b.compression_codec() != 0);
+    let checked = if compressed {
+        let bytes = records.clone();
+        broker
+            .off_runtime(move || check_records(&bytes, keys_required))
+            .await
+            .map_err(|e| AppendError::Io(std::io::Error::other(e)))??
+    } else {
+        check_records(&records, keys_required)?
+    };
+    partition.append_checked(&records, checked, now_ms())
+}
+
+/// Why a partition's batch was refused: its error code, and from Produce v8 on an error message
+/// and the record at fault where there is one (KIP-467).
+struct Refusal {
+    code: ResponseError,
+    message: Option<String>,
+    records: Vec<(i32, String)>,
+}
+
+impl Refusal {
+    fn of(code: ResponseError) -> Self {
+        Self {
+            code,
+            message: None,
+            records: Vec::new(),
+        }
+    }
+
+    fn append(e: AppendError) -> Self {
+        let code = append_error_code(&e);
+        let message = Some(e.to_string());
+        let records = match e {
+            AppendError::RecordsRefused(records) => records,
+            _ => Vec::new(),
+        };
+        Self {
+            code,
+            message,
+            records,
+        }
+    }
+
+    fn answer(self, pr: &mut PartitionProduceResponse, version: i16) {
+        pr.error_code = self.code.code();
+        if version < 8 {
+            return;
+        }
+        pr.error_message = self.message.map(StrBytes::from_string);
+        pr.record_errors = self
+            .records
+            .into_iter()
+            .map(|(index, message)| {
+                let mut record = BatchIndexAndErrorMessage::default();
+                record.batch_index = index;
+                record.batch_index_error_message = Some(StrBytes::from_string(message));
+                record
+            })
+            .collect();
+    }
 }
 
 /// Merges the entries of a topic named more than once and keeps the last batch of a partition

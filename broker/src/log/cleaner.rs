@@ -795,7 +795,7 @@ mod tests {
         let bytes = quipu_protocol::record::encode_batch(&[keyless], Compression::Gzip).unwrap();
         assert!(matches!(
             log.append(&bytes, 0),
-            Err(super::super::AppendError::InvalidRecord(_))
+            Err(super::super::AppendError::RecordsRefused(r)) if r[0].0 == 0
         ));
     }
 }

@@ -24,9 +24,8 @@ use bytes::Bytes;
 use leader_epoch_cache::LeaderEpochCache;
 use producer_state::{ProducerBatch, ProducerState, SequenceError, Verdict};
 use quipu_config::topic::{TimestampType, TopicConfig};
-use quipu_protocol::record::{records_section, RecordIter};
 use quipu_protocol::record_batch::{BatchError, RecordBatchView};
-use quipu_protocol::records::RecordBatchDecoder;
+use quipu_protocol::record_stream::{first_at_or_after, validate_records, InvalidRecords};
 use segment::{Segment, SegmentSizes};
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +34,10 @@ pub enum AppendError {
     Corrupt(String),
     #[error("invalid record batch: {0}")]
     InvalidRecord(String),
+    /// Records that break a rule, by index in the batch; Produce v8+ names them in
+    /// `record_errors` (KIP-467).
+    #[error("one or more records have been rejected due to {} record errors in total, the first: {}", .0.len(), .0[0].1)]
+    RecordsRefused(Vec<(i32, String)>),
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {max_bytes}")]
     TooLarge { size_bytes: usize, max_bytes: i32 },
     #[error("{0}")]
@@ -265,15 +268,14 @@ impl Log {
             .expect("a log has an active segment")
     }
 
-    /// Checks one produced batch as Kafka does before it is appended.
-    pub fn validate_batch<'a>(
+    /// Checks one produced batch's header as Kafka does before it is appended; its records were
+    /// walked by [`check_records`] (that is what `checked` proves).
+    fn validate_batch<'a>(
         &self,
         records: &'a [u8],
+        checked: RecordsChecked,
     ) -> Result<RecordBatchView<'a>, AppendError> {
-        let batch = RecordBatchView::parse(records).map_err(|e| match e {
-            BatchError::BadMagic(_) => AppendError::InvalidRecord(e.to_string()),
-            _ => AppendError::Corrupt(e.to_string()),
-        })?;
+        let batch = parse_batch(records)?;
         if batch.size_bytes() != records.len() {
             return Err(AppendError::InvalidRecord(
                 "produce requests must contain exactly one record batch".into(),
@@ -285,19 +287,11 @@ impl Log {
                 max_bytes: self.config.max_message_bytes,
             });
         }
-        batch
-            .validate()
-            .map_err(|e| AppendError::Corrupt(e.to_string()))?;
         if batch.base_offset() != 0 {
             return Err(AppendError::InvalidRecord(format!(
                 "the base offset of the record batch should be 0, but it is {}",
                 batch.base_offset()
             )));
-        }
-        if batch.records_count() != batch.last_offset_delta() + 1 {
-            return Err(AppendError::InvalidRecord(
-                "inconsistent batch offset range".into(),
-            ));
         }
         if batch.is_control() {
             return Err(AppendError::InvalidRecord(
@@ -309,20 +303,34 @@ impl Log {
                 "transactions are not supported yet".into(),
             ));
         }
-        if self.config.cleanup_compact {
-            check_keys(&batch)?;
+        if self.config.cleanup_compact && !checked.keys {
+            // The topic became compacted after the records were checked: check the keys now.
+            check_records(records, true)?;
         }
         Ok(batch)
     }
 
-    /// Validates and appends one produced batch, assigning its offsets.
+    /// Validates and appends one produced batch, assigning its offsets. Decompresses a compressed
+    /// batch to check its records: callers on the network runtime use [`check_records`] off it
+    /// and then [`Log::append_checked`].
     pub fn append(&mut self, records: &[u8], now_ms: i64) -> Result<AppendInfo, AppendError> {
+        let checked = check_records(records, self.config.cleanup_compact)?;
+        self.append_checked(records, checked, now_ms)
+    }
+
+    /// Appends one produced batch whose records [`check_records`] walked, assigning its offsets.
+    pub fn append_checked(
+        &mut self,
+        records: &[u8],
+        checked: RecordsChecked,
+        now_ms: i64,
+    ) -> Result<AppendInfo, AppendError> {
         if self.closed {
             return Err(AppendError::Io(io::Error::other(
                 "the log is closed: the broker is shutting down",
             )));
         }
-        let batch = self.validate_batch(records)?;
+        let batch = self.validate_batch(records, checked)?;
         let producer = ProducerBatch::of(&batch);
         if let Some(p) = &producer {
             if let Verdict::Duplicate(original) = self.producers.check(p)? {
@@ -442,23 +450,26 @@ impl Log {
         Ok(None)
     }
 
-    /// The first record whose timestamp is at or after `target_ms`, as `(timestamp, offset)`.
-    pub fn offset_for_timestamp(&self, target_ms: i64) -> Option<(i64, i64)> {
+    /// Where the first record whose timestamp is at or after `target_ms` is: found from the
+    /// indexes and batch headers, under the lock; the batch it is in is then walked by
+    /// [`TimestampLookup::resolve`], off the lock.
+    pub fn offset_for_timestamp(&self, target_ms: i64) -> Option<TimestampLookup> {
         for segment in self.segments.values() {
             if segment.max_timestamp() < target_ms {
                 continue;
             }
             for batch in segment.batches_from_timestamp(target_ms) {
                 if batch.max_timestamp() >= target_ms {
-                    return first_record_at_or_after(&batch, target_ms);
+                    return Some(TimestampLookup::of(segment, &batch, target_ms));
                 }
             }
         }
         None
     }
 
-    /// The record with the largest timestamp (the first such), as `(timestamp, offset)`.
-    pub fn max_timestamp_and_offset(&self) -> Option<(i64, i64)> {
+    /// Where the record with the largest timestamp (the first such) is, as for
+    /// [`Log::offset_for_timestamp`].
+    pub fn max_timestamp_and_offset(&self) -> Option<TimestampLookup> {
         let mut best: Option<&Segment> = None;
         for s in self.segments.values() {
             if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp())
@@ -466,8 +477,9 @@ impl Log {
                 best = Some(s);
             }
         }
-        let batch = best?.batch_with_max_timestamp()?;
-        first_record_at_or_after(&batch, batch.max_timestamp())
+        let segment = best?;
+        let batch = segment.batch_with_max_timestamp()?;
+        Some(TimestampLookup::of(segment, &batch, batch.max_timestamp()))
     }
 
     /// Bytes held by all segments.
@@ -736,25 +748,50 @@ impl Log {
     }
 }
 
-/// Compacted topics need a key on every record: the cleaner keeps the last record per key.
-fn check_keys(batch: &RecordBatchView<'_>) -> Result<(), AppendError> {
-    let section = records_section(batch).map_err(|e| AppendError::Corrupt(e.to_string()))?;
-    let mut count = 0;
-    for record in RecordIter::new(&section, batch.records_count()) {
-        let record = record.map_err(|e| AppendError::Corrupt(e.to_string()))?;
-        if record.key.is_none() {
-            return Err(AppendError::InvalidRecord(
-                "compacted topic cannot accept message without key".into(),
-            ));
-        }
-        count += 1;
+/// Proof that a produced batch's records were walked by [`check_records`], and whether every
+/// record was found to have a key (compacted topics need one).
+#[derive(Debug, Clone, Copy)]
+pub struct RecordsChecked {
+    keys: bool,
+}
+
+/// Most bytes one batch's records may decompress to when the broker walks them: a bound on the
+/// CPU a small compressed batch can cost (memory is bounded by the codec, see `record_stream`).
+pub const MAX_DECOMPRESSED_BATCH_BYTES: usize =
+    quipu_protocol::record::MAX_DECOMPRESSED_BATCH_BYTES;
+
+/// Checks a produced batch as Kafka's LogValidator does: the CRC and header, then every record
+/// (count, consecutive offset deltas, lengths, codec, and a key on each when `keys_required`),
+/// streaming through the decompressed records without holding them. Blocking work for a
+/// compressed batch: run it off the network runtime.
+pub fn check_records(records: &[u8], keys_required: bool) -> Result<RecordsChecked, AppendError> {
+    let batch = parse_batch(records)?;
+    batch.validate().map_err(|e| match e {
+        BatchError::CrcMismatch { .. } => AppendError::Corrupt(e.to_string()),
+        _ => AppendError::InvalidRecord(e.to_string()),
+    })?;
+    if i64::from(batch.records_count()) != i64::from(batch.last_offset_delta()) + 1 {
+        return Err(AppendError::InvalidRecord(format!(
+            "inconsistent batch offset range [0, {}] and count of records {}",
+            batch.last_offset_delta(),
+            batch.records_count()
+        )));
     }
-    if count != batch.records_count() {
-        return Err(AppendError::Corrupt(
-            "record count does not match the records".into(),
-        ));
+    match validate_records(&batch, MAX_DECOMPRESSED_BATCH_BYTES, keys_required) {
+        Ok(_) => Ok(RecordsChecked {
+            keys: keys_required,
+        }),
+        // Kafka's InvalidRecordException: not retriable, unlike a CRC mismatch.
+        Err(InvalidRecords::Malformed(e)) => Err(AppendError::InvalidRecord(e.to_string())),
+        Err(InvalidRecords::Refused(records)) => Err(AppendError::RecordsRefused(records)),
     }
-    Ok(())
+}
+
+fn parse_batch(records: &[u8]) -> Result<RecordBatchView<'_>, AppendError> {
+    RecordBatchView::parse(records).map_err(|e| match e {
+        BatchError::BadMagic(_) => AppendError::InvalidRecord(e.to_string()),
+        _ => AppendError::Corrupt(e.to_string()),
+    })
 }
 
 fn sizes_of(config: &TopicConfig) -> SegmentSizes {
@@ -765,21 +802,46 @@ fn sizes_of(config: &TopicConfig) -> SegmentSizes {
     }
 }
 
-/// Looks inside one batch (decompressing it) for the first record at or after `target_ms`.
-fn first_record_at_or_after(batch: &RecordBatchView<'_>, target_ms: i64) -> Option<(i64, i64)> {
-    if batch.is_log_append_time() {
-        return Some((batch.max_timestamp(), batch.base_offset()));
+/// The answer to a timestamp lookup, or the batch that holds it.
+#[derive(Debug)]
+pub enum TimestampLookup {
+    /// `(timestamp, offset)`, known from the batch header alone (LogAppendTime).
+    Found(i64, i64),
+    /// The first record at or after `target_ms` is in this batch (a slice of its segment).
+    InBatch { batch: Bytes, target_ms: i64 },
+}
+
+impl TimestampLookup {
+    fn of(segment: &Segment, batch: &RecordBatchView<'_>, target_ms: i64) -> Self {
+        if batch.is_log_append_time() {
+            return Self::Found(batch.max_timestamp(), batch.base_offset());
+        }
+        Self::InBatch {
+            batch: segment.shared_batch(batch),
+            target_ms,
+        }
     }
-    let mut bytes = Bytes::copy_from_slice(batch.as_bytes());
-    match RecordBatchDecoder::decode(&mut bytes) {
-        Ok(set) => set
-            .records
-            .iter()
-            .find(|r| r.timestamp >= target_ms)
-            .map(|r| (r.timestamp, r.offset)),
-        Err(e) => {
-            tracing::warn!(base_offset = batch.base_offset(), error = %e, "cannot decode batch for a timestamp lookup");
-            Some((batch.max_timestamp(), batch.base_offset()))
+
+    /// `(timestamp, offset)` of the first record at or after the target. Walks the batch's
+    /// records, decompressing at most [`MAX_DECOMPRESSED_BATCH_BYTES`] without holding them:
+    /// blocking work, for a thread off the network runtime. A batch whose records cannot be
+    /// read answers with its header's max timestamp and base offset.
+    pub fn resolve(self) -> (i64, i64) {
+        let (bytes, target_ms) = match self {
+            Self::Found(timestamp, offset) => return (timestamp, offset),
+            Self::InBatch { batch, target_ms } => (batch, target_ms),
+        };
+        let Ok(batch) = RecordBatchView::parse(&bytes) else {
+            unreachable!("committed batches parse");
+        };
+        let fallback = (batch.max_timestamp(), batch.base_offset());
+        match first_at_or_after(&batch, target_ms, MAX_DECOMPRESSED_BATCH_BYTES) {
+            Ok(Some(found)) => found,
+            Ok(None) => fallback,
+            Err(e) => {
+                tracing::warn!(base_offset = batch.base_offset(), error = %e, "cannot read a batch for a timestamp lookup");
+                fallback
+            }
         }
     }
 }

@@ -448,6 +448,20 @@ impl Segment {
         self.log.shared_slice(0, self.size_bytes)
     }
 
+    /// One of this segment's batches (a view from [`Segment::batches`] or its kin) as a shared
+    /// slice of the mapping, to be read after the log lock is let go.
+    pub fn shared_batch(&self, batch: &RecordBatchView<'_>) -> Bytes {
+        let base = self.log.slice(0, self.size_bytes).as_ptr() as usize;
+        let at = (batch.as_bytes().as_ptr() as usize)
+            .checked_sub(base)
+            .expect("the batch is this segment's");
+        assert!(
+            at + batch.size_bytes() <= self.size_bytes,
+            "the batch is this segment's"
+        );
+        self.log.shared_slice(at, batch.size_bytes())
+    }
+
     /// The committed batches as one slice, for copying.
     pub fn batches_bytes(&self) -> &[u8] {
         self.log.slice(0, self.size_bytes)

@@ -88,7 +88,7 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
     }
     assert!(log.segment_count() > 3, "{}", log.segment_count());
     let before = read_all(&log);
-    let ts = log.offset_for_timestamp(505).unwrap();
+    let ts = lookup(&log, 505).unwrap();
     log.close(0).unwrap();
     drop(log);
     // Closed segments were trimmed to their contents.
@@ -99,7 +99,7 @@ fn segments_roll_by_size_and_survive_a_clean_restart() {
     let log = Log::open(dir.path(), cfg, None, 0).unwrap();
     assert_eq!(log.log_end_offset(), 300);
     assert_eq!(read_all(&log), before);
-    assert_eq!(log.offset_for_timestamp(505), Some(ts));
+    assert_eq!(lookup(&log, 505), Some(ts));
     assert_eq!(ts, (510, 153)); // batch 51 holds timestamps 510..=512 at offsets 153..=155
 }
 
@@ -151,12 +151,14 @@ fn timestamp_lookups_find_the_first_record_at_or_after() {
         log.append(&batch(10, 100 * i, Compression::Zstd), 0)
             .unwrap();
     }
-    assert_eq!(log.offset_for_timestamp(0), Some((0, 0)));
-    assert_eq!(log.offset_for_timestamp(205), Some((205, 25)));
-    assert_eq!(log.offset_for_timestamp(209), Some((209, 29)));
-    assert_eq!(log.offset_for_timestamp(210), Some((300, 30)));
-    assert_eq!(log.offset_for_timestamp(1_910), None);
-    assert_eq!(log.max_timestamp_and_offset(), Some((1_909, 199)));
+    let at = |ts| lookup(&log, ts);
+    assert_eq!(at(0), Some((0, 0)));
+    assert_eq!(at(205), Some((205, 25)));
+    assert_eq!(at(209), Some((209, 29)));
+    assert_eq!(at(210), Some((300, 30)));
+    assert_eq!(at(1_910), None);
+    let max = log.max_timestamp_and_offset().map(TimestampLookup::resolve);
+    assert_eq!(max, Some((1_909, 199)));
 }
 
 #[test]
@@ -434,7 +436,7 @@ fn missing_or_garbage_indexes_are_rebuilt_after_a_clean_shutdown() {
         let v = RecordBatchView::parse(&b).unwrap();
         assert!(v.base_offset() <= offset && offset <= v.last_offset());
     }
-    assert_eq!(log.offset_for_timestamp(41), Some((41, 13)));
+    assert_eq!(lookup(&log, 41), Some((41, 13)));
     assert!(
         std::fs::metadata(dir.path().join("00000000000000000006.index"))
             .unwrap()
@@ -461,7 +463,7 @@ fn a_clean_reopen_trusts_the_files_and_appends_continue() {
         10
     );
     assert_eq!(read_all(&log).len(), 6);
-    assert_eq!(log.offset_for_timestamp(51), Some((51, 11)));
+    assert_eq!(lookup(&log, 51), Some((51, 11)));
     log.close(0).unwrap();
     drop(log);
     let log = Log::open(dir.path(), cfg, None, 0).unwrap();
@@ -693,4 +695,10 @@ mod model {
             }
         }
     }
+}
+
+/// A timestamp lookup carried through, as the ListOffsets handler does off the lock.
+fn lookup(log: &Log, timestamp_ms: i64) -> Option<(i64, i64)> {
+    log.offset_for_timestamp(timestamp_ms)
+        .map(TimestampLookup::resolve)
 }

@@ -64,7 +64,11 @@ impl BrokerProcess {
             .append(true)
             .open(&self.log_path)
             .unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_quipu"))
+        // TEST_QUIPU_BIN runs the tests against another build (an older one, to see a test
+        // fail on the code before its fix).
+        let binary = std::env::var_os("TEST_QUIPU_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_quipu").into());
+        let child = Command::new(binary)
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--listen")
@@ -119,6 +123,24 @@ impl BrokerProcess {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none());
         self.spawn();
+    }
+
+    /// The broker process's id, while it runs.
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Largest resident memory the broker process has had (VmHWM), in bytes.
+    #[allow(dead_code)]
+    pub fn peak_rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
     }
 
     pub fn data_dir(&self) -> PathBuf {
