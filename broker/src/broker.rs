@@ -17,12 +17,15 @@ pub struct Broker {
     pub advertised_port: u16,
     /// Bounds the work [`Broker::off_runtime`] runs at once (`num.io.threads`).
     io_permits: tokio::sync::Semaphore,
+    /// The exclusive lock on `<log.dirs>/.lock`, held for the broker's life.
+    _dir_lock: std::fs::File,
 }
 
 impl Broker {
     /// Opens the data directory: its identity (`meta.properties`, made on first start) and metadata.
     pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, MetadataError> {
         std::fs::create_dir_all(&config.log_dirs)?;
+        let dir_lock = lock_data_dir(&config.log_dirs)?;
         let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
         let metadata = Metadata::open(&config)?;
         let groups = GroupCoordinator::load(&config, &metadata);
@@ -31,6 +34,7 @@ impl Broker {
             advertised_port = bound_port;
         }
         Ok(Self {
+            _dir_lock: dir_lock,
             io_permits: tokio::sync::Semaphore::new(config.num_io_threads as usize),
             config,
             metadata,
@@ -55,6 +59,27 @@ impl Broker {
             .await
             .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(work).await
+    }
+}
+
+/// Takes the exclusive lock on `<dir>/.lock`, as Kafka does, so that a second broker on the same
+/// data directory refuses to start instead of serving (and losing) the same logs. The kernel
+/// lets go of it when the process ends, however it ends.
+fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
+    let path = dir.join(".lock");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
+            "the data directory {} is in use by another broker (it holds {})",
+            dir.display(),
+            path.display()
+        ))),
+        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

@@ -31,7 +31,10 @@ pub async fn run(
     cleaner.abort();
     group_timers.abort();
     tracing::info!("shutting down: closing logs");
-    broker.metadata.close();
-    tracing::info!("shut down cleanly");
+    if broker.metadata.close() {
+        tracing::info!("shut down cleanly");
+    } else {
+        tracing::error!("shut down with errors: the next start recovers the logs");
+    }
     Ok(())
 }

@@ -632,8 +632,8 @@ impl Metadata {
 
     /// Clean shutdown: every log flushed and trimmed, the checkpoints written, and last the clean
     /// shutdown marker, which tells the next start that no recovery is needed. Any failure leaves
-    /// the marker out, so the next start recovers.
-    pub fn close(&self) {
+    /// the marker out, so the next start recovers. Returns whether the shutdown was clean.
+    pub fn close(&self) -> bool {
         let mut clean = true;
         for topic in self.topics() {
             for p in &topic.partitions {
@@ -655,9 +655,11 @@ impl Metadata {
         }
         if clean {
             if let Err(e) = write_synced(&self.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"") {
+                clean = false;
                 tracing::error!(error = %e, "cannot write the clean shutdown marker");
             }
         }
+        clean
     }
 }
 

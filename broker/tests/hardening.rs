@@ -263,3 +263,37 @@ fn a_timestamp_lookup_in_a_compression_bomb_stays_small_and_off_the_runtime() {
         "a bystander waited {lookups:?}"
     );
 }
+
+/// Item 13: two brokers on one data directory both served, and acknowledged records were lost.
+#[test]
+fn a_second_broker_on_the_same_data_directory_refuses_to_start() {
+    let b = BrokerProcess::start(&[]);
+    let binary =
+        std::env::var_os("TEST_QUIPU_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_quipu").into());
+    let mut second = std::process::Command::new(binary)
+        .arg("--data-dir")
+        .arg(b.data_dir())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            second.kill().unwrap();
+            panic!("a second broker is serving the same data directory");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(!status.success());
+    assert!(stderr.contains("in use by another broker"), "{stderr}");
+    let (code, _) = produce(&mut b.connect(), "still-served", 0, batch(1));
+    assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
+}

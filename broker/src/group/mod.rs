@@ -1017,7 +1017,7 @@ mod tests {
             assert_eq!(commit(&b, "kept", 5), vec![NONE]);
             assert_eq!(commit(&b, "kept", 7), vec![NONE]);
             assert_eq!(commit(&b, "old", 3), vec![NONE]);
-            b.metadata.close();
+            assert!(b.metadata.close());
         }
         let b = broker(dir.path());
         assert_eq!(
@@ -1034,7 +1034,7 @@ mod tests {
             b.groups.list().is_empty(),
             "empty groups without offsets are deleted"
         );
-        b.metadata.close();
+        assert!(b.metadata.close());
         drop(b);
         let b = broker(dir.path());
         assert_eq!(offset(&b, "kept"), None, "the tombstones replay too");
