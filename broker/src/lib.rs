@@ -24,6 +24,7 @@ pub mod lifecycle;
 pub mod log;
 pub mod log_cleaner;
 pub mod metadata;
+pub mod metadata_log;
 pub mod partition;
 pub mod retention;
 pub mod server;

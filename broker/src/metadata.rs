@@ -2,7 +2,8 @@
 //!
 //! Every change is a [`MetadataRecord`] appended (and fsynced) to `<data>/__cluster_metadata/
 //! metadata.log` before it takes effect; the in-memory image is rebuilt by replaying that file at
-//! start. A torn last line (a crash mid-write) is cut. This is the local form of the metadata log
+//! start. Records are framed by `metadata_log` (length, CRC, version): a torn tail is cut, damage
+//! before the end stops the start. This is the local form of the metadata log
 //! that DESIGN.md foresees; the Raft-replicated one keeps the same records.
 //!
 //! Invariants: a topic's name and id are unique; partitions only grow; each partition directory
@@ -11,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -83,6 +84,8 @@ pub enum MetadataError {
     InvalidConfig(#[from] TopicConfigError),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Log(#[from] crate::metadata_log::MetadataLogError),
 }
 
 /// Largest partition count a topic may have; a bound on what one request can make the broker open.
@@ -157,7 +160,7 @@ impl Metadata {
         let data_dir = broker.log_dirs.clone();
         std::fs::create_dir_all(data_dir.join(METADATA_DIR))?;
         let path = data_dir.join(METADATA_DIR).join("metadata.log");
-        let records = replay(&path)?;
+        let records: Vec<MetadataRecord> = crate::metadata_log::replay(&path)?;
         let log_file = OpenOptions::new().create(true).append(true).open(&path)?;
         let metadata = Self {
             broker: broker.clone(),
@@ -380,10 +383,7 @@ impl Metadata {
     }
 
     fn append_record(file: &mut File, record: &MetadataRecord) -> Result<(), MetadataError> {
-        let mut line = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        line.push(b'\n');
-        file.write_all(&line)?;
-        file.sync_data()?;
+        crate::metadata_log::append(file, record)?;
         Ok(())
     }
 
@@ -663,39 +663,6 @@ impl Metadata {
     }
 }
 
-/// Reads the metadata log; a line that does not parse ends it (a torn write) and is cut off.
-fn replay(path: &Path) -> Result<Vec<MetadataRecord>, MetadataError> {
-    let Ok(file) = File::open(path) else {
-        return Ok(Vec::new());
-    };
-    let mut records = Vec::new();
-    let mut valid_bytes = 0u64;
-    let mut reader = BufReader::new(file);
-    let mut line = String::new();
-    loop {
-        line.clear();
-        let n = reader.read_line(&mut line)?;
-        if n == 0 {
-            break;
-        }
-        match serde_json::from_str::<MetadataRecord>(line.trim_end()) {
-            Ok(r) if line.ends_with('\n') => {
-                records.push(r);
-                valid_bytes += n as u64;
-            }
-            _ => {
-                tracing::warn!(path = %path.display(), at_byte = valid_bytes, "metadata log ends in a torn record: cutting it");
-                OpenOptions::new()
-                    .write(true)
-                    .open(path)?
-                    .set_len(valid_bytes)?;
-                break;
-            }
-        }
-    }
-    Ok(records)
-}
-
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let mut f = File::create(path)?;
     f.write_all(bytes)?;
@@ -765,6 +732,31 @@ mod tests {
     }
 
     #[test]
+    fn damage_before_the_last_record_stops_the_start_and_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let m = Metadata::open(&b).unwrap();
+        for name in ["a", "b", "c"] {
+            m.create_topic(name, 1, 1, BTreeMap::new()).unwrap();
+        }
+        drop(m);
+        let path = dir.path().join(METADATA_DIR).join("metadata.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
+        bytes[first + 20] ^= 1; // inside record 2 of 3
+        std::fs::write(&path, &bytes).unwrap();
+        let e = Metadata::open(&b)
+            .err()
+            .expect("the start stops")
+            .to_string();
+        assert!(e.contains("damaged record at byte"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+        bytes[first + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(Metadata::open(&b).unwrap().topics().len(), 3);
+    }
+
+    #[test]
     fn torn_last_record_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
@@ -773,8 +765,10 @@ mod tests {
             .create_topic("a", 1, 1, BTreeMap::new())
             .unwrap();
         let path = dir.path().join(METADATA_DIR).join("metadata.log");
+        let record = MetadataRecord::TopicDeleted { name: "a".into() };
+        let torn = crate::metadata_log::frame(&record).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
-        f.write_all(b"{\"type\":\"TopicCreated\",\"na").unwrap();
+        f.write_all(&torn[..torn.len() - 3]).unwrap();
         let m = Metadata::open(&b).unwrap();
         assert_eq!(m.topics().len(), 1);
         m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
