@@ -6,6 +6,7 @@
 //! Invariant: `log_start_offset <= high_watermark <= log_end_offset`.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use quipu_config::topic::TopicConfig;
@@ -18,6 +19,10 @@ pub struct Partition {
     index: i32,
     log: Mutex<Log>,
     high_watermark: watch::Sender<i64>,
+    /// Set at the first storage error (damaged bytes, a failed write): from then on the
+    /// partition answers KAFKA_STORAGE_ERROR until the broker restarts and recovers it, as Kafka
+    /// takes a failed log directory offline. The rest of the broker keeps serving.
+    offline: AtomicBool,
 }
 
 impl Partition {
@@ -38,6 +43,7 @@ impl Partition {
             index,
             log: Mutex::new(log),
             high_watermark,
+            offline: AtomicBool::new(false),
         })
     }
 
@@ -52,6 +58,18 @@ impl Partition {
     pub fn log(&self) -> MutexGuard<'_, Log> {
         // A panic while holding the lock would leave the log in an unknown state: stop serving it.
         self.log.lock().expect("partition log lock poisoned")
+    }
+
+    /// Whether a storage error took this partition offline.
+    pub fn is_offline(&self) -> bool {
+        self.offline.load(Ordering::Acquire)
+    }
+
+    /// Takes the partition offline after a storage error (logged once).
+    pub fn take_offline(&self, error: &dyn std::fmt::Display) {
+        if !self.offline.swap(true, Ordering::AcqRel) {
+            tracing::error!(topic = %self.topic, partition = self.index, %error, "storage error: partition taken offline until restart");
+        }
     }
 
     pub fn high_watermark(&self) -> i64 {
@@ -81,8 +99,19 @@ impl Partition {
         checked: RecordsChecked,
         now_ms: i64,
     ) -> Result<AppendInfo, AppendError> {
+        if self.is_offline() {
+            return Err(AppendError::Io(std::io::Error::other(
+                "the partition is offline",
+            )));
+        }
         let mut log = self.log();
-        let info = log.append_checked(records, checked, now_ms)?;
+        let info = match log.append_checked(records, checked, now_ms) {
+            Err(AppendError::Io(e)) => {
+                self.take_offline(&e);
+                return Err(AppendError::Io(e));
+            }
+            other => other?,
+        };
         // Published while the log is still locked: appends publish in the order they were made, so
         // the high watermark only moves forward whatever the number of concurrent producers.
         let log_end_offset = log.log_end_offset();

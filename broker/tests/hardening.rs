@@ -297,3 +297,57 @@ fn a_second_broker_on_the_same_data_directory_refuses_to_start() {
     let (code, _) = produce(&mut b.connect(), "still-served", 0, batch(1));
     assert_eq!(code, ResponseError::UnknownTopicOrPartition.code());
 }
+
+/// Item 11: damaged bytes in a closed segment panicked while the partition's lock was held; the
+/// lock was poisoned and the partition panicked at every access after. Now the partition goes
+/// offline (KAFKA_STORAGE_ERROR) and the rest of the broker serves on.
+#[test]
+fn damaged_bytes_in_a_closed_segment_take_only_that_partition_offline() {
+    // Every batch indexed: a start after a clean shutdown walks only a segment's last batch, so
+    // the damage is found by a read, not by the start.
+    let mut b = BrokerProcess::start(&[
+        "--set",
+        "log.segment.bytes=4096",
+        "--set",
+        "log.index.interval.bytes=0",
+    ]);
+    let mut conn = b.connect();
+    assert_eq!(
+        create_topic(&mut conn, "damaged", 2).topics[0].error_code,
+        0
+    );
+    for partition in [0, 1] {
+        for _ in 0..40 {
+            assert_eq!(produce(&mut conn, "damaged", partition, batch(1)).0, 0);
+        }
+    }
+    b.terminate();
+    // The length field of the third batch of the first (closed) segment of partition 0.
+    let log = b
+        .data_dir()
+        .join("damaged-0")
+        .join("00000000000000000000.log");
+    let mut bytes = std::fs::read(&log).unwrap();
+    let size = bytes.len() / (bytes.len() / batch(1).len());
+    bytes[2 * size + 8..2 * size + 12].copy_from_slice(&i32::MAX.to_be_bytes());
+    std::fs::write(&log, &bytes).unwrap();
+    b.start_again();
+    let mut conn = b.connect();
+    let fetch = |conn: &mut Conn, partition: i32| -> i16 {
+        let mut request = fetch_request("damaged", 0, 1 << 20, 1 << 20);
+        request.topics[0].partitions[0].partition = partition;
+        let r: FetchResponse = conn.call(ApiKey::Fetch, 12, &request);
+        r.responses[0].partitions[0].error_code
+    };
+    for _ in 0..3 {
+        assert_eq!(fetch(&mut conn, 0), ResponseError::KafkaStorageError.code(), "{}", b.log());
+    }
+    assert_eq!(
+        produce(&mut conn, "damaged", 0, batch(1)).0,
+        ResponseError::KafkaStorageError.code()
+    );
+    assert_eq!(fetch(&mut conn, 1), 0, "the other partition is served");
+    assert_eq!(produce(&mut conn, "damaged", 1, batch(1)), (0, 40));
+    assert!(b.alive());
+    assert!(b.log().contains("partition taken offline"), "{}", b.log());
+}

@@ -21,6 +21,7 @@ use tokio::sync::watch;
 
 use super::check_leader_epoch;
 use crate::broker::Broker;
+use crate::log::ReadError;
 use crate::partition::Partition;
 
 /// Longest a fetch may wait, whatever it asks: bounds how long a request holds its connection slot.
@@ -163,6 +164,10 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
                     out.error_code = e.code();
                     errors = true;
                 }
+                Target::Found(partition) if partition.is_offline() => {
+                    out.error_code = ResponseError::KafkaStorageError.code();
+                    errors = true;
+                }
                 Target::Found(partition) => {
                     let high_watermark = partition.high_watermark();
                     let log = partition.log();
@@ -177,9 +182,14 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
                             out.records = Some(vec![bytes]);
                         }
                         Ok(None) => out.records = Some(vec![]),
-                        Err(e) => {
+                        Err(ReadError::OutOfRange(e)) => {
                             tracing::debug!(topic = %t.name, partition = index, error = %e, "fetch out of range");
                             out.error_code = ResponseError::OffsetOutOfRange.code();
+                            errors = true;
+                        }
+                        Err(ReadError::Storage(e)) => {
+                            partition.take_offline(&e);
+                            out.error_code = ResponseError::KafkaStorageError.code();
                             errors = true;
                         }
                     }

@@ -48,24 +48,29 @@ pub async fn handle(
                 (Some(_), _) if p.timestamp == EARLIEST_LOCAL && version < 8 => {
                     Err(ResponseError::UnsupportedVersion)
                 }
+                (Some(partition), Ok(())) if partition.is_offline() => {
+                    Err(ResponseError::KafkaStorageError)
+                }
                 (Some(partition), Ok(())) => {
                     let high_watermark = partition.high_watermark();
                     let lookup = {
                         let log = partition.log();
                         match p.timestamp {
-                            LATEST => Some(TimestampLookup::Found(-1, high_watermark)),
+                            LATEST => Ok(Some(TimestampLookup::Found(-1, high_watermark))),
                             EARLIEST | EARLIEST_LOCAL => {
-                                Some(TimestampLookup::Found(-1, log.log_start_offset()))
+                                Ok(Some(TimestampLookup::Found(-1, log.log_start_offset())))
                             }
                             MAX_TIMESTAMP => log.max_timestamp_and_offset(),
                             ts if ts >= 0 => log.offset_for_timestamp(ts),
-                            _ => None,
+                            _ => Ok(None),
                         }
                     };
+                    let lookup = lookup.inspect_err(|e| partition.take_offline(e));
                     match lookup {
-                        None => Ok(None),
-                        Some(TimestampLookup::Found(ts, offset)) => Ok(Some((ts, offset))),
-                        Some(in_batch) => broker
+                        Err(_) => Err(ResponseError::KafkaStorageError),
+                        Ok(None) => Ok(None),
+                        Ok(Some(TimestampLookup::Found(ts, offset))) => Ok(Some((ts, offset))),
+                        Ok(Some(in_batch)) => broker
                             .off_runtime(move || in_batch.resolve())
                             .await
                             .map(Some)

@@ -283,6 +283,15 @@ pub fn clean_log<L: std::ops::DerefMut<Target = Log>>(
     if !plan.is_due(now_ms) {
         return Ok(None);
     }
+    // Damaged bytes stop the clean: a walk that stopped at them would drop what follows.
+    for s in &plan.segments {
+        if let Some(Err(e)) = BatchIter::new(&s.bytes).find(Result::is_err) {
+            return Err(CleanError::Batch {
+                offset: s.base_offset,
+                reason: format!("the segment is damaged: {e}"),
+            });
+        }
+    }
     let end = build_offset_map(&plan, map)?;
     let mut stats = CleanStats {
         cleaned_to: end,
@@ -351,7 +360,11 @@ impl Log {
                 next_offset: s.next_offset(),
                 bytes: s.shared_bytes(),
                 last_modified_ms: s.last_modified_ms(),
-                first_timestamp_ms: s.batches().next().map_or(-1, |b| b.base_timestamp()),
+                first_timestamp_ms: s
+                    .batches()
+                    .next()
+                    .and_then(Result::ok)
+                    .map_or(-1, |b| b.base_timestamp()),
             });
         }
         if segments.is_empty() {

@@ -54,6 +54,15 @@ pub enum LogStartError {
     Io(#[from] io::Error),
 }
 
+/// Why a read failed: the offset is outside the log, or the log's bytes are damaged.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error(transparent)]
+    OutOfRange(#[from] OffsetOutOfRange),
+    #[error("storage: {0}")]
+    Storage(#[from] io::Error),
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[error("offset {offset} is out of range [{log_start_offset}, {log_end_offset}]")]
 pub struct OffsetOutOfRange {
@@ -222,6 +231,7 @@ impl Log {
                 .map_or(log.log_start_offset, |(b, _)| *b);
             for segment in log.segments.range(first..).map(|(_, s)| s) {
                 for batch in segment.batches() {
+                    let batch = batch?;
                     epochs_changed |= log
                         .epochs
                         .assign(batch.partition_leader_epoch(), batch.base_offset());
@@ -427,14 +437,14 @@ impl Log {
         max_offset: i64,
         max_bytes: usize,
         min_one: bool,
-    ) -> Result<Option<Bytes>, OffsetOutOfRange> {
+    ) -> Result<Option<Bytes>, ReadError> {
         let log_end_offset = self.log_end_offset();
         if offset < self.log_start_offset || offset > log_end_offset {
-            return Err(OffsetOutOfRange {
+            return Err(ReadError::OutOfRange(OffsetOutOfRange {
                 offset,
                 log_start_offset: self.log_start_offset,
                 log_end_offset,
-            });
+            }));
         }
         let first = self
             .segments
@@ -443,7 +453,7 @@ impl Log {
             .map(|(b, _)| *b)
             .unwrap_or(self.log_start_offset);
         for (_, segment) in self.segments.range(first..) {
-            if let Some(bytes) = segment.read(offset, max_offset, max_bytes, min_one) {
+            if let Some(bytes) = segment.read(offset, max_offset, max_bytes, min_one)? {
                 return Ok(Some(bytes));
             }
         }
@@ -453,23 +463,24 @@ impl Log {
     /// Where the first record whose timestamp is at or after `target_ms` is: found from the
     /// indexes and batch headers, under the lock; the batch it is in is then walked by
     /// [`TimestampLookup::resolve`], off the lock.
-    pub fn offset_for_timestamp(&self, target_ms: i64) -> Option<TimestampLookup> {
+    pub fn offset_for_timestamp(&self, target_ms: i64) -> io::Result<Option<TimestampLookup>> {
         for segment in self.segments.values() {
             if segment.max_timestamp() < target_ms {
                 continue;
             }
-            for batch in segment.batches_from_timestamp(target_ms) {
+            for batch in segment.batches_from_timestamp(target_ms)? {
+                let batch = batch?;
                 if batch.max_timestamp() >= target_ms {
-                    return Some(TimestampLookup::of(segment, &batch, target_ms));
+                    return Ok(Some(TimestampLookup::of(segment, &batch, target_ms)));
                 }
             }
         }
-        None
+        Ok(None)
     }
 
     /// Where the record with the largest timestamp (the first such) is, as for
     /// [`Log::offset_for_timestamp`].
-    pub fn max_timestamp_and_offset(&self) -> Option<TimestampLookup> {
+    pub fn max_timestamp_and_offset(&self) -> io::Result<Option<TimestampLookup>> {
         let mut best: Option<&Segment> = None;
         for s in self.segments.values() {
             if s.max_timestamp() >= 0 && best.is_none_or(|b| s.max_timestamp() > b.max_timestamp())
@@ -477,9 +488,17 @@ impl Log {
                 best = Some(s);
             }
         }
-        let segment = best?;
-        let batch = segment.batch_with_max_timestamp()?;
-        Some(TimestampLookup::of(segment, &batch, batch.max_timestamp()))
+        let Some(segment) = best else {
+            return Ok(None);
+        };
+        let Some(batch) = segment.batch_with_max_timestamp()? else {
+            return Ok(None);
+        };
+        Ok(Some(TimestampLookup::of(
+            segment,
+            &batch,
+            batch.max_timestamp(),
+        )))
     }
 
     /// Bytes held by all segments.
@@ -630,7 +649,7 @@ impl Log {
             }
             Some(base) => {
                 let segment = self.segments.remove(&base).expect("present");
-                let cut = segment.cut_position(offset);
+                let cut = segment.cut_position(offset)?;
                 let log_path = segment::file_path(&self.dir, base, "log");
                 if segment.has_readers() {
                     // Copy the kept prefix and rename it over the segment; readers keep the old
@@ -698,8 +717,11 @@ impl Log {
             .next_back()
             .map_or(self.log_start_offset, |(b, _)| *b);
         for segment in self.segments.range(first..).map(|(_, s)| s) {
-            for batch in segment.batches().filter(|b| b.base_offset() >= from) {
-                self.producers.replay(&batch);
+            for batch in segment.batches() {
+                let batch = batch?;
+                if batch.base_offset() >= from {
+                    self.producers.replay(&batch);
+                }
             }
         }
         Ok(())

@@ -389,20 +389,34 @@ impl Segment {
     }
 
     /// The position of the batch holding `offset`, or of the first batch after it (offsets may
-    /// have gaps); `None` when no batch here reaches `offset`.
-    fn find_batch(&self, offset: i64) -> Option<usize> {
+    /// have gaps); `None` when no batch here reaches `offset`. A batch that does not parse (bytes
+    /// damaged after they were written) is an error, never a panic.
+    fn find_batch(&self, offset: i64) -> io::Result<Option<usize>> {
         let (_, start) = self.offset_index.lookup(offset);
         let bytes = self.log.slice(0, self.size_bytes);
         let mut position = start as usize;
         while position < self.size_bytes {
-            let batch =
-                RecordBatchView::parse(&bytes[position..]).expect("committed batches parse");
+            let batch = self.batch_at(bytes, position)?;
             if batch.last_offset() >= offset {
-                return Some(position);
+                return Ok(Some(position));
             }
             position += batch.size_bytes();
         }
-        None
+        Ok(None)
+    }
+
+    fn batch_at<'a>(&self, bytes: &'a [u8], position: usize) -> io::Result<RecordBatchView<'a>> {
+        RecordBatchView::parse(&bytes[position..]).map_err(|e| self.damaged(position, e))
+    }
+
+    fn damaged(&self, position: usize, e: impl std::fmt::Display) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "segment {} is damaged at byte {position}: {e}",
+                self.base_offset
+            ),
+        )
     }
 
     /// Whole batches from the one holding `offset`, stopping before `max_offset` and at
@@ -413,12 +427,14 @@ impl Segment {
         max_offset: i64,
         max_bytes: usize,
         min_one: bool,
-    ) -> Option<Bytes> {
-        let start = self.find_batch(offset)?;
+    ) -> io::Result<Option<Bytes>> {
+        let Some(start) = self.find_batch(offset)? else {
+            return Ok(None);
+        };
         let bytes = self.log.slice(0, self.size_bytes);
         let mut end = start;
         while end < self.size_bytes {
-            let batch = RecordBatchView::parse(&bytes[end..]).expect("committed batches parse");
+            let batch = self.batch_at(bytes, end)?;
             if batch.base_offset() >= max_offset {
                 break;
             }
@@ -428,19 +444,19 @@ impl Segment {
             }
             end += batch.size_bytes();
         }
-        (end > start).then(|| self.log.shared_slice(start, end - start))
+        Ok((end > start).then(|| self.log.shared_slice(start, end - start)))
     }
 
-    /// Every batch, in order.
-    pub fn batches(&self) -> impl Iterator<Item = RecordBatchView<'_>> {
+    /// Every batch, in order; a damaged one ends the walk with an error.
+    pub fn batches(&self) -> impl Iterator<Item = io::Result<RecordBatchView<'_>>> {
         BatchIter::new(self.log.slice(0, self.size_bytes))
-            .map(|b| b.expect("committed batches parse").1)
+            .map(|b| b.map(|(_, batch)| batch).map_err(|e| self.damaged(0, e)))
     }
 
     /// Where the log must be cut to drop every record at or after `offset`: the start of the
     /// batch holding it (batches are never split), or the end when no batch reaches it.
-    pub fn cut_position(&self, offset: i64) -> usize {
-        self.find_batch(offset).unwrap_or(self.size_bytes)
+    pub fn cut_position(&self, offset: i64) -> io::Result<usize> {
+        Ok(self.find_batch(offset)?.unwrap_or(self.size_bytes))
     }
 
     /// The committed batches as one shared slice of the mapping (for the cleaner, off the lock).
@@ -477,17 +493,24 @@ impl Segment {
     pub fn batches_from_timestamp(
         &self,
         timestamp: i64,
-    ) -> impl Iterator<Item = RecordBatchView<'_>> {
+    ) -> io::Result<impl Iterator<Item = io::Result<RecordBatchView<'_>>>> {
         let (_, offset) = self.time_index.lookup(timestamp);
-        let start = self.find_batch(offset).unwrap_or(self.size_bytes);
-        BatchIter::new(&self.log.slice(0, self.size_bytes)[start..])
-            .map(|b| b.expect("committed batches parse").1)
+        let start = self.find_batch(offset)?.unwrap_or(self.size_bytes);
+        Ok(
+            BatchIter::new(&self.log.slice(0, self.size_bytes)[start..]).map(move |b| {
+                b.map(|(_, batch)| batch)
+                    .map_err(|e| self.damaged(start, e))
+            }),
+        )
     }
 
     /// The batch whose last offset is `offset_of_max_timestamp`.
-    pub fn batch_with_max_timestamp(&self) -> Option<RecordBatchView<'_>> {
-        let position = self.find_batch(self.offset_of_max_timestamp)?;
-        RecordBatchView::parse(&self.log.slice(0, self.size_bytes)[position..]).ok()
+    pub fn batch_with_max_timestamp(&self) -> io::Result<Option<RecordBatchView<'_>>> {
+        let Some(position) = self.find_batch(self.offset_of_max_timestamp)? else {
+            return Ok(None);
+        };
+        self.batch_at(self.log.slice(0, self.size_bytes), position)
+            .map(Some)
     }
 
     /// Makes the segment read-only: final time index entry, indexes and log trimmed to size.
