@@ -420,7 +420,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             assert_eq!((code, node), (0, 0));
             assert!(port > 0);
             if v >= 1 {
-                // No transaction coordinator.
+                // No transaction coordinator: an error clients do not retry.
                 r.key_type = 1;
                 let resp: FindCoordinatorResponse = conn.call(api, v, &r);
                 let code = if v >= 4 {
@@ -428,7 +428,10 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 } else {
                     resp.error_code
                 };
-                assert_eq!(code, 15, "COORDINATOR_NOT_AVAILABLE");
+                assert_eq!(
+                    code, 31,
+                    "CLUSTER_AUTHORIZATION_FAILED: clients fail at once"
+                );
             }
         }
         ApiKey::JoinGroup => {

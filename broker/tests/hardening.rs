@@ -340,7 +340,12 @@ fn damaged_bytes_in_a_closed_segment_take_only_that_partition_offline() {
         r.responses[0].partitions[0].error_code
     };
     for _ in 0..3 {
-        assert_eq!(fetch(&mut conn, 0), ResponseError::KafkaStorageError.code(), "{}", b.log());
+        assert_eq!(
+            fetch(&mut conn, 0),
+            ResponseError::KafkaStorageError.code(),
+            "{}",
+            b.log()
+        );
     }
     assert_eq!(
         produce(&mut conn, "damaged", 0, batch(1)).0,

@@ -24,6 +24,9 @@ fn s(text: &str) -> StrBytes {
     StrBytes::from_string(text.to_string())
 }
 
+/// Kafka's CLUSTER_AUTHORIZATION_FAILED.
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
 pub fn find_coordinator(
     broker: &Broker,
     request: FindCoordinatorRequest,
@@ -38,15 +41,21 @@ pub fn find_coordinator(
             c.node_id = BrokerId(broker.config.node_id);
             c.host = s(&broker.advertised_host);
             c.port = i32::from(broker.advertised_port);
-        } else {
+        } else if request.key_type == GROUP_KEY_TYPE {
             c.node_id = BrokerId(-1);
             c.port = -1;
             c.error_code = COORDINATOR_NOT_AVAILABLE;
-            c.error_message = Some(s(if request.key_type == GROUP_KEY_TYPE {
-                "the group coordinator is not available"
-            } else {
-                "only group coordinators are available: transactions and share groups are not supported"
-            }));
+            c.error_message = Some(s("the group coordinator is not available"));
+        } else {
+            // No transaction (or share) coordinator exists: answer with an error clients treat as
+            // fatal (librdkafka and the Java producer fail at once and show the message), not
+            // with COORDINATOR_NOT_AVAILABLE, which they retry until their timeout.
+            c.node_id = BrokerId(-1);
+            c.port = -1;
+            c.error_code = CLUSTER_AUTHORIZATION_FAILED;
+            c.error_message = Some(s(
+                "transactions and share groups are not supported by this broker",
+            ));
         }
         c
     };

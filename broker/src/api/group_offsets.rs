@@ -16,42 +16,77 @@ use quipu_protocol::StrBytes;
 
 use crate::broker::Broker;
 use crate::group::offsets_topic::OffsetValue;
-use crate::group::state::{INVALID_GROUP_ID, NONE};
+use crate::group::state::{INVALID_GROUP_ID, NONE, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::group::CommitEntry;
 
-pub fn offset_commit(broker: &Broker, request: OffsetCommitRequest) -> OffsetCommitResponse {
+/// OffsetCommit: partitions of topics or partitions that do not exist get
+/// UNKNOWN_TOPIC_OR_PARTITION, as in Kafka, whatever the group says; the rest go to the
+/// coordinator, which is not asked at all when nothing is left.
+pub fn offset_commit(
+    broker: &Broker,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let exists = |topic: &str, partition: i32| {
+        broker
+            .metadata
+            .topic(topic)
+            .is_some_and(|t| usize::try_from(partition).is_ok_and(|p| p < t.partitions.len()))
+    };
+    let known: Vec<Vec<bool>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| exists(&t.name.0, p.partition_index))
+                .collect()
+        })
+        .collect();
     let entries: Vec<CommitEntry> = request
         .topics
         .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| CommitEntry {
-                topic: t.name.0.to_string(),
-                partition: p.partition_index,
-                offset: p.committed_offset,
-                leader_epoch: p.committed_leader_epoch,
-                metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-            })
+        .zip(&known)
+        .flat_map(|(t, known)| {
+            t.partitions
+                .iter()
+                .zip(known)
+                .filter(|(_, known)| **known)
+                .map(|(p, _)| CommitEntry {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
         })
         .collect();
-    let mut errors = broker
-        .groups
-        .commit(
+    let mut errors = if entries.is_empty() {
+        Vec::new()
+    } else {
+        broker.groups.commit(
             broker,
             &request.group_id.0,
             request.generation_id_or_member_epoch,
             &request.member_id,
             request.group_instance_id.as_deref(),
             entries,
+            version,
         )
-        .into_iter();
+    }
+    .into_iter();
     let mut response = OffsetCommitResponse::default();
-    for t in &request.topics {
+    for (t, known) in request.topics.iter().zip(&known) {
         let mut rt = OffsetCommitResponseTopic::default();
         rt.name = t.name.clone();
-        for p in &t.partitions {
+        for (p, known) in t.partitions.iter().zip(known) {
             let mut rp = OffsetCommitResponsePartition::default();
             rp.partition_index = p.partition_index;
-            rp.error_code = errors.next().unwrap_or(NONE);
+            rp.error_code = if *known {
+                errors.next().unwrap_or(NONE)
+            } else {
+                UNKNOWN_TOPIC_OR_PARTITION
+            };
             rt.partitions.push(rp);
         }
         response.topics.push(rt);

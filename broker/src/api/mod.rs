@@ -194,7 +194,7 @@ pub async fn handle(
             correlation_id,
             api,
             version,
-            &group_offsets::offset_commit(&broker, decode!(m::OffsetCommitRequest)),
+            &group_offsets::offset_commit(&broker, decode!(m::OffsetCommitRequest), version),
         )?,
         ApiKey::OffsetFetch => encode(
             correlation_id,

@@ -518,6 +518,7 @@ impl GroupCoordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
         entries: Vec<CommitEntry>,
+        version: i16,
     ) -> Vec<i16> {
         let all = |code: i16| vec![code; entries.len()];
         if group_id.is_empty() {
@@ -529,28 +530,12 @@ impl GroupCoordinator {
             None if generation < 0 => groups
                 .entry(group_id.to_string())
                 .or_insert_with(|| Group::new(group_id, now_ms)),
+            None if version >= 9 => return all(GROUP_ID_NOT_FOUND),
             None => return all(ILLEGAL_GENERATION),
-            Some(g) => {
-                if !(generation < 0 && g.state == GroupState::Empty) {
-                    let member = g.members.get(member_id);
-                    if group_instance_id.is_some()
-                        && member
-                            .is_some_and(|m| m.group_instance_id.as_deref() != group_instance_id)
-                    {
-                        return all(FENCED_INSTANCE_ID);
-                    }
-                    if g.state == GroupState::CompletingRebalance {
-                        return all(REBALANCE_IN_PROGRESS);
-                    }
-                    if member.is_none() {
-                        return all(UNKNOWN_MEMBER_ID);
-                    }
-                    if generation != g.generation {
-                        return all(ILLEGAL_GENERATION);
-                    }
-                }
-                g
-            }
+            Some(g) => match commit_refusal(g, generation, member_id, group_instance_id) {
+                Some(code) => return all(code),
+                None => g,
+            },
         };
         let max_metadata = self.config.offset_metadata_max_bytes.max(0) as usize;
         let mut errors = Vec::with_capacity(entries.len());
@@ -972,6 +957,39 @@ fn apply(groups: &mut HashMap<String, Group>, key: Key, value: Option<Bytes>, no
     }
 }
 
+/// Why a commit to an existing group is refused, in Kafka's order (GroupCoordinator's
+/// validateOffsetCommit): the member (its instance id first), then its generation, and only then
+/// a rebalance waiting for SyncGroup. A commit during PreparingRebalance with the current
+/// generation is taken: the generation moves only when the join completes.
+fn commit_refusal(
+    group: &Group,
+    generation: i32,
+    member_id: &str,
+    group_instance_id: Option<&str>,
+) -> Option<i16> {
+    if generation < 0 && group.state == GroupState::Empty {
+        return None; // an admin or simple commit
+    }
+    if generation >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
+        if let Some(instance) = group_instance_id {
+            match group.static_members.get(instance) {
+                None => return Some(UNKNOWN_MEMBER_ID),
+                Some(owner) if owner != member_id => return Some(FENCED_INSTANCE_ID),
+                Some(_) => {}
+            }
+        }
+        if !group.members.contains_key(member_id) {
+            return Some(UNKNOWN_MEMBER_ID);
+        }
+        if generation != group.generation {
+            return Some(ILLEGAL_GENERATION);
+        }
+    } else {
+        return Some(UNKNOWN_MEMBER_ID); // an admin commit to a group with members
+    }
+    (group.state == GroupState::CompletingRebalance).then_some(REBALANCE_IN_PROGRESS)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -999,6 +1017,7 @@ mod tests {
                 leader_epoch: -1,
                 metadata: None,
             }],
+            9,
         )
     }
 

@@ -1,0 +1,131 @@
+//! OffsetCommit answered as Apache Kafka answers it (issue 11, items 19 and 20): unknown topics
+//! and partitions, and commits while the group rebalances, in Kafka's order of checks.
+
+mod common;
+
+use bytes::Bytes;
+use common::{create_topic, BrokerProcess, Conn};
+use quipu_protocol::messages::*;
+use quipu_protocol::StrBytes;
+
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const ILLEGAL_GENERATION: i16 = 22;
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const REBALANCE_IN_PROGRESS: i16 = 27;
+
+fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
+    let mut p = join_group_request::JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = Bytes::from_static(b"meta");
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.session_timeout_ms = 10_000;
+    r.rebalance_timeout_ms = 10_000;
+    r.member_id = StrBytes::from_string(member_id.to_string());
+    r.protocol_type = StrBytes::from_static_str("consumer");
+    r.protocols = vec![p];
+    r
+}
+
+/// JoinGroup v3 (no member-id round): member id and generation.
+fn join(conn: &mut Conn, group: &str, member_id: &str) -> (String, i32) {
+    let r: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 3, &join_request(group, member_id));
+    assert_eq!(r.error_code, 0);
+    (r.member_id.to_string(), r.generation_id)
+}
+
+fn sync(conn: &mut Conn, group: &str, member_id: &str, generation: i32) {
+    let mut r = SyncGroupRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.member_id = StrBytes::from_string(member_id.to_string());
+    r.generation_id = generation;
+    let resp: SyncGroupResponse = conn.call(ApiKey::SyncGroup, 3, &r);
+    assert_eq!(resp.error_code, 0);
+}
+
+/// One OffsetCommit v8; the error codes of its partitions, in order.
+fn commit(
+    conn: &mut Conn,
+    group: &str,
+    generation: i32,
+    member_id: &str,
+    partitions: &[(&str, i32)],
+) -> Vec<i16> {
+    let mut r = OffsetCommitRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.generation_id_or_member_epoch = generation;
+    r.member_id = StrBytes::from_string(member_id.to_string());
+    for (topic, partition) in partitions {
+        let mut p = offset_commit_request::OffsetCommitRequestPartition::default();
+        p.partition_index = *partition;
+        p.committed_offset = 7;
+        let mut t = offset_commit_request::OffsetCommitRequestTopic::default();
+        t.name = common::name(topic);
+        t.partitions = vec![p];
+        r.topics.push(t);
+    }
+    let resp: OffsetCommitResponse = conn.call(ApiKey::OffsetCommit, 8, &r);
+    resp.topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.error_code))
+        .collect()
+}
+
+#[test]
+fn commits_for_topics_or_partitions_that_do_not_exist_are_refused_per_partition() {
+    let b = BrokerProcess::start(&[]);
+    let mut conn = b.connect();
+    assert_eq!(create_topic(&mut conn, "real", 2).topics[0].error_code, 0);
+    let codes = commit(
+        &mut conn,
+        "admin",
+        -1,
+        "",
+        &[("real", 1), ("missing", 0), ("real", 2), ("real", -1)],
+    );
+    assert_eq!(
+        codes,
+        vec![
+            0,
+            UNKNOWN_TOPIC_OR_PARTITION,
+            UNKNOWN_TOPIC_OR_PARTITION,
+            UNKNOWN_TOPIC_OR_PARTITION
+        ]
+    );
+}
+
+#[test]
+fn commits_during_a_rebalance_are_checked_member_then_generation_then_state() {
+    let b = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
+    let mut conn = b.connect();
+    assert_eq!(create_topic(&mut conn, "orders", 1).topics[0].error_code, 0);
+    let orders = [("orders", 0)];
+    let (a, generation) = join(&mut conn, "g", "");
+    sync(&mut conn, "g", &a, generation);
+    // A second member's join waits for `a` to rejoin: the group prepares a rebalance.
+    let mut other = b.connect();
+    let waiting = other.send(ApiKey::JoinGroup, 3, &join_request("g", ""));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Preparing: the generation has not moved, and Kafka takes the commit.
+    assert_eq!(commit(&mut conn, "g", generation, &a, &orders), vec![0]);
+    let (_, next) = join(&mut conn, "g", &a);
+    let _: JoinGroupResponse = other.receive(ApiKey::JoinGroup, 3, waiting);
+    assert_eq!(next, generation + 1);
+    // Completing (waiting for SyncGroup): a stale generation, an admin commit and a current one.
+    assert_eq!(
+        commit(&mut conn, "g", generation, &a, &orders),
+        vec![ILLEGAL_GENERATION]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", -1, "", &orders),
+        vec![UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", next, "nobody", &orders),
+        vec![UNKNOWN_MEMBER_ID]
+    );
+    assert_eq!(
+        commit(&mut conn, "g", next, &a, &orders),
+        vec![REBALANCE_IN_PROGRESS]
+    );
+}
