@@ -526,10 +526,12 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             r.member_id = StrBytes::from_static_str("stranger");
             r.group_id = GroupId(StrBytes::from_string(format!("none-{v}")));
             let resp: OffsetCommitResponse = conn.call(api, v, &r);
-            assert_eq!(
-                resp.topics[0].partitions[0].error_code, 22,
-                "ILLEGAL_GENERATION"
-            );
+            let (code, name) = if v >= 9 {
+                (69, "GROUP_ID_NOT_FOUND")
+            } else {
+                (22, "ILLEGAL_GENERATION")
+            };
+            assert_eq!(resp.topics[0].partitions[0].error_code, code, "{name}");
         }
         ApiKey::OffsetFetch => {
             let group = format!("of-{v}");
