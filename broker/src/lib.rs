@@ -23,6 +23,7 @@ pub mod group;
 pub mod lifecycle;
 pub mod log;
 pub mod log_cleaner;
+pub mod log_output;
 pub mod metadata;
 pub mod metadata_log;
 pub mod partition;

@@ -41,12 +41,17 @@ fn main() -> std::process::ExitCode {
     {
         return quipu_cli::main(std::env::args_os());
     }
+    // Colour only for a person at a terminal, never in a log file.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
                 .unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_ansi(colour)
+        .with_writer(move || {
+            quipu_broker::log_output::EscapingWriter::new(std::io::stderr(), colour)
+        })
         .init();
     let args = Args::parse();
     let mut overrides = Vec::new();

@@ -38,7 +38,7 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        tracing::warn!(%peer, max_connections = broker.config.max_connections, "connection refused: max.connections reached");
+                        crate::warn_limited!(%peer, max_connections = broker.config.max_connections, "connection refused: max.connections reached");
                         drop(stream);
                         continue;
                     };
@@ -78,7 +78,7 @@ async fn serve_connection(
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::warn!(%peer, error = %e, "closing connection: bad frame");
+                    crate::warn_limited!(%peer, error = %e, "closing connection: bad frame");
                     return Ok(());
                 }
             };
@@ -105,7 +105,7 @@ async fn serve_connection(
                     Ok(Handled::Response(chunks)) => write_chunks(&mut writer, chunks).await?,
                     Ok(Handled::NoResponse) => {}
                     Err(e) => {
-                        tracing::warn!(%peer, error = %e, "closing connection: request failed");
+                        crate::warn_limited!(%peer, error = %e, "closing connection: request failed");
                         return Ok(());
                     }
                 }
@@ -126,20 +126,20 @@ fn start_request(
     let prefix = match peek_prefix(&frame) {
         Ok(p) => p,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "closing connection: bad request header");
+            crate::warn_limited!(%peer, error = %e, "closing connection: bad request header");
             return None;
         }
     };
     if let Err(e) = api::check_version(prefix.api_key, prefix.api_version) {
         if !e.answerable() {
-            tracing::warn!(%peer, api_key = prefix.api_key, api_version = prefix.api_version, correlation_id = prefix.correlation_id, error = %e, "closing connection");
+            crate::warn_limited!(%peer, api_key = prefix.api_key, api_version = prefix.api_version, correlation_id = prefix.correlation_id, error = %e, "closing connection");
             return None;
         }
     }
     let header = match decode_request_header(&mut frame) {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(%peer, error = %e, "closing connection: bad request header");
+            crate::warn_limited!(%peer, error = %e, "closing connection: bad request header");
             return None;
         }
     };

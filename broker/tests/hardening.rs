@@ -356,3 +356,48 @@ fn damaged_bytes_in_a_closed_segment_take_only_that_partition_offline() {
     assert!(b.alive());
     assert!(b.log().contains("partition taken offline"), "{}", b.log());
 }
+
+/// Item 8: one warning per bad connection without a limit (56 854 lines in 10 s from one
+/// client), client strings written raw (forged lines, terminal escapes), colour codes in files.
+#[test]
+fn bad_clients_cannot_flood_or_forge_the_log() {
+    let b = BrokerProcess::start(&[]);
+    let started = std::time::Instant::now();
+    for _ in 0..300 {
+        let mut c = b.connect();
+        c.send_raw(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
+        assert!(c.is_closed());
+    }
+    let seconds = started.elapsed().as_secs() + 1;
+    let mut conn = b.connect();
+    let mut t = create_topics_request::CreatableTopic::default();
+    t.name = common::name("evil\nFAKE LINE \u{1b}[2J");
+    t.num_partitions = 1;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    let refused: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
+    assert_ne!(refused.topics[0].error_code, 0);
+    std::thread::sleep(std::time::Duration::from_millis(1_100));
+    let mut again = b.connect();
+    again.send_raw(&[0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff]);
+    assert!(again.is_closed());
+    let log = b.log();
+    let warnings = log
+        .lines()
+        .filter(|l| l.contains("closing connection"))
+        .count();
+    assert!(
+        warnings as u64 <= 10 * (seconds + 2),
+        "{warnings} warnings for 301 bad connections in {seconds} s"
+    );
+    assert!(
+        log.contains("suppressed="),
+        "the held-back lines are counted"
+    );
+    assert!(!log.lines().any(|l| l.starts_with("FAKE LINE")), "{log}");
+    assert!(
+        !log.contains('\u{1b}'),
+        "no escape sequence reaches a log file"
+    );
+}

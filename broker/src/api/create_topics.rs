@@ -39,7 +39,7 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
                 }
             }
             Err((code, message)) => {
-                tracing::info!(topic = %name, error = %message, "create topic refused");
+                crate::warn_limited!(topic = ?name, error = %message, "create topic refused");
                 r.error_code = code.code();
                 r.error_message = Some(StrBytes::from_string(message));
                 if version >= 5 {

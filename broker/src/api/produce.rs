@@ -66,7 +66,7 @@ pub async fn handle(
                 }),
                 (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
                 (Some(p), Some(records)) => append(broker, p, records).await.map_err(|e| {
-                    tracing::warn!(topic = %topic_data.name.0, partition = pd.index, error = %e, "produce refused");
+                    crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
             };
