@@ -85,7 +85,7 @@ fn index_lookup(c: &mut Criterion) {
     )
     .unwrap();
     for i in 1..=ENTRIES {
-        assert!(index.append(i * 10, (i * 4096) as u32));
+        assert!(index.append(i * 10, (i * 4096) as u32).unwrap());
     }
     let mut g = c.benchmark_group("offset_index");
     let mut target = 0i64;

@@ -84,10 +84,12 @@ impl OffsetIndex {
         self.entries.checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends an entry; returns false when the index is full.
-    pub fn append(&mut self, offset: i64, position: u32) -> bool {
+    /// Appends an entry; `Ok(false)` when the index is full. Written with `pwrite`, not through
+    /// the mapping: on a full disk a write fault on the (sparse, preallocated) mapping is a
+    /// SIGBUS, where `pwrite` is an ENOSPC error.
+    pub fn append(&mut self, offset: i64, position: u32) -> io::Result<bool> {
         if self.is_full() {
-            return false;
+            return Ok(false);
         }
         if let Some((last_offset, last_position)) = self.last_entry() {
             assert!(
@@ -96,12 +98,13 @@ impl OffsetIndex {
             );
         }
         let rel = u32::try_from(offset - self.base_offset).expect("relative offset fits u32");
-        // SAFETY: the slot past the last entry is read by no one until `entries` moves past it.
-        let slot = unsafe { self.file.slice_mut(self.entries * ENTRY_BYTES, ENTRY_BYTES) };
-        slot[..4].copy_from_slice(&rel.to_be_bytes());
-        slot[4..].copy_from_slice(&position.to_be_bytes());
+        // The slot past the last entry is read by no one until `entries` moves past it.
+        self.file.write_at(
+            self.entries * ENTRY_BYTES,
+            &[&rel.to_be_bytes(), &position.to_be_bytes()],
+        )?;
         self.entries += 1;
-        true
+        Ok(true)
     }
 
     /// The position to start scanning from for `target`: the largest entry at or below it.
@@ -149,8 +152,8 @@ mod tests {
         let p = dir.path().join("0.index");
         let mut i = OffsetIndex::open(&p, 100, 80, true).unwrap();
         assert_eq!(i.lookup(150), (100, 0));
-        assert!(i.append(110, 4096));
-        assert!(i.append(120, 8192));
+        assert!(i.append(110, 4096).unwrap());
+        assert!(i.append(120, 8192).unwrap());
         assert_eq!(i.lookup(109), (100, 0));
         assert_eq!(i.lookup(110), (110, 4096));
         assert_eq!(i.lookup(119), (110, 4096));
@@ -167,10 +170,10 @@ mod tests {
     fn full_index_refuses_entries() {
         let dir = tempfile::tempdir().unwrap();
         let mut i = OffsetIndex::open(&dir.path().join("0.index"), 0, 17, true).unwrap();
-        assert!(i.append(1, 1));
-        assert!(i.append(2, 2));
+        assert!(i.append(1, 1).unwrap());
+        assert!(i.append(2, 2).unwrap());
         assert!(i.is_full());
-        assert!(!i.append(3, 3));
+        assert!(!i.append(3, 3).unwrap());
     }
 
     #[test]

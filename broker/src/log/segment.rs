@@ -136,7 +136,7 @@ impl Segment {
         let log = MappedFile::open(&file_path(dir, base_offset, "log"), None)?;
         let file_len = log.len_bytes();
         let mut segment = Self::with_files(dir, base_offset, log, sizes, true, now_ms)?;
-        let end = segment.scan_from_start(validate);
+        let end = segment.scan_from_start(validate)?;
         let truncated_bytes = garbage_len(segment.log.slice(end, file_len - end));
         // Cut whatever follows the last valid batch, so a later append never sits behind garbage.
         segment.log.set_len(end)?;
@@ -240,7 +240,7 @@ impl Segment {
 
     /// Walks the batches in `[0, file length)`, stopping at the first that does not parse (or
     /// whose CRC fails, or that breaks offset order); returns where the valid batches end.
-    fn scan_from_start(&mut self, validate: bool) -> usize {
+    fn scan_from_start(&mut self, validate: bool) -> io::Result<usize> {
         let file_len = self.log.len_bytes();
         let bytes = self.log.slice(0, file_len);
         let mut end = 0;
@@ -269,32 +269,42 @@ impl Segment {
             end = position + batch.size_bytes();
         }
         for (position, last_offset, max_timestamp, size) in batches {
-            self.index_batch(position, last_offset, max_timestamp, size);
+            self.index_batch(position, last_offset, max_timestamp, size)?;
         }
         self.size_bytes = end;
-        end
+        Ok(end)
     }
 
-    /// Updates offsets, timestamps and indexes for a batch now at `position`.
-    fn index_batch(&mut self, position: usize, last_offset: i64, max_timestamp: i64, size: usize) {
+    /// Updates offsets, timestamps and indexes for a batch now at `position`. A failed index
+    /// write (a full disk) is an error and leaves the segment as it was before the batch.
+    fn index_batch(
+        &mut self,
+        position: usize,
+        last_offset: i64,
+        max_timestamp: i64,
+        size: usize,
+    ) -> io::Result<()> {
         assert_eq!(position, self.size_bytes, "batches are contiguous");
         assert!(last_offset >= self.next_offset, "offsets grow");
-        if max_timestamp > self.max_timestamp {
-            self.max_timestamp = max_timestamp;
-            self.offset_of_max_timestamp = last_offset;
+        let (max_ts, offset_of_max_ts) = if max_timestamp > self.max_timestamp {
+            (max_timestamp, last_offset)
+        } else {
+            (self.max_timestamp, self.offset_of_max_timestamp)
+        };
+        if self.bytes_since_last_index_entry > self.index_interval_bytes {
+            self.offset_index.append(last_offset, position as u32)?;
+            self.time_index.maybe_append(max_ts, offset_of_max_ts)?;
+            self.bytes_since_last_index_entry = 0;
         }
+        self.max_timestamp = max_ts;
+        self.offset_of_max_timestamp = offset_of_max_ts;
         if self.first_batch_max_timestamp.is_none() {
             self.first_batch_max_timestamp = Some(max_timestamp);
-        }
-        if self.bytes_since_last_index_entry > self.index_interval_bytes {
-            self.offset_index.append(last_offset, position as u32);
-            self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
-            self.bytes_since_last_index_entry = 0;
         }
         self.bytes_since_last_index_entry += size;
         self.size_bytes = position + size;
         self.next_offset = last_offset + 1;
+        Ok(())
     }
 
     pub fn base_offset(&self) -> i64 {
@@ -384,8 +394,7 @@ impl Segment {
                 stamped
             }
         };
-        self.index_batch(position, last_offset, max_timestamp, batch.len());
-        Ok(())
+        self.index_batch(position, last_offset, max_timestamp, batch.len())
     }
 
     /// The position of the batch holding `offset`, or of the first batch after it (offsets may
@@ -517,7 +526,7 @@ impl Segment {
     pub fn close(&mut self) -> io::Result<()> {
         if self.max_timestamp >= 0 && !self.time_index.is_full() {
             self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp);
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
         }
         self.offset_index.trim()?;
         self.time_index.trim()?;

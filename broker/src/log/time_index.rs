@@ -67,23 +67,26 @@ impl TimeIndex {
         self.entries.checked_sub(1).map(|i| self.entry(i))
     }
 
-    /// Appends `(timestamp, offset)` if the timestamp is larger than the last one and there is room.
-    pub fn maybe_append(&mut self, timestamp: i64, offset: i64) {
+    /// Appends `(timestamp, offset)` if the timestamp is larger than the last one and there is
+    /// room; written with `pwrite`, so a full disk is an error, not a SIGBUS on the mapping.
+    pub fn maybe_append(&mut self, timestamp: i64, offset: i64) -> io::Result<()> {
         if self.is_full() {
-            return;
+            return Ok(());
         }
         if let Some((last_ts, last_offset)) = self.last_entry() {
             if timestamp <= last_ts {
-                return;
+                return Ok(());
             }
             assert!(offset >= last_offset, "time index offsets never decrease");
         }
         let rel = u32::try_from(offset - self.base_offset).expect("relative offset fits u32");
-        // SAFETY: the slot past the last entry is read by no one until `entries` moves past it.
-        let slot = unsafe { self.file.slice_mut(self.entries * ENTRY_BYTES, ENTRY_BYTES) };
-        slot[..8].copy_from_slice(&timestamp.to_be_bytes());
-        slot[8..].copy_from_slice(&rel.to_be_bytes());
+        // The slot past the last entry is read by no one until `entries` moves past it.
+        self.file.write_at(
+            self.entries * ENTRY_BYTES,
+            &[&timestamp.to_be_bytes(), &rel.to_be_bytes()],
+        )?;
         self.entries += 1;
+        Ok(())
     }
 
     /// The largest entry whose timestamp is at or below `target`, as `(timestamp, offset)`;
@@ -129,9 +132,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("0.timeindex");
         let mut t = TimeIndex::open(&p, 0, 120, true).unwrap();
-        t.maybe_append(100, 5);
-        t.maybe_append(90, 6); // older: ignored
-        t.maybe_append(200, 9);
+        t.maybe_append(100, 5).unwrap();
+        t.maybe_append(90, 6).unwrap(); // older: ignored
+        t.maybe_append(200, 9).unwrap();
         assert_eq!(t.lookup(50), (-1, 0));
         assert_eq!(t.lookup(150), (100, 5));
         assert_eq!(t.lookup(200), (200, 9));

@@ -42,7 +42,19 @@ impl BrokerProcess {
 
     /// Starts the broker with extra environment variables (for the `QUIPU_*` layer).
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_prepared(args, envs, |_| {})
+    }
+
+    /// Starts the broker after `prepare` has made its data directory (a small mount, say).
+    pub fn start_prepared(
+        args: &[&str],
+        envs: &[(&str, &str)],
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        prepare(&data);
         let mut b = Self {
             port: free_port(),
             log_path: dir.path().join("quipu.log"),
