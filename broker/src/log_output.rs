@@ -5,7 +5,7 @@
 //! (`\n`, `\r`, ESC… as `\xNN`) except the newline that ends it, so a client can neither forge
 //! a log line nor send escape sequences to an operator's terminal; when colour is on (stderr is
 //! a terminal) the colour sequences the formatter itself writes are let through, and nothing
-//! else. [`warn_limited!`] caps how often one call site warns: a client that repeats a bad
+//! else. [`warn_limited!`](crate::warn_limited) caps how often one call site warns: a client that repeats a bad
 //! request cannot fill the disk with the same line.
 //!
 //! Invariants: one `write` of the formatter is one line, and it leaves as one line; a call site
@@ -85,7 +85,7 @@ impl<W: Write> Write for EscapingWriter<W> {
     }
 }
 
-/// How often one call site has logged lately (see [`warn_limited!`]).
+/// How often one call site has logged lately (see [`warn_limited!`](crate::warn_limited)).
 pub struct RateLimit {
     window_start_ms: AtomicI64,
     in_window: AtomicU64,
