@@ -7,16 +7,18 @@
 //! header, an unknown API, an unsupported version or a body that does not parse closes the
 //! connection with a log line, as Kafka does; other connections are unaffected.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{FuturesOrdered, StreamExt};
-use quipu_protocol::frame::FrameDecoder;
+use quipu_protocol::frame::{FrameDecoder, FRAME_SIZE_PREFIX_BYTES};
 use quipu_protocol::header::{decode_request_header, peek_prefix};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Duration, Instant};
 
 use crate::api::{self, Handled};
 use crate::broker::Broker;
@@ -31,23 +33,34 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     let connections = Arc::new(Semaphore::new(broker.config.max_connections as usize));
+    let per_ip = Arc::new(ConnectionsPerIp::new(&broker.config));
+    let request_bytes = Arc::new(Semaphore::new(
+        broker.config.queued_max_request_bytes as usize,
+    ));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => break,
             accepted = listener.accept() => match accepted {
                 Ok((stream, peer)) => {
+                    let Some(ip_slot) = per_ip.take(peer.ip()) else {
+                        crate::warn_limited!(%peer, "connection refused: max.connections.per.ip reached");
+                        drop(stream);
+                        continue;
+                    };
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
                         crate::warn_limited!(%peer, max_connections = broker.config.max_connections, "connection refused: max.connections reached");
                         drop(stream);
                         continue;
                     };
                     let broker = broker.clone();
+                    let request_bytes = request_bytes.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(broker, stream, peer).await {
+                        if let Err(e) = serve_connection(broker, stream, peer, request_bytes).await {
                             tracing::debug!(%peer, error = %e, "connection ended");
                         }
                         drop(permit);
+                        drop(ip_slot);
                     });
                 }
                 Err(e) => {
@@ -59,22 +72,140 @@ pub async fn serve(
     }
 }
 
+/// Connections open per client address, against `max.connections.per.ip` and its overrides.
+struct ConnectionsPerIp {
+    open: Mutex<HashMap<IpAddr, u32>>,
+    limit: u32,
+    overrides: HashMap<IpAddr, u32>,
+}
+
+impl ConnectionsPerIp {
+    fn new(config: &quipu_config::BrokerConfig) -> Self {
+        Self {
+            open: Mutex::new(HashMap::new()),
+            limit: config.max_connections_per_ip,
+            overrides: config
+                .connection_limits_per_ip()
+                .expect("validated with the configuration"),
+        }
+    }
+
+    /// A slot for one more connection from `ip`, or `None` at its limit.
+    fn take(self: &Arc<Self>, ip: IpAddr) -> Option<IpSlot> {
+        let limit = self.overrides.get(&ip).copied().unwrap_or(self.limit);
+        let mut open = self.open.lock().expect("per-ip lock");
+        let count = open.entry(ip).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(IpSlot {
+            owner: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's count; given back when dropped.
+struct IpSlot {
+    owner: Arc<ConnectionsPerIp>,
+    ip: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().expect("per-ip lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
+
+/// The receive buffer of a connection, and the share of `queued.max.request.bytes` it holds: a
+/// permit for every byte of capacity past the first read chunk (that much every connection has,
+/// so small requests never wait on large ones: at most `max.connections` x 64 KiB). A frame split
+/// off it takes its permits along to its handler; they go back to the pool when it is done.
+struct ReceiveBuffer {
+    buf: BytesMut,
+    held: Option<OwnedSemaphorePermit>,
+}
+
+impl ReceiveBuffer {
+    fn held_bytes(&self) -> usize {
+        self.held.as_ref().map_or(0, |p| p.num_permits())
+    }
+
+    /// The capacity the buffer must grow to before the next read, if it must: room for the
+    /// whole pending frame once its size is known, else a read chunk past what is pending.
+    fn growth(&self, decoder: &FrameDecoder) -> Option<usize> {
+        let frame_bytes = decoder.wanted_bytes(&self.buf);
+        let full = self.buf.capacity() == self.buf.len();
+        (full || frame_bytes > self.buf.capacity())
+            .then(|| frame_bytes.max(self.buf.len() + READ_CHUNK_BYTES))
+    }
+
+    /// Moves the pending bytes to a buffer of exactly `capacity`, holding as many permits:
+    /// `more` (just taken) joins those held, and any surplus goes back to the pool.
+    fn grow(&mut self, capacity: usize, more: Option<OwnedSemaphorePermit>) {
+        match (&mut self.held, more) {
+            (Some(held), Some(more)) => held.merge(more),
+            (None, more) => self.held = more,
+            (Some(_), None) => {}
+        }
+        if let Some(held) = &mut self.held {
+            let surplus = held.num_permits().saturating_sub(charged(capacity));
+            drop(held.split(surplus));
+        }
+        debug_assert_eq!(
+            self.held_bytes(),
+            charged(capacity),
+            "a permit per charged byte"
+        );
+        let mut bigger = BytesMut::with_capacity(capacity);
+        bigger.extend_from_slice(&self.buf);
+        self.buf = bigger;
+    }
+
+    /// The permits of `bytes` that just left the buffer in a frame.
+    fn release(&mut self, bytes: usize) -> Option<OwnedSemaphorePermit> {
+        self.held
+            .as_mut()
+            .and_then(|h| h.split(bytes.min(h.num_permits())))
+    }
+}
+
+/// The bytes of a receive buffer of `capacity` that count against `queued.max.request.bytes`.
+fn charged(capacity: usize) -> usize {
+    capacity.saturating_sub(READ_CHUNK_BYTES)
+}
+
 async fn serve_connection(
     broker: Arc<Broker>,
     stream: TcpStream,
     peer: SocketAddr,
+    request_bytes: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
     let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes as usize);
     let max_in_flight = broker.config.connection_max_in_flight_requests as usize;
-    let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    let idle = Duration::from_millis(broker.config.connections_max_idle_ms as u64);
+    let frame_timeout = Duration::from_millis(broker.config.socket_request_read_timeout_ms as u64);
+    let mut rx = ReceiveBuffer {
+        buf: BytesMut::new(),
+        held: None,
+    };
     let mut in_flight = FuturesOrdered::new();
     let mut reading = true;
+    let mut last_activity = Instant::now();
+    let mut frame_started: Option<Instant> = None;
     loop {
         // Start handlers for every whole frame buffered, up to the in-flight limit.
         while in_flight.len() < max_in_flight {
-            let frame = match decoder.decode(&mut buf) {
+            let frame = match decoder.decode(&mut rx.buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -82,22 +213,48 @@ async fn serve_connection(
                     return Ok(());
                 }
             };
-            match start_request(&broker, frame, peer) {
+            let permits = rx.release(FRAME_SIZE_PREFIX_BYTES + frame.len());
+            match start_request(&broker, frame, peer, permits) {
                 Some(fut) => in_flight.push_back(fut),
                 None => return Ok(()),
             }
         }
+        frame_started = match (rx.buf.is_empty(), frame_started) {
+            (true, _) => None,
+            (false, Some(t)) => Some(t),
+            (false, None) => Some(Instant::now()),
+        };
         if !reading && in_flight.is_empty() {
             return Ok(());
         }
         let can_read = reading && in_flight.len() < max_in_flight;
-        tokio::select! {
-            read = reader.read_buf(&mut buf), if can_read => {
-                if buf.capacity() - buf.len() < READ_CHUNK_BYTES / 4 {
-                    buf.reserve(READ_CHUNK_BYTES);
+        let growth = rx.growth(&decoder);
+        let permits_wanted = match growth {
+            Some(capacity) if can_read => {
+                let more = charged(capacity).saturating_sub(rx.held_bytes());
+                if more == 0 {
+                    rx.grow(capacity, None);
+                    continue;
                 }
+                more
+            }
+            _ => 0,
+        };
+        let deadline = match frame_started {
+            Some(started) => (started + frame_timeout).min(last_activity + idle),
+            None if in_flight.is_empty() => last_activity + idle,
+            None => last_activity + idle.max(Duration::from_secs(3600)),
+        };
+        tokio::select! {
+            permits = request_bytes.clone().acquire_many_owned(permits_wanted as u32), if permits_wanted > 0 => {
+                let permits = permits.expect("the request pool is never closed");
+                rx.grow(growth.expect("growth wanted"), Some(permits));
+            }
+            read = reader.read_buf(&mut rx.buf), if can_read && growth.is_none() => {
                 if read? == 0 {
                     reading = false;
+                } else {
+                    last_activity = Instant::now();
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -109,6 +266,17 @@ async fn serve_connection(
                         return Ok(());
                     }
                 }
+                last_activity = Instant::now();
+            }
+            _ = tokio::time::sleep_until(deadline) => {
+                if frame_started.is_some_and(|t| t + frame_timeout <= Instant::now()) {
+                    crate::warn_limited!(%peer, timeout_ms = frame_timeout.as_millis() as u64, pending_bytes = rx.buf.len(), "closing connection: a request did not arrive whole within socket.request.read.timeout.ms");
+                    return Ok(());
+                }
+                if in_flight.is_empty() && last_activity + idle <= Instant::now() {
+                    tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+                    return Ok(());
+                }
             }
         }
     }
@@ -117,11 +285,13 @@ async fn serve_connection(
 type RequestFuture =
     std::pin::Pin<Box<dyn std::future::Future<Output = Result<Handled, api::RequestError>> + Send>>;
 
-/// Parses the header and starts the handler, or says why the connection must close.
+/// Parses the header and starts the handler, or says why the connection must close. `permits`
+/// (the frame's share of `queued.max.request.bytes`) are held until the handler is done.
 fn start_request(
     broker: &Arc<Broker>,
     mut frame: Bytes,
     peer: SocketAddr,
+    permits: Option<OwnedSemaphorePermit>,
 ) -> Option<RequestFuture> {
     let prefix = match peek_prefix(&frame) {
         Ok(p) => p,
@@ -145,7 +315,9 @@ fn start_request(
     };
     let broker = broker.clone();
     Some(Box::pin(async move {
-        api::handle(broker, header, frame, peer).await
+        let handled = api::handle(broker, header, frame, peer).await;
+        drop(permits);
+        handled
     }))
 }
 

@@ -49,6 +49,11 @@ fn fetch_all(conn: &mut Conn, group: &str) -> Vec<(i32, i64)> {
 fn committed_offsets_and_membership_survive_kill_9() {
     let mut broker = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let mut conn = broker.connect();
+    // Commits name partitions that exist, as Kafka requires.
+    assert_eq!(
+        common::create_topic(&mut conn, "t", 3).topics[0].error_code,
+        0
+    );
     for i in 0..200 {
         commit(&mut conn, &format!("g{}", i % 7), i % 3, i as i64);
     }

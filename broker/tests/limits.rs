@@ -292,3 +292,98 @@ fn flush_messages_one_fsyncs_before_each_acknowledgement() {
         assert_eq!((p.error_code, p.base_offset), (0, i * 2));
     }
 }
+
+/// Issue 11, item 6: idle connections were never closed.
+#[test]
+fn idle_connections_are_closed_after_connections_max_idle_ms() {
+    let b = BrokerProcess::start(&["--set", "connections.max.idle.ms=400"]);
+    let mut idle = served_connection(&b);
+    let mut busy = served_connection(&b);
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_millis(1_000) {
+        let _: ApiVersionsResponse =
+            busy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(idle.is_closed(), "the idle connection was closed");
+    let _: ApiVersionsResponse = busy.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+}
+
+/// Issue 11, item 6: a frame whose body stalls held its buffer for as long as the client liked.
+#[test]
+fn a_request_that_stalls_mid_frame_is_cut_off() {
+    let b = BrokerProcess::start(&["--set", "socket.request.read.timeout.ms=300"]);
+    let mut stalled = served_connection(&b);
+    stalled.send_raw(&1_000i32.to_be_bytes());
+    stalled.send_raw(&[0u8; 10]);
+    let started = std::time::Instant::now();
+    assert!(stalled.is_closed());
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    let mut bystander = served_connection(&b);
+    let _: ApiVersionsResponse =
+        bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(b.log().contains("did not arrive whole"), "{}", b.log());
+}
+
+/// Issue 11, item 6: 20 connections with half-sent large frames took 1.7 GB; request bytes are
+/// now bounded across connections by `queued.max.request.bytes`, and small requests from other
+/// clients do not wait behind them.
+#[test]
+fn request_bytes_are_bounded_across_connections() {
+    const FRAME_BYTES: usize = 8 << 20;
+    let b = BrokerProcess::start(&[
+        "--set",
+        "socket.request.max.bytes=8388608",
+        "--set",
+        "queued.max.request.bytes=16777216",
+    ]);
+    let before = b.peak_rss_bytes();
+    let mut stalled: Vec<Conn> = Vec::new();
+    for _ in 0..20 {
+        let mut c = served_connection(&b);
+        c.stream.set_nonblocking(true).unwrap();
+        let mut frame = (FRAME_BYTES as i32).to_be_bytes().to_vec();
+        frame.extend(vec![1u8; FRAME_BYTES * 3 / 4]);
+        // Send what the broker takes; the rest stays in this side's buffers.
+        let mut sent = 0;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(300);
+        while sent < frame.len() && std::time::Instant::now() < deadline {
+            match std::io::Write::write(&mut c.stream, &frame[sent..]) {
+                Ok(n) => sent += n,
+                Err(_) => std::thread::sleep(std::time::Duration::from_millis(5)),
+            }
+        }
+        stalled.push(c);
+    }
+    let mut bystander = served_connection(&b);
+    let started = std::time::Instant::now();
+    let _: ApiVersionsResponse =
+        bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert!(started.elapsed() < std::time::Duration::from_millis(500));
+    let grown = b.peak_rss_bytes().saturating_sub(before);
+    assert!(grown < 48 << 20, "the broker grew by {grown} bytes");
+    drop(stalled);
+}
+
+/// Issue 11, item 6: one client could take every connection; `max.connections.per.ip` and its
+/// overrides bound what one address holds.
+#[test]
+fn connections_per_ip_are_limited_with_overrides() {
+    let b = BrokerProcess::start(&["--set", "max.connections.per.ip=3"]);
+    let held: Vec<Conn> = (0..3).map(|_| served_connection(&b)).collect();
+    let mut fourth = b.connect();
+    assert!(
+        fourth.is_closed(),
+        "a fourth connection from one address is refused"
+    );
+    drop(held);
+    let b = BrokerProcess::start(&[
+        "--set",
+        "max.connections.per.ip=1",
+        "--set",
+        "max.connections.per.ip.overrides=127.0.0.1:4",
+    ]);
+    let held: Vec<Conn> = (0..4).map(|_| served_connection(&b)).collect();
+    assert!(b.connect().is_closed());
+    drop(held);
+}

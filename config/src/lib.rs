@@ -52,6 +52,18 @@ pub struct BrokerConfig {
     pub socket_request_max_bytes: u32,
     /// Connections served at once; more are closed on accept.
     pub max_connections: u32,
+    /// Connections one client address may have open at once (Kafka's default: no limit).
+    pub max_connections_per_ip: u32,
+    /// Per-address exceptions to `max.connections.per.ip`: `ip:count,ip:count`.
+    pub max_connections_per_ip_overrides: String,
+    /// A connection with no request in progress and no bytes coming for this long is closed.
+    pub connections_max_idle_ms: i64,
+    /// A request whose first bytes arrived must be whole within this long, or its connection is
+    /// closed (a stalled frame holds its buffer until then).
+    pub socket_request_read_timeout_ms: i64,
+    /// Bytes of requests held at once across all connections (read but not yet answered); a
+    /// connection waits to read more while they are taken.
+    pub queued_max_request_bytes: i64,
     /// Requests one connection may have in progress at once; responses keep request order.
     pub connection_max_in_flight_requests: u32,
     /// Threads for request work kept off the network runtime (decompressing produced batches to
@@ -137,6 +149,11 @@ impl Default for BrokerConfig {
             auto_create_topics_enable: true,
             socket_request_max_bytes: 100 * 1024 * 1024,
             max_connections: 1_000,
+            max_connections_per_ip: i32::MAX as u32,
+            max_connections_per_ip_overrides: String::new(),
+            connections_max_idle_ms: 600_000,
+            socket_request_read_timeout_ms: 30_000,
+            queued_max_request_bytes: 512 * 1024 * 1024,
             connection_max_in_flight_requests: 64,
             num_io_threads: 8,
             fetch_max_bytes: 55 * 1024 * 1024,
@@ -293,6 +310,45 @@ impl BrokerConfig {
                 "a number >= 1024",
             ));
         }
+        if self.max_connections_per_ip < 1 {
+            return Err(invalid(
+                "max.connections.per.ip",
+                self.max_connections_per_ip,
+                "a number >= 1",
+            ));
+        }
+        if let Err(e) = self.connection_limits_per_ip() {
+            return Err(invalid(
+                "max.connections.per.ip.overrides",
+                &self.max_connections_per_ip_overrides,
+                e,
+            ));
+        }
+        if self.connections_max_idle_ms < 1 {
+            return Err(invalid(
+                "connections.max.idle.ms",
+                self.connections_max_idle_ms,
+                "a number >= 1",
+            ));
+        }
+        if self.socket_request_read_timeout_ms < 1 {
+            return Err(invalid(
+                "socket.request.read.timeout.ms",
+                self.socket_request_read_timeout_ms,
+                "a number >= 1",
+            ));
+        }
+        // A whole frame and a read buffer must fit, or the largest request could never be read.
+        let least = i64::from(self.socket_request_max_bytes) + 64 * 1024;
+        if self.queued_max_request_bytes < least
+            || self.queued_max_request_bytes > u32::MAX as i64 * 4
+        {
+            return Err(invalid(
+                "queued.max.request.bytes",
+                self.queued_max_request_bytes,
+                format!("at least socket.request.max.bytes + 65536 ({least})"),
+            ));
+        }
         if !(1..=256).contains(&self.num_io_threads) {
             return Err(invalid(
                 "num.io.threads",
@@ -445,6 +501,26 @@ impl BrokerConfig {
                 self.socket_request_max_bytes.to_string(),
             ),
             ("max.connections", self.max_connections.to_string()),
+            (
+                "max.connections.per.ip",
+                self.max_connections_per_ip.to_string(),
+            ),
+            (
+                "max.connections.per.ip.overrides",
+                self.max_connections_per_ip_overrides.clone(),
+            ),
+            (
+                "connections.max.idle.ms",
+                self.connections_max_idle_ms.to_string(),
+            ),
+            (
+                "socket.request.read.timeout.ms",
+                self.socket_request_read_timeout_ms.to_string(),
+            ),
+            (
+                "queued.max.request.bytes",
+                self.queued_max_request_bytes.to_string(),
+            ),
             ("num.io.threads", self.num_io_threads.to_string()),
             (
                 "connection.max.in.flight.requests",
@@ -542,6 +618,30 @@ impl BrokerConfig {
             .as_deref()
             .unwrap_or(&self.listeners);
         parse_listener(l).expect("validated at load")
+    }
+
+    /// `max.connections.per.ip.overrides` read: each address with its own limit.
+    pub fn connection_limits_per_ip(
+        &self,
+    ) -> Result<std::collections::HashMap<std::net::IpAddr, u32>, String> {
+        let mut limits = std::collections::HashMap::new();
+        for entry in self
+            .max_connections_per_ip_overrides
+            .split(',')
+            .map(str::trim)
+            .filter(|e| !e.is_empty())
+        {
+            let parsed = entry.rsplit_once(':').and_then(|(ip, n)| {
+                Some((ip.trim_matches(['[', ']']).parse().ok()?, n.parse().ok()?))
+            });
+            match parsed {
+                Some((ip, n)) => {
+                    limits.insert(ip, n);
+                }
+                None => return Err(format!("`ip:count` entries, not `{entry}`")),
+            }
+        }
+        Ok(limits)
     }
 
     /// The address to bind.

@@ -31,8 +31,9 @@ impl FrameDecoder {
     }
 
     /// Takes one whole frame off the front of `buf`, without its size prefix, or returns
-    /// `Ok(None)` when more bytes are needed. On `Ok(None)` the buffer is reserved for the rest of
-    /// the frame, whose size has been checked against the limit.
+    /// `Ok(None)` when more bytes are needed (the frame's size has then been checked against the
+    /// limit, and [`FrameDecoder::wanted_bytes`] tells how much buffer it takes). Nothing is
+    /// reserved here: the caller decides when memory for a frame may be taken.
     pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Bytes>, FrameError> {
         if buf.len() < FRAME_SIZE_PREFIX_BYTES {
             return Ok(None);
@@ -50,11 +51,27 @@ impl FrameDecoder {
         }
         let total = FRAME_SIZE_PREFIX_BYTES + size;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
             return Ok(None);
         }
         buf.advance(FRAME_SIZE_PREFIX_BYTES);
         Ok(Some(buf.split_to(size).freeze()))
+    }
+}
+
+impl FrameDecoder {
+    /// The bytes the frame at the front of `buf` takes whole, its prefix included, once its size
+    /// is known (and within the limit); 0 before.
+    pub fn wanted_bytes(&self, buf: &[u8]) -> usize {
+        match buf.first_chunk::<FRAME_SIZE_PREFIX_BYTES>() {
+            Some(prefix) => {
+                let size = i32::from_be_bytes(*prefix);
+                usize::try_from(size)
+                    .ok()
+                    .filter(|s| *s <= self.max_frame_bytes)
+                    .map_or(0, |s| s + FRAME_SIZE_PREFIX_BYTES)
+            }
+            None => 0,
+        }
     }
 }
 
