@@ -17,11 +17,13 @@ use quipu_protocol::frame::{FrameDecoder, FRAME_SIZE_PREFIX_BYTES};
 use quipu_protocol::header::{decode_request_header, peek_prefix};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{oneshot, OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Duration, Instant};
 
+use crate::api::produce::AppendTurn;
 use crate::api::{self, Handled};
 use crate::broker::Broker;
+use quipu_protocol::messages::ApiKey;
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -202,6 +204,8 @@ async fn serve_connection(
     let mut reading = true;
     let mut last_activity = Instant::now();
     let mut frame_started: Option<Instant> = None;
+    // The last Produce's turn: the next one appends after it (request order).
+    let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
         // Start handlers for every whole frame buffered, up to the in-flight limit.
         while in_flight.len() < max_in_flight {
@@ -214,7 +218,7 @@ async fn serve_connection(
                 }
             };
             let permits = rx.release(FRAME_SIZE_PREFIX_BYTES + frame.len());
-            match start_request(&broker, frame, peer, permits) {
+            match start_request(&broker, frame, peer, permits, &mut last_produce) {
                 Some(fut) => in_flight.push_back(fut),
                 None => return Ok(()),
             }
@@ -292,6 +296,7 @@ fn start_request(
     mut frame: Bytes,
     peer: SocketAddr,
     permits: Option<OwnedSemaphorePermit>,
+    last_produce: &mut Option<oneshot::Receiver<()>>,
 ) -> Option<RequestFuture> {
     let prefix = match peek_prefix(&frame) {
         Ok(p) => p,
@@ -313,9 +318,14 @@ fn start_request(
             return None;
         }
     };
+    let append_turn = (header.api_key == ApiKey::Produce).then(|| {
+        let (turn, next) = AppendTurn::after(last_produce.take());
+        *last_produce = Some(next);
+        turn
+    });
     let broker = broker.clone();
     Some(Box::pin(async move {
-        let handled = api::handle(broker, header, frame, peer).await;
+        let handled = api::handle(broker, header, frame, peer, append_turn).await;
         drop(permits);
         handled
     }))

@@ -525,3 +525,37 @@ fn a_full_disk_is_an_error_not_a_crash_and_loses_no_acknowledged_record() {
     assert_eq!(count, end, "every batch reads back");
     assert_eq!(produce(&mut conn, "full", 0, batch(1)), (0, end));
 }
+
+/// Compressed batches are checked off the runtime, concurrently; their appends must still keep
+/// the order a connection sent them in (a later small batch whose check ended first appended
+/// first, and an idempotent Java producer's records came back out of order).
+#[test]
+fn pipelined_compressed_batches_append_in_request_order() {
+    let b = BrokerProcess::start(&["--set", "message.max.bytes=10485760"]);
+    let mut conn = b.connect();
+    assert_eq!(
+        create_topic(&mut conn, "ordered", 1).topics[0].error_code,
+        0
+    );
+    let sizes: Vec<usize> = (0..24)
+        .map(|i| if i % 2 == 0 { 5_000 } else { 1 })
+        .collect();
+    let ids: Vec<i32> = sizes
+        .iter()
+        .map(|n| {
+            let records = quipu_protocol::testing::batch(*n, 100, 1_000, Compression::Zstd);
+            conn.send(
+                ApiKey::Produce,
+                9,
+                &produce_request("ordered", 0, -1, records),
+            )
+        })
+        .collect();
+    let mut expected_base = 0i64;
+    for (id, n) in ids.into_iter().zip(&sizes) {
+        let r: ProduceResponse = conn.receive(ApiKey::Produce, 9, id);
+        let p = &r.responses[0].partition_responses[0];
+        assert_eq!((p.error_code, p.base_offset), (0, expected_base));
+        expected_base += *n as i64;
+    }
+}

@@ -19,7 +19,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod offset_for_leader_epoch;
-mod produce;
+pub mod produce;
 
 use std::sync::Arc;
 
@@ -122,6 +122,7 @@ pub async fn handle(
     header: RequestHeader,
     mut body: Bytes,
     peer: std::net::SocketAddr,
+    append_turn: Option<produce::AppendTurn>,
 ) -> Result<Handled, RequestError> {
     let (api, version, correlation_id) =
         (header.api_key, header.api_version, header.correlation_id);
@@ -233,7 +234,7 @@ pub async fn handle(
             &init_producer_id::handle(&broker, decode!(m::InitProducerIdRequest)),
         )?,
         ApiKey::Produce => {
-            match produce::handle(&broker, decode!(m::ProduceRequest), version).await {
+            match produce::handle(&broker, decode!(m::ProduceRequest), version, append_turn).await {
                 Some(r) => encode(correlation_id, api, version, &r)?,
                 None => return Ok(Handled::NoResponse),
             }

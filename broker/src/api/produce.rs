@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use quipu_protocol::record_batch::RecordBatchView;
+use tokio::sync::oneshot;
 
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::produce_response::{
@@ -30,10 +31,45 @@ use crate::partition::Partition;
 /// Replicas in sync for every partition of a single broker.
 const IN_SYNC_REPLICAS: i32 = 1;
 
+/// A Produce request's place in its connection's order of appends. Handlers of one connection
+/// run concurrently, and a compressed batch is checked off the runtime: without this, a later
+/// request whose check finished first would append first, and a client's batches (an idempotent
+/// producer's sequences) would land out of the order it sent them. Kafka reads one request of a
+/// connection at a time; here the checks overlap and the appends keep request order.
+pub struct AppendTurn {
+    previous: Option<oneshot::Receiver<()>>,
+    /// Dropped once this request's appends are done: the next one may go.
+    _done: oneshot::Sender<()>,
+}
+
+impl AppendTurn {
+    /// The turn after `previous` (the receiver of the connection's last Produce), and the
+    /// receiver the next Produce waits on.
+    pub fn after(previous: Option<oneshot::Receiver<()>>) -> (Self, oneshot::Receiver<()>) {
+        let (done, next) = oneshot::channel();
+        (
+            Self {
+                previous,
+                _done: done,
+            },
+            next,
+        )
+    }
+
+    /// Waits until the connection's earlier Produce requests have appended (once).
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            // An error means the earlier request is gone: it has nothing left to append.
+            let _ = previous.await;
+        }
+    }
+}
+
 pub async fn handle(
     broker: &Broker,
     request: ProduceRequest,
     version: i16,
+    mut turn: Option<AppendTurn>,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
     let mut response = ProduceResponse::default();
@@ -65,7 +101,7 @@ pub async fn handle(
                     ..Refusal::of(ResponseError::InvalidRecord)
                 }),
                 (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
-                (Some(p), Some(records)) => append(broker, p, records).await.map_err(|e| {
+                (Some(p), Some(records)) => append(broker, p, records, &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -88,6 +124,8 @@ pub async fn handle(
         }
         response.responses.push(tr);
     }
+    // Every append of this request is done: the connection's next Produce may append.
+    drop(turn);
     // fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
     for (t, p, partition) in to_flush {
         let flushed = tokio::task::spawn_blocking(move || partition.flush(now_ms())).await;
@@ -107,6 +145,7 @@ async fn append(
     broker: &Broker,
     partition: &Arc<Partition>,
     records: Bytes,
+    turn: &mut Option<AppendTurn>,
 ) -> Result<AppendInfo, AppendError> {
     let keys_required = partition.log().config().cleanup_compact;
     let compressed = RecordBatchView::parse(&records).is_ok_and(|b| b.compression_codec() != 0);
@@ -119,6 +158,9 @@ async fn append(
     } else {
         check_records(&records, keys_required)?
     };
+    if let Some(turn) = turn {
+        turn.wait().await;
+    }
     partition.append_checked(&records, checked, now_ms())
 }
 
