@@ -12,7 +12,7 @@ use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::Compression;
 use quipu_broker::log::offset_index::OffsetIndex;
-use quipu_broker::log::Log;
+use quipu_broker::log::{check_records, Log};
 use quipu_config::topic::TopicConfig;
 use quipu_config::BrokerConfig;
 use quipu_protocol::record_batch::RecordBatchView;
@@ -40,6 +40,24 @@ fn batch_validation(c: &mut Criterion) {
             v.validate().unwrap();
         })
     });
+    // What a produced batch costs in full (CRC, header, every record walked, as Kafka's
+    // LogValidator), next to the CRC alone above.
+    g.bench_function("check_records_16KiB", |bench| {
+        bench.iter(|| check_records(black_box(&b), false).unwrap())
+    });
+    g.finish();
+    let mut g = c.benchmark_group("batch_validation_1MiB");
+    for (name, compression) in [
+        ("none", Compression::None),
+        ("zstd", Compression::Zstd),
+        ("lz4", Compression::Lz4),
+    ] {
+        let b = quipu_protocol::testing::batch(1000, 1000, 1_000, compression);
+        g.throughput(Throughput::Bytes(1000 * 1000));
+        g.bench_function(format!("check_records_{name}"), |bench| {
+            bench.iter(|| check_records(black_box(&b), false).unwrap())
+        });
+    }
     g.finish();
 }
 

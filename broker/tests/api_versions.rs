@@ -4,7 +4,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{batch, create_topic, name, BrokerProcess, Conn};
+use common::{batch, create_topic, join_request, name, BrokerProcess, Conn};
 use quipu_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
@@ -634,20 +634,6 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }
-}
-
-fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
-    let mut p = join_group_request::JoinGroupRequestProtocol::default();
-    p.name = StrBytes::from_static_str("range");
-    p.metadata = Bytes::from_static(b"meta");
-    let mut r = JoinGroupRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.session_timeout_ms = 10_000;
-    r.rebalance_timeout_ms = 10_000;
-    r.member_id = StrBytes::from_string(member_id.to_string());
-    r.protocol_type = StrBytes::from_static_str("consumer");
-    r.protocols = vec![p];
-    r
 }
 
 /// Joins `group` alone (JoinGroup v9, with the member-id round); returns member id and generation.

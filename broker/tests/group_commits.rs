@@ -3,8 +3,7 @@
 
 mod common;
 
-use bytes::Bytes;
-use common::{create_topic, BrokerProcess, Conn};
+use common::{create_topic, join_request, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
@@ -12,20 +11,6 @@ const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const ILLEGAL_GENERATION: i16 = 22;
 const UNKNOWN_MEMBER_ID: i16 = 25;
 const REBALANCE_IN_PROGRESS: i16 = 27;
-
-fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
-    let mut p = join_group_request::JoinGroupRequestProtocol::default();
-    p.name = StrBytes::from_static_str("range");
-    p.metadata = Bytes::from_static(b"meta");
-    let mut r = JoinGroupRequest::default();
-    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
-    r.session_timeout_ms = 10_000;
-    r.rebalance_timeout_ms = 10_000;
-    r.member_id = StrBytes::from_string(member_id.to_string());
-    r.protocol_type = StrBytes::from_static_str("consumer");
-    r.protocols = vec![p];
-    r
-}
 
 /// JoinGroup v3 (no member-id round): member id and generation.
 fn join(conn: &mut Conn, group: &str, member_id: &str) -> (String, i32) {

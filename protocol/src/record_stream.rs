@@ -226,25 +226,16 @@ impl<'a> RecordWalk<'a> {
     }
 
     fn unsigned_varint(&mut self, max_bytes: usize) -> Result<u64, RecordError> {
-        let mut value = 0u64;
-        for i in 0..max_bytes {
-            let b = self.byte()?;
-            value |= u64::from(b & 0x7f) << (7 * i);
-            if b & 0x80 == 0 {
-                return Ok(value);
-            }
-        }
-        Err(RecordError::Malformed("varint too long"))
+        crate::wire::read_varint_with(max_bytes, || self.byte())?
+            .ok_or(RecordError::Malformed("varint too long"))
     }
 
     fn varint(&mut self) -> Result<i32, RecordError> {
-        let raw = self.unsigned_varint(5)? as u32;
-        Ok(((raw >> 1) as i32) ^ -((raw & 1) as i32))
+        Ok(crate::wire::zigzag_i32(self.unsigned_varint(5)? as u32))
     }
 
     fn varlong(&mut self) -> Result<i64, RecordError> {
-        let raw = self.unsigned_varint(10)?;
-        Ok(((raw >> 1) as i64) ^ -((raw & 1) as i64))
+        Ok(crate::wire::zigzag_i64(self.unsigned_varint(10)?))
     }
 
     /// Skips a length-prefixed field; returns whether it was present (not null).

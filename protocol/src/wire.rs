@@ -52,6 +52,33 @@ pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, HeaderError> {
     Err(HeaderError::Truncated)
 }
 
+/// An unsigned varint of at most `max_bytes` bytes, taken one at a time from `next`; `Ok(None)`
+/// when it runs longer. For the readers of record fields, over slices and over streams alike.
+pub fn read_varint_with<E>(
+    max_bytes: usize,
+    mut next: impl FnMut() -> Result<u8, E>,
+) -> Result<Option<u64>, E> {
+    let mut value = 0u64;
+    for i in 0..max_bytes {
+        let b = next()?;
+        value |= u64::from(b & 0x7f) << (7 * i);
+        if b & 0x80 == 0 {
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+/// A zigzag-encoded varint's value (record fields): 0, -1, 1, -2… from 0, 1, 2, 3….
+pub fn zigzag_i32(raw: u32) -> i32 {
+    ((raw >> 1) as i32) ^ -((raw & 1) as i32)
+}
+
+/// A zigzag-encoded varlong's value.
+pub fn zigzag_i64(raw: u64) -> i64 {
+    ((raw >> 1) as i64) ^ -((raw & 1) as i64)
+}
+
 /// Skips a tagged-fields section (a count, then tag, size and bytes for each).
 pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
     let count = read_unsigned_varint(buf)?;

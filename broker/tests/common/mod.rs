@@ -11,10 +11,11 @@ use std::time::{Duration, Instant};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+use quipu_protocol::messages::join_group_request;
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, ProduceRequest,
-    RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, GroupId,
+    JoinGroupRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use quipu_protocol::{Decodable, Encodable, StrBytes};
 
@@ -339,4 +340,20 @@ pub fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) -> CreateTopi
     r.topics = vec![t];
     r.timeout_ms = 5_000;
     conn.call(ApiKey::CreateTopics, 7, &r)
+}
+
+/// A JoinGroup for `group` with one `range` protocol (10 s session and rebalance timeouts).
+#[allow(dead_code)]
+pub fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
+    let mut p = join_group_request::JoinGroupRequestProtocol::default();
+    p.name = StrBytes::from_static_str("range");
+    p.metadata = Bytes::from_static(b"meta");
+    let mut r = JoinGroupRequest::default();
+    r.group_id = GroupId(StrBytes::from_string(group.to_string()));
+    r.session_timeout_ms = 10_000;
+    r.rebalance_timeout_ms = 10_000;
+    r.member_id = StrBytes::from_string(member_id.to_string());
+    r.protocol_type = StrBytes::from_static_str("consumer");
+    r.protocols = vec![p];
+    r
 }
