@@ -107,7 +107,10 @@ impl Partition {
         let mut log = self.log();
         let info = match log.append_checked(records, checked, now_ms) {
             Err(AppendError::Io(e)) => {
-                self.take_offline(&e);
+                // A log closed by a clean shutdown refuses appends; that is no storage failure.
+                if !log.is_closed() {
+                    self.take_offline(&e);
+                }
                 return Err(AppendError::Io(e));
             }
             other => other?,

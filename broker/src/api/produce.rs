@@ -77,6 +77,7 @@ pub async fn handle(
     let mut to_flush = Vec::new();
     for topic_data in one_batch_per_partition(request.topic_data) {
         let topic = broker.metadata.topic(&topic_data.name);
+        let compacted = topic.as_ref().is_some_and(|t| t.config.cleanup_compact);
         let mut tr = TopicProduceResponse::default();
         tr.name = topic_data.name.clone();
         for pd in topic_data.partition_data {
@@ -101,7 +102,7 @@ pub async fn handle(
                     ..Refusal::of(ResponseError::InvalidRecord)
                 }),
                 (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
-                (Some(p), Some(records)) => append(broker, p, records, &mut turn).await.map_err(|e| {
+                (Some(p), Some(records)) => append(broker, p, records, compacted, &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -140,14 +141,15 @@ pub async fn handle(
 }
 
 /// Checks a batch's records (off the network runtime when that means decompressing them) and
-/// appends it.
+/// appends it. `keys_required` comes from the topic's config, not the log's, so the check takes
+/// no lock; should the topic become compacted meanwhile, the append checks the keys again.
 async fn append(
     broker: &Broker,
     partition: &Arc<Partition>,
     records: Bytes,
+    keys_required: bool,
     turn: &mut Option<AppendTurn>,
 ) -> Result<AppendInfo, AppendError> {
-    let keys_required = partition.log().config().cleanup_compact;
     let compressed = RecordBatchView::parse(&records).is_ok_and(|b| b.compression_codec() != 0);
     let checked = if compressed {
         let bytes = records.clone();

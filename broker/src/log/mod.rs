@@ -267,6 +267,11 @@ impl Log {
     pub fn log_end_offset(&self) -> i64 {
         self.active().next_offset()
     }
+    /// Whether a clean shutdown closed the log (it takes no more appends).
+    pub fn is_closed(&self) -> bool {
+        self.closed
+    }
+
     pub fn segment_count(&self) -> usize {
         self.segments.len()
     }
