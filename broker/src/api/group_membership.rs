@@ -104,6 +104,7 @@ pub async fn join_group(
                     .map(|p| (p.name.to_string(), p.metadata.clone()))
                     .collect(),
                 require_known_member_id: version >= 4,
+                supports_skip_assignment: version >= 9,
             },
         )
         .await;
@@ -118,6 +119,7 @@ pub async fn join_group(
         (None, _) => None,
     };
     response.leader = s(&outcome.leader);
+    response.skip_assignment = outcome.skip_assignment;
     response.member_id = s(&outcome.member_id);
     response.members = outcome
         .members

@@ -46,6 +46,8 @@ pub struct JoinRequest {
     pub protocols: Vec<(String, Bytes)>,
     /// v4+: a new member first gets a member id and must join again with it (KIP-394).
     pub require_known_member_id: bool,
+    /// v9+: the leader may be told to skip the assignment (KIP-814).
+    pub supports_skip_assignment: bool,
 }
 
 /// A group as DescribeGroups shows it.
@@ -228,30 +230,15 @@ impl GroupCoordinator {
             member_id = format!("{prefix}-{}", uuid::Uuid::new_v4());
             if let Some(instance) = &j.group_instance_id {
                 if let Some(old) = group.static_members.get(instance).cloned() {
-                    // A static member back with a new id: it takes its old place, and the old id
-                    // is fenced.
-                    let mut previous = group
-                        .remove_member(&old)
-                        .expect("static member is a member");
-                    if let Some(w) = previous.join_waiter.take() {
-                        let _ = w.send(JoinOutcome::error(FENCED_INSTANCE_ID, &old));
-                    }
-                    let was_leader = group.leader.is_none();
-                    let unchanged = previous.protocols == j.protocols;
-                    let mut member = new_member(&j, &member_id, now);
-                    member.assignment = previous.assignment;
-                    group
-                        .static_members
-                        .insert(instance.clone(), member_id.clone());
-                    group.members.insert(member_id.clone(), member);
-                    if was_leader {
-                        group.leader = Some(member_id.clone());
-                    }
-                    if group.state == GroupState::Stable && unchanged {
-                        // Nothing changed for the group: the member resumes where it was.
-                        return Err(Box::new(current_join(group, &member_id)));
-                    }
-                    return Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, false, rx));
+                    return self.replace_static_member(
+                        broker,
+                        group,
+                        &j,
+                        (&old, &member_id),
+                        (tx, rx),
+                        now,
+                        now_ms,
+                    );
                 }
             } else if j.require_known_member_id {
                 // Member ids handed out count against the group's size, so a client that only
@@ -270,12 +257,9 @@ impl GroupCoordinator {
             is_new = true;
         } else if group.pending_members.remove(&member_id).is_some() {
             is_new = true;
-        } else if let Some(m) = group.members.get(&member_id) {
-            if m.group_instance_id != j.group_instance_id {
-                return fail(FENCED_INSTANCE_ID);
-            }
-        } else {
-            return fail(UNKNOWN_MEMBER_ID);
+        } else if let Some(code) = group.validate_member(&member_id, j.group_instance_id.as_deref())
+        {
+            return fail(code);
         }
         if is_new {
             // A pending member that rejoins was counted when its id was handed out.
@@ -314,6 +298,62 @@ impl GroupCoordinator {
         Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, is_new, rx))
     }
 
+    /// A static member back with a new member id (Kafka's `replaceStaticMember`): it takes the
+    /// old member's place and assignment, and the old id is fenced (its waiting requests get
+    /// FENCED_INSTANCE_ID). A stable group whose selected protocol would not change does not
+    /// rebalance: the change is written first, then the member gets the current generation.
+    #[allow(clippy::too_many_arguments)]
+    fn replace_static_member(
+        &self,
+        broker: &Broker,
+        group: &mut Group,
+        j: &JoinRequest,
+        (old_id, new_id): (&str, &str),
+        (tx, rx): (oneshot::Sender<JoinOutcome>, oneshot::Receiver<JoinOutcome>),
+        now: Instant,
+        now_ms: i64,
+    ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
+        let old_leader = group.leader.clone();
+        let was_leader = old_leader.as_deref() == Some(old_id);
+        let previous = group
+            .remove_member_with(old_id, FENCED_INSTANCE_ID)
+            .expect("a static member is a member");
+        let instance = j.group_instance_id.clone().expect("a static member");
+        let mut member = new_member(j, new_id, now);
+        member.assignment = previous.assignment.clone();
+        group
+            .static_members
+            .insert(instance.clone(), new_id.to_string());
+        group.members.insert(new_id.to_string(), member);
+        if was_leader {
+            group.leader = Some(new_id.to_string());
+        }
+        if group.state != GroupState::Stable || group.select_protocol() != group.protocol {
+            return Ok(self.rejoin(broker, group, new_id, tx, now, now_ms, false, rx));
+        }
+        if let Err(code) = self.persist_group(&broker.metadata, group) {
+            // Undo: the old member is back (its fenced requests stay answered).
+            group.members.remove(new_id);
+            group.static_members.insert(instance, old_id.to_string());
+            group.members.insert(old_id.to_string(), previous);
+            group.leader = old_leader.clone();
+            let mut out = current_join(group, "");
+            out.error = code;
+            out.members.clear();
+            return Err(Box::new(out));
+        }
+        let mut out = current_join(group, new_id);
+        if j.supports_skip_assignment {
+            out.skip_assignment = was_leader;
+        } else {
+            // Before v9 a leader cannot skip the assignment, so it is told the old leader id and
+            // acts as a follower.
+            out.leader = old_leader.unwrap_or_default();
+            out.members.clear();
+        }
+        Ok(ready(out))
+    }
+
     /// Sets the member's join waiter, starting a rebalance if one is not under way, and ends the
     /// join phase if everyone is in.
     #[allow(clippy::too_many_arguments)]
@@ -333,7 +373,7 @@ impl GroupCoordinator {
         match group.state {
             GroupState::PreparingRebalance => {
                 if is_new {
-                    group.extend_initial_delay(now, self.config.group_initial_rebalance_delay_ms);
+                    group.note_new_member();
                 }
             }
             _ => group.prepare_rebalance(now, now_ms, self.config.group_initial_rebalance_delay_ms),
@@ -375,11 +415,8 @@ impl GroupCoordinator {
             let Some(group) = groups.get_mut(group_id) else {
                 return fail(UNKNOWN_MEMBER_ID);
             };
-            let Some(member) = group.members.get(member_id) else {
-                return fail(UNKNOWN_MEMBER_ID);
-            };
-            if member.group_instance_id.as_deref() != group_instance_id {
-                return fail(FENCED_INSTANCE_ID);
+            if let Some(code) = group.validate_member(member_id, group_instance_id) {
+                return fail(code);
             }
             if generation != group.generation {
                 return fail(ILLEGAL_GENERATION);
@@ -437,14 +474,12 @@ impl GroupCoordinator {
         let Some(group) = groups.get_mut(group_id) else {
             return UNKNOWN_MEMBER_ID;
         };
+        if let Some(code) = group.validate_member(member_id, group_instance_id) {
+            return code;
+        }
         let state = group.state;
         let group_generation = group.generation;
-        let Some(member) = group.members.get_mut(member_id) else {
-            return UNKNOWN_MEMBER_ID;
-        };
-        if member.group_instance_id.as_deref() != group_instance_id {
-            return FENCED_INSTANCE_ID;
-        }
+        let member = group.members.get_mut(member_id).expect("validated");
         if generation != group_generation {
             return ILLEGAL_GENERATION;
         }
@@ -833,6 +868,13 @@ fn new_member(j: &JoinRequest, member_id: &str, now: Instant) -> Member {
     m
 }
 
+/// A receiver that already holds its answer.
+fn ready(outcome: JoinOutcome) -> oneshot::Receiver<JoinOutcome> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(outcome);
+    rx
+}
+
 /// The answer for a member joining a group that needs no rebalance for it: the current
 /// generation (and, for the leader, the members).
 fn current_join(group: &Group, member_id: &str) -> JoinOutcome {
@@ -862,6 +904,7 @@ fn current_join(group: &Group, member_id: &str) -> JoinOutcome {
             Vec::new()
         },
         leader,
+        skip_assignment: false,
     }
 }
 
@@ -971,15 +1014,8 @@ fn commit_refusal(
         return None; // an admin or simple commit
     }
     if generation >= 0 || !member_id.is_empty() || group_instance_id.is_some() {
-        if let Some(instance) = group_instance_id {
-            match group.static_members.get(instance) {
-                None => return Some(UNKNOWN_MEMBER_ID),
-                Some(owner) if owner != member_id => return Some(FENCED_INSTANCE_ID),
-                Some(_) => {}
-            }
-        }
-        if !group.members.contains_key(member_id) {
-            return Some(UNKNOWN_MEMBER_ID);
+        if let Some(code) = group.validate_member(member_id, group_instance_id) {
+            return Some(code);
         }
         if generation != group.generation {
             return Some(ILLEGAL_GENERATION);
@@ -1082,6 +1118,7 @@ mod tests {
             protocol_type: "consumer".into(),
             protocols: vec![("range".into(), Bytes::new())],
             require_known_member_id: false,
+            supports_skip_assignment: true,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -49,6 +49,8 @@ pub struct JoinOutcome {
     pub member_id: String,
     /// For the leader only: every member with its metadata for the chosen protocol.
     pub members: Vec<(String, Option<String>, Bytes)>,
+    /// v9+ (KIP-814): the leader of an unchanged group need not assign again.
+    pub skip_assignment: bool,
 }
 
 impl JoinOutcome {
@@ -106,6 +108,17 @@ impl Member {
     }
 }
 
+/// Kafka's `group.initial.rebalance.delay.ms` for the first rebalance of an empty group: the join
+/// waits in windows of the delay, another window each time a new member arrived in the last one,
+/// up to the rebalance timeout, and then completes whoever is in (pending members included).
+#[derive(Debug, Clone, Copy)]
+pub struct InitialDelay {
+    window_end: Instant,
+    limit: Instant,
+    delay: Duration,
+    new_member_added: bool,
+}
+
 pub struct Group {
     pub id: String,
     pub state: GroupState,
@@ -121,9 +134,8 @@ pub struct Group {
     pub static_members: HashMap<String, String>,
     /// When the current rebalance stops waiting for members to rejoin.
     pub rebalance_deadline: Option<Instant>,
-    /// The first rebalance of an empty group waits this long for more members, up to the
-    /// rebalance timeout from its start.
-    pub initial_delay: Option<(Instant, Instant)>,
+    /// The first rebalance of an empty group waits for more members.
+    pub initial_delay: Option<InitialDelay>,
     pub offsets: BTreeMap<(String, i32), OffsetValue>,
 }
 
@@ -165,8 +177,21 @@ impl Group {
             })
     }
 
+    /// Kafka's `validateMember`: a request naming a static instance must come from the member
+    /// that instance maps to now (else FENCED_INSTANCE_ID), and the member must exist.
+    pub fn validate_member(&self, member_id: &str, instance: Option<&str>) -> Option<i16> {
+        if let Some(instance) = instance {
+            match self.static_members.get(instance) {
+                None => return Some(UNKNOWN_MEMBER_ID),
+                Some(owner) if owner != member_id => return Some(FENCED_INSTANCE_ID),
+                Some(_) => {}
+            }
+        }
+        (!self.members.contains_key(member_id)).then_some(UNKNOWN_MEMBER_ID)
+    }
+
     /// The protocol every member supports that most members prefer.
-    fn select_protocol(&self) -> Option<String> {
+    pub fn select_protocol(&self) -> Option<String> {
         let candidates: Vec<&String> = self
             .members
             .values()
@@ -205,73 +230,106 @@ impl Group {
                 });
             }
         }
-        let timeout = Duration::from_millis(
-            self.members
-                .values()
-                .map(|m| m.rebalance_timeout_ms.max(0) as u64)
-                .max()
-                .unwrap_or(0),
-        );
-        if self.state == GroupState::Empty && initial_delay_ms > 0 {
-            let delay = Duration::from_millis(initial_delay_ms as u64).min(timeout);
-            self.initial_delay = Some((now + delay, now + timeout));
+        let timeout = self.rebalance_timeout();
+        if self.state == GroupState::Empty {
+            let delay = Duration::from_millis(initial_delay_ms.max(0) as u64);
+            self.initial_delay = Some(InitialDelay {
+                window_end: now + delay,
+                limit: now + delay.max(timeout),
+                delay,
+                new_member_added: false,
+            });
         }
         self.rebalance_deadline = Some(now + timeout);
         self.transition(GroupState::PreparingRebalance, now_ms);
     }
 
-    /// A new member joined during the initial delay: the delay starts again, up to its limit.
-    pub fn extend_initial_delay(&mut self, now: Instant, initial_delay_ms: i32) {
-        if let Some((deadline, limit)) = self.initial_delay.as_mut() {
-            *deadline = (now + Duration::from_millis(initial_delay_ms as u64)).min(*limit);
+    /// The largest rebalance timeout of the members: how long a rebalance waits for them.
+    fn rebalance_timeout(&self) -> Duration {
+        Duration::from_millis(
+            self.members
+                .values()
+                .map(|m| m.rebalance_timeout_ms.max(0) as u64)
+                .max()
+                .unwrap_or(0),
+        )
+    }
+
+    /// A new member joined during the initial delay: another window follows the current one.
+    pub fn note_new_member(&mut self) {
+        if let Some(d) = self.initial_delay.as_mut() {
+            d.new_member_added = true;
         }
     }
 
     /// Whether the join phase may end now: every member has rejoined and nobody is pending, or
-    /// the deadline passed. The initial delay of an empty group's first rebalance holds it.
-    pub fn join_complete(&self, now: Instant) -> bool {
+    /// the deadline passed. The initial delay of an empty group's first rebalance holds it
+    /// instead, window by window.
+    pub fn join_complete(&mut self, now: Instant) -> bool {
         if self.state != GroupState::PreparingRebalance {
             return false;
         }
-        if let Some((deadline, _)) = self.initial_delay {
-            return now >= deadline;
+        if let Some(d) = self.initial_delay.as_mut() {
+            if now < d.window_end {
+                return false;
+            }
+            if d.new_member_added && now < d.limit {
+                d.new_member_added = false;
+                d.window_end = (now + d.delay).min(d.limit);
+                return false;
+            }
+            return true;
         }
         let all_joined = self.members.values().all(|m| m.join_waiter.is_some())
             && self.pending_members.is_empty();
         all_joined || self.rebalance_deadline.is_some_and(|d| now >= d)
     }
 
-    /// Ends the join phase: members that did not rejoin are removed, the generation moves, a
-    /// protocol and a leader are chosen, and every waiting JoinGroup is answered (the leader with
-    /// the member list). Returns whether the group became empty.
+    /// Ends the join phase: dynamic members that did not rejoin are removed (static ones stay,
+    /// with their last subscription, until their session expires, as in Kafka), the generation
+    /// moves, a protocol and a leader that rejoined are chosen, and every waiting JoinGroup is
+    /// answered (the leader with the member list). If members remain but none rejoined, the
+    /// phase waits another rebalance timeout. Returns whether the group became empty.
     pub fn complete_join(&mut self, now: Instant, now_ms: i64) -> bool {
         self.initial_delay = None;
         self.rebalance_deadline = None;
         let gone: Vec<String> = self
             .members
             .values()
-            .filter(|m| m.join_waiter.is_none())
+            .filter(|m| m.join_waiter.is_none() && m.group_instance_id.is_none())
             .map(|m| m.member_id.clone())
             .collect();
         for id in gone {
             self.remove_member(&id);
         }
         self.pending_members.clear();
-        self.generation += 1;
         if self.members.is_empty() {
+            // The protocol type stays, as Kafka's ListGroups shows it for an emptied group.
+            self.generation += 1;
             self.protocol = None;
-            self.protocol_type = None;
             self.leader = None;
             self.transition(GroupState::Empty, now_ms);
             return true;
         }
+        let joined = |m: &&Member| m.join_waiter.is_some();
+        let Some(first_joined) = self
+            .members
+            .values()
+            .find(joined)
+            .map(|m| m.member_id.clone())
+        else {
+            self.rebalance_deadline = Some(now + self.rebalance_timeout());
+            return false;
+        };
+        self.generation += 1;
         self.protocol = self.select_protocol();
         if self
             .leader
             .as_ref()
-            .is_none_or(|l| !self.members.contains_key(l))
+            .and_then(|l| self.members.get(l))
+            .is_none_or(|l| l.join_waiter.is_none())
         {
-            self.leader = self.members.keys().next().cloned();
+            self.leader = Some(first_joined);
         }
         self.transition(GroupState::CompletingRebalance, now_ms);
         let leader = self.leader.clone().unwrap_or_default();
@@ -304,6 +362,7 @@ impl Group {
                     } else {
                         Vec::new()
                     },
+                    skip_assignment: false,
                 });
             }
         }
@@ -312,13 +371,18 @@ impl Group {
 
     /// Removes a member, answering its waiting requests with UNKNOWN_MEMBER_ID.
     pub fn remove_member(&mut self, member_id: &str) -> Option<Member> {
+        self.remove_member_with(member_id, UNKNOWN_MEMBER_ID)
+    }
+
+    /// Removes a member, answering its waiting requests with `error`.
+    pub fn remove_member_with(&mut self, member_id: &str, error: i16) -> Option<Member> {
         let mut m = self.members.remove(member_id)?;
         if let Some(w) = m.join_waiter.take() {
-            let _ = w.send(JoinOutcome::error(UNKNOWN_MEMBER_ID, member_id));
+            let _ = w.send(JoinOutcome::error(error, member_id));
         }
         if let Some(w) = m.sync_waiter.take() {
             let _ = w.send(SyncOutcome {
-                error: UNKNOWN_MEMBER_ID,
+                error,
                 ..SyncOutcome::default()
             });
         }
