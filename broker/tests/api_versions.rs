@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 25);
+            assert_eq!(r.api_keys.len(), 26);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -631,6 +631,17 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 "deleted, NON_EMPTY_GROUP, GROUP_ID_NOT_FOUND"
             );
             assert_eq!(fetch_offset(conn, &group, 8), -1);
+        }
+        ApiKey::DescribeCluster => {
+            let mut r = DescribeClusterRequest::default();
+            r.include_cluster_authorized_operations = true;
+            r.endpoint_type = 1;
+            let resp: DescribeClusterResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0, "v{v}: {:?}", resp.error_message);
+            assert_eq!(resp.brokers.len(), 1);
+            assert!(!resp.cluster_id.is_empty());
+            assert_eq!(resp.controller_id, resp.brokers[0].broker_id);
+            assert_eq!(resp.cluster_authorized_operations, 8096);
         }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }

@@ -12,7 +12,52 @@ use crate::broker::Broker;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
+const RESOURCE_GROUP: i8 = 32;
 const SOURCE_STATIC_BROKER_CONFIG: i8 = 4;
+const TYPE_STRING: i8 = 2;
+const TYPE_INT: i8 = 3;
+
+/// The group configs Kafka 4.0 defines (GroupConfig, KIP-848 and KIP-932), with their defaults
+/// and types. They govern the consumer and share group protocols, which Quipu does not serve
+/// yet, so no group can override them: each is reported at its default.
+const GROUP_CONFIGS: &[(&str, &str, i8, &str)] = &[
+    (
+        "consumer.session.timeout.ms",
+        "45000",
+        TYPE_INT,
+        "The timeout to detect client failures when using the consumer group protocol.",
+    ),
+    (
+        "consumer.heartbeat.interval.ms",
+        "5000",
+        TYPE_INT,
+        "The heartbeat interval given to the members of a consumer group.",
+    ),
+    (
+        "share.session.timeout.ms",
+        "45000",
+        TYPE_INT,
+        "The timeout to detect client failures when using the share group protocol.",
+    ),
+    (
+        "share.heartbeat.interval.ms",
+        "5000",
+        TYPE_INT,
+        "The heartbeat interval given to the members of a share group.",
+    ),
+    (
+        "share.record.lock.duration.ms",
+        "30000",
+        TYPE_INT,
+        "The record acquisition lock duration in milliseconds for share groups.",
+    ),
+    (
+        "share.auto.offset.reset",
+        "latest",
+        TYPE_STRING,
+        "The strategy to initialize the share-partition start offset.",
+    ),
+];
 
 pub fn handle(
     broker: &Broker,
@@ -64,11 +109,12 @@ pub fn handle(
                                 quipu_config::topic::TopicConfig::defaults_from(&broker.config)
                                     .expect("validated at start");
                             if let Some(v) = default.value(key.name) {
-                                c.synonyms.push(synonym(
-                                    key.broker_synonym,
-                                    v,
-                                    SOURCE_DEFAULT_CONFIG,
-                                ));
+                                let name = if key.broker_synonym.is_empty() {
+                                    key.name
+                                } else {
+                                    key.broker_synonym
+                                };
+                                c.synonyms.push(synonym(name, v, SOURCE_DEFAULT_CONFIG));
                             }
                         }
                         if version >= 3 {
@@ -106,6 +152,31 @@ pub fn handle(
                     "unexpected broker id, expected {}",
                     broker.config.node_id
                 )));
+            }
+            RESOURCE_GROUP if resource.resource_name.is_empty() => {
+                r.error_code = ResponseError::InvalidRequest.code();
+                r.error_message = Some(StrBytes::from_static_str("Group name must not be empty"));
+            }
+            RESOURCE_GROUP => {
+                // As in Kafka, any group name is answered, whether or not the group exists.
+                for (name, value, config_type, doc) in
+                    GROUP_CONFIGS.iter().filter(|(n, ..)| wanted(n))
+                {
+                    let mut c = DescribeConfigsResourceResult::default();
+                    c.name = StrBytes::from_static_str(name);
+                    c.value = Some(StrBytes::from_static_str(value));
+                    c.config_source = SOURCE_DEFAULT_CONFIG;
+                    if request.include_synonyms {
+                        c.synonyms.push(synonym(name, value, SOURCE_DEFAULT_CONFIG));
+                    }
+                    if version >= 3 {
+                        c.config_type = *config_type;
+                        if request.include_documentation {
+                            c.documentation = Some(StrBytes::from_static_str(doc));
+                        }
+                    }
+                    r.configs.push(c);
+                }
             }
             other => {
                 r.error_code = ResponseError::InvalidRequest.code();

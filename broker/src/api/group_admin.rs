@@ -7,6 +7,7 @@ use quipu_protocol::messages::list_groups_response::ListedGroup;
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
+use super::authorized_operations;
 use crate::broker::Broker;
 use crate::group::state::GROUP_ID_NOT_FOUND;
 
@@ -55,7 +56,10 @@ pub fn describe_groups(
     for id in &request.groups {
         let mut g = DescribedGroup::default();
         g.group_id = id.clone();
-        g.authorized_operations = i32::MIN;
+        g.authorized_operations = authorized_operations::when(
+            version >= 3 && request.include_authorized_operations,
+            authorized_operations::GROUP,
+        );
         match broker.groups.describe(&id.0) {
             None => {
                 g.group_state = s("Dead");

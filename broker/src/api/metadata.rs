@@ -9,12 +9,10 @@ use quipu_protocol::messages::metadata_response::{
 use quipu_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
 use quipu_protocol::{ResponseError, StrBytes};
 
+use super::authorized_operations as ops;
 use super::{metadata_error_code, LEADER_EPOCH};
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, Topic};
-
-/// Kafka's value for "authorized operations not requested".
-const AUTHORIZED_OPERATIONS_OMITTED: i32 = i32::MIN;
 
 pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(broker.config.node_id);
@@ -28,7 +26,15 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
     if version >= 1 {
         response.controller_id = node;
     }
-    response.cluster_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    // Kafka fills the cluster set only from v8 to v10 (v11 moved it to DescribeCluster).
+    response.cluster_authorized_operations = ops::when(
+        (8..=10).contains(&version) && request.include_cluster_authorized_operations,
+        ops::CLUSTER,
+    );
+    let topic_ops = ops::when(
+        version >= 8 && request.include_topic_authorized_operations,
+        ops::TOPIC,
+    );
 
     // v0: an empty list means every topic; v1+: null means every topic.
     let all = match &request.topics {
@@ -40,7 +46,9 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         && (version < 4 || request.allow_auto_topic_creation);
     if all {
         for topic in broker.metadata.topics() {
-            response.topics.push(describe(&topic, node, version));
+            response
+                .topics
+                .push(describe(&topic, node, version, topic_ops));
         }
         return response;
     }
@@ -76,36 +84,46 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
             },
         };
         response.topics.push(match topic {
-            Ok(t) => describe(&t, node, version),
-            Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code),
+            Ok(t) => describe(&t, node, version, topic_ops),
+            Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code, topic_ops),
         });
     }
     for id in by_id {
         response.topics.push(match broker.metadata.topic_by_id(id) {
-            Some(t) => describe(&t, node, version),
-            None => error_topic(None, id, ResponseError::UnknownTopicId),
+            Some(t) => describe(&t, node, version, topic_ops),
+            None => error_topic(None, id, ResponseError::UnknownTopicId, topic_ops),
         });
     }
     response
 }
 
-fn error_topic(name: Option<String>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
+fn error_topic(
+    name: Option<String>,
+    id: uuid::Uuid,
+    code: ResponseError,
+    topic_ops: i32,
+) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.error_code = code.code();
     t.name = name.map(|n| TopicName(StrBytes::from_string(n)));
     t.topic_id = id;
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations = topic_ops;
     t
 }
 
-fn describe(topic: &Arc<Topic>, node: BrokerId, version: i16) -> MetadataResponseTopic {
+fn describe(
+    topic: &Arc<Topic>,
+    node: BrokerId,
+    version: i16,
+    topic_ops: i32,
+) -> MetadataResponseTopic {
     let mut t = MetadataResponseTopic::default();
     t.name = Some(TopicName(StrBytes::from_string(topic.name.to_string())));
     if version >= 10 {
         t.topic_id = topic.id;
     }
     t.is_internal = version >= 1 && crate::metadata::is_internal(&topic.name);
-    t.topic_authorized_operations = AUTHORIZED_OPERATIONS_OMITTED;
+    t.topic_authorized_operations = topic_ops;
     for p in &topic.partitions {
         let mut mp = MetadataResponsePartition::default();
         mp.partition_index = p.index();

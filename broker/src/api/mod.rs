@@ -6,10 +6,12 @@
 
 mod alter_configs;
 mod api_versions;
+mod authorized_operations;
 mod create_partitions;
 mod create_topics;
 mod delete_records;
 mod delete_topics;
+mod describe_cluster;
 mod describe_configs;
 mod fetch;
 mod group_admin;
@@ -42,6 +44,7 @@ pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::AlterConfigs, 0, 2),
@@ -301,6 +304,12 @@ pub async fn handle(
             api,
             version,
             &describe_configs::handle(&broker, decode!(m::DescribeConfigsRequest), version),
+        )?,
+        ApiKey::DescribeCluster => encode(
+            correlation_id,
+            api,
+            version,
+            &describe_cluster::handle(&broker, decode!(m::DescribeClusterRequest)),
         )?,
         _ => return Err(RequestError::UnknownApi(api as i16)),
     };

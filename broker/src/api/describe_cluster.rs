@@ -1,0 +1,52 @@
+//! DescribeCluster (API 60, KIP-700): the cluster id, the brokers and the controller a broker
+//! endpoint reports.
+//!
+//! Invariant: a broker endpoint answers only broker-endpoint requests (`endpoint_type` 1);
+//! a request meant for a controller endpoint gets MISMATCHED_ENDPOINT_TYPE and an unknown type
+//! UNSUPPORTED_ENDPOINT_TYPE, as in Kafka.
+
+use quipu_protocol::messages::describe_cluster_response::DescribeClusterBroker;
+use quipu_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeClusterResponse};
+use quipu_protocol::{ResponseError, StrBytes};
+
+use super::authorized_operations;
+use crate::broker::Broker;
+
+const ENDPOINT_BROKER: i8 = 1;
+const ENDPOINT_CONTROLLER: i8 = 2;
+
+pub fn handle(broker: &Broker, request: DescribeClusterRequest) -> DescribeClusterResponse {
+    let mut response = DescribeClusterResponse::default();
+    response.endpoint_type = ENDPOINT_BROKER;
+    response.cluster_authorized_operations = authorized_operations::OMITTED;
+    match request.endpoint_type {
+        ENDPOINT_BROKER => {}
+        ENDPOINT_CONTROLLER => {
+            response.error_code = ResponseError::MismatchedEndpointType.code();
+            response.error_message = Some(StrBytes::from_static_str(
+                "The request was sent to an endpoint of type BROKER, but we wanted an endpoint of type CONTROLLER",
+            ));
+            return response;
+        }
+        other => {
+            response.error_code = ResponseError::UnsupportedEndpointType.code();
+            response.error_message = Some(StrBytes::from_string(format!(
+                "endpoint type {other} is not known"
+            )));
+            return response;
+        }
+    }
+    let node = BrokerId(broker.config.node_id);
+    response.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
+    response.controller_id = node;
+    let mut b = DescribeClusterBroker::default();
+    b.broker_id = node;
+    b.host = StrBytes::from_string(broker.advertised_host.clone());
+    b.port = broker.advertised_port as i32;
+    response.brokers.push(b);
+    response.cluster_authorized_operations = authorized_operations::when(
+        request.include_cluster_authorized_operations,
+        authorized_operations::CLUSTER,
+    );
+    response
+}
