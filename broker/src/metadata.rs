@@ -86,6 +86,8 @@ pub enum MetadataError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Log(#[from] crate::metadata_log::MetadataLogError),
+    #[error("{0}")]
+    Damaged(String),
 }
 
 /// Largest partition count a topic may have; a bound on what one request can make the broker open.
@@ -206,7 +208,7 @@ impl Metadata {
                 }
             }
         }
-        metadata.remove_deleted_dirs();
+        metadata.remove_orphan_dirs(&image);
         let marker = metadata.data_dir.join(CLEAN_SHUTDOWN_MARKER);
         let clean = marker.exists();
         let recovery_points =
@@ -288,6 +290,9 @@ impl Metadata {
         })
     }
 
+    /// Opens a partition of a live topic at start. Its directory must carry the topic's id; a
+    /// directory with no marker (written by a version that created directories after the
+    /// record) gets one, and a damaged marker stops the start rather than risk live data.
     fn open_partition(
         &self,
         name: &Arc<str>,
@@ -297,19 +302,26 @@ impl Metadata {
         startup: &Startup<'_>,
     ) -> Result<Partition, MetadataError> {
         let dir = self.partition_dir(name, p);
-        let marker = dir.join("partition.metadata");
-        let expected = format!("version: 0\ntopic_id: {id}\n");
-        match std::fs::read_to_string(&marker) {
-            Ok(found) if found == expected => {}
-            Ok(_) => {
-                tracing::warn!(dir = %dir.display(), "partition directory belongs to an older topic of the same name: removing it");
-                std::fs::remove_dir_all(&dir)?;
+        let marker = dir.join(PARTITION_MARKER);
+        match read_marker(&marker) {
+            Ok(Some(found)) if found == id => {}
+            Ok(Some(found)) => {
+                return Err(MetadataError::Damaged(format!(
+                    "{} names topic id {found}, but {name} is {id}: refusing to start rather than mix the two",
+                    marker.display()
+                )))
             }
-            Err(_) => {}
-        }
-        std::fs::create_dir_all(&dir)?;
-        if !marker.exists() {
-            write_synced(&marker, expected.as_bytes())?;
+            Ok(None) => {
+                tracing::warn!(dir = %dir.display(), "partition directory without its topic id: writing it");
+                std::fs::create_dir_all(&dir)?;
+                write_synced(&marker, marker_text(id).as_bytes())?;
+            }
+            Err(e) => {
+                return Err(MetadataError::Damaged(format!(
+                    "{} cannot be read ({e}): refusing to start rather than risk the partition's data",
+                    marker.display()
+                )))
+            }
         }
         let recovery_point = match startup {
             Startup::Clean => None,
@@ -327,6 +339,8 @@ impl Metadata {
         )?)
     }
 
+    /// Makes and opens the directory of a partition not yet recorded, marked with its topic id
+    /// (synced). Whatever sits at that path belongs to no live partition and is removed first.
     fn open_partition_fresh(
         &self,
         name: &Arc<str>,
@@ -334,7 +348,65 @@ impl Metadata {
         p: i32,
         config: &TopicConfig,
     ) -> Result<Partition, MetadataError> {
-        self.open_partition(name, id, p, config, &Startup::Clean)
+        let dir = self.partition_dir(name, p);
+        if dir.exists() {
+            tracing::warn!(dir = %dir.display(), "removing a directory left where a new partition goes");
+            std::fs::remove_dir_all(&dir)?;
+        }
+        std::fs::create_dir_all(&dir)?;
+        write_synced(&dir.join(PARTITION_MARKER), marker_text(id).as_bytes())?;
+        Ok(Partition::open(
+            name.clone(),
+            p,
+            &dir,
+            config.clone(),
+            None,
+            now_ms(),
+        )?)
+    }
+
+    /// Opens partitions `from..to` of a topic about to be recorded; on any failure, removes the
+    /// directories made so far and returns the error, so nothing of the change is left.
+    fn open_new_partitions(
+        &self,
+        name: &Arc<str>,
+        id: Uuid,
+        (from, to): (i32, i32),
+        config: &TopicConfig,
+    ) -> Result<Vec<Arc<Partition>>, MetadataError> {
+        let mut opened = Vec::with_capacity((to - from) as usize);
+        for p in from..to {
+            match self.open_partition_fresh(name, id, p, config) {
+                Ok(partition) => opened.push(Arc::new(partition)),
+                Err(e) => {
+                    drop(opened);
+                    self.remove_partition_dirs(name, id, from..=p);
+                    return Err(e);
+                }
+            }
+        }
+        // The new directory entries are durable before the record that makes them live.
+        File::open(&self.data_dir)?.sync_all()?;
+        Ok(opened)
+    }
+
+    /// Renames partition directories away (so a name is free at once) and removes them. A
+    /// failure is logged; the next start removes what is left.
+    fn remove_partition_dirs(&self, name: &str, id: Uuid, partitions: impl Iterator<Item = i32>) {
+        for p in partitions {
+            let dir = self.partition_dir(name, p);
+            if !dir.exists() {
+                continue;
+            }
+            let gone = self
+                .data_dir
+                .join(format!("{name}-{p}.{}-delete", id.simple()));
+            if let Err(e) =
+                std::fs::rename(&dir, &gone).and_then(|_| std::fs::remove_dir_all(&gone))
+            {
+                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove partition directory");
+            }
+        }
     }
 
     /// Writes every partition's recovery point to the checkpoint.
@@ -368,17 +440,49 @@ impl Metadata {
         crate::checkpoint::write(&self.data_dir.join(file), &offsets)
     }
 
-    /// Removes directories of deleted topics that a crash left behind.
-    fn remove_deleted_dirs(&self) {
+    /// Finishes, at start, what a crash interrupted: directories renamed for deletion are
+    /// removed, and so is every partition directory that no live partition owns (a topic or
+    /// partitions whose record was never written, or a deletion whose record was). A directory
+    /// belongs to a live partition when its name is `<topic>-<index>` of a live topic with more
+    /// than `index` partitions and its marker, if readable, carries that topic's id; those are
+    /// never touched here.
+    fn remove_orphan_dirs(&self, image: &BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)>) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
         };
+        let mut removed = 0usize;
         for entry in entries.flatten() {
-            if entry.file_name().to_string_lossy().ends_with("-delete") {
-                if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                    tracing::warn!(dir = %entry.path().display(), error = %e, "cannot remove deleted partition directory");
+            let file_name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            let orphan = if file_name.ends_with("-delete") {
+                true
+            } else if let Some((topic, p)) = partition_dir_name(&file_name) {
+                match (image.get(topic), read_marker(&path.join(PARTITION_MARKER))) {
+                    (Some((id, count, _)), Ok(Some(found))) => found != *id || p >= *count,
+                    (Some((_, count, _)), _) => p >= *count,
+                    (None, _) => true,
+                }
+            } else {
+                false
+            };
+            if !orphan {
+                continue;
+            }
+            match std::fs::remove_dir_all(&path) {
+                Ok(()) => removed += 1,
+                Err(e) => {
+                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove a partition directory no live partition owns")
                 }
             }
+        }
+        if removed > 0 {
+            tracing::info!(
+                directories = removed,
+                "removed partition directories left by an interrupted topic change"
+            );
         }
     }
 
@@ -472,7 +576,10 @@ impl Metadata {
         Ok((partitions, config))
     }
 
-    /// Creates a topic: records it, then opens its partitions.
+    /// Creates a topic, all or nothing: its partition directories are made and opened first,
+    /// then the record that makes the topic live is written; if either fails, the directories
+    /// are removed and the topic does not exist (a crash in between leaves directories that the
+    /// next start removes).
     pub fn create_topic(
         &self,
         name: &str,
@@ -481,24 +588,34 @@ impl Metadata {
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, MetadataError> {
         let mut file = self.log_file.lock().expect("metadata log lock");
-        let (partitions, _) =
+        let (partitions, config) =
             self.check_new_topic(name, partitions, replication_factor, &overrides)?;
         let id = Uuid::new_v4();
-        Self::append_record(
-            &mut file,
-            &MetadataRecord::TopicCreated {
-                name: name.to_string(),
-                topic_id: id,
-                partitions,
-                configs: overrides.clone(),
-            },
-        )?;
-        let topic = Arc::new(self.open_topic(name, id, partitions, overrides, &Startup::Clean)?);
+        let name: Arc<str> = name.into();
+        let opened = self.open_new_partitions(&name, id, (0, partitions), &config)?;
+        let record = MetadataRecord::TopicCreated {
+            name: name.to_string(),
+            topic_id: id,
+            partitions,
+            configs: overrides.clone(),
+        };
+        if let Err(e) = Self::append_record(&mut file, &record) {
+            drop(opened);
+            self.remove_partition_dirs(&name, id, 0..partitions);
+            return Err(e);
+        }
+        let topic = Arc::new(Topic {
+            name: name.clone(),
+            id,
+            overrides,
+            config,
+            partitions: opened,
+        });
         self.topics
             .write()
             .expect("metadata lock")
             .insert(name.to_string(), topic.clone());
-        tracing::info!(topic = name, partitions, %id, "created topic");
+        tracing::info!(topic = %name, partitions, %id, "created topic");
         Ok(topic)
     }
 
@@ -525,26 +642,25 @@ impl Metadata {
         Ok(topic)
     }
 
-    /// Grows a topic to `count` partitions.
+    /// Grows a topic to `count` partitions, all or nothing, as [`Metadata::create_topic`]:
+    /// the new partitions are opened before the record that makes them live.
     pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
         let mut file = self.log_file.lock().expect("metadata log lock");
         let topic = self.check_new_partitions(name, count)?;
-        Self::append_record(
-            &mut file,
-            &MetadataRecord::PartitionsCreated {
-                name: name.to_string(),
-                partitions: count,
-            },
-        )?;
-        let mut partitions = topic.partitions.clone();
-        for p in partitions.len() as i32..count {
-            partitions.push(Arc::new(self.open_partition_fresh(
-                &topic.name,
-                topic.id,
-                p,
-                &topic.config,
-            )?));
+        let current = topic.partitions.len() as i32;
+        let added =
+            self.open_new_partitions(&topic.name, topic.id, (current, count), &topic.config)?;
+        let record = MetadataRecord::PartitionsCreated {
+            name: name.to_string(),
+            partitions: count,
+        };
+        if let Err(e) = Self::append_record(&mut file, &record) {
+            drop(added);
+            self.remove_partition_dirs(name, topic.id, current..count);
+            return Err(e);
         }
+        let mut partitions = topic.partitions.clone();
+        partitions.extend(added);
         let grown = Topic {
             name: topic.name.clone(),
             id: topic.id,
@@ -602,7 +718,7 @@ impl Metadata {
     }
 
     /// Deletes a topic: records it, forgets it, then renames its directories away and removes
-    /// them. Readers still holding slices of its segments keep their mappings (unlink is safe).
+    /// them (resumed at the next start if interrupted). Readers still holding slices of its segments keep their mappings (unlink is safe).
     pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
         let mut file = self.log_file.lock().expect("metadata log lock");
         let topic = self
@@ -615,17 +731,9 @@ impl Metadata {
             },
         )?;
         self.topics.write().expect("metadata lock").remove(name);
-        for p in 0..topic.partitions.len() as i32 {
-            let dir = self.partition_dir(name, p);
-            let gone = self
-                .data_dir
-                .join(format!("{name}-{p}.{}-delete", topic.id.simple()));
-            if let Err(e) =
-                std::fs::rename(&dir, &gone).and_then(|_| std::fs::remove_dir_all(&gone))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove partition directory of deleted topic");
-            }
-        }
+        // A crash from here on leaves directories of a topic that is not live: the next start
+        // removes them.
+        self.remove_partition_dirs(name, topic.id, 0..topic.partitions.len() as i32);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -661,6 +769,39 @@ impl Metadata {
         }
         clean
     }
+}
+
+/// The file in each partition directory that names its topic id, as Kafka writes it.
+const PARTITION_MARKER: &str = "partition.metadata";
+
+fn marker_text(id: Uuid) -> String {
+    format!("version: 0\ntopic_id: {id}\n")
+}
+
+/// The topic id a partition directory's marker names: `None` when there is no marker, an error
+/// when it cannot be read or parsed.
+fn read_marker(path: &Path) -> std::io::Result<Option<Uuid>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    text.lines()
+        .find_map(|l| l.strip_prefix("topic_id: "))
+        .and_then(|id| Uuid::parse_str(id.trim()).ok())
+        .map(Some)
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no topic id"))
+}
+
+/// `<topic>-<index>` as a partition directory is named, when `name` is one.
+fn partition_dir_name(name: &str) -> Option<(&str, i32)> {
+    let (topic, index) = name.rsplit_once('-')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let index: i32 = index.parse().ok()?;
+    validate_topic_name(topic).ok()?;
+    Some((topic, index))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

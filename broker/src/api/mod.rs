@@ -367,7 +367,9 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
-        MetadataError::Io(_) | MetadataError::Log(_) => ResponseError::KafkaStorageError,
+        MetadataError::Io(_) | MetadataError::Log(_) | MetadataError::Damaged(_) => {
+            ResponseError::KafkaStorageError
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub struct BrokerProcess {
     child: Option<Child>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
+    /// RLIMIT_NOFILE the broker runs under, when set.
+    pub fd_limit: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -66,7 +68,17 @@ impl BrokerProcess {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            fd_limit: None,
         };
+        b.spawn();
+        b
+    }
+
+    /// Starts the broker with at most `fd_limit` open files, for this start and the next.
+    pub fn start_with_fd_limit(args: &[&str], fd_limit: u64) -> Self {
+        let mut b = Self::start(args);
+        b.terminate();
+        b.fd_limit = Some(fd_limit);
         b.spawn();
         b
     }
@@ -81,7 +93,24 @@ impl BrokerProcess {
         // fail on the code before its fix).
         let binary = std::env::var_os("TEST_QUIPU_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_quipu").into());
-        let child = Command::new(binary)
+        let mut command = Command::new(binary);
+        if let Some(limit) = self.fd_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe and touches only the child.
+            unsafe {
+                command.pre_exec(move || {
+                    let l = libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = command
             .arg("--data-dir")
             .arg(self.dir.path().join("data"))
             .arg("--listen")
