@@ -294,6 +294,68 @@ pub fn compress_records(codec: i16, plain: &[u8]) -> Result<BytesMut, RecordErro
     Ok(body)
 }
 
+/// `plain` records compressed with batch codec `codec` at `level` (None: the codec's default),
+/// as Kafka's `compression.gzip.level`, `compression.lz4.level` and `compression.zstd.level`
+/// set it. Snappy has no level.
+pub fn compress_records_at(
+    codec: i16,
+    plain: &[u8],
+    level: Option<i32>,
+) -> Result<BytesMut, RecordError> {
+    use bytes::BufMut;
+    use std::io::Write;
+    let Some(level) = level else {
+        return compress_records(codec, plain);
+    };
+    let failed = |e: std::io::Error| RecordError::Codec("compress records", e.to_string());
+    let mut out = BytesMut::with_capacity(plain.len() / 2 + 64).writer();
+    match codec {
+        1 => {
+            let level = flate2::Compression::new(level.clamp(1, 9) as u32);
+            let mut e = flate2::write::GzEncoder::new(&mut out, level);
+            e.write_all(plain).map_err(failed)?;
+            e.finish().map_err(failed)?;
+        }
+        3 => {
+            let mut e = lz4::EncoderBuilder::new()
+                .level(level.clamp(1, 17) as u32)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(&mut out)
+                .map_err(failed)?;
+            e.write_all(plain).map_err(failed)?;
+            let (_, finished) = e.finish();
+            finished.map_err(failed)?;
+        }
+        4 => zstd::stream::copy_encode(plain, &mut out, level).map_err(failed)?,
+        _ => return compress_records(codec, plain),
+    }
+    Ok(out.into_inner())
+}
+
+/// `original` with its records compressed anew with `codec` at `level` (decompressing at most
+/// `limit_bytes`): the header stays but for the codec bits, the length and the CRC, so offsets,
+/// timestamps and producer fields are the producer's, as in Kafka's recompression.
+pub fn recompress_batch(
+    original: &RecordBatchView<'_>,
+    codec: i16,
+    level: Option<i32>,
+    limit_bytes: usize,
+) -> Result<Vec<u8>, RecordError> {
+    let plain = records_section_limited(original, limit_bytes)?;
+    let body = compress_records_at(codec, &plain, level)?;
+    let mut out = Vec::with_capacity(BATCH_HEADER_BYTES + body.len());
+    out.extend_from_slice(&original.as_bytes()[..BATCH_HEADER_BYTES]);
+    out.extend_from_slice(&body);
+    let batch_length = i32::try_from(out.len() - 12)
+        .map_err(|_| RecordError::Malformed("recompressed batch too large"))?;
+    out[8..12].copy_from_slice(&batch_length.to_be_bytes());
+    let attributes = (i16::from_be_bytes([out[21], out[22]]) & !0x07) | (codec & 0x07);
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&out[21..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
 /// A plain record (no producer id, no headers) at `offset` of the batch it will be encoded in,
 /// for batches the broker writes itself and for tests. Its sequence is `offset - 1`, so a run of
 /// such records encodes as one batch whose base sequence is -1.

@@ -49,6 +49,19 @@ pub enum InvalidRecords {
     /// `record_errors` (KIP-467).
     #[error("{} record errors, the first: {}", .0.len(), .0[0].1)]
     Refused(Vec<(i32, String)>),
+    /// As `Refused`, with at least one record whose timestamp is out of range (Kafka answers
+    /// INVALID_TIMESTAMP then).
+    #[error("{} record errors, the first: {}", .0.len(), .0[0].1)]
+    Timestamps(Vec<(i32, String)>),
+}
+
+/// What a produced batch's records must keep beyond their structure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordRules {
+    /// Every record has a key (compacted topics).
+    pub keys_required: bool,
+    /// Each record's CreateTime timestamp lies within `[min, max]` ms, unless it is -1 (none).
+    pub timestamp_range_ms: Option<(i64, i64)>,
 }
 
 /// Walks every record of `batch`, checking lengths, counts and offset deltas as Kafka's
@@ -60,9 +73,24 @@ pub fn validate_records(
     limit_bytes: usize,
     keys_required: bool,
 ) -> Result<i32, InvalidRecords> {
+    let rules = RecordRules {
+        keys_required,
+        timestamp_range_ms: None,
+    };
+    validate_records_with(batch, limit_bytes, rules)
+}
+
+/// [`validate_records`] with every rule of [`RecordRules`]: each record that breaks one is
+/// named, timestamps as Kafka's LogValidator words it.
+pub fn validate_records_with(
+    batch: &RecordBatchView<'_>,
+    limit_bytes: usize,
+    rules: RecordRules,
+) -> Result<i32, InvalidRecords> {
     let declared = batch.records_count();
     let mut index = 0;
     let mut refused = Vec::new();
+    let mut bad_timestamp = false;
     let mut records = RecordWalk::open(batch, limit_bytes).map_err(InvalidRecords::Malformed)?;
     while let Some(record) = records.next_record().map_err(InvalidRecords::Malformed)? {
         if index >= declared {
@@ -81,11 +109,25 @@ pub fn validate_records(
                 ),
             )]));
         }
-        if keys_required && !record.has_key {
+        if rules.keys_required && !record.has_key {
             refused.push((
                 index,
                 "compacted topic cannot accept message without key".to_string(),
             ));
+        }
+        if let Some((min, max)) = rules.timestamp_range_ms {
+            let timestamp = batch
+                .base_timestamp()
+                .saturating_add(record.timestamp_delta);
+            if timestamp != -1 && !(min..=max).contains(&timestamp) {
+                bad_timestamp = true;
+                refused.push((
+                    index,
+                    format!(
+                        "Timestamp {timestamp} of message with offset {index} is out of range. The timestamp should be within [{min}, {max}]"
+                    ),
+                ));
+            }
         }
         index += 1;
     }
@@ -93,6 +135,9 @@ pub fn validate_records(
         return Err(InvalidRecords::Malformed(RecordError::Malformed(
             "incorrect declared batch size, premature end of the records",
         )));
+    }
+    if bad_timestamp {
+        return Err(InvalidRecords::Timestamps(refused));
     }
     if !refused.is_empty() {
         return Err(InvalidRecords::Refused(refused));

@@ -26,6 +26,8 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
         r.name = t.name.clone();
         r.num_partitions = -1;
         r.replication_factor = -1;
+        // Kafka answers a created topic with a null message.
+        r.error_message = None;
         let result = create_one(broker, &t, request.validate_only, &mut seen);
         match result {
             Ok((id, partitions, overrides)) => {

@@ -348,6 +348,7 @@ pub fn append_error_code(e: &AppendError) -> ResponseError {
         AppendError::InvalidRecord(_) | AppendError::RecordsRefused(_) => {
             ResponseError::InvalidRecord
         }
+        AppendError::TimestampsRefused(_) => ResponseError::InvalidTimestamp,
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
         AppendError::Sequence(crate::log::producer_state::SequenceError::OutOfOrder(_)) => {
             ResponseError::OutOfOrderSequenceNumber

@@ -24,7 +24,7 @@ use quipu_protocol::{ResponseError, StrBytes};
 use super::append_error_code;
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::log::{check_records, AppendError, AppendInfo};
+use crate::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 use crate::metadata::is_internal;
 use crate::partition::Partition;
 
@@ -77,7 +77,9 @@ pub async fn handle(
     let mut to_flush = Vec::new();
     for topic_data in one_batch_per_partition(request.topic_data) {
         let topic = broker.metadata.topic(&topic_data.name);
-        let compacted = topic.as_ref().is_some_and(|t| t.config.cleanup_compact);
+        let policy = topic
+            .as_ref()
+            .map(|t| ProducePolicy::of(&t.config, now_ms()));
         let mut tr = TopicProduceResponse::default();
         tr.name = topic_data.name.clone();
         for pd in topic_data.partition_data {
@@ -102,7 +104,7 @@ pub async fn handle(
                     ..Refusal::of(ResponseError::InvalidRecord)
                 }),
                 (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
-                (Some(p), Some(records)) => append(broker, p, records, compacted, &mut turn).await.map_err(|e| {
+                (Some(p), Some(records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -140,30 +142,33 @@ pub async fn handle(
     (acks != 0).then_some(response)
 }
 
-/// Checks a batch's records (off the network runtime when that means decompressing them) and
-/// appends it. `keys_required` comes from the topic's config, not the log's, so the check takes
-/// no lock; should the topic become compacted meanwhile, the append checks the keys again.
+/// Checks a batch's records and recompresses it if the topic asks for another codec (off the
+/// network runtime when that means decompressing or compressing), then appends it. The policy
+/// comes from the topic's config, not the log's, so the check takes no lock; should the topic
+/// become compacted meanwhile, the append checks the keys again.
 async fn append(
     broker: &Broker,
     partition: &Arc<Partition>,
     records: Bytes,
-    keys_required: bool,
+    policy: ProducePolicy,
     turn: &mut Option<AppendTurn>,
 ) -> Result<AppendInfo, AppendError> {
-    let compressed = RecordBatchView::parse(&records).is_ok_and(|b| b.compression_codec() != 0);
-    let checked = if compressed {
+    let heavy = RecordBatchView::parse(&records)
+        .is_ok_and(|b| b.compression_codec() != 0 || policy.recompression(0).is_some());
+    let checked = if heavy {
         let bytes = records.clone();
         broker
-            .off_runtime(move || check_records(&bytes, keys_required))
+            .off_runtime(move || check_batch(&bytes, policy))
             .await
             .map_err(|e| AppendError::Io(std::io::Error::other(e)))??
     } else {
-        check_records(&records, keys_required)?
+        check_batch(&records, policy)?
     };
     if let Some(turn) = turn {
         turn.wait().await;
     }
-    partition.append_checked(&records, checked, now_ms())
+    let batch = checked.recompressed.as_deref().unwrap_or(&records);
+    partition.append_checked(batch, checked.checked, now_ms())
 }
 
 /// Why a partition's batch was refused: its error code, and from Produce v8 on an error message
@@ -187,7 +192,9 @@ impl Refusal {
         let code = append_error_code(&e);
         let message = Some(e.to_string());
         let records = match e {
-            AppendError::RecordsRefused(records) => records,
+            AppendError::RecordsRefused(records) | AppendError::TimestampsRefused(records) => {
+                records
+            }
             _ => Vec::new(),
         };
         Self {

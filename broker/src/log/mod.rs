@@ -23,9 +23,12 @@ use std::path::{Path, PathBuf};
 use bytes::Bytes;
 use leader_epoch_cache::LeaderEpochCache;
 use producer_state::{ProducerBatch, ProducerState, SequenceError, Verdict};
-use quipu_config::topic::{TimestampType, TopicConfig};
+use quipu_config::topic::{TimestampType, TopicCompression, TopicConfig};
+use quipu_protocol::record::recompress_batch;
 use quipu_protocol::record_batch::{BatchError, RecordBatchView};
-use quipu_protocol::record_stream::{first_at_or_after, validate_records, InvalidRecords};
+use quipu_protocol::record_stream::{
+    first_at_or_after, validate_records_with, InvalidRecords, RecordRules,
+};
 use segment::{Segment, SegmentSizes};
 
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +41,9 @@ pub enum AppendError {
     /// `record_errors` (KIP-467).
     #[error("one or more records have been rejected due to {} record errors in total, the first: {}", .0.len(), .0[0].1)]
     RecordsRefused(Vec<(i32, String)>),
+    /// As `RecordsRefused`, with a timestamp out of the topic's range among them.
+    #[error("One or more records have been rejected due to invalid timestamp")]
+    TimestampsRefused(Vec<(i32, String)>),
     #[error("record batch of {size_bytes} bytes exceeds max.message.bytes {max_bytes}")]
     TooLarge { size_bytes: usize, max_bytes: i32 },
     #[error("{0}")]
@@ -787,11 +793,58 @@ pub struct RecordsChecked {
 pub const MAX_DECOMPRESSED_BATCH_BYTES: usize =
     quipu_protocol::record::MAX_DECOMPRESSED_BATCH_BYTES;
 
+/// What a topic's settings ask of each produced batch beyond its structure, as Kafka's
+/// LogValidator applies them: a key on every record of a compacted topic, CreateTime timestamps
+/// within `message.timestamp.before.max.ms` / `after.max.ms` of the broker's clock, and the
+/// codec the batch is stored with (`compression.type`).
+#[derive(Debug, Clone, Copy)]
+pub struct ProducePolicy {
+    pub rules: RecordRules,
+    pub compression: TopicCompression,
+}
+
+impl ProducePolicy {
+    pub fn of(config: &TopicConfig, now_ms: i64) -> Self {
+        let timestamp_range_ms =
+            (config.message_timestamp_type == TimestampType::CreateTime).then(|| {
+                (
+                    now_ms.saturating_sub(config.message_timestamp_before_max_ms),
+                    now_ms.saturating_add(config.message_timestamp_after_max_ms),
+                )
+            });
+        Self {
+            rules: RecordRules {
+                keys_required: config.cleanup_compact,
+                timestamp_range_ms,
+            },
+            compression: config.compression,
+        }
+    }
+
+    /// The codec and level a batch of codec `source` is to be stored with, when that means
+    /// compressing it anew.
+    pub fn recompression(&self, source: i16) -> Option<(i16, Option<i32>)> {
+        match self.compression {
+            TopicCompression::Codec(codec, level) if codec != source => Some((codec, level)),
+            _ => None,
+        }
+    }
+}
+
+/// A produced batch that [`check_batch`] passed: the proof, and the batch to append in its
+/// place when the topic's `compression.type` compressed it anew.
+#[derive(Debug)]
+pub struct CheckedBatch {
+    pub checked: RecordsChecked,
+    pub recompressed: Option<Vec<u8>>,
+}
+
 /// Checks a produced batch as Kafka's LogValidator does: the CRC and header, then every record
-/// (count, consecutive offset deltas, lengths, codec, and a key on each when `keys_required`),
-/// streaming through the decompressed records without holding them. Blocking work for a
-/// compressed batch: run it off the network runtime.
-pub fn check_records(records: &[u8], keys_required: bool) -> Result<RecordsChecked, AppendError> {
+/// (count, consecutive offset deltas, lengths, codec, and the rules of `policy`), decompressing
+/// through a bounded stream; then recompresses it if the topic asks for another codec. The
+/// result is the proof [`Log::append_checked`] takes. This costs CPU in proportion to the
+/// batch: call it off the network runtime for compressed batches and for recompression.
+pub fn check_batch(records: &[u8], policy: ProducePolicy) -> Result<CheckedBatch, AppendError> {
     let batch = parse_batch(records)?;
     batch.validate().map_err(|e| match e {
         BatchError::CrcMismatch { .. } => AppendError::Corrupt(e.to_string()),
@@ -804,14 +857,41 @@ pub fn check_records(records: &[u8], keys_required: bool) -> Result<RecordsCheck
             batch.records_count()
         )));
     }
-    match validate_records(&batch, MAX_DECOMPRESSED_BATCH_BYTES, keys_required) {
-        Ok(_) => Ok(RecordsChecked {
-            keys: keys_required,
-        }),
+    match validate_records_with(&batch, MAX_DECOMPRESSED_BATCH_BYTES, policy.rules) {
+        Ok(_) => {}
         // Kafka's InvalidRecordException: not retriable, unlike a CRC mismatch.
-        Err(InvalidRecords::Malformed(e)) => Err(AppendError::InvalidRecord(e.to_string())),
-        Err(InvalidRecords::Refused(records)) => Err(AppendError::RecordsRefused(records)),
+        Err(InvalidRecords::Malformed(e)) => return Err(AppendError::InvalidRecord(e.to_string())),
+        Err(InvalidRecords::Refused(records)) => return Err(AppendError::RecordsRefused(records)),
+        Err(InvalidRecords::Timestamps(records)) => {
+            return Err(AppendError::TimestampsRefused(records))
+        }
     }
+    let recompressed = match policy.recompression(batch.compression_codec()) {
+        None => None,
+        Some((codec, level)) => Some(
+            recompress_batch(&batch, codec, level, MAX_DECOMPRESSED_BATCH_BYTES)
+                .map_err(|e| AppendError::InvalidRecord(e.to_string()))?,
+        ),
+    };
+    Ok(CheckedBatch {
+        checked: RecordsChecked {
+            keys: policy.rules.keys_required,
+        },
+        recompressed,
+    })
+}
+
+/// [`check_batch`] for the broker's own writes and benchmarks: structure, and keys when
+/// `keys_required`; no timestamp rule and no recompression.
+pub fn check_records(records: &[u8], keys_required: bool) -> Result<RecordsChecked, AppendError> {
+    let policy = ProducePolicy {
+        rules: RecordRules {
+            keys_required,
+            timestamp_range_ms: None,
+        },
+        compression: TopicCompression::Producer,
+    };
+    Ok(check_batch(records, policy)?.checked)
 }
 
 fn parse_batch(records: &[u8]) -> Result<RecordBatchView<'_>, AppendError> {
