@@ -26,6 +26,7 @@ pub mod log_cleaner;
 pub mod log_output;
 pub mod metadata;
 pub mod metadata_log;
+pub mod parallel;
 pub mod partition;
 pub mod retention;
 pub mod server;

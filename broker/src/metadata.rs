@@ -98,8 +98,11 @@ pub struct Metadata {
     broker: BrokerConfig,
     data_dir: PathBuf,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// The open metadata log; its lock also serializes changes.
+    /// The open metadata log, locked only while a record is appended.
     log_file: Mutex<File>,
+    /// Serializes topic changes, which check, make directories and then append; held across
+    /// that slow work, so that producer-id allocation, which only appends, never waits on it.
+    changes: Mutex<()>,
     /// Serializes writers of the log start offset checkpoint.
     checkpoint_lock: Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
@@ -169,6 +172,7 @@ impl Metadata {
             data_dir,
             topics: RwLock::new(BTreeMap::new()),
             log_file: Mutex::new(log_file),
+            changes: Mutex::new(()),
             checkpoint_lock: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
                 next: 0,
@@ -221,11 +225,8 @@ impl Metadata {
         if !clean && !image.is_empty() {
             tracing::warn!(data_dir = %metadata.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
         }
-        let mut topics = BTreeMap::new();
-        for (name, (id, partitions, overrides)) in image {
-            let topic = metadata.open_topic(&name, id, partitions, overrides, &startup)?;
-            topics.insert(name, Arc::new(topic));
-        }
+        let topics = metadata.open_topics(image, &startup)?;
+        metadata.sync_recovered(&topics)?;
         // From now on a crash must recover: the marker goes before anything is written.
         if clean {
             std::fs::remove_file(&marker)?;
@@ -265,29 +266,63 @@ impl Metadata {
         self.data_dir.join(format!("{topic}-{partition}"))
     }
 
-    fn open_topic(
+    /// Opens every partition of the image's topics, `num.recovery.threads.per.data.dir` at a
+    /// time (recovery after a crash re-reads each log from its recovery point).
+    fn open_topics(
         &self,
-        name: &str,
-        id: Uuid,
-        partitions: i32,
-        overrides: BTreeMap<String, String>,
+        image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)>,
         startup: &Startup<'_>,
-    ) -> Result<Topic, MetadataError> {
-        let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
-        let name: Arc<str> = name.into();
-        let mut opened = Vec::with_capacity(partitions as usize);
-        for p in 0..partitions {
-            opened.push(Arc::new(
-                self.open_partition(&name, id, p, &config, startup)?,
-            ));
+    ) -> Result<BTreeMap<String, Arc<Topic>>, MetadataError> {
+        let mut work = Vec::new();
+        let mut shells = Vec::new();
+        for (name, (id, partitions, overrides)) in image {
+            let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
+            let name: Arc<str> = name.into();
+            for p in 0..partitions {
+                work.push((name.clone(), id, p, config.clone()));
+            }
+            shells.push((name, id, partitions, overrides, config));
         }
-        Ok(Topic {
-            name,
-            id,
-            overrides,
-            config,
-            partitions: opened,
+        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
+        let mut opened = crate::parallel::map(work, threads, |(name, id, p, config)| {
+            self.open_partition(&name, id, p, &config, startup)
         })
+        .into_iter();
+        let mut topics = BTreeMap::new();
+        for (name, id, partitions, overrides, config) in shells {
+            let partitions = opened
+                .by_ref()
+                .take(partitions as usize)
+                .map(|p| p.map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?;
+            let topic = Topic {
+                name: name.clone(),
+                id,
+                overrides,
+                config,
+                partitions,
+            };
+            topics.insert(name.to_string(), Arc::new(topic));
+        }
+        Ok(topics)
+    }
+
+    /// Makes what recovery rewrote durable with one sync of the file system, then lets each
+    /// recovered log count it as flushed (its recovery point moves to its end).
+    fn sync_recovered(&self, topics: &BTreeMap<String, Arc<Topic>>) -> std::io::Result<()> {
+        let recovered: Vec<&Arc<Partition>> = topics
+            .values()
+            .flat_map(|t| t.partitions.iter())
+            .filter(|p| p.log().sync_pending())
+            .collect();
+        if recovered.is_empty() {
+            return Ok(());
+        }
+        sync_file_system(&self.data_dir)?;
+        for p in recovered {
+            p.log().mark_synced(now_ms());
+        }
+        Ok(())
     }
 
     /// Opens a partition of a live topic at start. Its directory must carry the topic's id; a
@@ -354,7 +389,8 @@ impl Metadata {
             std::fs::remove_dir_all(&dir)?;
         }
         std::fs::create_dir_all(&dir)?;
-        write_synced(&dir.join(PARTITION_MARKER), marker_text(id).as_bytes())?;
+        // Made durable with the rest of the new partitions, by one sync of the file system.
+        std::fs::write(dir.join(PARTITION_MARKER), marker_text(id).as_bytes())?;
         Ok(Partition::open(
             name.clone(),
             p,
@@ -374,19 +410,23 @@ impl Metadata {
         (from, to): (i32, i32),
         config: &TopicConfig,
     ) -> Result<Vec<Arc<Partition>>, MetadataError> {
-        let mut opened = Vec::with_capacity((to - from) as usize);
-        for p in from..to {
-            match self.open_partition_fresh(name, id, p, config) {
-                Ok(partition) => opened.push(Arc::new(partition)),
-                Err(e) => {
-                    drop(opened);
-                    self.remove_partition_dirs(name, id, from..=p);
-                    return Err(e);
-                }
+        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
+        let results = crate::parallel::map((from..to).collect(), threads, |p| {
+            self.open_partition_fresh(name, id, p, config).map(Arc::new)
+        });
+        let opened = match results.into_iter().collect::<Result<Vec<_>, _>>() {
+            Ok(opened) => opened,
+            Err(e) => {
+                self.remove_partition_dirs(name, id, from..to);
+                return Err(e);
             }
+        };
+        // The new directories and markers are durable before the record that makes them live.
+        if let Err(e) = sync_file_system(&self.data_dir) {
+            drop(opened);
+            self.remove_partition_dirs(name, id, from..to);
+            return Err(e.into());
         }
-        // The new directory entries are durable before the record that makes them live.
-        File::open(&self.data_dir)?.sync_all()?;
         Ok(opened)
     }
 
@@ -491,6 +531,14 @@ impl Metadata {
         Ok(())
     }
 
+    /// Appends (and syncs) one record; the log's lock is held only for that.
+    fn append(&self, record: &MetadataRecord) -> Result<(), MetadataError> {
+        Self::append_record(
+            &mut self.log_file.lock().expect("metadata log lock"),
+            record,
+        )
+    }
+
     /// A producer id never handed out before, reserving a new block in the metadata log when the
     /// current one is used up.
     pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
@@ -587,7 +635,7 @@ impl Metadata {
         replication_factor: i16,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, MetadataError> {
-        let mut file = self.log_file.lock().expect("metadata log lock");
+        let _change = self.changes.lock().expect("metadata change lock");
         let (partitions, config) =
             self.check_new_topic(name, partitions, replication_factor, &overrides)?;
         let id = Uuid::new_v4();
@@ -599,7 +647,7 @@ impl Metadata {
             partitions,
             configs: overrides.clone(),
         };
-        if let Err(e) = Self::append_record(&mut file, &record) {
+        if let Err(e) = self.append(&record) {
             drop(opened);
             self.remove_partition_dirs(&name, id, 0..partitions);
             return Err(e);
@@ -645,7 +693,7 @@ impl Metadata {
     /// Grows a topic to `count` partitions, all or nothing, as [`Metadata::create_topic`]:
     /// the new partitions are opened before the record that makes them live.
     pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
-        let mut file = self.log_file.lock().expect("metadata log lock");
+        let _change = self.changes.lock().expect("metadata change lock");
         let topic = self.check_new_partitions(name, count)?;
         let current = topic.partitions.len() as i32;
         let added =
@@ -654,7 +702,7 @@ impl Metadata {
             name: name.to_string(),
             partitions: count,
         };
-        if let Err(e) = Self::append_record(&mut file, &record) {
+        if let Err(e) = self.append(&record) {
             drop(added);
             self.remove_partition_dirs(name, topic.id, current..count);
             return Err(e);
@@ -684,7 +732,7 @@ impl Metadata {
         overrides: BTreeMap<String, String>,
         validate_only: bool,
     ) -> Result<(), MetadataError> {
-        let mut file = self.log_file.lock().expect("metadata log lock");
+        let _change = self.changes.lock().expect("metadata change lock");
         let topic = self
             .topic(name)
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
@@ -692,13 +740,10 @@ impl Metadata {
         if validate_only {
             return Ok(());
         }
-        Self::append_record(
-            &mut file,
-            &MetadataRecord::TopicConfigChanged {
-                name: name.to_string(),
-                configs: overrides.clone(),
-            },
-        )?;
+        self.append(&MetadataRecord::TopicConfigChanged {
+            name: name.to_string(),
+            configs: overrides.clone(),
+        })?;
         for p in &topic.partitions {
             p.log().set_config(config.clone());
         }
@@ -720,16 +765,13 @@ impl Metadata {
     /// Deletes a topic: records it, forgets it, then renames its directories away and removes
     /// them (resumed at the next start if interrupted). Readers still holding slices of its segments keep their mappings (unlink is safe).
     pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
-        let mut file = self.log_file.lock().expect("metadata log lock");
+        let _change = self.changes.lock().expect("metadata change lock");
         let topic = self
             .topic(name)
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
-        Self::append_record(
-            &mut file,
-            &MetadataRecord::TopicDeleted {
-                name: name.to_string(),
-            },
-        )?;
+        self.append(&MetadataRecord::TopicDeleted {
+            name: name.to_string(),
+        })?;
         self.topics.write().expect("metadata lock").remove(name);
         // A crash from here on leaves directories of a topic that is not live: the next start
         // removes them.
@@ -738,17 +780,36 @@ impl Metadata {
         Ok(())
     }
 
-    /// Clean shutdown: every log flushed and trimmed, the checkpoints written, and last the clean
+    /// Clean shutdown: every log flushed and trimmed (`num.recovery.threads.per.data.dir` at a
+    /// time), the checkpoints written, and last the clean
     /// shutdown marker, which tells the next start that no recovery is needed. Any failure leaves
     /// the marker out, so the next start recovers. Returns whether the shutdown was clean.
     pub fn close(&self) -> bool {
-        let mut clean = true;
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log().close(now_ms()) {
-                    clean = false;
-                    tracing::error!(topic = %topic.name, partition = p.index(), error = %e, "cannot close log");
+        let partitions: Vec<(Arc<str>, Arc<Partition>)> = self
+            .topics()
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.clone())))
+            .collect();
+        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
+        let closed = crate::parallel::map(partitions.clone(), threads, |(topic, p)| {
+            let result = p.log().close_unsynced();
+            if let Err(e) = &result {
+                tracing::error!(%topic, partition = p.index(), error = %e, "cannot close log");
+            }
+            result.is_ok()
+        });
+        let mut clean = closed.into_iter().all(|ok| ok);
+        // One sync of the file system makes every log durable; only then do the checkpoints
+        // say so.
+        match sync_file_system(&self.data_dir) {
+            Ok(()) => {
+                for (_, p) in &partitions {
+                    p.log().mark_synced(now_ms());
                 }
+            }
+            Err(e) => {
+                clean = false;
+                tracing::error!(error = %e, "cannot sync the logs to disk");
             }
         }
         for (what, result) in [
@@ -768,6 +829,20 @@ impl Metadata {
             }
         }
         clean
+    }
+}
+
+/// Makes everything written to the file system that holds `dir` durable (syncfs(2)): one call
+/// where thousands of partitions changed together, instead of several fsyncs each. It reports
+/// a writeback error of any file on that file system since the last sync.
+fn sync_file_system(dir: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let handle = File::open(dir)?;
+    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
+    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 

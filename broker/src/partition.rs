@@ -27,7 +27,8 @@ pub struct Partition {
 
 impl Partition {
     /// Opens the partition's log; `recovery_point` as in [`Log::open`] (`None` after a clean
-    /// shutdown).
+    /// shutdown). A log it recovers waits, unflushed, for the caller's one sync of the file
+    /// system ([`Log::open_unsynced`]).
     pub fn open(
         topic: Arc<str>,
         index: i32,
@@ -36,7 +37,7 @@ impl Partition {
         recovery_point: Option<i64>,
         now_ms: i64,
     ) -> std::io::Result<Self> {
-        let log = Log::open(dir, config, recovery_point, now_ms)?;
+        let log = Log::open_unsynced(dir, config, recovery_point, now_ms)?;
         let (high_watermark, _) = watch::channel(log.log_end_offset());
         Ok(Self {
             topic,

@@ -69,6 +69,9 @@ pub struct BrokerConfig {
     /// Threads for request work kept off the network runtime (decompressing produced batches to
     /// validate them, timestamp lookups): at most this many run at once, the rest wait.
     pub num_io_threads: u32,
+    /// Threads that open (and after a crash recover) the logs at start and close them at
+    /// shutdown, and make a new topic's partitions.
+    pub num_recovery_threads_per_data_dir: u32,
     /// Upper bound on the records one Fetch response carries.
     pub fetch_max_bytes: i32,
     /// Largest record batch accepted (topic default for `max.message.bytes`).
@@ -156,6 +159,7 @@ impl Default for BrokerConfig {
             queued_max_request_bytes: 512 * 1024 * 1024,
             connection_max_in_flight_requests: 64,
             num_io_threads: 8,
+            num_recovery_threads_per_data_dir: 2,
             fetch_max_bytes: 55 * 1024 * 1024,
             message_max_bytes: 1_048_588,
             log_segment_bytes: 1024 * 1024 * 1024,
@@ -349,6 +353,13 @@ impl BrokerConfig {
                 format!("at least socket.request.max.bytes + 65536 ({least})"),
             ));
         }
+        if !(1..=256).contains(&self.num_recovery_threads_per_data_dir) {
+            return Err(invalid(
+                "num.recovery.threads.per.data.dir",
+                self.num_recovery_threads_per_data_dir,
+                "a number from 1 to 256",
+            ));
+        }
         if !(1..=256).contains(&self.num_io_threads) {
             return Err(invalid(
                 "num.io.threads",
@@ -522,6 +533,10 @@ impl BrokerConfig {
                 self.queued_max_request_bytes.to_string(),
             ),
             ("num.io.threads", self.num_io_threads.to_string()),
+            (
+                "num.recovery.threads.per.data.dir",
+                self.num_recovery_threads_per_data_dir.to_string(),
+            ),
             (
                 "connection.max.in.flight.requests",
                 self.connection_max_in_flight_requests.to_string(),

@@ -257,48 +257,39 @@ pub async fn handle(
             version,
             &list_offsets::handle(&broker, decode!(m::ListOffsetsRequest), version).await,
         )?,
-        ApiKey::CreateTopics => encode(
-            correlation_id,
-            api,
-            version,
-            &create_topics::handle(&broker, decode!(m::CreateTopicsRequest), version),
-        )?,
-        ApiKey::DeleteTopics => encode(
-            correlation_id,
-            api,
-            version,
-            &delete_topics::handle(&broker, decode!(m::DeleteTopicsRequest), version),
-        )?,
-        ApiKey::CreatePartitions => encode(
-            correlation_id,
-            api,
-            version,
-            &create_partitions::handle(&broker, decode!(m::CreatePartitionsRequest)),
-        )?,
+        ApiKey::CreateTopics => encode(correlation_id, api, version, &{
+            let request = decode!(m::CreateTopicsRequest);
+            blocking(&broker, move |b| create_topics::handle(b, request, version)).await
+        })?,
+        ApiKey::DeleteTopics => encode(correlation_id, api, version, &{
+            let request = decode!(m::DeleteTopicsRequest);
+            blocking(&broker, move |b| delete_topics::handle(b, request, version)).await
+        })?,
+        ApiKey::CreatePartitions => encode(correlation_id, api, version, &{
+            let request = decode!(m::CreatePartitionsRequest);
+            blocking(&broker, move |b| create_partitions::handle(b, request)).await
+        })?,
         ApiKey::OffsetForLeaderEpoch => encode(
             correlation_id,
             api,
             version,
             &offset_for_leader_epoch::handle(&broker, decode!(m::OffsetForLeaderEpochRequest)),
         )?,
-        ApiKey::AlterConfigs => encode(
-            correlation_id,
-            api,
-            version,
-            &alter_configs::handle_alter(&broker, decode!(m::AlterConfigsRequest)),
-        )?,
-        ApiKey::IncrementalAlterConfigs => encode(
-            correlation_id,
-            api,
-            version,
-            &alter_configs::handle_incremental(&broker, decode!(m::IncrementalAlterConfigsRequest)),
-        )?,
-        ApiKey::DeleteRecords => encode(
-            correlation_id,
-            api,
-            version,
-            &delete_records::handle(&broker, decode!(m::DeleteRecordsRequest)),
-        )?,
+        ApiKey::AlterConfigs => encode(correlation_id, api, version, &{
+            let request = decode!(m::AlterConfigsRequest);
+            blocking(&broker, move |b| alter_configs::handle_alter(b, request)).await
+        })?,
+        ApiKey::IncrementalAlterConfigs => encode(correlation_id, api, version, &{
+            let request = decode!(m::IncrementalAlterConfigsRequest);
+            blocking(&broker, move |b| {
+                alter_configs::handle_incremental(b, request)
+            })
+            .await
+        })?,
+        ApiKey::DeleteRecords => encode(correlation_id, api, version, &{
+            let request = decode!(m::DeleteRecordsRequest);
+            blocking(&broker, move |b| delete_records::handle(b, request)).await
+        })?,
         ApiKey::DescribeConfigs => encode(
             correlation_id,
             api,
@@ -314,6 +305,23 @@ pub async fn handle(
         _ => return Err(RequestError::UnknownApi(api as i16)),
     };
     Ok(Handled::Response(response))
+}
+
+/// Runs a handler that changes metadata or storage (it makes and removes directories and
+/// fsyncs: seconds for a topic of thousands of partitions) on a blocking thread, so that the
+/// network runtime keeps serving every other request meanwhile.
+async fn blocking<R: Send + 'static>(
+    broker: &Arc<Broker>,
+    work: impl FnOnce(&Broker) -> R + Send + 'static,
+) -> R {
+    let shared = broker.clone();
+    match broker.off_runtime(move || work(&shared)).await {
+        Ok(r) => r,
+        // A handler bug: the connection's task ends as if the handler had panicked in place.
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down, and this request is never answered.
+        Err(_) => std::future::pending().await,
+    }
 }
 
 /// Encodes a response frame: size, header (of the version this API and version use), body.

@@ -105,6 +105,8 @@ pub struct Log {
     last_flush_ms: i64,
     /// Set by a clean shutdown: no append may follow the files' final trim.
     closed: bool,
+    /// Recovered at open and not flushed since (see [`Log::open_unsynced`]).
+    sync_pending: bool,
     /// Which leader epoch wrote which offsets (`leader-epoch-checkpoint`).
     epochs: LeaderEpochCache,
     /// Where the part of the log the cleaner has not compacted yet starts (compacted topics).
@@ -122,6 +124,23 @@ impl Log {
     /// their indexes rebuilt; the log is cut at the first invalid byte, later segments are deleted,
     /// and what was recovered is flushed. Segments before the recovery point are trusted.
     pub fn open(
+        dir: &Path,
+        config: TopicConfig,
+        recovery_point: Option<i64>,
+        now_ms: i64,
+    ) -> io::Result<Self> {
+        let mut log = Self::open_unsynced(dir, config, recovery_point, now_ms)?;
+        if log.sync_pending {
+            log.flush(now_ms)?;
+            log.sync_pending = false;
+        }
+        Ok(log)
+    }
+
+    /// As [`Log::open`], except that a log it recovered is not flushed: its recovery point stays
+    /// at 0 until the caller has made the file system durable (one `syncfs` for every log it
+    /// recovered, instead of several fsyncs each) and calls [`Log::mark_synced`].
+    pub fn open_unsynced(
         dir: &Path,
         config: TopicConfig,
         recovery_point: Option<i64>,
@@ -214,6 +233,7 @@ impl Log {
             unflushed_messages: 0,
             last_flush_ms: now_ms,
             closed: false,
+            sync_pending: false,
             epochs: LeaderEpochCache::load(dir),
             first_dirty_offset: 0,
             producers: ProducerState::default(),
@@ -251,9 +271,10 @@ impl Log {
             log.leader_epoch = log.leader_epoch.max(latest);
         }
         if recovered_any {
-            log.flush(now_ms)?;
+            log.sync_pending = true;
+        } else {
+            log.recovery_point = log.log_end_offset();
         }
-        log.recovery_point = log.log_end_offset();
         log.load_producer_state()?;
         Ok(log)
     }
@@ -767,6 +788,37 @@ impl Log {
 
     /// Clean shutdown: everything is flushed, and the active segment and indexes are trimmed to
     /// their contents, leaving files exactly as Kafka would.
+    /// Whether this log was recovered and waits for [`Log::mark_synced`].
+    pub fn sync_pending(&self) -> bool {
+        self.sync_pending
+    }
+
+    /// After the caller made every byte of this log durable (syncfs of its file system): all
+    /// of it counts as flushed, and the recovery point moves to the log end.
+    pub fn mark_synced(&mut self, now_ms: i64) {
+        for segment in self.segments.values_mut() {
+            segment.mark_flushed();
+        }
+        self.recovery_point = self.log_end_offset();
+        self.unflushed_messages = 0;
+        self.last_flush_ms = now_ms;
+        self.sync_pending = false;
+    }
+
+    /// As [`Log::close`], without its fsyncs: the caller syncs the file system once for every
+    /// log it closes, then calls [`Log::mark_synced`] before the checkpoints are written.
+    pub fn close_unsynced(&mut self) -> io::Result<()> {
+        self.producers
+            .write_snapshot(&self.dir, self.log_end_offset(), false)?;
+        self.closed = true;
+        let active = self
+            .segments
+            .values_mut()
+            .next_back()
+            .expect("active segment");
+        active.close()
+    }
+
     pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
         self.flush(now_ms)?;
         self.producers

@@ -552,6 +552,11 @@ impl Segment {
             .map_or(self.created_ms, |d| d.as_millis() as i64)
     }
 
+    /// Counts every byte as flushed: the caller made them durable another way (syncfs).
+    pub fn mark_flushed(&mut self) {
+        self.flushed_bytes = self.size_bytes;
+    }
+
     /// Writes the bytes appended since the last flush, and the indexes, to disk.
     pub fn flush(&mut self) -> io::Result<()> {
         if self.size_bytes > self.flushed_bytes {
