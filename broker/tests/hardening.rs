@@ -576,15 +576,34 @@ fn a_topic_of_thousands_of_partitions_is_created_without_stalling_other_clients(
             );
             started.elapsed()
         });
-        let mut bystander = b.connect();
+        // Admin clients ask Metadata for the topic while it is being created (librdkafka does):
+        // with automatic creation on, each such request used to wait for the creation on a
+        // runtime thread, until no thread was left.
+        let askers: Vec<_> = (0..2)
+            .map(|_| {
+                let mut c = b.connect();
+                s.spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(200));
+                    let mut t = metadata_request::MetadataRequestTopic::default();
+                    t.name = Some(common::name("wide"));
+                    let mut r = MetadataRequest::default();
+                    r.topics = Some(vec![t]);
+                    r.allow_auto_topic_creation = true;
+                    let _: MetadataResponse = c.call(ApiKey::Metadata, 12, &r);
+                })
+            })
+            .collect();
+        // A client that connects meanwhile, as a new one would, is answered at once.
         let mut slowest = std::time::Duration::ZERO;
         while !creator.is_finished() {
             let started = std::time::Instant::now();
+            let mut bystander = b.connect();
             let _: ApiVersionsResponse =
                 bystander.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
             slowest = slowest.max(started.elapsed());
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
+        askers.into_iter().for_each(|a| a.join().unwrap());
         (creator.join().unwrap(), slowest)
     });
     assert!(

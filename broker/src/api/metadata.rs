@@ -14,7 +14,11 @@ use super::{metadata_error_code, LEADER_EPOCH};
 use crate::broker::Broker;
 use crate::metadata::{validate_topic_name, Topic};
 
-pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let node = BrokerId(broker.config.node_id);
     let mut response = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
@@ -69,7 +73,9 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
             None if !may_create => Err(ResponseError::UnknownTopicOrPartition),
             None => match validate_topic_name(&name) {
                 Err(e) => Err(metadata_error_code(&e)),
-                Ok(()) => match broker.metadata.create_topic(&name, -1, -1, BTreeMap::new()) {
+                // Creation makes directories and fsyncs, and may wait behind another topic
+                // change: off the runtime.
+                Ok(()) => match create_automatically(broker, &name).await {
                     Ok(t) => Ok(t),
                     // Another request created it first.
                     Err(crate::metadata::MetadataError::TopicExists(_)) => broker
@@ -95,6 +101,17 @@ pub fn handle(broker: &Broker, request: MetadataRequest, version: i16) -> Metada
         });
     }
     response
+}
+
+async fn create_automatically(
+    broker: &Arc<Broker>,
+    name: &str,
+) -> Result<Arc<Topic>, crate::metadata::MetadataError> {
+    let name = name.to_string();
+    super::blocking(broker, move |b| {
+        b.metadata.create_topic(&name, -1, -1, BTreeMap::new())
+    })
+    .await
 }
 
 fn error_topic(

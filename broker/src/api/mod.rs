@@ -153,7 +153,7 @@ pub async fn handle(
             correlation_id,
             api,
             version,
-            &metadata::handle(&broker, decode!(m::MetadataRequest), version),
+            &metadata::handle(&broker, decode!(m::MetadataRequest), version).await,
         )?,
         ApiKey::FindCoordinator => encode(
             correlation_id,
