@@ -13,7 +13,6 @@
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
 
-pub mod alloc_guard;
 pub mod api;
 pub mod broker;
 pub mod checkpoint;

@@ -8,10 +8,6 @@ use std::path::PathBuf;
 use clap::Parser;
 use quipu_config::{load, Sources};
 
-#[global_allocator]
-static ALLOCATOR: quipu_broker::alloc_guard::GuardedAllocator =
-    quipu_broker::alloc_guard::GuardedAllocator;
-
 #[derive(Parser, Debug)]
 #[command(
     name = "quipu",

@@ -245,3 +245,85 @@ fn hostile_array_length_does_not_allocate_or_crash() {
     assert!(c.is_closed());
     after_bad_input(&mut b, &mut bystander, "cannot parse Produce v3 request");
 }
+
+/// Issue 11, item 7: counts read from the wire are checked at Kafka 4.4's limits before the
+/// decoder reserves memory by them, so a broker whose address space is bounded (as strict
+/// overcommit bounds it) refuses hostile counts with a closed connection and keeps serving.
+/// The build before this check aborted on the first of them under this limit.
+#[test]
+fn hostile_counts_are_refused_at_kafkas_limits_within_a_bounded_address_space() {
+    let mut b = BrokerProcess::start_with_address_space_limit(&[], 6 << 30);
+    let mut bystander = b.connect();
+    api_versions_works(&mut bystander);
+    let frame = |api: i16, version: i16, header_tags: &[u8], body: &[u8]| {
+        let mut f = api.to_be_bytes().to_vec();
+        f.extend(version.to_be_bytes());
+        f.extend(7i32.to_be_bytes());
+        f.extend([0xff, 0xff]); // no client id
+        f.extend(header_tags);
+        f.extend(body);
+        let mut framed = (f.len() as i32).to_be_bytes().to_vec();
+        framed.extend(f);
+        framed
+    };
+    let varint = |mut n: u32| {
+        let mut b = Vec::new();
+        while n >= 0x80 {
+            b.push((n as u8) | 0x80);
+            n >>= 7;
+        }
+        b.push(n as u8);
+        b
+    };
+    let tags = |count: u32| {
+        let mut b = varint(count);
+        for _ in 0..count {
+            b.extend([100, 0]); // an unknown tag with no value
+        }
+        b
+    };
+    let hostile: Vec<(&str, Vec<u8>)> = vec![
+        // Metadata v12 (flexible header): topics as a compact array of 2^32 - 2.
+        (
+            "Metadata",
+            frame(3, 12, &[0], &[0xff, 0xff, 0xff, 0xff, 0x0f, 1, 1, 0]),
+        ),
+        // Fetch v4: a topic count of i32::MAX.
+        ("Fetch", {
+            let mut body = vec![0xff, 0xff, 0xff, 0xff]; // replica id
+            body.extend([0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0]); // wait, min and max bytes, isolation
+            body.extend(i32::MAX.to_be_bytes());
+            frame(1, 4, &[], &body)
+        }),
+        // JoinGroup v5: a million and one protocols, each claimed in the bytes that follow.
+        ("JoinGroup", {
+            let mut body = vec![
+                0, 1, b'g', 0, 0, 0x27, 0x10, 0, 0, 0x27, 0x10, 0, 0, 0xff, 0xff,
+            ];
+            body.extend([0, 8]);
+            body.extend(b"consumer");
+            body.extend(1_000_001i32.to_be_bytes());
+            body.extend(vec![0u8; 1_000_001 * 6]);
+            frame(11, 5, &[], &body)
+        }),
+        // ApiVersions v3 whose header has 10 001 tagged fields.
+        ("tagged", frame(18, 3, &tags(10_001), &[0, 0, 0])),
+        // Metadata v12 whose body ends with 10 001 tagged fields.
+        ("Metadata", {
+            let mut body = vec![1, 1, 1];
+            body.extend(tags(10_001));
+            frame(3, 12, &[0], &body)
+        }),
+    ];
+    for (needle, bytes) in hostile {
+        let mut c = b.connect();
+        c.send_raw(&bytes);
+        assert!(c.is_closed(), "{needle}: the connection stays open");
+        after_bad_input(&mut b, &mut bystander, needle);
+    }
+    // At the limit, a header's tagged fields are accepted.
+    let mut c = b.connect();
+    c.send_raw(&frame(18, 3, &tags(10_000), &[1, 1, 0]));
+    let answer = c.read_frame().expect("answered");
+    assert_eq!(&answer[..4], &7i32.to_be_bytes(), "ApiVersions answered");
+}

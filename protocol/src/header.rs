@@ -33,6 +33,8 @@ pub enum HeaderError {
     UnknownApiKey(i16),
     #[error("client id is not valid UTF-8")]
     BadClientId,
+    #[error("tagged-field section of {0} fields exceeds the limit of 10000")]
+    TooManyTaggedFields(u32),
 }
 
 /// Reads the 8 bytes every request starts with, without consuming them.
@@ -158,7 +160,16 @@ mod tests {
     fn hostile_tagged_field_count_is_rejected() {
         let mut b = bytes::BytesMut::new();
         b.put_slice(&[0, 3, 0, 9, 0, 0, 0, 1, 0xff, 0xff]);
+        let prefix = b.clone();
         b.put_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
+        let mut f = b.freeze();
+        assert_eq!(
+            decode_request_header(&mut f),
+            Err(HeaderError::TooManyTaggedFields(u32::MAX))
+        );
+        // Within Kafka's limit, a count the bytes cannot hold.
+        let mut b = prefix;
+        b.put_slice(&[0x90, 0x4e]); // 10 000
         let mut f = b.freeze();
         assert_eq!(decode_request_header(&mut f), Err(HeaderError::Truncated));
     }

@@ -10,6 +10,8 @@
 //! - [`record_stream`]: a batch's records walked as a bounded stream, for validation (Kafka's
 //!   LogValidator) and timestamp lookups, without holding or allocating per record.
 //! - [`batch_builder`]: a v2 batch built record by record, as producers write them.
+//! - [`request_shape`]: a request body walked against its message's wire shape before it is
+//!   decoded, so that no count read from the wire is acted on unchecked (Kafka 4.4's limits).
 //! - [`wire`]: varints, lengths, strings and tagged fields, for what is encoded by hand.
 //! - [`fetch_response`]: the Fetch response written as framing plus record slices, so
 //!   record bytes are never copied on the way out.
@@ -26,6 +28,7 @@ pub mod produce_request;
 pub mod record;
 pub mod record_batch;
 pub mod record_stream;
+pub mod request_shape;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod wire;

@@ -82,7 +82,11 @@ pub fn zigzag_i64(raw: u64) -> i64 {
 /// Skips a tagged-fields section (a count, then tag, size and bytes for each).
 pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
     let count = read_unsigned_varint(buf)?;
-    // Each field takes at least two bytes: the count is bounded by what is left, not trusted.
+    // Each field takes at least two bytes: the count is bounded by what is left, not trusted,
+    // and by Kafka 4.4's limit.
+    if u64::from(count) > crate::request_shape::MAX_TAGGED_FIELDS {
+        return Err(HeaderError::TooManyTaggedFields(count));
+    }
     if count as usize > buf.remaining() / 2 {
         return Err(HeaderError::Truncated);
     }

@@ -142,6 +142,10 @@ pub async fn handle(
         version,
         reason: e.to_string(),
     };
+    // Every count the decoder will act on is checked first (Kafka 4.4's limits), so decoding
+    // never reserves memory by a number it has not seen bounded.
+    quipu_protocol::request_shape::check_request(api, version, &body)
+        .map_err(|e| malformed(e.into()))?;
     macro_rules! decode {
         ($t:ty) => {
             <$t>::decode(&mut body, version).map_err(malformed)?

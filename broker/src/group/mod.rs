@@ -915,9 +915,14 @@ fn subscription_has(metadata: &Bytes, topic: &str) -> bool {
     if metadata.len() < 2 {
         return false;
     }
-    let version = i16::from_be_bytes([metadata[0], metadata[1]]);
+    let version = i16::from_be_bytes([metadata[0], metadata[1]]).clamp(0, 3);
     let mut body = metadata.slice(2..);
-    ConsumerProtocolSubscription::decode(&mut body, version.clamp(0, 3))
+    // The client's bytes: their counts are checked before the decoder reserves by them.
+    let shape = &quipu_protocol::request_shape::schema::CONSUMER_PROTOCOL_SUBSCRIPTION;
+    if quipu_protocol::request_shape::check(shape, version, &body).is_err() {
+        return false;
+    }
+    ConsumerProtocolSubscription::decode(&mut body, version)
         .map(|s| s.topics.iter().any(|t| t.as_str() == topic))
         .unwrap_or(false)
 }

@@ -28,6 +28,8 @@ pub struct BrokerProcess {
     envs: Vec<(String, String)>,
     /// RLIMIT_NOFILE the broker runs under, when set.
     pub fd_limit: Option<u64>,
+    /// RLIMIT_AS (bytes of address space) the broker runs under, when set.
+    pub address_space_limit: Option<u64>,
 }
 
 fn free_port() -> u16 {
@@ -69,7 +71,18 @@ impl BrokerProcess {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             fd_limit: None,
+            address_space_limit: None,
         };
+        b.spawn();
+        b
+    }
+
+    /// Starts the broker with at most `bytes` of address space, as a host with strict
+    /// overcommit would allow: a huge reservation fails instead of being mapped lazily.
+    pub fn start_with_address_space_limit(args: &[&str], bytes: u64) -> Self {
+        let mut b = Self::start(args);
+        b.terminate();
+        b.address_space_limit = Some(bytes);
         b.spawn();
         b
     }
@@ -94,17 +107,26 @@ impl BrokerProcess {
         let binary = std::env::var_os("TEST_QUIPU_BIN")
             .unwrap_or_else(|| env!("CARGO_BIN_EXE_quipu").into());
         let mut command = Command::new(binary);
-        if let Some(limit) = self.fd_limit {
+        let limits: Vec<(libc::__rlimit_resource_t, u64)> = [
+            (libc::RLIMIT_NOFILE, self.fd_limit),
+            (libc::RLIMIT_AS, self.address_space_limit),
+        ]
+        .into_iter()
+        .filter_map(|(r, v)| Some((r, v?)))
+        .collect();
+        if !limits.is_empty() {
             use std::os::unix::process::CommandExt;
             // SAFETY: setrlimit is async-signal-safe and touches only the child.
             unsafe {
                 command.pre_exec(move || {
-                    let l = libc::rlimit {
-                        rlim_cur: limit,
-                        rlim_max: limit,
-                    };
-                    if libc::setrlimit(libc::RLIMIT_NOFILE, &l) != 0 {
-                        return Err(std::io::Error::last_os_error());
+                    for &(resource, limit) in &limits {
+                        let l = libc::rlimit {
+                            rlim_cur: limit,
+                            rlim_max: limit,
+                        };
+                        if libc::setrlimit(resource, &l) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });
