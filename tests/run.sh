@@ -40,6 +40,22 @@ RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
 step "Rust unit and integration tests"
 cargo test --workspace
 
+step "fuzzing, a short run of each target (cargo-fuzz on the nightly toolchain)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+for target in framing request_decode record_batch metadata_records offsets_records; do
+  found="$(mktemp -d)"   # new inputs go here; the committed seeds stay as they are
+  if ! (cd fuzz && cargo +nightly fuzz run "$target" "$found" "corpus/$target" -- \
+      -max_total_time="${FUZZ_SECONDS:-20}" -malloc_limit_mb=512 -rss_limit_mb=2048 \
+      > "$found.log" 2>&1); then
+    tail -60 "$found.log"
+    echo "fuzz target $target found a failure (its input is under fuzz/artifacts/$target/)"
+    exit 1
+  fi
+  echo "$target: $(grep -E '^Done' "$found.log" | tail -1)"
+  rm -rf "$found" "$found.log"
+done
+
 step "interoperability suite"
 cargo build -q -p quipu-benches --bin client_throughput   # the client benchmark's driver (smoke test)
 cargo build -q -p quipu-client --example interop_group_member   # our member of the mixed groups

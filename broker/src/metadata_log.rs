@@ -78,6 +78,12 @@ pub fn replay<R: Serialize + DeserializeOwned>(path: &Path) -> Result<Vec<R>, Me
     Ok(records)
 }
 
+/// The records of framed metadata-log bytes and how many bytes they fill (what follows is a
+/// torn tail), as [`replay`] reads a file; for the fuzz target.
+pub fn records_in<R: DeserializeOwned>(bytes: &[u8]) -> Result<(Vec<R>, usize), MetadataLogError> {
+    parse(Path::new("<bytes>"), bytes)
+}
+
 /// The records of a framed file and how many bytes they fill; what follows is a torn tail.
 fn parse<R: DeserializeOwned>(
     path: &Path,
