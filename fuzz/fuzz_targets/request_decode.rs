@@ -41,9 +41,7 @@ fuzz_target!(|data: &[u8]| {
         ApiKey::CreatePartitions => decoded::<CreatePartitionsRequest>(body, version),
         ApiKey::DeleteRecords => decoded::<DeleteRecordsRequest>(body, version),
         ApiKey::AlterConfigs => decoded::<AlterConfigsRequest>(body, version),
-        ApiKey::IncrementalAlterConfigs => {
-            decoded::<IncrementalAlterConfigsRequest>(body, version)
-        }
+        ApiKey::IncrementalAlterConfigs => decoded::<IncrementalAlterConfigsRequest>(body, version),
         ApiKey::OffsetForLeaderEpoch => decoded::<OffsetForLeaderEpochRequest>(body, version),
         ApiKey::InitProducerId => decoded::<InitProducerIdRequest>(body, version),
         ApiKey::FindCoordinator => decoded::<FindCoordinatorRequest>(body, version),
@@ -60,6 +58,9 @@ fuzz_target!(|data: &[u8]| {
         _ => None,
     };
     if let Some(read) = read {
-        assert_eq!(read, walked, "{api:?} v{version}: the decoder and the shape check disagree");
+        assert_eq!(
+            read, walked,
+            "{api:?} v{version}: the decoder and the shape check disagree"
+        );
     }
 });
