@@ -163,11 +163,19 @@ pub async fn handle(
             correlation_id,
             api,
             version,
-            &group_membership::find_coordinator(
-                &broker,
-                decode!(m::FindCoordinatorRequest),
-                version,
-            ),
+            &{
+                let request = decode!(m::FindCoordinatorRequest);
+                // The first one creates `__consumer_offsets` (directories, a sync): off the
+                // runtime, like every topic change.
+                if broker.metadata.topic(crate::group::offsets_topic::TOPIC).is_some() {
+                    group_membership::find_coordinator(&broker, request, version)
+                } else {
+                    blocking(&broker, move |b| {
+                        group_membership::find_coordinator(b, request, version)
+                    })
+                    .await
+                }
+            },
         )?,
         ApiKey::JoinGroup => {
             let request = decode!(m::JoinGroupRequest);
