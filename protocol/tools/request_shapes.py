@@ -56,15 +56,7 @@ def crate_messages():
 def block_after(text, start):
     """The text of the brace block that opens at or after `start`."""
     i = text.index("{", start)
-    depth = 0
-    for j in range(i, len(text)):
-        if text[j] == "{":
-            depth += 1
-        elif text[j] == "}":
-            depth -= 1
-            if depth == 0:
-                return text[i + 1:j]
-    raise ValueError("unbalanced")
+    return text[i + 1:matching(text, i) - 1]
 
 
 def versions(cond):

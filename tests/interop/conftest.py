@@ -78,15 +78,17 @@ TEST_TIMEOUT_S = 900
 
 
 @pytest.fixture(autouse=True)
-def bounded_test_time():
-    """No test may run past TEST_TIMEOUT_S: SIGALRM fails it (with a traceback of where it
-    waited) instead of letting the suite hang."""
+def bounded_test_time(request):
+    """No test may run past TEST_TIMEOUT_S, or its module's own TEST_LIMIT_S: SIGALRM fails it
+    (with a traceback of where it waited) instead of letting the suite hang."""
+    limit_s = getattr(request.module, "TEST_LIMIT_S", TEST_TIMEOUT_S)
+
     def expire(signum, frame):
         import faulthandler
         faulthandler.dump_traceback(all_threads=True)
-        raise TimeoutError(f"test exceeded {TEST_TIMEOUT_S} s")
+        raise TimeoutError(f"test exceeded {limit_s} s")
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_TIMEOUT_S)
+    signal.alarm(limit_s)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, previous)

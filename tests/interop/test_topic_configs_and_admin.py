@@ -3,7 +3,6 @@ batches recompressed to a topic's compression.type are read by librdkafka and Ka
 consumer (and stored in that codec), kafka-configs alters and describes topic and group configs,
 ClusterTool and BrokerApiVersionsCommand find DescribeCluster, and a record stamped too far in the
 future is refused with INVALID_TIMESTAMP."""
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from kafka import KafkaProducer
 from kafka.errors import InvalidTimestampError
 
 KAFKA_LIB = Path(__file__).parent / "kafka" / "target" / "lib"
-TEST_LIMIT_S = 90
+TEST_LIMIT_S = 90  # conftest bounds each test here by it
 PER_PRODUCER = 2000
 
 # Topic compression.type -> the codec kafka-python produces with (never the topic's own), and the
@@ -27,20 +26,6 @@ RECOMPRESSED = {
     "snappy": ("none", "snappy"),
     "uncompressed": ("gzip", "none"),
 }
-
-
-@pytest.fixture(autouse=True)
-def time_limit():
-    """Each test here is bounded far tighter than the suite's TEST_TIMEOUT_S."""
-    def expire(signum, frame):
-        import faulthandler
-        faulthandler.dump_traceback(all_threads=True)
-        raise TimeoutError(f"test exceeded {TEST_LIMIT_S} s")
-    previous = signal.signal(signal.SIGALRM, expire)
-    signal.alarm(TEST_LIMIT_S)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
 
 
 def kafka_tool(main_class, *args, timeout=60):

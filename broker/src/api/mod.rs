@@ -159,24 +159,23 @@ pub async fn handle(
             version,
             &metadata::handle(&broker, decode!(m::MetadataRequest), version).await,
         )?,
-        ApiKey::FindCoordinator => encode(
-            correlation_id,
-            api,
-            version,
-            &{
-                let request = decode!(m::FindCoordinatorRequest);
-                // The first one creates `__consumer_offsets` (directories, a sync): off the
-                // runtime, like every topic change.
-                if broker.metadata.topic(crate::group::offsets_topic::TOPIC).is_some() {
-                    group_membership::find_coordinator(&broker, request, version)
-                } else {
-                    blocking(&broker, move |b| {
-                        group_membership::find_coordinator(b, request, version)
-                    })
-                    .await
-                }
-            },
-        )?,
+        ApiKey::FindCoordinator => encode(correlation_id, api, version, &{
+            let request = decode!(m::FindCoordinatorRequest);
+            // The first one creates `__consumer_offsets` (directories, a sync): off the
+            // runtime, like every topic change.
+            if broker
+                .metadata
+                .topic(crate::group::offsets_topic::TOPIC)
+                .is_some()
+            {
+                group_membership::find_coordinator(&broker, request, version)
+            } else {
+                blocking(&broker, move |b| {
+                    group_membership::find_coordinator(b, request, version)
+                })
+                .await
+            }
+        })?,
         ApiKey::JoinGroup => {
             let request = decode!(m::JoinGroupRequest);
             let response = group_membership::join_group(

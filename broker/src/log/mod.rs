@@ -808,21 +808,19 @@ impl Log {
     /// As [`Log::close`], without its fsyncs: the caller syncs the file system once for every
     /// log it closes, then calls [`Log::mark_synced`] before the checkpoints are written.
     pub fn close_unsynced(&mut self) -> io::Result<()> {
-        self.producers
-            .write_snapshot(&self.dir, self.log_end_offset(), false)?;
-        self.closed = true;
-        let active = self
-            .segments
-            .values_mut()
-            .next_back()
-            .expect("active segment");
-        active.close()
+        self.close_then(false)
     }
 
+    /// Clean close: everything flushed, the producer snapshot written (synced), and the active
+    /// segment's files trimmed; no append may follow.
     pub fn close(&mut self, now_ms: i64) -> io::Result<()> {
         self.flush(now_ms)?;
+        self.close_then(true)
+    }
+
+    fn close_then(&mut self, sync_snapshot: bool) -> io::Result<()> {
         self.producers
-            .write_snapshot(&self.dir, self.log_end_offset(), true)?;
+            .write_snapshot(&self.dir, self.log_end_offset(), sync_snapshot)?;
         self.closed = true;
         let active = self
             .segments
