@@ -146,7 +146,11 @@ impl BrokerProcess {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // A connection to a port nobody listens on can meet itself (TCP simultaneous open,
+            // when the kernel picks the same port as its source): that is not the broker.
+            if TcpStream::connect(("127.0.0.1", self.port))
+                .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != self.port))
+            {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -230,6 +234,15 @@ impl Drop for BrokerProcess {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+        }
+        // A failing test shows what the broker said, the last of it.
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- broker log (last {} lines) ---", tail.len());
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
+            }
         }
     }
 }
