@@ -32,12 +32,23 @@ pub struct BrokerProcess {
     pub address_space_limit: Option<u64>,
 }
 
+/// A port no other test of this process is given, below the kernel's ephemeral range (so no
+/// client socket's source port can take it, and a test that restarts its broker gets the same
+/// port back). Taking `bind(0)` ports instead let two tests running at once get the same port
+/// after one broker stopped, and a test then talked to another test's broker.
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = (std::process::id() % 600) * 20;
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl BrokerProcess {
