@@ -71,8 +71,16 @@ def create(bootstrap, topic, partitions=PARTITIONS):
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(120)
 
 
+def settle():
+    """Writes back what earlier figures left dirty in the page cache, so that a produce figure
+    does not pay for the one before it (the second figure of a run used to, on both brokers)."""
+    os.sync()
+    time.sleep(1)
+
+
 def perf_producer(bootstrap, topic, records, acks, batch_bytes, moved):
     create(bootstrap, topic)
+    settle()
     out = subprocess.run(["java", "-cp", ensure_jars(), "org.apache.kafka.tools.ProducerPerformance",
                           "--topic", topic, "--num-records", str(records), "--record-size", str(RECORD_BYTES),
                           "--throughput", "-1", "--producer-props", f"bootstrap.servers={bootstrap}", f"acks={acks}",
@@ -88,6 +96,7 @@ def perf_producer(bootstrap, topic, records, acks, batch_bytes, moved):
 def rdkafka_producer(bootstrap, topic, records, acks, batch_bytes, moved, create_topic=True):
     if create_topic:
         create(bootstrap, topic)
+    settle()
     payload = os.urandom(RECORD_BYTES)
     p = Producer({"bootstrap.servers": bootstrap, "acks": acks, "linger.ms": 5, "batch.size": batch_bytes,
                   "queue.buffering.max.messages": 1_000_000, "queue.buffering.max.kbytes": 1 << 20})
