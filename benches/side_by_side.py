@@ -262,6 +262,8 @@ def one_run(broker, args):
                 mb, recs = perf_producer(b, f"perf-{acks}-{batch}", args.records, acks, batch, moved)
                 label = f"ProducerPerformance acks={acks} batch={batch >> 10} KiB"
                 r[f"{label} (MB/s)"], r[f"{label} (records/s)"] = mb, recs
+        if args.produce_only:
+            return r
         for acks in ["1", "all"]:
             mb, recs = rdkafka_producer(b, f"rd-{acks}", args.records, acks, 1 << 20, moved)
             r[f"librdkafka produce acks={acks} batch=1024 KiB (MB/s)"] = mb
@@ -280,6 +282,8 @@ def one_run(broker, args):
         r["CPU seconds per GB moved"] = cpu_seconds(pid) / (moved.bytes / 1e9)
     finally:
         broker.stop()
+    if args.produce_only:
+        return r
     started = time.perf_counter()
     broker.start()
     try:
@@ -350,6 +354,8 @@ def main():
     ap.add_argument("--limit-gb", type=float, default=2.0)
     ap.add_argument("--brokers", default="quipu,kafka")
     ap.add_argument("--smoke", action="store_true", help="tiny numbers, Quipu only, one run")
+    ap.add_argument("--produce-only", action="store_true",
+                    help="only the ProducerPerformance figures (acks 1 and all, 16 KiB and 1 MiB batches)")
     args = ap.parse_args()
     if args.smoke:
         args.runs, args.records, args.backlog_gb, args.latency_rate = 1, 2000, 0.004, 200
