@@ -96,8 +96,16 @@ fn take(buf: &mut Bytes, len: usize) -> Result<Bytes, HeaderError> {
     Ok(buf.split_to(len))
 }
 
-pub use crate::wire::read_unsigned_varint;
-use crate::wire::skip_tagged_fields;
+use crate::wire::{skip_tagged_fields, WireError};
+
+impl From<WireError> for HeaderError {
+    fn from(e: WireError) -> Self {
+        match e {
+            WireError::Truncated => HeaderError::Truncated,
+            WireError::TooManyTaggedFields(count) => HeaderError::TooManyTaggedFields(count),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests {

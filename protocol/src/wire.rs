@@ -6,7 +6,17 @@
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::header::HeaderError;
+/// A primitive that runs past the bytes at hand, or past a limit on what it may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("truncated")]
+    Truncated,
+    #[error("tagged-field section of {0} fields exceeds the limit of {MAX_TAGGED_FIELDS}")]
+    TooManyTaggedFields(u32),
+}
+
+/// Kafka 4.4's limit on the fields of one tagged-field section.
+pub const MAX_TAGGED_FIELDS: u64 = 10_000;
 
 /// Writes an unsigned varint (flexible versions' compact lengths).
 pub fn put_unsigned_varint(buf: &mut BytesMut, mut v: u32) {
@@ -37,11 +47,11 @@ pub fn put_string(buf: &mut BytesMut, flexible: bool, s: &str) {
 }
 
 /// Reads an unsigned varint of at most 5 bytes (a u32), as Kafka's flexible versions use.
-pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, HeaderError> {
+pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, WireError> {
     let mut value: u32 = 0;
     for i in 0..5 {
         if !buf.has_remaining() {
-            return Err(HeaderError::Truncated);
+            return Err(WireError::Truncated);
         }
         let b = buf.get_u8();
         value |= ((b & 0x7f) as u32) << (7 * i);
@@ -49,7 +59,7 @@ pub fn read_unsigned_varint(buf: &mut Bytes) -> Result<u32, HeaderError> {
             return Ok(value);
         }
     }
-    Err(HeaderError::Truncated)
+    Err(WireError::Truncated)
 }
 
 /// An unsigned varint of at most `max_bytes` bytes, taken one at a time from `next`; `Ok(None)`
@@ -80,21 +90,21 @@ pub fn zigzag_i64(raw: u64) -> i64 {
 }
 
 /// Skips a tagged-fields section (a count, then tag, size and bytes for each).
-pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), HeaderError> {
+pub fn skip_tagged_fields(buf: &mut Bytes) -> Result<(), WireError> {
     let count = read_unsigned_varint(buf)?;
     // Each field takes at least two bytes: the count is bounded by what is left, not trusted,
     // and by Kafka 4.4's limit.
-    if u64::from(count) > crate::request_shape::MAX_TAGGED_FIELDS {
-        return Err(HeaderError::TooManyTaggedFields(count));
+    if u64::from(count) > MAX_TAGGED_FIELDS {
+        return Err(WireError::TooManyTaggedFields(count));
     }
     if count as usize > buf.remaining() / 2 {
-        return Err(HeaderError::Truncated);
+        return Err(WireError::Truncated);
     }
     for _ in 0..count {
         let _tag = read_unsigned_varint(buf)?;
         let size = read_unsigned_varint(buf)? as usize;
         if size > buf.remaining() {
-            return Err(HeaderError::Truncated);
+            return Err(WireError::Truncated);
         }
         buf.advance(size);
     }

@@ -19,8 +19,7 @@ pub mod schema;
 
 /// Most elements an array or collection may have (Kafka 4.4).
 pub const MAX_ARRAY_ELEMENTS: u64 = 1_000_000;
-/// Most fields a tagged-field section may have (Kafka 4.4).
-pub const MAX_TAGGED_FIELDS: u64 = 10_000;
+pub use crate::wire::MAX_TAGGED_FIELDS;
 
 /// How a field is written on the wire.
 #[derive(Debug, Clone, Copy)]
