@@ -159,9 +159,11 @@ impl BrokerProcess {
         while Instant::now() < deadline {
             // A connection to a port nobody listens on can meet itself (TCP simultaneous open,
             // when the kernel picks the same port as its source): that is not the broker.
-            if TcpStream::connect(("127.0.0.1", self.port))
-                .is_ok_and(|s| s.local_addr().is_ok_and(|a| a.port() != self.port))
-            {
+            // The port listens before the broker has opened its data (start-up work such as
+            // recovery and removing leftovers runs first): ready means it answers a request.
+            if TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|s| {
+                s.local_addr().is_ok_and(|a| a.port() != self.port) && answers_api_versions(s)
+            }) {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -175,7 +177,23 @@ impl BrokerProcess {
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
+}
 
+/// Whether the broker on `stream` answers an ApiVersions v0 request within 10 s.
+fn answers_api_versions(mut stream: TcpStream) -> bool {
+    use std::io::{Read, Write};
+    // Size 10, then api key 18, version 0, correlation id 1, and a null client id.
+    let request = [0, 0, 0, 10, 0, 18, 0, 0, 0, 0, 0, 1, 0xff, 0xff];
+    let mut size = [0u8; 4];
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .is_ok()
+        && stream.write_all(&request).is_ok()
+        && stream.read_exact(&mut size).is_ok()
+        && i32::from_be_bytes(size) > 0
+}
+
+impl BrokerProcess {
     pub fn connect(&self) -> Conn {
         Conn::new(TcpStream::connect(("127.0.0.1", self.port)).unwrap())
     }
