@@ -11,11 +11,11 @@ use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use kafka_protocol::messages::{ProduceRequest, TopicName};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::Compression;
-use quipu_broker::log::offset_index::OffsetIndex;
-use quipu_broker::log::{check_records, Log};
 use quipu_config::topic::TopicConfig;
 use quipu_config::BrokerConfig;
 use quipu_protocol::record_batch::RecordBatchView;
+use quipu_storage::log::offset_index::OffsetIndex;
+use quipu_storage::log::{check_records, Log};
 
 /// A client-style batch of `count` records of `value_bytes` each, uncompressed.
 fn batch(count: usize, value_bytes: usize) -> Vec<u8> {

@@ -1,8 +1,10 @@
 //! The broker's shared state: its configuration, identity and metadata, as the handlers see it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use quipu_config::BrokerConfig;
+use quipu_storage::log_manager::LogManager;
 
 use crate::group::GroupCoordinator;
 use crate::metadata::{Metadata, MetadataError};
@@ -15,26 +17,29 @@ pub struct Broker {
     pub cluster_id: String,
     pub advertised_host: String,
     pub advertised_port: u16,
+    /// The data directory and the partition logs in it.
+    pub logs: Arc<LogManager>,
     /// Bounds the work [`Broker::off_runtime`] runs at once (`num.io.threads`).
     io_permits: tokio::sync::Semaphore,
-    /// The exclusive lock on `<log.dirs>/.lock`, held for the broker's life.
-    _dir_lock: std::fs::File,
 }
 
 impl Broker {
     /// Opens the data directory: its identity (`meta.properties`, made on first start) and metadata.
     pub fn open(config: BrokerConfig, bound_port: u16) -> Result<Self, MetadataError> {
-        std::fs::create_dir_all(&config.log_dirs)?;
-        let dir_lock = lock_data_dir(&config.log_dirs)?;
+        // The directory's lock comes before anything in it is read or written.
+        let logs = Arc::new(LogManager::lock(
+            &config.log_dirs,
+            config.num_recovery_threads_per_data_dir as usize,
+        )?);
         let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
-        let metadata = Metadata::open(&config)?;
+        let metadata = Metadata::open(&config, logs.clone())?;
         let groups = GroupCoordinator::load(&config, &metadata);
         let (advertised_host, mut advertised_port) = config.advertised_host_port();
         if config.advertised_listeners.is_none() && advertised_port == 0 {
             advertised_port = bound_port;
         }
         Ok(Self {
-            _dir_lock: dir_lock,
+            logs,
             io_permits: tokio::sync::Semaphore::new(config.num_io_threads as usize),
             config,
             metadata,
@@ -59,27 +64,6 @@ impl Broker {
             .await
             .expect("the semaphore is never closed");
         tokio::task::spawn_blocking(work).await
-    }
-}
-
-/// Takes the exclusive lock on `<dir>/.lock`, as Kafka does, so that a second broker on the same
-/// data directory refuses to start instead of serving (and losing) the same logs. The kernel
-/// lets go of it when the process ends, however it ends.
-fn lock_data_dir(dir: &Path) -> std::io::Result<std::fs::File> {
-    let path = dir.join(".lock");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(std::fs::TryLockError::WouldBlock) => Err(std::io::Error::other(format!(
-            "the data directory {} is in use by another broker (it holds {})",
-            dir.display(),
-            path.display()
-        ))),
-        Err(std::fs::TryLockError::Error(e)) => Err(e),
     }
 }
 

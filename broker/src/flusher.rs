@@ -44,7 +44,7 @@ pub fn flush_due(broker: &Broker, checkpoint: bool) -> std::io::Result<()> {
         }
     }
     if checkpoint {
-        broker.metadata.checkpoint_recovery_points()?;
+        broker.logs.checkpoint_recovery_points()?;
     }
     Ok(())
 }

@@ -1,11 +1,11 @@
 //! The Quipu broker: a Kafka-protocol server over an append-only log.
 //!
-//! - [`log`]: the storage engine (segments, indexes); knows nothing of the network.
+//! - The storage engine is the `quipu-storage` crate (`quipu_storage::log`).
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
 //! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
 //!   policy and recovery points; [`log_cleaner`]: compaction of compacted topics;
-//!   [`checkpoint`] files.
+//!   checkpoint files (`quipu_storage::checkpoint`).
 //! - [`group`]: the group coordinator: consumer groups and committed offsets, kept in
 //!   `__consumer_offsets`.
 //! - [`broker`]: the state handlers share.
@@ -15,17 +15,14 @@
 
 pub mod api;
 pub mod broker;
-pub mod checkpoint;
 pub mod clock;
 pub mod flusher;
 pub mod group;
 pub mod lifecycle;
-pub mod log;
 pub mod log_cleaner;
 pub mod log_output;
 pub mod metadata;
 pub mod metadata_log;
-pub mod parallel;
 pub mod partition;
 pub mod retention;
 pub mod server;

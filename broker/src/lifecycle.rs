@@ -31,7 +31,7 @@ pub async fn run(
     cleaner.abort();
     group_timers.abort();
     tracing::info!("shutting down: closing logs");
-    if broker.metadata.close() {
+    if broker.logs.close(crate::clock::now_ms()) {
         tracing::info!("shut down cleanly");
     } else {
         tracing::error!("shut down with errors: the next start recovers the logs");

@@ -16,8 +16,8 @@ use std::time::Duration;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::log::cleaner::clean_log;
-use crate::log::offset_map::OffsetMap;
+use quipu_storage::log::cleaner::clean_log;
+use quipu_storage::log::offset_map::OffsetMap;
 
 /// Runs until the process ends.
 pub async fn run(broker: Arc<Broker>) {
@@ -100,7 +100,7 @@ impl Cleaner {
             }
         }
         if cleaned {
-            if let Err(e) = broker.metadata.checkpoint_cleaner_offsets() {
+            if let Err(e) = broker.logs.checkpoint_cleaner_offsets() {
                 tracing::error!(error = %e, "cannot checkpoint cleaner offsets");
             }
         }

@@ -12,12 +12,11 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
 
 use quipu_config::topic::{TopicConfig, TopicConfigError};
 use quipu_config::BrokerConfig;
+use quipu_storage::log_manager::{LiveTopic, LogManager, LogManagerError};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -90,39 +89,33 @@ pub enum MetadataError {
     Damaged(String),
 }
 
+/// A live topic as the records leave it: its id, partition count and overrides.
+type TopicImage = (Uuid, i32, BTreeMap<String, String>);
+
+impl From<LogManagerError> for MetadataError {
+    fn from(e: LogManagerError) -> Self {
+        match e {
+            LogManagerError::Io(e) => MetadataError::Io(e),
+            LogManagerError::Damaged(why) => MetadataError::Damaged(why),
+        }
+    }
+}
+
 /// Largest partition count a topic may have; a bound on what one request can make the broker open.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
 const METADATA_DIR: &str = "__cluster_metadata";
 
 pub struct Metadata {
     broker: BrokerConfig,
-    data_dir: PathBuf,
+    /// The logs of the topics' partitions: made, opened and removed as topics change.
+    logs: Arc<LogManager>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
     /// The open metadata log, locked only while a record is appended.
     log_file: Mutex<File>,
     /// Serializes topic changes, which check, make directories and then append; held across
     /// that slow work, so that producer-id allocation, which only appends, never waits on it.
     changes: Mutex<()>,
-    /// Serializes writers of the log start offset checkpoint.
-    checkpoint_lock: Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
-}
-
-/// Where the log start offsets moved by retention and DeleteRecords are kept, as Kafka keeps them.
-const LOG_START_CHECKPOINT: &str = "log-start-offset-checkpoint";
-/// Where each compacted partition's first dirty offset (where the cleaner resumes) is kept.
-const CLEANER_CHECKPOINT: &str = "cleaner-offset-checkpoint";
-/// Where each partition's recovery point (all below it is on disk) is kept, as Kafka keeps it.
-const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
-/// Written last at a clean shutdown, removed at start: without it, logs are recovered.
-pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
-
-/// How the partitions opened at start are to be loaded.
-enum Startup<'a> {
-    /// After a clean shutdown, or a partition just created: trust the files.
-    Clean,
-    /// After a crash: re-read each log from its checkpointed recovery point (0 if none).
-    Recover(&'a crate::checkpoint::Offsets),
 }
 
 /// Topics only the broker writes and clients may not produce to, as Kafka's `Topic.isInternal`.
@@ -160,27 +153,57 @@ fn now_ms() -> i64 {
 }
 
 impl Metadata {
-    /// Opens the metadata log under the data directory and replays it, opening every partition.
-    pub fn open(broker: &BrokerConfig) -> Result<Self, MetadataError> {
-        let data_dir = broker.log_dirs.clone();
-        std::fs::create_dir_all(data_dir.join(METADATA_DIR))?;
-        let path = data_dir.join(METADATA_DIR).join("metadata.log");
+    /// Opens the metadata log under the data directory and replays it, then has the LogManager
+    /// open the log of every live partition.
+    pub fn open(broker: &BrokerConfig, logs: Arc<LogManager>) -> Result<Self, MetadataError> {
+        let dir = broker.log_dirs.join(METADATA_DIR);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("metadata.log");
         let records: Vec<MetadataRecord> = crate::metadata_log::replay(&path)?;
         let log_file = OpenOptions::new().create(true).append(true).open(&path)?;
         let metadata = Self {
             broker: broker.clone(),
-            data_dir,
+            logs,
             topics: RwLock::new(BTreeMap::new()),
             log_file: Mutex::new(log_file),
             changes: Mutex::new(()),
-            checkpoint_lock: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
                 next: 0,
                 block_end: 0,
             }),
         };
         // Fold the records into the final image first, then open each partition once.
-        let mut image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)> = BTreeMap::new();
+        let image = metadata.fold(records);
+        let live = image
+            .into_iter()
+            .map(|(name, (id, partitions, overrides))| {
+                let config = TopicConfig::with_overrides(&metadata.broker, &overrides)?;
+                Ok((
+                    LiveTopic {
+                        name: name.into(),
+                        id,
+                        partitions,
+                        config,
+                    },
+                    overrides,
+                ))
+            })
+            .collect::<Result<Vec<_>, MetadataError>>()?;
+        let (live, overrides): (Vec<LiveTopic>, Vec<_>) = live.into_iter().unzip();
+        metadata.logs.load(&live, now_ms())?;
+        let topics = live
+            .into_iter()
+            .zip(overrides)
+            .map(|(t, overrides)| metadata.serve_topic(t, overrides))
+            .collect();
+        *metadata.topics.write().expect("metadata lock") = topics;
+        Ok(metadata)
+    }
+
+    /// The topics the records leave live (name -> id, partitions, overrides); producer-id
+    /// blocks are taken as they go.
+    fn fold(&self, records: Vec<MetadataRecord>) -> BTreeMap<String, TopicImage> {
+        let mut image: BTreeMap<String, TopicImage> = BTreeMap::new();
         for record in records {
             match record {
                 MetadataRecord::TopicCreated {
@@ -206,203 +229,42 @@ impl Metadata {
                 }
                 MetadataRecord::ProducerIdsAllocated { block_end } => {
                     // Ids of a block reserved before a restart are never handed out again.
-                    let mut ids = metadata.producer_ids.lock().expect("producer ids lock");
+                    let mut ids = self.producer_ids.lock().expect("producer ids lock");
                     ids.next = ids.next.max(block_end);
                     ids.block_end = ids.next;
                 }
             }
         }
-        metadata.remove_orphan_dirs(&image);
-        let marker = metadata.data_dir.join(CLEAN_SHUTDOWN_MARKER);
-        let clean = marker.exists();
-        let recovery_points =
-            crate::checkpoint::read(&metadata.data_dir.join(RECOVERY_POINT_CHECKPOINT));
-        let startup = if clean {
-            Startup::Clean
-        } else {
-            Startup::Recover(&recovery_points)
-        };
-        if !clean && !image.is_empty() {
-            tracing::warn!(data_dir = %metadata.data_dir.display(), "no clean shutdown marker: recovering logs from their recovery points");
-        }
-        let topics = metadata.open_topics(image, &startup)?;
-        metadata.sync_recovered(&topics)?;
-        // From now on a crash must recover: the marker goes before anything is written.
-        if clean {
-            std::fs::remove_file(&marker)?;
-            std::fs::File::open(&metadata.data_dir)?.sync_all()?;
-        }
-        // Log start offsets moved inside a segment (DeleteRecords) come from the checkpoint.
-        for ((topic, partition), offset) in
-            crate::checkpoint::read(&metadata.data_dir.join(LOG_START_CHECKPOINT))
-        {
-            if let Some(p) = topics
-                .get(&topic)
-                .and_then(|t| t.partitions.get(partition as usize))
-            {
-                let mut log = p.log();
-                let end = log.log_end_offset();
-                if let Err(e) = log.advance_log_start_offset(offset.min(end), end) {
-                    tracing::warn!(topic, partition, error = %e, "cannot restore the log start offset");
-                }
-            }
-        }
-        // Where each compacted log's uncleaned part starts.
-        for ((topic, partition), offset) in
-            crate::checkpoint::read(&metadata.data_dir.join(CLEANER_CHECKPOINT))
-        {
-            if let Some(p) = topics
-                .get(&topic)
-                .and_then(|t| t.partitions.get(partition as usize))
-            {
-                p.log().set_first_dirty_offset(offset);
-            }
-        }
-        *metadata.topics.write().expect("metadata lock") = topics;
-        Ok(metadata)
+        image
     }
 
-    fn partition_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.data_dir.join(format!("{topic}-{partition}"))
-    }
-
-    /// Opens every partition of the image's topics, `num.recovery.threads.per.data.dir` at a
-    /// time (recovery after a crash re-reads each log from its recovery point).
-    fn open_topics(
+    /// A live topic whose logs the LogManager opened, served by partitions.
+    fn serve_topic(
         &self,
-        image: BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)>,
-        startup: &Startup<'_>,
-    ) -> Result<BTreeMap<String, Arc<Topic>>, MetadataError> {
-        let mut work = Vec::new();
-        let mut shells = Vec::new();
-        for (name, (id, partitions, overrides)) in image {
-            let config = TopicConfig::with_overrides(&self.broker, &overrides)?;
-            let name: Arc<str> = name.into();
-            for p in 0..partitions {
-                work.push((name.clone(), id, p, config.clone()));
-            }
-            shells.push((name, id, partitions, overrides, config));
-        }
-        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
-        let mut opened = crate::parallel::map(work, threads, |(name, id, p, config)| {
-            self.open_partition(&name, id, p, &config, startup)
-        })
-        .into_iter();
-        let mut topics = BTreeMap::new();
-        for (name, id, partitions, overrides, config) in shells {
-            let partitions = opened
-                .by_ref()
-                .take(partitions as usize)
-                .map(|p| p.map(Arc::new))
-                .collect::<Result<Vec<_>, _>>()?;
-            let topic = Topic {
-                name: name.clone(),
-                id,
-                overrides,
-                config,
-                partitions,
-            };
-            topics.insert(name.to_string(), Arc::new(topic));
-        }
-        Ok(topics)
-    }
-
-    /// Makes what recovery rewrote durable with one sync of the file system, then lets each
-    /// recovered log count it as flushed (its recovery point moves to its end).
-    fn sync_recovered(&self, topics: &BTreeMap<String, Arc<Topic>>) -> std::io::Result<()> {
-        let recovered: Vec<&Arc<Partition>> = topics
-            .values()
-            .flat_map(|t| t.partitions.iter())
-            .filter(|p| p.log().sync_pending())
+        t: LiveTopic,
+        overrides: BTreeMap<String, String>,
+    ) -> (String, Arc<Topic>) {
+        let partitions = (0..t.partitions)
+            .map(|p| {
+                let log = self
+                    .logs
+                    .log(&t.name, p)
+                    .expect("a live partition's log is open");
+                Arc::new(Partition::new(t.name.clone(), p, log))
+            })
             .collect();
-        if recovered.is_empty() {
-            return Ok(());
-        }
-        sync_file_system(&self.data_dir)?;
-        for p in recovered {
-            p.log().mark_synced(now_ms());
-        }
-        Ok(())
-    }
-
-    /// Opens a partition of a live topic at start. Its directory must carry the topic's id; a
-    /// directory with no marker (written by a version that created directories after the
-    /// record) gets one, and a damaged marker stops the start rather than risk live data.
-    fn open_partition(
-        &self,
-        name: &Arc<str>,
-        id: Uuid,
-        p: i32,
-        config: &TopicConfig,
-        startup: &Startup<'_>,
-    ) -> Result<Partition, MetadataError> {
-        let dir = self.partition_dir(name, p);
-        let marker = dir.join(PARTITION_MARKER);
-        match read_marker(&marker) {
-            Ok(Some(found)) if found == id => {}
-            Ok(Some(found)) => {
-                return Err(MetadataError::Damaged(format!(
-                    "{} names topic id {found}, but {name} is {id}: refusing to start rather than mix the two",
-                    marker.display()
-                )))
-            }
-            Ok(None) => {
-                tracing::warn!(dir = %dir.display(), "partition directory without its topic id: writing it");
-                std::fs::create_dir_all(&dir)?;
-                write_synced(&marker, marker_text(id).as_bytes())?;
-            }
-            Err(e) => {
-                return Err(MetadataError::Damaged(format!(
-                    "{} cannot be read ({e}): refusing to start rather than risk the partition's data",
-                    marker.display()
-                )))
-            }
-        }
-        let recovery_point = match startup {
-            Startup::Clean => None,
-            Startup::Recover(points) => {
-                Some(points.get(&(name.to_string(), p)).copied().unwrap_or(0))
-            }
+        let topic = Topic {
+            name: t.name.clone(),
+            id: t.id,
+            overrides,
+            config: t.config,
+            partitions,
         };
-        Ok(Partition::open(
-            name.clone(),
-            p,
-            &dir,
-            config.clone(),
-            recovery_point,
-            now_ms(),
-        )?)
+        (t.name.to_string(), Arc::new(topic))
     }
 
-    /// Makes and opens the directory of a partition not yet recorded, marked with its topic id
-    /// (synced). Whatever sits at that path belongs to no live partition and is removed first.
-    fn open_partition_fresh(
-        &self,
-        name: &Arc<str>,
-        id: Uuid,
-        p: i32,
-        config: &TopicConfig,
-    ) -> Result<Partition, MetadataError> {
-        let dir = self.partition_dir(name, p);
-        if dir.exists() {
-            tracing::warn!(dir = %dir.display(), "removing a directory left where a new partition goes");
-            std::fs::remove_dir_all(&dir)?;
-        }
-        std::fs::create_dir_all(&dir)?;
-        // Made durable with the rest of the new partitions, by one sync of the file system.
-        std::fs::write(dir.join(PARTITION_MARKER), marker_text(id).as_bytes())?;
-        Ok(Partition::open(
-            name.clone(),
-            p,
-            &dir,
-            config.clone(),
-            None,
-            now_ms(),
-        )?)
-    }
-
-    /// Opens partitions `from..to` of a topic about to be recorded; on any failure, removes the
-    /// directories made so far and returns the error, so nothing of the change is left.
+    /// Opens partitions `from..to` of a topic about to be recorded, all or nothing (see
+    /// [`LogManager::create_logs`]).
     fn open_new_partitions(
         &self,
         name: &Arc<str>,
@@ -410,120 +272,13 @@ impl Metadata {
         (from, to): (i32, i32),
         config: &TopicConfig,
     ) -> Result<Vec<Arc<Partition>>, MetadataError> {
-        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
-        let results = crate::parallel::map((from..to).collect(), threads, |p| {
-            self.open_partition_fresh(name, id, p, config).map(Arc::new)
-        });
-        let opened = match results.into_iter().collect::<Result<Vec<_>, _>>() {
-            Ok(opened) => opened,
-            Err(e) => {
-                self.remove_partition_dirs(name, id, from..to);
-                return Err(e);
-            }
-        };
-        // The new directories and markers are durable before the record that makes them live.
-        if let Err(e) = sync_file_system(&self.data_dir) {
-            drop(opened);
-            self.remove_partition_dirs(name, id, from..to);
-            return Err(e.into());
-        }
-        Ok(opened)
-    }
-
-    /// Renames partition directories away (so a name is free at once) and removes them. A
-    /// failure is logged; the next start removes what is left.
-    fn remove_partition_dirs(&self, name: &str, id: Uuid, partitions: impl Iterator<Item = i32>) {
-        for p in partitions {
-            let dir = self.partition_dir(name, p);
-            if !dir.exists() {
-                continue;
-            }
-            let gone = self
-                .data_dir
-                .join(format!("{name}-{p}.{}-delete", id.simple()));
-            if let Err(e) =
-                std::fs::rename(&dir, &gone).and_then(|_| std::fs::remove_dir_all(&gone))
-            {
-                tracing::warn!(dir = %dir.display(), error = %e, "cannot remove partition directory");
-            }
-        }
-    }
-
-    /// Writes every partition's recovery point to the checkpoint.
-    pub fn checkpoint_recovery_points(&self) -> std::io::Result<()> {
-        self.checkpoint(RECOVERY_POINT_CHECKPOINT, |log| log.recovery_point())
-    }
-
-    /// Writes every partition's log start offset to the checkpoint.
-    pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
-        self.checkpoint(LOG_START_CHECKPOINT, |log| log.log_start_offset())
-    }
-
-    /// Writes every partition's first dirty offset (where the cleaner resumes) to the checkpoint.
-    pub fn checkpoint_cleaner_offsets(&self) -> std::io::Result<()> {
-        self.checkpoint(CLEANER_CHECKPOINT, |log| log.first_dirty_offset())
-    }
-
-    /// Writes one offset a partition, taken from its log by `offset_of`, to a checkpoint file.
-    fn checkpoint(
-        &self,
-        file: &str,
-        offset_of: impl Fn(&crate::log::Log) -> i64,
-    ) -> std::io::Result<()> {
-        let _writer = self.checkpoint_lock.lock().expect("checkpoint lock");
-        let mut offsets = crate::checkpoint::Offsets::new();
-        for topic in self.topics() {
-            for p in &topic.partitions {
-                offsets.insert((topic.name.to_string(), p.index()), offset_of(&p.log()));
-            }
-        }
-        crate::checkpoint::write(&self.data_dir.join(file), &offsets)
-    }
-
-    /// Finishes, at start, what a crash interrupted: directories renamed for deletion are
-    /// removed, and so is every partition directory that no live partition owns (a topic or
-    /// partitions whose record was never written, or a deletion whose record was). A directory
-    /// belongs to a live partition when its name is `<topic>-<index>` of a live topic with more
-    /// than `index` partitions and its marker, if readable, carries that topic's id; those are
-    /// never touched here.
-    fn remove_orphan_dirs(&self, image: &BTreeMap<String, (Uuid, i32, BTreeMap<String, String>)>) {
-        let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
-            return;
-        };
-        let mut removed = 0usize;
-        for entry in entries.flatten() {
-            let file_name = entry.file_name().to_string_lossy().to_string();
-            let path = entry.path();
-            if !path.is_dir() {
-                continue;
-            }
-            let orphan = if file_name.ends_with("-delete") {
-                true
-            } else if let Some((topic, p)) = partition_dir_name(&file_name) {
-                match (image.get(topic), read_marker(&path.join(PARTITION_MARKER))) {
-                    (Some((id, count, _)), Ok(Some(found))) => found != *id || p >= *count,
-                    (Some((_, count, _)), _) => p >= *count,
-                    (None, _) => true,
-                }
-            } else {
-                false
-            };
-            if !orphan {
-                continue;
-            }
-            match std::fs::remove_dir_all(&path) {
-                Ok(()) => removed += 1,
-                Err(e) => {
-                    tracing::warn!(dir = %path.display(), error = %e, "cannot remove a partition directory no live partition owns")
-                }
-            }
-        }
-        if removed > 0 {
-            tracing::info!(
-                directories = removed,
-                "removed partition directories left by an interrupted topic change"
-            );
-        }
+        let logs = self
+            .logs
+            .create_logs(name, id, (from, to), config, now_ms())?;
+        Ok((from..to)
+            .zip(logs)
+            .map(|(p, log)| Arc::new(Partition::new(name.clone(), p, log)))
+            .collect())
     }
 
     fn append_record(file: &mut File, record: &MetadataRecord) -> Result<(), MetadataError> {
@@ -649,7 +404,7 @@ impl Metadata {
         };
         if let Err(e) = self.append(&record) {
             drop(opened);
-            self.remove_partition_dirs(&name, id, 0..partitions);
+            self.logs.remove_logs(&name, id, 0..partitions);
             return Err(e);
         }
         let topic = Arc::new(Topic {
@@ -704,7 +459,7 @@ impl Metadata {
         };
         if let Err(e) = self.append(&record) {
             drop(added);
-            self.remove_partition_dirs(name, topic.id, current..count);
+            self.logs.remove_logs(name, topic.id, current..count);
             return Err(e);
         }
         let mut partitions = topic.partitions.clone();
@@ -775,119 +530,24 @@ impl Metadata {
         self.topics.write().expect("metadata lock").remove(name);
         // A crash from here on leaves directories of a topic that is not live: the next start
         // removes them.
-        self.remove_partition_dirs(name, topic.id, 0..topic.partitions.len() as i32);
+        self.logs
+            .remove_logs(name, topic.id, 0..topic.partitions.len() as i32);
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
 
-    /// Clean shutdown: every log flushed and trimmed (`num.recovery.threads.per.data.dir` at a
-    /// time), the checkpoints written, and last the clean
-    /// shutdown marker, which tells the next start that no recovery is needed. Any failure leaves
-    /// the marker out, so the next start recovers. Returns whether the shutdown was clean.
-    pub fn close(&self) -> bool {
-        let partitions: Vec<(Arc<str>, Arc<Partition>)> = self
-            .topics()
-            .iter()
-            .flat_map(|t| t.partitions.iter().map(|p| (t.name.clone(), p.clone())))
-            .collect();
-        let threads = self.broker.num_recovery_threads_per_data_dir as usize;
-        let closed = crate::parallel::map(partitions.clone(), threads, |(topic, p)| {
-            let result = p.log().close_unsynced();
-            if let Err(e) = &result {
-                tracing::error!(%topic, partition = p.index(), error = %e, "cannot close log");
-            }
-            result.is_ok()
-        });
-        let mut clean = closed.into_iter().all(|ok| ok);
-        // One sync of the file system makes every log durable; only then do the checkpoints
-        // say so.
-        match sync_file_system(&self.data_dir) {
-            Ok(()) => {
-                for (_, p) in &partitions {
-                    p.log().mark_synced(now_ms());
-                }
-            }
-            Err(e) => {
-                clean = false;
-                tracing::error!(error = %e, "cannot sync the logs to disk");
-            }
-        }
-        for (what, result) in [
-            ("recovery points", self.checkpoint_recovery_points()),
-            ("log start offsets", self.checkpoint_log_start_offsets()),
-            ("cleaner offsets", self.checkpoint_cleaner_offsets()),
-        ] {
-            if let Err(e) = result {
-                clean = false;
-                tracing::error!(error = %e, "cannot checkpoint {what}");
-            }
-        }
-        if clean {
-            if let Err(e) = write_synced(&self.data_dir.join(CLEAN_SHUTDOWN_MARKER), b"") {
-                clean = false;
-                tracing::error!(error = %e, "cannot write the clean shutdown marker");
-            }
-        }
-        clean
+    /// The LogManager holding the partitions' logs.
+    pub fn logs(&self) -> &LogManager {
+        &self.logs
     }
-}
-
-/// Makes everything written to the file system that holds `dir` durable (syncfs(2)): one call
-/// where thousands of partitions changed together, instead of several fsyncs each. It reports
-/// a writeback error of any file on that file system since the last sync.
-fn sync_file_system(dir: &Path) -> std::io::Result<()> {
-    use std::os::fd::AsRawFd;
-    let handle = File::open(dir)?;
-    // SAFETY: syncfs only reads the descriptor, which `handle` keeps open for the call.
-    if unsafe { libc::syncfs(handle.as_raw_fd()) } == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
-/// The file in each partition directory that names its topic id, as Kafka writes it.
-const PARTITION_MARKER: &str = "partition.metadata";
-
-fn marker_text(id: Uuid) -> String {
-    format!("version: 0\ntopic_id: {id}\n")
-}
-
-/// The topic id a partition directory's marker names: `None` when there is no marker, an error
-/// when it cannot be read or parsed.
-fn read_marker(path: &Path) -> std::io::Result<Option<Uuid>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    text.lines()
-        .find_map(|l| l.strip_prefix("topic_id: "))
-        .and_then(|id| Uuid::parse_str(id.trim()).ok())
-        .map(Some)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, "no topic id"))
-}
-
-/// `<topic>-<index>` as a partition directory is named, when `name` is one.
-fn partition_dir_name(name: &str) -> Option<(&str, i32)> {
-    let (topic, index) = name.rsplit_once('-')?;
-    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let index: i32 = index.parse().ok()?;
-    validate_topic_name(topic).ok()?;
-    Some((topic, index))
-}
-
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut f = File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use std::io::Write;
+    use std::path::Path;
 
     fn broker(dir: &Path) -> BrokerConfig {
         BrokerConfig {
@@ -896,11 +556,17 @@ mod tests {
         }
     }
 
+    /// Locks the data directory and opens the metadata, as the broker does.
+    fn open(b: &BrokerConfig) -> Result<Metadata, MetadataError> {
+        let logs = LogManager::lock(&b.log_dirs, 1)?;
+        Metadata::open(b, Arc::new(logs))
+    }
+
     #[test]
     fn topics_survive_restart_and_deleted_ones_stay_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let m = Metadata::open(&b).unwrap();
+        let m = open(&b).unwrap();
         m.create_topic("a", 2, 1, BTreeMap::new()).unwrap();
         m.create_topic(
             "b",
@@ -938,7 +604,7 @@ mod tests {
         ));
         let id = m.topic("a").unwrap().id;
         drop(m);
-        let m = Metadata::open(&b).unwrap();
+        let m = open(&b).unwrap();
         let a = m.topic("a").unwrap();
         assert_eq!((a.partitions.len(), a.id), (4, id));
         assert_eq!(a.config.retention_ms, 5000);
@@ -951,7 +617,7 @@ mod tests {
     fn damage_before_the_last_record_stops_the_start_and_drops_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let m = Metadata::open(&b).unwrap();
+        let m = open(&b).unwrap();
         for name in ["a", "b", "c"] {
             m.create_topic(name, 1, 1, BTreeMap::new()).unwrap();
         }
@@ -961,22 +627,19 @@ mod tests {
         let first = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
         bytes[first + 20] ^= 1; // inside record 2 of 3
         std::fs::write(&path, &bytes).unwrap();
-        let e = Metadata::open(&b)
-            .err()
-            .expect("the start stops")
-            .to_string();
+        let e = open(&b).err().expect("the start stops").to_string();
         assert!(e.contains("damaged record at byte"), "{e}");
         assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
         bytes[first + 20] ^= 1;
         std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(Metadata::open(&b).unwrap().topics().len(), 3);
+        assert_eq!(open(&b).unwrap().topics().len(), 3);
     }
 
     #[test]
     fn torn_last_record_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        Metadata::open(&b)
+        open(&b)
             .unwrap()
             .create_topic("a", 1, 1, BTreeMap::new())
             .unwrap();
@@ -985,11 +648,11 @@ mod tests {
         let torn = crate::metadata_log::frame(&record).unwrap();
         let mut f = OpenOptions::new().append(true).open(&path).unwrap();
         f.write_all(&torn[..torn.len() - 3]).unwrap();
-        let m = Metadata::open(&b).unwrap();
+        let m = open(&b).unwrap();
         assert_eq!(m.topics().len(), 1);
         m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
         drop(m);
-        assert_eq!(Metadata::open(&b).unwrap().topics().len(), 2);
+        assert_eq!(open(&b).unwrap().topics().len(), 2);
     }
 
     #[test]

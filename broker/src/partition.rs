@@ -5,19 +5,17 @@
 //!
 //! Invariant: `log_start_offset <= high_watermark <= log_end_offset`.
 
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, MutexGuard};
 
-use quipu_config::topic::TopicConfig;
+use quipu_storage::log::{check_records, AppendError, AppendInfo, Log, RecordsChecked};
+use quipu_storage::log_manager::SharedLog;
 use tokio::sync::watch;
-
-use crate::log::{check_records, AppendError, AppendInfo, Log, RecordsChecked};
 
 pub struct Partition {
     topic: Arc<str>,
     index: i32,
-    log: Mutex<Log>,
+    log: SharedLog,
     high_watermark: watch::Sender<i64>,
     /// Set at the first storage error (damaged bytes, a failed write): from then on the
     /// partition answers KAFKA_STORAGE_ERROR until the broker restarts and recovers it, as Kafka
@@ -26,26 +24,16 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Opens the partition's log; `recovery_point` as in [`Log::open`] (`None` after a clean
-    /// shutdown). A log it recovers waits, unflushed, for the caller's one sync of the file
-    /// system ([`Log::open_unsynced`]).
-    pub fn open(
-        topic: Arc<str>,
-        index: i32,
-        dir: &Path,
-        config: TopicConfig,
-        recovery_point: Option<i64>,
-        now_ms: i64,
-    ) -> std::io::Result<Self> {
-        let log = Log::open_unsynced(dir, config, recovery_point, now_ms)?;
-        let (high_watermark, _) = watch::channel(log.log_end_offset());
-        Ok(Self {
+    /// Serves a log the LogManager opened; the high watermark starts at its end (one replica).
+    pub fn new(topic: Arc<str>, index: i32, log: SharedLog) -> Self {
+        let (high_watermark, _) = watch::channel(log.lock().log_end_offset());
+        Self {
             topic,
             index,
-            log: Mutex::new(log),
+            log,
             high_watermark,
             offline: AtomicBool::new(false),
-        })
+        }
     }
 
     pub fn topic(&self) -> &str {
@@ -57,8 +45,7 @@ impl Partition {
 
     /// The log, locked. Held only for short, non-blocking work.
     pub fn log(&self) -> MutexGuard<'_, Log> {
-        // A panic while holding the lock would leave the log in an unknown state: stop serving it.
-        self.log.lock().expect("partition log lock poisoned")
+        self.log.lock()
     }
 
     /// Whether a storage error took this partition offline.

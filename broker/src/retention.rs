@@ -47,7 +47,7 @@ pub fn apply(broker: &Broker) -> std::io::Result<()> {
         }
     }
     if moved {
-        broker.metadata.checkpoint_log_start_offsets()?;
+        broker.logs.checkpoint_log_start_offsets()?;
     }
     Ok(())
 }

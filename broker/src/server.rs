@@ -336,6 +336,6 @@ async fn write_chunks<W: AsyncWrite + Unpin>(
     writer: &mut W,
     mut chunks: Vec<Bytes>,
 ) -> std::io::Result<()> {
-    quipu_protocol::frame::write_chunks(writer, &mut chunks).await?;
+    quipu_net::write_chunks(writer, &mut chunks).await?;
     writer.flush().await
 }

@@ -375,12 +375,12 @@ async fn write_loop(
     let _ = out.shutdown().await;
 }
 
-/// Writes and empties `chunks` (vectored, see `quipu_protocol::frame::write_chunks`).
+/// Writes and empties `chunks` (vectored, see `quipu_net::write_chunks`).
 async fn write_chunks(
     out: &mut tokio::net::tcp::OwnedWriteHalf,
     chunks: &mut Vec<Bytes>,
 ) -> std::io::Result<()> {
-    quipu_protocol::frame::write_chunks(out, chunks).await?;
+    quipu_net::write_chunks(out, chunks).await?;
     chunks.clear();
     Ok(())
 }

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quipu_broker::log::{check_batch, ProducePolicy};
+use quipu_storage::log::{check_batch, ProducePolicy};
 use quipu_config::topic::TopicCompression;
 use quipu_protocol::record_batch::RecordBatchView;
 use quipu_protocol::record_stream::RecordRules;

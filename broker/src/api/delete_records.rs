@@ -7,7 +7,7 @@ use quipu_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use quipu_protocol::ResponseError;
 
 use crate::broker::Broker;
-use crate::log::LogStartError;
+use quipu_storage::log::LogStartError;
 
 /// The offset that means "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
@@ -62,7 +62,7 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
     }
     // The new start must survive a restart before the client hears of it.
     if moved {
-        if let Err(e) = broker.metadata.checkpoint_log_start_offsets() {
+        if let Err(e) = broker.logs.checkpoint_log_start_offsets() {
             tracing::error!(error = %e, "cannot checkpoint log start offsets");
             for t in &mut response.topics {
                 for p in &mut t.partitions {

@@ -21,8 +21,8 @@ use tokio::sync::watch;
 
 use super::check_leader_epoch;
 use crate::broker::Broker;
-use crate::log::ReadError;
 use crate::partition::Partition;
+use quipu_storage::log::ReadError;
 
 /// Longest a fetch may wait, whatever it asks: bounds how long a request holds its connection slot.
 const MAX_WAIT_MS_LIMIT: i32 = 60_000;

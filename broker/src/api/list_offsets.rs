@@ -13,7 +13,7 @@ use quipu_protocol::ResponseError;
 
 use super::{check_leader_epoch, LEADER_EPOCH};
 use crate::broker::Broker;
-use crate::log::TimestampLookup;
+use quipu_storage::log::TimestampLookup;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;

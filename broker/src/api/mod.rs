@@ -31,8 +31,8 @@ use quipu_protocol::messages::{ApiKey, ResponseHeader};
 use quipu_protocol::{Decodable, Encodable, ResponseError};
 
 use crate::broker::Broker;
-use crate::log::AppendError;
 use crate::metadata::MetadataError;
+use quipu_storage::log::AppendError;
 
 /// APIs served, with the lowest and highest version of each.
 pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
@@ -369,12 +369,12 @@ pub fn append_error_code(e: &AppendError) -> ResponseError {
         }
         AppendError::TimestampsRefused(_) => ResponseError::InvalidTimestamp,
         AppendError::TooLarge { .. } => ResponseError::MessageTooLarge,
-        AppendError::Sequence(crate::log::producer_state::SequenceError::OutOfOrder(_)) => {
+        AppendError::Sequence(quipu_storage::log::producer_state::SequenceError::OutOfOrder(_)) => {
             ResponseError::OutOfOrderSequenceNumber
         }
-        AppendError::Sequence(crate::log::producer_state::SequenceError::InvalidEpoch(_)) => {
-            ResponseError::InvalidProducerEpoch
-        }
+        AppendError::Sequence(quipu_storage::log::producer_state::SequenceError::InvalidEpoch(
+            _,
+        )) => ResponseError::InvalidProducerEpoch,
         AppendError::Io(_) => ResponseError::KafkaStorageError,
     }
 }

@@ -24,9 +24,9 @@ use quipu_protocol::{ResponseError, StrBytes};
 use super::append_error_code;
 use crate::broker::Broker;
 use crate::clock::now_ms;
-use crate::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 use crate::metadata::is_internal;
 use crate::partition::Partition;
+use quipu_storage::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 
 /// Replicas in sync for every partition of a single broker.
 const IN_SYNC_REPLICAS: i32 = 1;

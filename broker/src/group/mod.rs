@@ -1077,7 +1077,7 @@ mod tests {
             assert_eq!(commit(&b, "kept", 5), vec![NONE]);
             assert_eq!(commit(&b, "kept", 7), vec![NONE]);
             assert_eq!(commit(&b, "old", 3), vec![NONE]);
-            assert!(b.metadata.close());
+            assert!(b.logs.close(crate::clock::now_ms()));
         }
         let b = broker(dir.path());
         assert_eq!(
@@ -1094,7 +1094,7 @@ mod tests {
             b.groups.list().is_empty(),
             "empty groups without offsets are deleted"
         );
-        assert!(b.metadata.close());
+        assert!(b.logs.close(crate::clock::now_ms()));
         drop(b);
         let b = broker(dir.path());
         assert_eq!(offset(&b, "kept"), None, "the tombstones replay too");
