@@ -267,6 +267,11 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
     ),
 ];
 
+/// The topic key of this name.
+pub fn topic_key(name: &str) -> Option<&'static TopicConfigKey> {
+    TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
+}
+
 const fn key(
     name: &'static str,
     broker_synonym: &'static str,
@@ -348,10 +353,7 @@ impl TopicConfig {
     ) -> Result<Self, TopicConfigError> {
         let mut values = defaults.clone();
         for (name, value) in overrides {
-            let key = TOPIC_CONFIG_KEYS
-                .iter()
-                .find(|k| k.name == name)
-                .ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
+            let key = topic_key(name).ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
             values.insert(key.name, value.clone());
         }
         let get = |name: &'static str| values.get(name).cloned().unwrap_or_default();
