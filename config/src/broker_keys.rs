@@ -3,8 +3,8 @@
 //! The `broker_keys!` invocation below is the only place a broker key is written. From each entry
 //! the macro makes the field of [`BrokerConfig`] (with the entry's doc comment), its value in
 //! `Default`, and a [`BrokerKey`] in [`BROKER_KEYS`]; `validate`, `entries` (what DescribeConfigs
-//! answers) and the README's Configuration table (checked by a test in `readme.rs`) are derived
-//! from those.
+//! answers) and the README's Configuration table (checked and printed by the tests in
+//! `readme.rs`) are derived from those.
 //!
 //! Why a `macro_rules!` table rather than a static array of key specs: the fields have different
 //! types and serde deserializes into them, so an array could hold each key's name, text and check,
@@ -211,7 +211,7 @@ broker_keys! {
     "socket.request.max.bytes" socket_request_max_bytes: u32 = 100 * MIB, Check::AtLeast(1024);
     /// Connections served at once; more are closed on accept.
     "max.connections" max_connections: u32 = 1_000, Check::AtLeast(1);
-    /// Connections one client address may have open at once (Kafka's default: no limit).
+    /// Connections one client address may have open at once.
     "max.connections.per.ip" max_connections_per_ip: u32 = i32::MAX as u32, Check::AtLeast(1);
     /// Per-address exceptions to `max.connections.per.ip`: `ip:count,ip:count`.
     "max.connections.per.ip.overrides" max_connections_per_ip_overrides: String = String::new(),

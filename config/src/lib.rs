@@ -14,6 +14,8 @@
 //! refuses unknown keys and values of the wrong type, the key table the rest.
 
 mod broker_keys;
+#[cfg(test)]
+mod readme;
 pub mod topic;
 
 use std::collections::{BTreeMap, HashMap};
