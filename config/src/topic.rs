@@ -6,8 +6,21 @@
 //! validation: an unknown name or a value out of range is refused with a message naming it
 //! (Kafka's INVALID_CONFIG). A few have no effect on a single broker without tiered storage; each
 //! key's documentation (which DescribeConfigs returns) says which and why.
+//!
+//! The keys themselves (name, synonym, type, default, check, documentation) are defined once, in
+//! `topic/keys.rs`; this module merges defaults and overrides, checks every value against its key
+//! and the rules that span keys, and reads the typed settings the broker uses.
+//!
+//! Invariant: an unknown name or a bad value is an error naming it, never a silent default; a
+//! `TopicConfig` exists only for settings that all passed their checks.
+
+mod keys;
 
 use std::collections::BTreeMap;
+
+pub use keys::{
+    topic_key, ConfigType, TopicCheck, TopicConfigKey, TopicDefault, TOPIC_CONFIG_KEYS,
+};
 
 use crate::BrokerConfig;
 
@@ -23,267 +36,6 @@ pub enum TopicConfigError {
     },
     #[error("{0}")]
     Conflict(String),
-}
-
-/// Kafka's ThrottledReplicaListValidator: `*`, or `partition:broker` pairs, comma-separated.
-fn throttled_replicas_valid(value: &str) -> bool {
-    let value = value.trim();
-    if value.is_empty() || value == "*" {
-        return true;
-    }
-    value.split(',').map(str::trim).all(|pair| {
-        pair.split_once(':').is_some_and(|(p, b)| {
-            !p.is_empty()
-                && !b.is_empty()
-                && p.bytes().all(|c| c.is_ascii_digit())
-                && b.bytes().all(|c| c.is_ascii_digit())
-        })
-    })
-}
-
-/// Kafka's config types, as DescribeConfigs v3+ reports them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    Boolean = 1,
-    String = 2,
-    Int = 3,
-    Short = 4,
-    Long = 5,
-    Double = 6,
-    List = 7,
-    Class = 8,
-    Password = 9,
-}
-
-/// One topic setting: its name, the broker setting that gives its default (empty when Kafka has
-/// none), its type and text.
-#[derive(Debug)]
-pub struct TopicConfigKey {
-    pub name: &'static str,
-    pub broker_synonym: &'static str,
-    pub config_type: ConfigType,
-    pub documentation: &'static str,
-}
-
-/// The topic settings the broker knows, in the order DescribeConfigs lists them.
-pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
-    key(
-        "cleanup.policy",
-        "log.cleanup.policy",
-        ConfigType::List,
-        "delete (retention deletes old segments), compact (the cleaner keeps the last record per key), or both",
-    ),
-    key(
-        "compression.type",
-        "compression.type",
-        ConfigType::String,
-        "producer keeps batches as the producer compressed them; uncompressed, gzip, snappy, lz4 or zstd recompresses every batch that arrives otherwise",
-    ),
-    key(
-        "max.message.bytes",
-        "message.max.bytes",
-        ConfigType::Int,
-        "largest record batch accepted",
-    ),
-    key(
-        "message.timestamp.type",
-        "log.message.timestamp.type",
-        ConfigType::String,
-        "CreateTime or LogAppendTime",
-    ),
-    key(
-        "min.insync.replicas",
-        "min.insync.replicas",
-        ConfigType::Int,
-        "replicas that must hold a write for acks=all",
-    ),
-    key(
-        "retention.bytes",
-        "log.retention.bytes",
-        ConfigType::Long,
-        "size a partition may keep, -1 for no limit",
-    ),
-    key(
-        "retention.ms",
-        "log.retention.ms",
-        ConfigType::Long,
-        "time a segment is kept, -1 for no limit",
-    ),
-    key(
-        "segment.bytes",
-        "log.segment.bytes",
-        ConfigType::Int,
-        "size at which a segment rolls",
-    ),
-    key(
-        "segment.index.bytes",
-        "log.index.size.max.bytes",
-        ConfigType::Int,
-        "size of a segment's offset index",
-    ),
-    key(
-        "segment.ms",
-        "log.roll.ms",
-        ConfigType::Long,
-        "age at which a segment rolls",
-    ),
-    key(
-        "index.interval.bytes",
-        "log.index.interval.bytes",
-        ConfigType::Int,
-        "bytes between offset index entries",
-    ),
-    key(
-        "delete.retention.ms",
-        "log.cleaner.delete.retention.ms",
-        ConfigType::Long,
-        "how long a tombstone stays after the cleaner first keeps it",
-    ),
-    key(
-        "min.cleanable.dirty.ratio",
-        "log.cleaner.min.cleanable.ratio",
-        ConfigType::Double,
-        "share of uncleaned bytes at which a compacted log is cleaned",
-    ),
-    key(
-        "min.compaction.lag.ms",
-        "log.cleaner.min.compaction.lag.ms",
-        ConfigType::Long,
-        "records younger than this are not compacted",
-    ),
-    key(
-        "max.compaction.lag.ms",
-        "log.cleaner.max.compaction.lag.ms",
-        ConfigType::Long,
-        "a record left uncompacted this long makes its log cleanable",
-    ),
-    key(
-        "flush.messages",
-        "log.flush.interval.messages",
-        ConfigType::Long,
-        "fsync after this many messages; 1 fsyncs before every acknowledgement",
-    ),
-    key(
-        "flush.ms",
-        "log.flush.interval.ms",
-        ConfigType::Long,
-        "fsync when unflushed messages are this old",
-    ),
-    key(
-        "compression.gzip.level",
-        "compression.gzip.level",
-        ConfigType::Int,
-        "gzip level for recompression: 1 to 9, or -1 for the codec's default",
-    ),
-    key(
-        "compression.lz4.level",
-        "compression.lz4.level",
-        ConfigType::Int,
-        "lz4 level for recompression, 1 to 17",
-    ),
-    key(
-        "compression.zstd.level",
-        "compression.zstd.level",
-        ConfigType::Int,
-        "zstd level for recompression, -131072 to 22",
-    ),
-    key(
-        "message.timestamp.before.max.ms",
-        "log.message.timestamp.before.max.ms",
-        ConfigType::Long,
-        "with CreateTime, a record older than this (by its timestamp) is refused with INVALID_TIMESTAMP",
-    ),
-    key(
-        "message.timestamp.after.max.ms",
-        "log.message.timestamp.after.max.ms",
-        ConfigType::Long,
-        "with CreateTime, a record this far in the future (by its timestamp) is refused with INVALID_TIMESTAMP",
-    ),
-    key(
-        "segment.jitter.ms",
-        "log.roll.jitter.ms",
-        ConfigType::Long,
-        "no effect: segments roll at segment.ms exactly (Kafka subtracts a random jitter up to this)",
-    ),
-    key(
-        "file.delete.delay.ms",
-        "log.segment.delete.delay.ms",
-        ConfigType::Long,
-        "no effect: deleted segments are unlinked at once, which is safe because readers keep their mappings",
-    ),
-    key(
-        "preallocate",
-        "log.preallocate",
-        ConfigType::Boolean,
-        "no effect: every active segment is sized to segment.bytes when it is created",
-    ),
-    key(
-        "unclean.leader.election.enable",
-        "unclean.leader.election.enable",
-        ConfigType::Boolean,
-        "no effect yet: a partition has one replica",
-    ),
-    key(
-        "leader.replication.throttled.replicas",
-        "",
-        ConfigType::List,
-        "no effect yet: there is no replication to throttle",
-    ),
-    key(
-        "follower.replication.throttled.replicas",
-        "",
-        ConfigType::List,
-        "no effect yet: there is no replication to throttle",
-    ),
-    key(
-        "local.retention.ms",
-        "log.local.retention.ms",
-        ConfigType::Long,
-        "no effect: there is no tiered storage (-2 means retention.ms)",
-    ),
-    key(
-        "local.retention.bytes",
-        "log.local.retention.bytes",
-        ConfigType::Long,
-        "no effect: there is no tiered storage (-2 means retention.bytes)",
-    ),
-    key(
-        "remote.storage.enable",
-        "",
-        ConfigType::Boolean,
-        "tiered storage is not available: true is refused, as by a Kafka broker without it",
-    ),
-    key(
-        "remote.log.copy.disable",
-        "",
-        ConfigType::Boolean,
-        "no effect: there is no tiered storage",
-    ),
-    key(
-        "remote.log.delete.on.disable",
-        "",
-        ConfigType::Boolean,
-        "no effect: there is no tiered storage",
-    ),
-];
-
-/// The topic key of this name.
-pub fn topic_key(name: &str) -> Option<&'static TopicConfigKey> {
-    TOPIC_CONFIG_KEYS.iter().find(|k| k.name == name)
-}
-
-const fn key(
-    name: &'static str,
-    broker_synonym: &'static str,
-    config_type: ConfigType,
-    documentation: &'static str,
-) -> TopicConfigKey {
-    TopicConfigKey {
-        name,
-        broker_synonym,
-        config_type,
-        documentation,
-    }
 }
 
 /// `compression.type`: what the broker stores a produced batch as.
@@ -351,207 +103,41 @@ impl TopicConfig {
         defaults: &BTreeMap<&'static str, String>,
         overrides: &BTreeMap<String, String>,
     ) -> Result<Self, TopicConfigError> {
-        let mut values = defaults.clone();
-        for (name, value) in overrides {
-            let key = topic_key(name).ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
-            values.insert(key.name, value.clone());
+        let values = Values::merged(defaults, overrides)?;
+        for key in TOPIC_CONFIG_KEYS {
+            key.check_value(values.text(key.name))?;
         }
-        let get = |name: &'static str| values.get(name).cloned().unwrap_or_default();
-        let int = |name: &'static str,
-                   min: i64,
-                   expected: &'static str|
-         -> Result<i64, TopicConfigError> {
-            let v = get(name);
-            match v.trim().parse::<i64>() {
-                Ok(n) if n >= min => Ok(n),
-                _ => Err(TopicConfigError::Invalid {
-                    name: name.into(),
-                    value: v,
-                    expected,
-                }),
-            }
-        };
-        let i32_of = |name: &'static str,
-                      min: i64,
-                      expected: &'static str|
-         -> Result<i32, TopicConfigError> {
-            let n = int(name, min, expected)?;
-            i32::try_from(n).map_err(|_| TopicConfigError::Invalid {
-                name: name.into(),
-                value: n.to_string(),
-                expected,
-            })
-        };
-        let policy = get("cleanup.policy");
-        let (mut cleanup_delete, mut cleanup_compact) = (false, false);
-        for part in policy.split(',').map(str::trim) {
-            match part {
-                "delete" => cleanup_delete = true,
-                "compact" => cleanup_compact = true,
-                "" if policy.trim().is_empty() => {}
-                _ => {
-                    return Err(TopicConfigError::Invalid {
-                        name: "cleanup.policy".into(),
-                        value: policy.clone(),
-                        expected: "delete, compact, or compact,delete",
-                    })
-                }
-            }
-        }
-        let ratio_text = get("min.cleanable.dirty.ratio");
-        let min_cleanable_dirty_ratio = match ratio_text.trim().parse::<f64>() {
-            Ok(r) if (0.0..=1.0).contains(&r) => r,
-            _ => {
-                return Err(TopicConfigError::Invalid {
-                    name: "min.cleanable.dirty.ratio".into(),
-                    value: ratio_text,
-                    expected: "a double from 0 to 1",
-                })
-            }
-        };
-        let level = |name: &'static str, range: std::ops::RangeInclusive<i64>, expected| {
-            let n = int(name, i64::MIN, expected)?;
-            if range.contains(&n) {
-                Ok(n as i32)
-            } else {
-                Err(TopicConfigError::Invalid {
-                    name: name.into(),
-                    value: n.to_string(),
-                    expected,
-                })
-            }
-        };
-        let gzip_level = level(
-            "compression.gzip.level",
-            -1..=9,
-            "Value must be between 1 and 9 or equal to -1",
-        )?;
-        if gzip_level == 0 {
-            return Err(TopicConfigError::Invalid {
-                name: "compression.gzip.level".into(),
-                value: "0".into(),
-                expected: "Value must be between 1 and 9 or equal to -1",
-            });
-        }
-        let lz4_level = level(
-            "compression.lz4.level",
-            1..=17,
-            "Value must be between 1 and 17",
-        )?;
-        let zstd_level = level(
-            "compression.zstd.level",
-            -131_072..=22,
-            "Value must be between -131072 and 22",
-        )?;
-        let compression = match get("compression.type").trim() {
-            "producer" => TopicCompression::Producer,
-            "uncompressed" => TopicCompression::Codec(0, None),
-            "gzip" => TopicCompression::Codec(1, (gzip_level != -1).then_some(gzip_level)),
-            "snappy" => TopicCompression::Codec(2, None),
-            "lz4" => TopicCompression::Codec(3, Some(lz4_level)),
-            "zstd" => TopicCompression::Codec(4, Some(zstd_level)),
-            other => {
-                return Err(TopicConfigError::Invalid {
-                    name: "compression.type".into(),
-                    value: other.into(),
-                    expected:
-                        "String must be one of: uncompressed, zstd, lz4, snappy, gzip, producer",
-                })
-            }
-        };
-        for name in [
-            "preallocate",
-            "unclean.leader.election.enable",
-            "remote.storage.enable",
-            "remote.log.copy.disable",
-            "remote.log.delete.on.disable",
-        ] {
-            let v = get(name);
-            if !v.trim().eq_ignore_ascii_case("true") && !v.trim().eq_ignore_ascii_case("false") {
-                return Err(TopicConfigError::Invalid {
-                    name: name.into(),
-                    value: v,
-                    expected: "Expected value to be either true or false",
-                });
-            }
-        }
-        if get("remote.storage.enable")
-            .trim()
-            .eq_ignore_ascii_case("true")
-        {
-            return Err(TopicConfigError::Invalid {
-                name: "remote.storage.enable".into(),
-                value: "true".into(),
-                expected: "Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.",
-            });
-        }
-        for name in [
-            "leader.replication.throttled.replicas",
-            "follower.replication.throttled.replicas",
-        ] {
-            let v = get(name);
-            if !throttled_replicas_valid(&v) {
-                return Err(TopicConfigError::Invalid {
-                    name: name.into(),
-                    value: v,
-                    expected: "must be the literal '*' or a list of replicas in the following format: [partitionId]:[brokerId],[partitionId]:[brokerId],...",
-                });
-            }
-        }
-        int("segment.jitter.ms", 0, "Value must be at least 0")?;
-        int("file.delete.delay.ms", 0, "Value must be at least 0")?;
-        int("local.retention.ms", -2, "Value must be at least -2")?;
-        int("local.retention.bytes", -2, "Value must be at least -2")?;
-        let message_timestamp_type = match get("message.timestamp.type").trim() {
-            "CreateTime" => TimestampType::CreateTime,
-            "LogAppendTime" => TimestampType::LogAppendTime,
-            other => {
-                return Err(TopicConfigError::Invalid {
-                    name: "message.timestamp.type".into(),
-                    value: other.into(),
-                    expected: "CreateTime or LogAppendTime",
-                })
-            }
-        };
-        let min_compaction_lag_ms = int("min.compaction.lag.ms", 0, "a long >= 0")?;
-        let max_compaction_lag_ms = int("max.compaction.lag.ms", 1, "a long >= 1")?;
-        if min_compaction_lag_ms > max_compaction_lag_ms {
-            return Err(TopicConfigError::Conflict(format!(
-                "conflict topic config setting min.compaction.lag.ms ({min_compaction_lag_ms}) > max.compaction.lag.ms ({max_compaction_lag_ms})"
-            )));
-        }
+        refuse_tiered_storage(&values)?;
+        compaction_lags_are_ordered(&values)?;
+        Self::read(values)
+    }
+
+    /// The typed settings, from values that passed their checks.
+    fn read(values: Values) -> Result<Self, TopicConfigError> {
+        let (cleanup_delete, cleanup_compact) = keys::cleanup_policy(values.text("cleanup.policy"))
+            .ok_or_else(|| values.refusal("cleanup.policy"))?;
         Ok(Self {
-            max_message_bytes: i32_of("max.message.bytes", 0, "an int >= 0")?,
-            message_timestamp_type,
-            min_insync_replicas: i32_of("min.insync.replicas", 1, "an int >= 1")?,
-            // Kafka has no floor: any negative size means no limit.
-            retention_bytes: int("retention.bytes", i64::MIN, "a long")?,
-            retention_ms: int("retention.ms", -1, "a long >= -1")?,
-            // Kafka's floor: the smallest batch overhead.
-            segment_bytes: i32_of("segment.bytes", 14, "an int >= 14")?,
-            segment_index_bytes: i32_of("segment.index.bytes", 8, "an int >= 8")?,
-            segment_ms: int("segment.ms", 1, "a long >= 1")?,
-            index_interval_bytes: i32_of("index.interval.bytes", 0, "an int >= 0")?,
-            flush_messages: int("flush.messages", 1, "a long >= 1")?,
-            flush_ms: int("flush.ms", 0, "a long >= 0")?,
+            max_message_bytes: values.int("max.message.bytes")?,
+            message_timestamp_type: timestamp_type(&values)?,
+            min_insync_replicas: values.int("min.insync.replicas")?,
+            retention_bytes: values.long("retention.bytes")?,
+            retention_ms: values.long("retention.ms")?,
+            segment_bytes: values.int("segment.bytes")?,
+            segment_index_bytes: values.int("segment.index.bytes")?,
+            segment_ms: values.long("segment.ms")?,
+            index_interval_bytes: values.int("index.interval.bytes")?,
+            flush_messages: values.long("flush.messages")?,
+            flush_ms: values.long("flush.ms")?,
             cleanup_delete,
             cleanup_compact,
-            delete_retention_ms: int("delete.retention.ms", 0, "a long >= 0")?,
-            min_cleanable_dirty_ratio,
-            min_compaction_lag_ms,
-            max_compaction_lag_ms,
-            compression,
-            message_timestamp_before_max_ms: int(
-                "message.timestamp.before.max.ms",
-                0,
-                "Value must be at least 0",
-            )?,
-            message_timestamp_after_max_ms: int(
-                "message.timestamp.after.max.ms",
-                0,
-                "Value must be at least 0",
-            )?,
-            values,
+            delete_retention_ms: values.long("delete.retention.ms")?,
+            min_cleanable_dirty_ratio: values.ratio("min.cleanable.dirty.ratio")?,
+            min_compaction_lag_ms: values.long("min.compaction.lag.ms")?,
+            max_compaction_lag_ms: values.long("max.compaction.lag.ms")?,
+            compression: compression(&values)?,
+            message_timestamp_before_max_ms: values.long("message.timestamp.before.max.ms")?,
+            message_timestamp_after_max_ms: values.long("message.timestamp.after.max.ms")?,
+            values: values.0,
         })
     }
 
@@ -561,66 +147,102 @@ impl TopicConfig {
     }
 }
 
-fn broker_defaults(b: &BrokerConfig) -> BTreeMap<&'static str, String> {
-    [
-        ("cleanup.policy", b.log_cleanup_policy.clone()),
-        ("compression.type", "producer".to_string()),
-        ("max.message.bytes", b.message_max_bytes.to_string()),
-        (
-            "message.timestamp.type",
-            b.log_message_timestamp_type.clone(),
-        ),
-        ("min.insync.replicas", b.min_insync_replicas.to_string()),
-        ("retention.bytes", b.log_retention_bytes.to_string()),
-        ("retention.ms", b.log_retention_ms.to_string()),
-        ("segment.bytes", b.log_segment_bytes.to_string()),
-        (
-            "segment.index.bytes",
-            b.log_index_size_max_bytes.to_string(),
-        ),
-        ("segment.ms", b.log_roll_ms.to_string()),
-        (
-            "index.interval.bytes",
-            b.log_index_interval_bytes.to_string(),
-        ),
-        ("flush.messages", b.log_flush_interval_messages.to_string()),
-        ("flush.ms", b.log_flush_interval_ms.to_string()),
-        (
-            "delete.retention.ms",
-            b.log_cleaner_delete_retention_ms.to_string(),
-        ),
-        (
-            "min.cleanable.dirty.ratio",
-            b.log_cleaner_min_cleanable_ratio.to_string(),
-        ),
-        (
-            "min.compaction.lag.ms",
-            b.log_cleaner_min_compaction_lag_ms.to_string(),
-        ),
-        (
-            "max.compaction.lag.ms",
-            b.log_cleaner_max_compaction_lag_ms.to_string(),
-        ),
-        // Kafka's defaults for settings this broker has no broker-level key for.
-        ("compression.gzip.level", "-1".to_string()),
-        ("compression.lz4.level", "9".to_string()),
-        ("compression.zstd.level", "3".to_string()),
-        ("message.timestamp.before.max.ms", i64::MAX.to_string()),
-        ("message.timestamp.after.max.ms", "3600000".to_string()),
-        ("segment.jitter.ms", "0".to_string()),
-        ("file.delete.delay.ms", "60000".to_string()),
-        ("preallocate", "false".to_string()),
-        ("unclean.leader.election.enable", "false".to_string()),
-        ("leader.replication.throttled.replicas", String::new()),
-        ("follower.replication.throttled.replicas", String::new()),
-        ("local.retention.ms", "-2".to_string()),
-        ("local.retention.bytes", "-2".to_string()),
-        ("remote.storage.enable", "false".to_string()),
-        ("remote.log.copy.disable", "false".to_string()),
-        ("remote.log.delete.on.disable", "false".to_string()),
-    ]
-    .into_iter()
-    .collect()
+/// Every setting as text, by name: the defaults with the overrides on top.
+struct Values(BTreeMap<&'static str, String>);
+
+impl Values {
+    fn merged(
+        defaults: &BTreeMap<&'static str, String>,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<Self, TopicConfigError> {
+        let mut values = defaults.clone();
+        for (name, value) in overrides {
+            let key = topic_key(name).ok_or_else(|| TopicConfigError::Unknown(name.clone()))?;
+            values.insert(key.name, value.clone());
+        }
+        Ok(Self(values))
+    }
+
+    fn text(&self, name: &str) -> &str {
+        self.0.get(name).map_or("", String::as_str)
+    }
+
+    /// The error for the value of `name`, which its key does not accept.
+    fn refusal(&self, name: &str) -> TopicConfigError {
+        match topic_key(name) {
+            Some(key) => key.refusal(self.text(name)),
+            None => TopicConfigError::Unknown(name.into()),
+        }
+    }
+
+    fn long(&self, name: &str) -> Result<i64, TopicConfigError> {
+        keys::parse_whole(self.text(name)).ok_or_else(|| self.refusal(name))
+    }
+
+    fn int(&self, name: &str) -> Result<i32, TopicConfigError> {
+        i32::try_from(self.long(name)?).map_err(|_| self.refusal(name))
+    }
+
+    fn ratio(&self, name: &str) -> Result<f64, TopicConfigError> {
+        self.text(name)
+            .trim()
+            .parse()
+            .map_err(|_| self.refusal(name))
+    }
+}
+
+/// Every key's default under this broker config.
+fn broker_defaults(broker: &BrokerConfig) -> BTreeMap<&'static str, String> {
+    TOPIC_CONFIG_KEYS
+        .iter()
+        .map(|k| (k.name, k.default_value(broker)))
+        .collect()
+}
+
+/// `remote.storage.enable=true` is a valid boolean that this broker cannot honour.
+fn refuse_tiered_storage(values: &Values) -> Result<(), TopicConfigError> {
+    if keys::parse_flag(values.text("remote.storage.enable")) != Some(true) {
+        return Ok(());
+    }
+    Err(TopicConfigError::Invalid {
+        name: "remote.storage.enable".into(),
+        value: "true".into(),
+        expected: "Tiered Storage functionality is disabled in the broker. Topic cannot be configured with remote log storage.",
+    })
+}
+
+fn compaction_lags_are_ordered(values: &Values) -> Result<(), TopicConfigError> {
+    let min = values.long("min.compaction.lag.ms")?;
+    let max = values.long("max.compaction.lag.ms")?;
+    if min <= max {
+        return Ok(());
+    }
+    Err(TopicConfigError::Conflict(format!(
+        "conflict topic config setting min.compaction.lag.ms ({min}) > max.compaction.lag.ms ({max})"
+    )))
+}
+
+fn compression(values: &Values) -> Result<TopicCompression, TopicConfigError> {
+    Ok(match values.text("compression.type").trim() {
+        "producer" => TopicCompression::Producer,
+        "uncompressed" => TopicCompression::Codec(0, None),
+        "gzip" => {
+            let level = values.int("compression.gzip.level")?;
+            TopicCompression::Codec(1, (level != -1).then_some(level))
+        }
+        "snappy" => TopicCompression::Codec(2, None),
+        "lz4" => TopicCompression::Codec(3, Some(values.int("compression.lz4.level")?)),
+        "zstd" => TopicCompression::Codec(4, Some(values.int("compression.zstd.level")?)),
+        _ => return Err(values.refusal("compression.type")),
+    })
+}
+
+fn timestamp_type(values: &Values) -> Result<TimestampType, TopicConfigError> {
+    match values.text("message.timestamp.type").trim() {
+        "CreateTime" => Ok(TimestampType::CreateTime),
+        "LogAppendTime" => Ok(TimestampType::LogAppendTime),
+        _ => Err(values.refusal("message.timestamp.type")),
+    }
 }
 
 #[cfg(test)]
