@@ -6,12 +6,16 @@ use std::sync::Arc;
 use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 
+use crate::controller::Controller;
 use crate::group::GroupCoordinator;
 use crate::metadata::{Metadata, MetadataError};
 
 pub struct Broker {
     pub config: BrokerConfig,
-    pub metadata: Metadata,
+    /// The metadata image and the topics served from it (read-only for handlers).
+    pub metadata: Arc<Metadata>,
+    /// The one writer of the metadata log: admin changes go through it.
+    pub controller: Controller,
     /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
     pub groups: GroupCoordinator,
     pub cluster_id: String,
@@ -32,7 +36,7 @@ impl Broker {
             config.num_recovery_threads_per_data_dir as usize,
         )?);
         let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
-        let metadata = Metadata::open(&config, logs.clone())?;
+        let (metadata, controller) = crate::controller::open_local(&config, logs.clone())?;
         let groups = GroupCoordinator::load(&config, &metadata);
         let (advertised_host, mut advertised_port) = config.advertised_host_port();
         if config.advertised_listeners.is_none() && advertised_port == 0 {
@@ -43,6 +47,7 @@ impl Broker {
             io_permits: tokio::sync::Semaphore::new(config.num_io_threads as usize),
             config,
             metadata,
+            controller,
             groups,
             cluster_id,
             advertised_host,

@@ -16,13 +16,13 @@
 pub mod api;
 pub mod broker;
 pub mod clock;
+pub mod controller;
 pub mod flusher;
 pub mod group;
 pub mod lifecycle;
 pub mod log_cleaner;
 pub mod log_output;
 pub mod metadata;
-pub mod metadata_log;
 pub mod partition;
 pub mod retention;
 pub mod server;

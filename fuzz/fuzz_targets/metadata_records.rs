@@ -3,21 +3,21 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quipu_broker::metadata::MetadataRecord;
-use quipu_broker::metadata_log::records_in;
+use quipu_broker::controller::record::MetadataRecord;
+use quipu_broker::controller::metadata_log::records_in;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {
         return;
     };
     if mode & 1 == 0 {
-        let _ = records_in::<MetadataRecord>(rest);
+        let _ = records_in(rest);
         return;
     }
     let mut framed = (rest.len() as u32).to_be_bytes().to_vec();
     framed.extend(crc32c::crc32c(rest).to_be_bytes());
     framed.extend(rest);
-    if let Ok((records, valid_bytes)) = records_in::<MetadataRecord>(&framed) {
+    if let Ok((records, valid_bytes)) = records_in(&framed) {
         assert!(valid_bytes <= framed.len());
         assert!(records.len() <= 1);
     }

@@ -45,7 +45,7 @@ fn apply(
     validate_only: bool,
 ) -> Outcome {
     broker
-        .metadata
+        .controller
         .set_topic_overrides(name, overrides, validate_only)
         .map_err(|e| (metadata_error_code(&e), e.to_string()))
 }

@@ -25,12 +25,12 @@ pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartit
             ))
         } else {
             let check = broker
-                .metadata
+                .controller
                 .check_new_partitions(&name, t.count)
                 .map(|_| ());
             let done = match check {
                 Ok(()) if !request.validate_only => {
-                    broker.metadata.create_partitions(&name, t.count)
+                    broker.controller.create_partitions(&name, t.count)
                 }
                 other => other,
             };

@@ -112,14 +112,14 @@ fn create_one(
     }
     let err = |e: MetadataError| (metadata_error_code(&e), e.to_string());
     let (partitions, _) = broker
-        .metadata
+        .controller
         .check_new_topic(&name, partitions, replication_factor, &overrides)
         .map_err(err)?;
     if validate_only {
         return Ok((uuid::Uuid::nil(), partitions, overrides));
     }
     let topic = broker
-        .metadata
+        .controller
         .create_topic(&name, partitions, replication_factor, overrides.clone())
         .map_err(err)?;
     Ok((topic.id, partitions, overrides))

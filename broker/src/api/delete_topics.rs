@@ -43,7 +43,7 @@ pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
                 r.topic_id = t.id;
             }
             broker
-                .metadata
+                .controller
                 .delete_topic(&t.name)
                 .map_err(|e| metadata_error_code(&e))
         }) {

@@ -36,7 +36,10 @@ pub fn find_coordinator(
         let mut c = Coordinator::default();
         c.key = key.clone();
         let available = request.key_type == GROUP_KEY_TYPE
-            && broker.groups.create_offsets_topic(&broker.metadata).is_ok();
+            && broker
+                .groups
+                .create_offsets_topic(&broker.controller)
+                .is_ok();
         if available {
             c.node_id = BrokerId(broker.config.node_id);
             c.host = s(&broker.advertised_host);

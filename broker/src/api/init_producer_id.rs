@@ -25,7 +25,7 @@ pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerId
         response.error_code = ResponseError::InvalidRequest.code();
         return response;
     }
-    match broker.metadata.allocate_producer_id() {
+    match broker.controller.allocate_producer_id() {
         Ok(id) => {
             response.producer_id = id.into();
             response.producer_epoch = 0;

@@ -109,7 +109,7 @@ async fn create_automatically(
 ) -> Result<Arc<Topic>, crate::metadata::MetadataError> {
     let name = name.to_string();
     super::blocking(broker, move |b| {
-        b.metadata.create_topic(&name, -1, -1, BTreeMap::new())
+        b.controller.create_topic(&name, -1, -1, BTreeMap::new())
     })
     .await
 }

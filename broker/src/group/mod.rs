@@ -28,6 +28,7 @@ use tokio::sync::oneshot;
 
 use crate::broker::Broker;
 use crate::clock::now_ms;
+use crate::controller::Controller;
 use crate::metadata::{Metadata, MetadataError};
 use crate::partition::Partition;
 use offsets_topic::{GroupValue, Key, OffsetValue};
@@ -102,10 +103,10 @@ impl GroupCoordinator {
     }
 
     /// The `__consumer_offsets` partition that holds `group_id`, creating the topic on first use.
-    fn partition(&self, metadata: &Metadata, group_id: &str) -> Result<Arc<Partition>, i16> {
-        let topic = match metadata.topic(offsets_topic::TOPIC) {
+    fn partition(&self, controller: &Controller, group_id: &str) -> Result<Arc<Partition>, i16> {
+        let topic = match controller.metadata().topic(offsets_topic::TOPIC) {
             Some(t) => t,
-            None => self.create_offsets_topic(metadata).map_err(|e| {
+            None => self.create_offsets_topic(controller).map_err(|e| {
                 tracing::error!(error = %e, "cannot create __consumer_offsets");
                 COORDINATOR_NOT_AVAILABLE
             })?,
@@ -117,9 +118,9 @@ impl GroupCoordinator {
     /// Creates `__consumer_offsets` (compacted) unless it exists.
     pub fn create_offsets_topic(
         &self,
-        metadata: &Metadata,
+        controller: &Controller,
     ) -> Result<Arc<crate::metadata::Topic>, MetadataError> {
-        if let Some(t) = metadata.topic(offsets_topic::TOPIC) {
+        if let Some(t) = controller.metadata().topic(offsets_topic::TOPIC) {
             return Ok(t);
         }
         let overrides: BTreeMap<String, String> = [
@@ -132,13 +133,14 @@ impl GroupCoordinator {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        match metadata.create_topic(
+        match controller.create_topic(
             offsets_topic::TOPIC,
             self.config.offsets_topic_num_partitions,
             -1,
             overrides,
         ) {
-            Err(MetadataError::TopicExists(_)) => metadata
+            Err(MetadataError::TopicExists(_)) => controller
+                .metadata()
                 .topic(offsets_topic::TOPIC)
                 .ok_or(MetadataError::UnknownTopic(offsets_topic::TOPIC.into())),
             other => other,
@@ -149,14 +151,14 @@ impl GroupCoordinator {
     /// returns `Ok`.
     fn persist(
         &self,
-        metadata: &Metadata,
+        controller: &Controller,
         group_id: &str,
         records: Vec<(Key, Option<Bytes>)>,
     ) -> Result<(), i16> {
         if records.is_empty() {
             return Ok(());
         }
-        let partition = self.partition(metadata, group_id)?;
+        let partition = self.partition(controller, group_id)?;
         let now = now_ms();
         let records: Vec<_> = records
             .into_iter()
@@ -173,12 +175,12 @@ impl GroupCoordinator {
         })
     }
 
-    fn persist_group(&self, metadata: &Metadata, group: &Group) -> Result<(), i16> {
+    fn persist_group(&self, controller: &Controller, group: &Group) -> Result<(), i16> {
         let key = Key::Group {
             group: group.id.clone(),
         };
         self.persist(
-            metadata,
+            controller,
             &group.id,
             vec![(key, Some(group.to_value().encode()))],
         )
@@ -331,7 +333,7 @@ impl GroupCoordinator {
         if group.state != GroupState::Stable || group.select_protocol() != group.protocol {
             return Ok(self.rejoin(broker, group, new_id, tx, now, now_ms, false, rx));
         }
-        if let Err(code) = self.persist_group(&broker.metadata, group) {
+        if let Err(code) = self.persist_group(&broker.controller, group) {
             // Undo: the old member is back (its fenced requests stay answered).
             group.members.remove(new_id);
             group.static_members.insert(instance, old_id.to_string());
@@ -387,7 +389,7 @@ impl GroupCoordinator {
             // The group emptied: its membership record says so. As in Kafka, a failed write is
             // logged and the group stays empty in memory; its last generation is then what a
             // restart replays, and members rejoining it start a new one either way.
-            if let Err(code) = self.persist_group(&broker.metadata, group) {
+            if let Err(code) = self.persist_group(&broker.controller, group) {
                 tracing::warn!(group = %group.id, error_code = code, "cannot record that the group is empty");
             }
         }
@@ -449,7 +451,7 @@ impl GroupCoordinator {
                 .sync_waiter = Some(tx);
             if group.leader.as_deref() == Some(member_id) {
                 group.complete_sync(assignments, now, now_ms);
-                if let Err(code) = self.persist_group(&broker.metadata, group) {
+                if let Err(code) = self.persist_group(&broker.controller, group) {
                     tracing::warn!(
                         group = group_id,
                         code,
@@ -599,7 +601,7 @@ impl GroupCoordinator {
             ));
             accepted.push(((e.topic, e.partition), value));
         }
-        if let Err(code) = self.persist(&broker.metadata, group_id, records) {
+        if let Err(code) = self.persist(&broker.controller, group_id, records) {
             return errors
                 .into_iter()
                 .map(|e| if e == NONE { code } else { e })
@@ -700,7 +702,7 @@ impl GroupCoordinator {
             },
             None,
         ));
-        match self.persist(&broker.metadata, group_id, records) {
+        match self.persist(&broker.controller, group_id, records) {
             Ok(()) => {
                 groups.remove(group_id);
                 NONE
@@ -740,7 +742,7 @@ impl GroupCoordinator {
                 records.push(offset_tombstone(group_id, t, *p));
             }
         }
-        self.persist(&broker.metadata, group_id, records)?;
+        self.persist(&broker.controller, group_id, records)?;
         for ((t, p), e) in partitions.iter().zip(&errors) {
             if *e == NONE {
                 group.offsets.remove(&(t.clone(), *p));
@@ -803,7 +805,11 @@ impl GroupCoordinator {
                     None,
                 ));
             }
-            if records.is_empty() || self.persist(&broker.metadata, &group.id, records).is_err() {
+            if records.is_empty()
+                || self
+                    .persist(&broker.controller, &group.id, records)
+                    .is_err()
+            {
                 continue;
             }
             for k in &expired {

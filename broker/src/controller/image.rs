@@ -1,0 +1,286 @@
+//! The metadata image: what the metadata log's records add up to (topics, their partitions with
+//! replicas and leaders, config overrides, the producer ids taken).
+//!
+//! Every node derives its image the same way: [`MetadataImage::apply`] is the one place a record
+//! changes it, used when the log is replayed at start and when a committed record arrives at
+//! runtime. Readers share published images as `Arc<MetadataImage>` and never see one change;
+//! a writer applies records to its own copy and publishes the result.
+//!
+//! Invariants: topic names and ids are unique; a topic's partitions are numbered `0..n` with no
+//! gap and only grow; a record that does not fit the image is refused whole and changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use super::record::{MetadataRecord, PartitionRecord};
+
+#[derive(Debug, Clone, Default)]
+pub struct MetadataImage {
+    topics: BTreeMap<String, Arc<TopicImage>>,
+    /// Producer ids below this are taken.
+    producer_ids_end: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    pub name: Arc<str>,
+    pub id: Uuid,
+    /// The topic's config overrides, as set (the broker's defaults fill the rest).
+    pub configs: BTreeMap<String, String>,
+    pub partitions: Vec<PartitionImage>,
+}
+
+/// Where a partition's replicas are and which one leads, as Kafka's metadata says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionImage {
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// What one record changed, for those that act on changes (the LogManager, the partitions,
+/// the group coordinator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    TopicCreated(String),
+    /// A partition was added (`created`) or its placement or leadership changed.
+    Partition {
+        topic: String,
+        partition: i32,
+        created: bool,
+    },
+    /// The topic as it was when it was deleted.
+    TopicDeleted(Arc<TopicImage>),
+    ConfigChanged(String),
+    ProducerIds,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ApplyError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("topic id {0} is taken")]
+    TopicIdTaken(Uuid),
+    #[error("topic '{0}' does not exist")]
+    UnknownTopic(String),
+    #[error("partition {partition} of '{topic}' would leave a gap after {count} partitions")]
+    PartitionGap {
+        topic: String,
+        partition: i32,
+        count: usize,
+    },
+    #[error("producer id block end {0} is below the ids already taken")]
+    ProducerIdsBack(i64),
+}
+
+impl MetadataImage {
+    pub fn topic(&self, name: &str) -> Option<&Arc<TopicImage>> {
+        self.topics.get(name)
+    }
+
+    pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicImage>> {
+        self.topics.values().find(|t| t.id == id)
+    }
+
+    pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
+        self.topics.values()
+    }
+
+    pub fn producer_ids_end(&self) -> i64 {
+        self.producer_ids_end
+    }
+
+    /// Applies one record, or refuses it and changes nothing.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<Change, ApplyError> {
+        match record {
+            MetadataRecord::TopicCreated {
+                name,
+                topic_id,
+                configs,
+            } => self.create_topic(name, *topic_id, configs),
+            MetadataRecord::Partition(p) => self.set_partition(p),
+            MetadataRecord::TopicDeleted { name } => {
+                let gone = self
+                    .topics
+                    .remove(name)
+                    .ok_or_else(|| ApplyError::UnknownTopic(name.clone()))?;
+                Ok(Change::TopicDeleted(gone))
+            }
+            MetadataRecord::TopicConfigChanged { name, configs } => {
+                let topic = self
+                    .topics
+                    .get_mut(name)
+                    .ok_or_else(|| ApplyError::UnknownTopic(name.clone()))?;
+                Arc::make_mut(topic).configs = configs.clone();
+                Ok(Change::ConfigChanged(name.clone()))
+            }
+            MetadataRecord::ProducerIdsAllocated { block_end } => {
+                if *block_end < self.producer_ids_end {
+                    return Err(ApplyError::ProducerIdsBack(*block_end));
+                }
+                self.producer_ids_end = *block_end;
+                Ok(Change::ProducerIds)
+            }
+        }
+    }
+
+    /// Applies records in order, all or none: on a refusal the image is left as it was.
+    pub fn apply_all(&mut self, records: &[MetadataRecord]) -> Result<Vec<Change>, ApplyError> {
+        let mut next = self.clone();
+        let changes = records
+            .iter()
+            .map(|r| next.apply(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        *self = next;
+        Ok(changes)
+    }
+
+    fn create_topic(
+        &mut self,
+        name: &str,
+        id: Uuid,
+        configs: &BTreeMap<String, String>,
+    ) -> Result<Change, ApplyError> {
+        if self.topics.contains_key(name) {
+            return Err(ApplyError::TopicExists(name.to_string()));
+        }
+        if self.topic_by_id(id).is_some() {
+            return Err(ApplyError::TopicIdTaken(id));
+        }
+        let topic = TopicImage {
+            name: name.into(),
+            id,
+            configs: configs.clone(),
+            partitions: Vec::new(),
+        };
+        self.topics.insert(name.to_string(), Arc::new(topic));
+        Ok(Change::TopicCreated(name.to_string()))
+    }
+
+    fn set_partition(&mut self, p: &PartitionRecord) -> Result<Change, ApplyError> {
+        let topic = self
+            .topics
+            .get_mut(&p.topic)
+            .ok_or_else(|| ApplyError::UnknownTopic(p.topic.clone()))?;
+        let count = topic.partitions.len();
+        let index = usize::try_from(p.partition).ok().filter(|i| *i <= count);
+        let Some(index) = index else {
+            return Err(ApplyError::PartitionGap {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                count,
+            });
+        };
+        let image = PartitionImage {
+            replicas: p.replicas.clone(),
+            isr: p.isr.clone(),
+            leader: p.leader,
+            leader_epoch: p.leader_epoch,
+            partition_epoch: p.partition_epoch,
+        };
+        let partitions = &mut Arc::make_mut(topic).partitions;
+        let created = index == count;
+        if created {
+            partitions.push(image);
+        } else {
+            partitions[index] = image;
+        }
+        Ok(Change::Partition {
+            topic: p.topic.clone(),
+            partition: p.partition,
+            created,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created(name: &str) -> MetadataRecord {
+        MetadataRecord::TopicCreated {
+            name: name.into(),
+            topic_id: Uuid::new_v4(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    fn partition(topic: &str, partition: i32, leader_epoch: i32) -> MetadataRecord {
+        MetadataRecord::Partition(PartitionRecord {
+            topic: topic.into(),
+            partition,
+            replicas: vec![1],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch,
+            partition_epoch: 0,
+        })
+    }
+
+    #[test]
+    fn records_build_the_image_and_changes_say_what_moved() {
+        let mut image = MetadataImage::default();
+        let changes = image
+            .apply_all(&[created("a"), partition("a", 0, 0), partition("a", 1, 0)])
+            .unwrap();
+        assert_eq!(changes[0], Change::TopicCreated("a".into()));
+        assert_eq!(image.topic("a").unwrap().partitions.len(), 2);
+        let moved = image.apply(&partition("a", 1, 5)).unwrap();
+        assert_eq!(
+            moved,
+            Change::Partition {
+                topic: "a".into(),
+                partition: 1,
+                created: false
+            }
+        );
+        assert_eq!(image.topic("a").unwrap().partitions[1].leader_epoch, 5);
+        let gone = image
+            .apply(&MetadataRecord::TopicDeleted { name: "a".into() })
+            .unwrap();
+        assert!(matches!(gone, Change::TopicDeleted(t) if t.partitions.len() == 2));
+        assert!(image.topic("a").is_none());
+    }
+
+    #[test]
+    fn a_published_image_does_not_change_under_its_readers() {
+        let mut image = MetadataImage::default();
+        image
+            .apply_all(&[created("a"), partition("a", 0, 0)])
+            .unwrap();
+        let published = Arc::new(image.clone());
+        image.apply(&partition("a", 0, 3)).unwrap();
+        assert_eq!(published.topic("a").unwrap().partitions[0].leader_epoch, 0);
+        assert_eq!(image.topic("a").unwrap().partitions[0].leader_epoch, 3);
+    }
+
+    #[test]
+    fn records_that_do_not_fit_are_refused_whole() {
+        let mut image = MetadataImage::default();
+        image
+            .apply_all(&[created("a"), partition("a", 0, 0)])
+            .unwrap();
+        let before = format!("{image:?}");
+        let refused = image.apply_all(&[partition("a", 1, 0), partition("a", 3, 0)]);
+        assert!(matches!(refused, Err(ApplyError::PartitionGap { .. })));
+        assert_eq!(format!("{image:?}"), before, "nothing of the batch applied");
+        assert!(matches!(
+            image.apply(&created("a")),
+            Err(ApplyError::TopicExists(_))
+        ));
+        assert!(matches!(
+            image.apply(&partition("b", 0, 0)),
+            Err(ApplyError::UnknownTopic(_))
+        ));
+        image
+            .apply(&MetadataRecord::ProducerIdsAllocated { block_end: 2000 })
+            .unwrap();
+        assert!(image
+            .apply(&MetadataRecord::ProducerIdsAllocated { block_end: 1000 })
+            .is_err());
+    }
+}

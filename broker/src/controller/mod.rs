@@ -1,0 +1,440 @@
+//! The controller: the one writer of the metadata log. It turns an admin change (create or
+//! delete a topic, add partitions, change a topic's config, reserve producer ids) into metadata
+//! records, checks them against the current image, appends them to the [`MetadataLog`] and hands
+//! them to the broker's [`Metadata`], which applies them by the same `apply` replay uses.
+//!
+//! On a single node the controller hosts every replica, so a change that makes partitions makes
+//! their logs first (all or nothing, through the LogManager) and commits the records last; a
+//! crash in between leaves directories the next start removes.
+//!
+//! Parts: [`record`] (the typed binary records), [`image`] (what they add up to),
+//! [`metadata_log`] (the log interface and its file), [`legacy`] (records of older files).
+//!
+//! Invariants: a record is in the log (durable) before any node acts on it, and every record in
+//! the log applies to the image its predecessors leave (a change that would not apply is refused
+//! before it is appended); records are applied in log order; a producer id is never handed out
+//! twice; topic changes are serialized, and producer-id blocks never wait behind them.
+
+pub mod image;
+pub mod legacy;
+pub mod metadata_log;
+pub mod record;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use quipu_config::topic::TopicConfig;
+use quipu_config::BrokerConfig;
+use quipu_storage::log_manager::LogManager;
+use uuid::Uuid;
+
+use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
+use metadata_log::MetadataLog;
+use record::{MetadataRecord, PartitionRecord};
+
+/// Producer ids reserved in the metadata log at a time.
+pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
+/// Largest partition count a topic may have; a bound on what one request can make the broker open.
+pub const MAX_PARTITIONS_PER_TOPIC: i32 = 10_000;
+
+/// The producer ids of the current block: `next` up to `block_end` (exclusive).
+struct ProducerIds {
+    next: i64,
+    block_end: i64,
+}
+
+pub struct Controller {
+    node_id: i32,
+    broker: BrokerConfig,
+    log: Box<dyn MetadataLog>,
+    metadata: Arc<Metadata>,
+    logs: Arc<LogManager>,
+    /// Held from the check against the image to the image's swap, so records are appended and
+    /// applied in one order.
+    commit_lock: Mutex<()>,
+    /// Serializes topic changes, which check, make directories and then commit; held across
+    /// that slow work, so that producer-id allocation, which only commits, never waits on it.
+    changes: Mutex<()>,
+    producer_ids: Mutex<ProducerIds>,
+}
+
+/// Opens a single node's metadata: its metadata log file (made if missing), replayed into the
+/// image, the live partitions' logs opened, and the controller that writes the log from now on.
+pub fn open_local(
+    broker: &BrokerConfig,
+    logs: Arc<LogManager>,
+) -> Result<(Arc<Metadata>, Controller), MetadataError> {
+    let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
+    std::fs::create_dir_all(&dir)?;
+    let (log, records) =
+        metadata_log::FileMetadataLog::open(&dir.join("metadata.log"), broker.node_id)?;
+    let metadata = Arc::new(Metadata::open(broker, logs.clone(), &records)?);
+    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs);
+    Ok((metadata, controller))
+}
+
+impl Controller {
+    /// The controller of a single node over its metadata log; `metadata` holds the image the
+    /// log's records gave at start.
+    pub fn new(
+        broker: &BrokerConfig,
+        log: Box<dyn MetadataLog>,
+        metadata: Arc<Metadata>,
+        logs: Arc<LogManager>,
+    ) -> Self {
+        // Ids of a block reserved before a restart are never handed out again.
+        let taken = metadata.image().producer_ids_end();
+        Self {
+            node_id: broker.node_id,
+            broker: broker.clone(),
+            log,
+            metadata,
+            logs,
+            commit_lock: Mutex::new(()),
+            changes: Mutex::new(()),
+            producer_ids: Mutex::new(ProducerIds {
+                next: taken,
+                block_end: taken,
+            }),
+        }
+    }
+
+    /// The metadata this controller's commits reach.
+    pub fn metadata(&self) -> &Metadata {
+        &self.metadata
+    }
+
+    /// Checks `records` against the current image, appends them, and applies them; then the
+    /// metadata serves what they changed.
+    fn commit(&self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
+        let changes = {
+            let _commit = self.commit_lock.lock().expect("commit lock");
+            let mut next = (*self.metadata.image()).clone();
+            let changes = next.apply_all(records).map_err(|e| {
+                MetadataError::Damaged(format!("a change that does not apply: {e}"))
+            })?;
+            self.log.append(records)?;
+            self.metadata.swap_image(next);
+            changes
+        };
+        self.metadata.serve(&changes);
+        Ok(())
+    }
+
+    /// A producer id never handed out before, reserving a new block in the metadata log when the
+    /// current one is used up.
+    pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
+        let mut ids = self.producer_ids.lock().expect("producer ids lock");
+        if ids.next >= ids.block_end {
+            let block_end = ids.next + PRODUCER_ID_BLOCK_SIZE;
+            self.commit(&[MetadataRecord::ProducerIdsAllocated { block_end }])?;
+            ids.block_end = block_end;
+        }
+        let id = ids.next;
+        ids.next += 1;
+        Ok(id)
+    }
+
+    /// Checks a CreateTopics entry; `partitions` and `replication_factor` of -1 take the defaults.
+    /// Returns the resolved partition count and effective config.
+    pub fn check_new_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(i32, TopicConfig), MetadataError> {
+        validate_topic_name(name)?;
+        if self.metadata.topic(name).is_some() {
+            return Err(MetadataError::TopicExists(name.to_string()));
+        }
+        let partitions = if partitions == -1 {
+            self.broker.num_partitions
+        } else {
+            partitions
+        };
+        if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "number of partitions must be from 1 to {MAX_PARTITIONS_PER_TOPIC}, not {partitions}"
+            )));
+        }
+        let rf = if replication_factor == -1 {
+            self.broker.default_replication_factor
+        } else {
+            replication_factor
+        };
+        if rf != 1 {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "unable to replicate the partition {rf} time(s): the target replication factor of {rf} cannot be reached because only 1 broker(s) are registered"
+            )));
+        }
+        let config = TopicConfig::with_overrides(&self.broker, overrides)?;
+        Ok((partitions, config))
+    }
+
+    /// The records placing partitions `from..to` of `topic` on this node, at the first epochs.
+    fn place(&self, topic: &str, (from, to): (i32, i32)) -> Vec<MetadataRecord> {
+        (from..to)
+            .map(|partition| {
+                MetadataRecord::Partition(PartitionRecord {
+                    topic: topic.to_string(),
+                    partition,
+                    replicas: vec![self.node_id],
+                    isr: vec![self.node_id],
+                    leader: self.node_id,
+                    leader_epoch: 0,
+                    partition_epoch: 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the logs of partitions `from..to` first, then commits `records`; if the commit
+    /// fails, the logs are removed and nothing of the change is left.
+    fn commit_with_logs(
+        &self,
+        name: &Arc<str>,
+        id: Uuid,
+        range: (i32, i32),
+        config: &TopicConfig,
+        records: &[MetadataRecord],
+    ) -> Result<(), MetadataError> {
+        let made = self
+            .logs
+            .create_logs(name, id, range, config, crate::clock::now_ms())?;
+        if let Err(e) = self.commit(records) {
+            drop(made);
+            self.logs.remove_logs(name, id, range.0..range.1);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Creates a topic, all or nothing: its partitions' logs are made first, then the records
+    /// that make the topic live are committed; if either fails, the topic does not exist.
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        replication_factor: i16,
+        overrides: BTreeMap<String, String>,
+    ) -> Result<Arc<Topic>, MetadataError> {
+        let _change = self.changes.lock().expect("metadata change lock");
+        let (partitions, config) =
+            self.check_new_topic(name, partitions, replication_factor, &overrides)?;
+        let id = Uuid::new_v4();
+        let mut records = vec![MetadataRecord::TopicCreated {
+            name: name.to_string(),
+            topic_id: id,
+            configs: overrides,
+        }];
+        records.extend(self.place(name, (0, partitions)));
+        self.commit_with_logs(&name.into(), id, (0, partitions), &config, &records)?;
+        tracing::info!(topic = %name, partitions, %id, "created topic");
+        Ok(self
+            .metadata
+            .topic(name)
+            .expect("a committed topic is served"))
+    }
+
+    /// Checks a CreatePartitions entry.
+    pub fn check_new_partitions(
+        &self,
+        name: &str,
+        count: i32,
+    ) -> Result<Arc<Topic>, MetadataError> {
+        let topic = self
+            .metadata
+            .topic(name)
+            .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
+            )));
+        }
+        if count > MAX_PARTITIONS_PER_TOPIC {
+            return Err(MetadataError::InvalidPartitions(format!(
+                "number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}"
+            )));
+        }
+        Ok(topic)
+    }
+
+    /// Grows a topic to `count` partitions, all or nothing, as [`Controller::create_topic`].
+    pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
+        let _change = self.changes.lock().expect("metadata change lock");
+        let topic = self.check_new_partitions(name, count)?;
+        let range = (topic.partitions.len() as i32, count);
+        let records = self.place(name, range);
+        self.commit_with_logs(&topic.name, topic.id, range, &topic.config, &records)?;
+        tracing::info!(topic = name, partitions = count, "created partitions");
+        Ok(())
+    }
+
+    /// Replaces a topic's overrides: checks them, then commits the change, which every
+    /// partition's log takes at once (no restart). With `validate_only`, only checks.
+    pub fn set_topic_overrides(
+        &self,
+        name: &str,
+        overrides: BTreeMap<String, String>,
+        validate_only: bool,
+    ) -> Result<(), MetadataError> {
+        let _change = self.changes.lock().expect("metadata change lock");
+        if self.metadata.topic(name).is_none() {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        }
+        TopicConfig::with_overrides(&self.broker, &overrides)?;
+        if validate_only {
+            return Ok(());
+        }
+        self.commit(&[MetadataRecord::TopicConfigChanged {
+            name: name.to_string(),
+            configs: overrides,
+        }])?;
+        tracing::info!(topic = name, "changed topic config");
+        Ok(())
+    }
+
+    /// Deletes a topic: the record is committed, then the topic's logs go (see
+    /// [`Metadata::serve`]).
+    pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
+        let _change = self.changes.lock().expect("metadata change lock");
+        if self.metadata.topic(name).is_none() {
+            return Err(MetadataError::UnknownTopic(name.to_string()));
+        }
+        self.commit(&[MetadataRecord::TopicDeleted {
+            name: name.to_string(),
+        }])?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+}
+
+impl From<image::ApplyError> for MetadataError {
+    fn from(e: image::ApplyError) -> Self {
+        MetadataError::Damaged(format!("metadata log: {e}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::path::Path;
+
+    use crate::metadata::METADATA_DIR;
+
+    fn broker(dir: &Path) -> BrokerConfig {
+        BrokerConfig {
+            log_dirs: dir.to_path_buf(),
+            ..Default::default()
+        }
+    }
+
+    /// Locks the data directory and opens the metadata and its controller, as the broker does.
+    fn open(b: &BrokerConfig) -> Result<(Arc<Metadata>, Controller), MetadataError> {
+        let logs = LogManager::lock(&b.log_dirs, 1)?;
+        open_local(b, Arc::new(logs))
+    }
+
+    #[test]
+    fn topics_survive_restart_and_deleted_ones_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let (meta, m) = open(&b).unwrap();
+        m.create_topic("a", 2, 1, BTreeMap::new()).unwrap();
+        m.create_topic(
+            "b",
+            -1,
+            -1,
+            [("segment.bytes".to_string(), "100000".to_string())].into(),
+        )
+        .unwrap();
+        m.create_partitions("a", 4).unwrap();
+        m.delete_topic("b").unwrap();
+        m.set_topic_overrides(
+            "a",
+            [("retention.ms".to_string(), "5000".to_string())].into(),
+            false,
+        )
+        .unwrap();
+        assert!(matches!(
+            m.set_topic_overrides(
+                "a",
+                [("retention.mz".to_string(), "1".to_string())].into(),
+                false
+            ),
+            Err(MetadataError::InvalidConfig(_))
+        ));
+        assert_eq!(
+            meta.topic("a").unwrap().partitions[3]
+                .log()
+                .config()
+                .retention_ms,
+            5000
+        );
+        assert!(matches!(
+            m.create_topic("a", 1, 1, BTreeMap::new()),
+            Err(MetadataError::TopicExists(_))
+        ));
+        let id = meta.topic("a").unwrap().id;
+        drop((meta, m));
+        let (meta, _controller) = open(&b).unwrap();
+        let a = meta.topic("a").unwrap();
+        assert_eq!((a.partitions.len(), a.id), (4, id));
+        assert_eq!(a.config.retention_ms, 5000);
+        assert_eq!(a.partitions[0].log().config().retention_ms, 5000);
+        assert!(meta.topic("b").is_none());
+        assert!(!dir.path().join("b-0").exists());
+    }
+
+    #[test]
+    fn damage_before_the_last_record_stops_the_start_and_drops_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let (meta, m) = open(&b).unwrap();
+        for name in ["a", "b", "c"] {
+            m.create_topic(name, 1, 1, BTreeMap::new()).unwrap();
+        }
+        drop((meta, m));
+        let path = dir.path().join(METADATA_DIR).join("metadata.log");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let first = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
+        bytes[first + 20] ^= 1; // inside record 2 of 3
+        std::fs::write(&path, &bytes).unwrap();
+        let e = open(&b).err().expect("the start stops").to_string();
+        assert!(e.contains("damaged record at byte"), "{e}");
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+        bytes[first + 20] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(open(&b).unwrap().0.topics().len(), 3);
+    }
+
+    #[test]
+    fn torn_last_record_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let (meta, m) = open(&b).unwrap();
+        m.create_topic("a", 1, 1, BTreeMap::new()).unwrap();
+        drop((meta, m));
+        let path = dir.path().join(METADATA_DIR).join("metadata.log");
+        let whole = std::fs::read(&path).unwrap();
+        // A deletion whose frame was torn: the start cuts it and the topic stays.
+        let (meta, m) = open(&b).unwrap();
+        m.delete_topic("a").unwrap();
+        drop((meta, m));
+        let torn = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &torn[..torn.len() - 3]).unwrap();
+        let (meta, m) = open(&b).unwrap();
+        assert_eq!(meta.topics().len(), 1);
+        assert_eq!(
+            std::fs::read(&path).unwrap(),
+            whole,
+            "the torn frame is cut"
+        );
+        m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
+        drop((meta, m));
+        assert_eq!(open(&b).unwrap().0.topics().len(), 2);
+    }
+}
