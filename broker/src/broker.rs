@@ -9,6 +9,7 @@ use quipu_storage::log_manager::LogManager;
 use crate::controller::Controller;
 use crate::group::GroupCoordinator;
 use crate::metadata::{Metadata, MetadataError};
+use crate::replica_manager::ReplicaManager;
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -16,6 +17,8 @@ pub struct Broker {
     pub metadata: Arc<Metadata>,
     /// The one writer of the metadata log: admin changes go through it.
     pub controller: Controller,
+    /// The partitions this broker hosts; handlers find partitions only through it.
+    pub replicas: Arc<ReplicaManager>,
     /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
     pub groups: GroupCoordinator,
     pub cluster_id: String,
@@ -36,8 +39,10 @@ impl Broker {
             config.num_recovery_threads_per_data_dir as usize,
         )?);
         let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
-        let (metadata, controller) = crate::controller::open_local(&config, logs.clone())?;
-        let groups = GroupCoordinator::load(&config, &metadata);
+        let replicas = Arc::new(ReplicaManager::new(config.node_id, logs.clone()));
+        let (metadata, controller) =
+            crate::controller::open_local(&config, logs.clone(), replicas.clone())?;
+        let groups = GroupCoordinator::load(&config, &replicas);
         let (advertised_host, mut advertised_port) = config.advertised_host_port();
         if config.advertised_listeners.is_none() && advertised_port == 0 {
             advertised_port = bound_port;
@@ -48,6 +53,7 @@ impl Broker {
             config,
             metadata,
             controller,
+            replicas,
             groups,
             cluster_id,
             advertised_host,

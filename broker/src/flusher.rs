@@ -35,7 +35,7 @@ pub async fn run(broker: Arc<Broker>) {
 /// Flushes every log whose `flush.ms` is due; then, if asked, checkpoints the recovery points.
 pub fn flush_due(broker: &Broker, checkpoint: bool) -> std::io::Result<()> {
     for topic in broker.metadata.topics() {
-        for partition in &topic.partitions {
+        for partition in broker.replicas.partitions_of(&topic.name) {
             let now = now_ms();
             let mut log = partition.log();
             if log.flush_due_by_time(now) {

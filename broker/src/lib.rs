@@ -24,5 +24,6 @@ pub mod log_cleaner;
 pub mod log_output;
 pub mod metadata;
 pub mod partition;
+pub mod replica_manager;
 pub mod retention;
 pub mod server;

@@ -65,7 +65,7 @@ impl Cleaner {
         let now = now_ms();
         let mut due = Vec::new();
         for topic in broker.metadata.topics() {
-            for partition in &topic.partitions {
+            for partition in broker.replicas.partitions_of(&topic.name) {
                 let id = (topic.name.to_string(), partition.index());
                 if self.uncleanable.contains(&id) {
                     continue;
@@ -79,7 +79,9 @@ impl Cleaner {
         due.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut cleaned = false;
         for (ratio, topic, index) in due {
-            let partition = &topic.partitions[index as usize];
+            let Some(partition) = broker.replicas.partition(&topic.name, index) else {
+                continue; // deleted since
+            };
             let started = std::time::Instant::now();
             match clean_log(|| partition.log(), &mut self.map, now_ms()) {
                 Ok(Some(stats)) => {

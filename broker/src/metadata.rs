@@ -3,9 +3,10 @@
 //!
 //! At start the records are replayed into the image by [`MetadataImage::apply`] and the
 //! LogManager opens every live partition's log. At runtime each committed batch is applied the
-//! same way ([`Metadata::swap_image`]), and [`Metadata::serve`] acts on what it changed: new
-//! partitions are served from their logs, a config change reaches every partition's log, a
-//! deleted topic's logs are removed. Handlers read [`Metadata::topic`] and friends.
+//! same way ([`Metadata::swap_image`]), and [`Metadata::serve`] hands what it changed to the
+//! replica manager: new partitions are served from their logs, a config change reaches every
+//! partition's log, a deleted topic's logs are removed. Handlers read [`Metadata::topic`] and
+//! friends, and find partitions through the replica manager.
 //!
 //! Invariants: the served topics are what the image says (names, ids, partition counts,
 //! overrides); an image, once published, never changes under its readers; each partition
@@ -23,16 +24,16 @@ use uuid::Uuid;
 use crate::controller::image::{Change, MetadataImage, TopicImage};
 use crate::controller::metadata_log::MetadataLogError;
 use crate::controller::record::MetadataRecord;
-use crate::partition::Partition;
+use crate::replica_manager::ReplicaManager;
 
-/// A topic as the broker serves it: the image's topic, its effective config, and a partition
-/// for each of its partitions.
+/// A topic as the broker serves it: the image's topic with its effective config. Its
+/// partitions are the replica manager's.
 pub struct Topic {
     pub name: Arc<str>,
     pub id: Uuid,
     pub overrides: BTreeMap<String, String>,
     pub config: TopicConfig,
-    pub partitions: Vec<Arc<Partition>>,
+    pub partition_count: i32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +101,8 @@ pub struct Metadata {
     broker: BrokerConfig,
     /// The logs of the topics' partitions.
     logs: Arc<LogManager>,
+    /// Where the partitions this broker hosts are served.
+    replicas: Arc<ReplicaManager>,
     image: RwLock<Arc<MetadataImage>>,
     topics: RwLock<BTreeMap<String, Arc<Topic>>>,
 }
@@ -110,6 +113,7 @@ impl Metadata {
     pub fn open(
         broker: &BrokerConfig,
         logs: Arc<LogManager>,
+        replicas: Arc<ReplicaManager>,
         records: &[MetadataRecord],
     ) -> Result<Self, MetadataError> {
         let mut image = MetadataImage::default();
@@ -131,6 +135,7 @@ impl Metadata {
         let metadata = Self {
             broker: broker.clone(),
             logs,
+            replicas,
             image: RwLock::new(Arc::new(image)),
             topics: RwLock::new(BTreeMap::new()),
         };
@@ -180,33 +185,16 @@ impl Metadata {
         }
     }
 
-    /// Serves `t` with `config`: its partitions are kept, and new ones served from the logs
-    /// the LogManager holds (made before the commit), or made now.
+    /// Serves `t` with `config`, its partitions through the replica manager.
     fn serve_topic(&self, t: &TopicImage, config: TopicConfig) {
-        let current = self.topic(&t.name).filter(|c| c.id == t.id);
-        let mut partitions: Vec<Arc<Partition>> = current
-            .as_ref()
-            .map(|c| c.partitions.clone())
-            .unwrap_or_default();
-        partitions.truncate(t.partitions.len());
-        for p in &partitions {
-            p.log().set_config(config.clone());
-        }
-        for index in partitions.len() as i32..t.partitions.len() as i32 {
-            match self.log_of(t, index, &config) {
-                Ok(log) => partitions.push(Arc::new(Partition::new(t.name.clone(), index, log))),
-                Err(e) => {
-                    tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open the log of a committed partition");
-                    return;
-                }
-            }
-        }
+        let replaced = self.topic(&t.name).is_some_and(|c| c.id != t.id);
+        self.replicas.apply_topic(t, &config, replaced);
         let topic = Topic {
             name: t.name.clone(),
             id: t.id,
             overrides: t.configs.clone(),
             config,
-            partitions,
+            partition_count: t.partitions.len() as i32,
         };
         self.topics
             .write()
@@ -214,28 +202,7 @@ impl Metadata {
             .insert(t.name.to_string(), Arc::new(topic));
     }
 
-    fn log_of(
-        &self,
-        t: &TopicImage,
-        index: i32,
-        config: &TopicConfig,
-    ) -> Result<quipu_storage::log_manager::SharedLog, LogManagerError> {
-        if let Some(log) = self.logs.log(&t.name, index) {
-            return Ok(log);
-        }
-        let made = self.logs.create_logs(
-            &t.name,
-            t.id,
-            (index, index + 1),
-            config,
-            crate::clock::now_ms(),
-        )?;
-        Ok(made.into_iter().next().expect("one log made"))
-    }
-
-    /// Stops serving a deleted topic, then renames its directories away and removes them
-    /// (resumed at the next start if interrupted). Readers still holding slices of its segments
-    /// keep their mappings (unlink is safe).
+    /// Stops serving a deleted topic; the replica manager removes its partitions and logs.
     fn unserve(&self, gone: &TopicImage) {
         let served = self
             .topics
@@ -243,8 +210,7 @@ impl Metadata {
             .expect("metadata lock")
             .remove(&*gone.name);
         drop(served);
-        self.logs
-            .remove_logs(&gone.name, gone.id, 0..gone.partitions.len() as i32);
+        self.replicas.remove_topic(gone);
     }
 
     pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {

@@ -1,15 +1,20 @@
-//! A partition: its log, its high watermark, and the fetches waiting for it to move.
+//! A partition: its log, its leadership (leader and leader epoch, as the metadata last said),
+//! its high watermark, and the fetches waiting for it to move.
 //!
 //! On a single broker the replica set is this broker alone, so the high watermark follows the log
-//! end offset at once after each append. Only this module moves the high watermark.
+//! end offset at once after each append. Only this module moves the high watermark and the
+//! leader epoch (which it hands to its log, to stamp the batches it appends).
 //!
-//! Invariant: `log_start_offset <= high_watermark <= log_end_offset`.
+//! Invariants: `log_start_offset <= high_watermark <= log_end_offset`; the leader epoch never
+//! goes back.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, MutexGuard};
 
 use quipu_storage::log::{check_records, AppendError, AppendInfo, Log, RecordsChecked};
 use quipu_storage::log_manager::SharedLog;
+
+use crate::controller::image::PartitionImage;
 use tokio::sync::watch;
 
 pub struct Partition {
@@ -17,6 +22,10 @@ pub struct Partition {
     index: i32,
     log: SharedLog,
     high_watermark: watch::Sender<i64>,
+    /// The leader the metadata names, its epoch, and how many replicas are in sync.
+    leader: AtomicI32,
+    leader_epoch: AtomicI32,
+    isr_size: AtomicI32,
     /// Set at the first storage error (damaged bytes, a failed write): from then on the
     /// partition answers KAFKA_STORAGE_ERROR until the broker restarts and recovers it, as Kafka
     /// takes a failed log directory offline. The rest of the broker keeps serving.
@@ -24,16 +33,53 @@ pub struct Partition {
 }
 
 impl Partition {
-    /// Serves a log the LogManager opened; the high watermark starts at its end (one replica).
-    pub fn new(topic: Arc<str>, index: i32, log: SharedLog) -> Self {
+    /// Serves a log the LogManager opened, placed and led as `state` says; the high watermark
+    /// starts at its end (one replica).
+    pub fn new(topic: Arc<str>, index: i32, log: SharedLog, state: &PartitionImage) -> Self {
         let (high_watermark, _) = watch::channel(log.lock().log_end_offset());
-        Self {
+        let partition = Self {
             topic,
             index,
             log,
             high_watermark,
+            leader: AtomicI32::new(state.leader),
+            leader_epoch: AtomicI32::new(-1),
+            isr_size: AtomicI32::new(0),
             offline: AtomicBool::new(false),
+        };
+        partition.set_leadership(state);
+        partition
+    }
+
+    /// Takes the leader, epoch and in-sync replicas a committed partition change gives. A stale
+    /// change (an epoch below the current one) is ignored.
+    pub fn set_leadership(&self, state: &PartitionImage) {
+        let mut log = self.log();
+        if state.leader_epoch < self.leader_epoch() {
+            return;
         }
+        if state.leader_epoch > log.leader_epoch() {
+            log.set_leader_epoch(state.leader_epoch);
+        }
+        self.leader.store(state.leader, Ordering::Release);
+        self.leader_epoch
+            .store(state.leader_epoch, Ordering::Release);
+        self.isr_size
+            .store(state.isr.len() as i32, Ordering::Release);
+    }
+
+    /// How many replicas are in sync, as the metadata last said.
+    pub fn isr_size(&self) -> i32 {
+        self.isr_size.load(Ordering::Acquire)
+    }
+
+    /// The broker the metadata names as this partition's leader.
+    pub fn leader(&self) -> i32 {
+        self.leader.load(Ordering::Acquire)
+    }
+
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
     }
 
     pub fn topic(&self) -> &str {

@@ -31,7 +31,7 @@ pub async fn run(broker: Arc<Broker>) {
 pub fn apply(broker: &Broker) -> std::io::Result<()> {
     let mut moved = false;
     for topic in broker.metadata.topics() {
-        for partition in &topic.partitions {
+        for partition in broker.replicas.partitions_of(&topic.name) {
             let mut log = partition.log();
             let deleted = log.apply_retention(now_ms())?;
             let expired = log.expire_producers(now_ms(), broker.config.producer_id_expiration_ms);

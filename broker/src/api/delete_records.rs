@@ -16,19 +16,18 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
     let mut response = DeleteRecordsResponse::default();
     let mut moved = false;
     for t in request.topics {
-        let topic = broker.metadata.topic(&t.name);
         let mut tr = DeleteRecordsTopicResult::default();
         tr.name = t.name.clone();
         for p in t.partitions {
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
-            let result = match partition {
-                None => Err(ResponseError::UnknownTopicOrPartition),
-                Some(partition) => {
+            let result = match broker
+                .replicas
+                .leader_partition(&t.name, p.partition_index, -1)
+            {
+                Err(e) => Err(e),
+                Ok(partition) => {
                     let high_watermark = partition.high_watermark();
                     let target = if p.offset == HIGH_WATERMARK {
                         high_watermark

@@ -19,7 +19,6 @@ use quipu_protocol::messages::FetchRequest;
 use quipu_protocol::ResponseError;
 use tokio::sync::watch;
 
-use super::check_leader_epoch;
 use crate::broker::Broker;
 use crate::partition::Partition;
 use quipu_storage::log::ReadError;
@@ -72,16 +71,13 @@ pub async fn handle(
         let topic = broker.metadata.topic(&t.topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let target = match (&topic, check_leader_epoch(p.current_leader_epoch)) {
-                (_, Err(e)) => Target::Error(e),
-                (None, _) => Target::Error(ResponseError::UnknownTopicOrPartition),
-                (Some(topic), Ok(())) => match usize::try_from(p.partition)
-                    .ok()
-                    .and_then(|i| topic.partitions.get(i))
-                {
-                    Some(partition) => Target::Found(partition.clone()),
-                    None => Target::Error(ResponseError::UnknownTopicOrPartition),
-                },
+            let target = match broker.replicas.leader_partition(
+                &t.topic,
+                p.partition,
+                p.current_leader_epoch,
+            ) {
+                Ok(partition) => Target::Found(partition),
+                Err(e) => Target::Error(e),
             };
             parts.push(PartitionRead {
                 index: p.partition,

@@ -31,7 +31,7 @@ pub fn offset_commit(
         broker
             .metadata
             .topic(topic)
-            .is_some_and(|t| usize::try_from(partition).is_ok_and(|p| p < t.partitions.len()))
+            .is_some_and(|t| (0..t.partition_count).contains(&partition))
     };
     let known: Vec<Vec<bool>> = request
         .topics

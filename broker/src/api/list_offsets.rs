@@ -11,7 +11,6 @@ use quipu_protocol::messages::list_offsets_response::{
 use quipu_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use quipu_protocol::ResponseError;
 
-use super::{check_leader_epoch, LEADER_EPOCH};
 use crate::broker::Broker;
 use quipu_storage::log::TimestampLookup;
 
@@ -27,7 +26,6 @@ pub async fn handle(
 ) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for t in request.topics {
-        let topic = broker.metadata.topic(&t.name);
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
         for p in t.partitions {
@@ -36,22 +34,21 @@ pub async fn handle(
             pr.timestamp = -1;
             pr.offset = -1;
             pr.leader_epoch = -1;
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partitions.get(usize::try_from(p.partition_index).ok()?));
-            let found = match (partition, check_leader_epoch(p.current_leader_epoch)) {
-                (_, Err(e)) => Err(e),
-                (None, _) => Err(ResponseError::UnknownTopicOrPartition),
-                (Some(_), _) if p.timestamp == MAX_TIMESTAMP && version < 7 => {
+            let partition = broker.replicas.leader_partition(
+                &t.name,
+                p.partition_index,
+                p.current_leader_epoch,
+            );
+            let leader_epoch = partition.as_ref().map_or(-1, |p| p.leader_epoch());
+            let found = match partition {
+                Err(e) => Err(e),
+                Ok(_) if p.timestamp == MAX_TIMESTAMP && version < 7 => {
                     Err(ResponseError::UnsupportedVersion)
                 }
-                (Some(_), _) if p.timestamp == EARLIEST_LOCAL && version < 8 => {
+                Ok(_) if p.timestamp == EARLIEST_LOCAL && version < 8 => {
                     Err(ResponseError::UnsupportedVersion)
                 }
-                (Some(partition), Ok(())) if partition.is_offline() => {
-                    Err(ResponseError::KafkaStorageError)
-                }
-                (Some(partition), Ok(())) => {
+                Ok(partition) => {
                     let high_watermark = partition.high_watermark();
                     let lookup = {
                         let log = partition.log();
@@ -84,7 +81,7 @@ pub async fn handle(
                     pr.timestamp = timestamp;
                     pr.offset = offset;
                     if version >= 4 {
-                        pr.leader_epoch = LEADER_EPOCH;
+                        pr.leader_epoch = leader_epoch;
                     }
                 }
                 Ok(None) => {}

@@ -10,8 +10,9 @@ use quipu_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::authorized_operations as ops;
-use super::{metadata_error_code, LEADER_EPOCH};
+use super::metadata_error_code;
 use crate::broker::Broker;
+use crate::controller::image::MetadataImage;
 use crate::metadata::{validate_topic_name, Topic};
 
 pub async fn handle(
@@ -49,10 +50,11 @@ pub async fn handle(
     let may_create = broker.config.auto_create_topics_enable
         && (version < 4 || request.allow_auto_topic_creation);
     if all {
+        let image = broker.metadata.image();
         for topic in broker.metadata.topics() {
             response
                 .topics
-                .push(describe(&topic, node, version, topic_ops));
+                .push(describe(&image, &topic, version, topic_ops));
         }
         return response;
     }
@@ -90,13 +92,13 @@ pub async fn handle(
             },
         };
         response.topics.push(match topic {
-            Ok(t) => describe(&t, node, version, topic_ops),
+            Ok(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
             Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code, topic_ops),
         });
     }
     for id in by_id {
         response.topics.push(match broker.metadata.topic_by_id(id) {
-            Some(t) => describe(&t, node, version, topic_ops),
+            Some(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
             None => error_topic(None, id, ResponseError::UnknownTopicId, topic_ops),
         });
     }
@@ -128,9 +130,10 @@ fn error_topic(
     t
 }
 
+/// A topic's entry, with each partition's leader, epoch and replicas as the image has them.
 fn describe(
+    image: &MetadataImage,
     topic: &Arc<Topic>,
-    node: BrokerId,
     version: i16,
     topic_ops: i32,
 ) -> MetadataResponseTopic {
@@ -141,15 +144,20 @@ fn describe(
     }
     t.is_internal = version >= 1 && crate::metadata::is_internal(&topic.name);
     t.topic_authorized_operations = topic_ops;
-    for p in &topic.partitions {
+    let partitions = image
+        .topic(&topic.name)
+        .filter(|t| t.id == topic.id)
+        .map(|t| t.partitions.as_slice())
+        .unwrap_or_default();
+    for (index, p) in partitions.iter().enumerate() {
         let mut mp = MetadataResponsePartition::default();
-        mp.partition_index = p.index();
-        mp.leader_id = node;
+        mp.partition_index = index as i32;
+        mp.leader_id = BrokerId(p.leader);
         if version >= 7 {
-            mp.leader_epoch = LEADER_EPOCH;
+            mp.leader_epoch = p.leader_epoch;
         }
-        mp.replica_nodes = vec![node];
-        mp.isr_nodes = vec![node];
+        mp.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
+        mp.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();
         t.partitions.push(mp);
     }
     t

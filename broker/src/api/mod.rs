@@ -392,15 +392,3 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         }
     }
 }
-
-/// A partition's leader epoch: one broker, one epoch, for now.
-pub const LEADER_EPOCH: i32 = 0;
-
-/// Checks a client's `current_leader_epoch` (-1 for none) against the leader's, as Kafka does.
-pub fn check_leader_epoch(current_leader_epoch: i32) -> Result<(), ResponseError> {
-    match current_leader_epoch {
-        e if e < 0 || e == LEADER_EPOCH => Ok(()),
-        e if e > LEADER_EPOCH => Err(ResponseError::UnknownLeaderEpoch),
-        _ => Err(ResponseError::FencedLeaderEpoch),
-    }
-}

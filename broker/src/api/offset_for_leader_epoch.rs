@@ -6,9 +6,7 @@ use quipu_protocol::messages::offset_for_leader_epoch_response::{
     EpochEndOffset, OffsetForLeaderTopicResult,
 };
 use quipu_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
-use quipu_protocol::ResponseError;
 
-use super::check_leader_epoch;
 use crate::broker::Broker;
 
 /// Kafka's answer when no epoch at or below the requested one is known.
@@ -21,7 +19,6 @@ pub fn handle(
 ) -> OffsetForLeaderEpochResponse {
     let mut response = OffsetForLeaderEpochResponse::default();
     for t in request.topics {
-        let topic = broker.metadata.topic(&t.topic);
         let mut tr = OffsetForLeaderTopicResult::default();
         tr.topic = t.topic.clone();
         for p in t.partitions {
@@ -29,13 +26,12 @@ pub fn handle(
             pr.partition = p.partition;
             pr.leader_epoch = UNDEFINED_EPOCH;
             pr.end_offset = UNDEFINED_EPOCH_OFFSET;
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partitions.get(usize::try_from(p.partition).ok()?));
-            match (partition, check_leader_epoch(p.current_leader_epoch)) {
-                (_, Err(e)) => pr.error_code = e.code(),
-                (None, _) => pr.error_code = ResponseError::UnknownTopicOrPartition.code(),
-                (Some(partition), Ok(())) => {
+            match broker
+                .replicas
+                .leader_partition(&t.topic, p.partition, p.current_leader_epoch)
+            {
+                Err(e) => pr.error_code = e.code(),
+                Ok(partition) => {
                     if let Some((epoch, end_offset)) =
                         partition.log().end_offset_for_epoch(p.leader_epoch)
                     {

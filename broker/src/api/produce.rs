@@ -28,9 +28,6 @@ use crate::metadata::is_internal;
 use crate::partition::Partition;
 use quipu_storage::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 
-/// Replicas in sync for every partition of a single broker.
-const IN_SYNC_REPLICAS: i32 = 1;
-
 /// A Produce request's place in its connection's order of appends. Handlers of one connection
 /// run concurrently, and a compressed batch is checked off the runtime: without this, a later
 /// request whose check finished first would append first, and a client's batches (an idempotent
@@ -88,23 +85,23 @@ pub async fn handle(
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
             pr.log_start_offset = -1;
-            let partition = topic
-                .as_ref()
-                .and_then(|t| t.partitions.get(usize::try_from(pd.index).ok()?));
-            let result = match (partition, pd.records) {
+            let partition = broker
+                .replicas
+                .leader_partition(&topic_data.name, pd.index, -1);
+            let result = match (partition.as_ref(), pd.records) {
                 _ if !matches!(acks, -1..=1) => Err(Refusal::of(ResponseError::InvalidRequiredAcks)),
-                (None, _) => Err(Refusal::of(ResponseError::UnknownTopicOrPartition)),
+                (Err(e), _) => Err(Refusal::of(*e)),
                 // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
-                (Some(_), _) if is_internal(&topic_data.name) => Err(Refusal {
+                (Ok(_), _) if is_internal(&topic_data.name) => Err(Refusal {
                     message: Some(format!("cannot append to internal topic {}", topic_data.name.0)),
                     ..Refusal::of(ResponseError::InvalidTopicException)
                 }),
-                (Some(_), None) => Err(Refusal {
+                (Ok(_), None) => Err(Refusal {
                     message: Some("no record batch".to_string()),
                     ..Refusal::of(ResponseError::InvalidRecord)
                 }),
-                (Some(_), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > IN_SYNC_REPLICAS) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
-                (Some(p), Some(records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
+                (Ok(p), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > p.isr_size()) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
+                (Ok(p), Some(records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -117,7 +114,7 @@ pub async fn handle(
                         pr.log_start_offset = info.log_start_offset;
                     }
                     if info.flush_due {
-                        let p = partition.expect("appended to it").clone();
+                        let p = partition.expect("appended to it");
                         to_flush.push((response.responses.len(), tr.partition_responses.len(), p));
                     }
                 }

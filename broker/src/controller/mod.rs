@@ -29,6 +29,7 @@ use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
+use crate::replica_manager::ReplicaManager;
 use metadata_log::MetadataLog;
 use record::{MetadataRecord, PartitionRecord};
 
@@ -49,6 +50,7 @@ pub struct Controller {
     log: Box<dyn MetadataLog>,
     metadata: Arc<Metadata>,
     logs: Arc<LogManager>,
+    replicas: Arc<ReplicaManager>,
     /// Held from the check against the image to the image's swap, so records are appended and
     /// applied in one order.
     commit_lock: Mutex<()>,
@@ -63,13 +65,19 @@ pub struct Controller {
 pub fn open_local(
     broker: &BrokerConfig,
     logs: Arc<LogManager>,
+    replicas: Arc<ReplicaManager>,
 ) -> Result<(Arc<Metadata>, Controller), MetadataError> {
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
     let (log, records) =
         metadata_log::FileMetadataLog::open(&dir.join("metadata.log"), broker.node_id)?;
-    let metadata = Arc::new(Metadata::open(broker, logs.clone(), &records)?);
-    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs);
+    let metadata = Arc::new(Metadata::open(
+        broker,
+        logs.clone(),
+        replicas.clone(),
+        &records,
+    )?);
+    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs, replicas);
     Ok((metadata, controller))
 }
 
@@ -81,6 +89,7 @@ impl Controller {
         log: Box<dyn MetadataLog>,
         metadata: Arc<Metadata>,
         logs: Arc<LogManager>,
+        replicas: Arc<ReplicaManager>,
     ) -> Self {
         // Ids of a block reserved before a restart are never handed out again.
         let taken = metadata.image().producer_ids_end();
@@ -90,6 +99,7 @@ impl Controller {
             log,
             metadata,
             logs,
+            replicas,
             commit_lock: Mutex::new(()),
             changes: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
@@ -97,6 +107,11 @@ impl Controller {
                 block_end: taken,
             }),
         }
+    }
+
+    /// The partitions this node hosts.
+    pub fn replicas(&self) -> &ReplicaManager {
+        &self.replicas
     }
 
     /// The metadata this controller's commits reach.
@@ -247,7 +262,7 @@ impl Controller {
             .metadata
             .topic(name)
             .ok_or_else(|| MetadataError::UnknownTopic(name.to_string()))?;
-        let current = topic.partitions.len() as i32;
+        let current = topic.partition_count;
         if count <= current {
             return Err(MetadataError::InvalidPartitions(format!(
                 "topic currently has {current} partitions, which is higher than or equal to the requested {count}"
@@ -265,7 +280,7 @@ impl Controller {
     pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
         let topic = self.check_new_partitions(name, count)?;
-        let range = (topic.partitions.len() as i32, count);
+        let range = (topic.partition_count, count);
         let records = self.place(name, range);
         self.commit_with_logs(&topic.name, topic.id, range, &topic.config, &records)?;
         tracing::info!(topic = name, partitions = count, "created partitions");
@@ -333,16 +348,20 @@ mod tests {
     }
 
     /// Locks the data directory and opens the metadata and its controller, as the broker does.
-    fn open(b: &BrokerConfig) -> Result<(Arc<Metadata>, Controller), MetadataError> {
-        let logs = LogManager::lock(&b.log_dirs, 1)?;
-        open_local(b, Arc::new(logs))
+    fn open(
+        b: &BrokerConfig,
+    ) -> Result<(Arc<Metadata>, Controller, Arc<ReplicaManager>), MetadataError> {
+        let logs = Arc::new(LogManager::lock(&b.log_dirs, 1)?);
+        let replicas = Arc::new(ReplicaManager::new(b.node_id, logs.clone()));
+        let (meta, controller) = open_local(b, logs, replicas.clone())?;
+        Ok((meta, controller, replicas))
     }
 
     #[test]
     fn topics_survive_restart_and_deleted_ones_stay_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let (meta, m) = open(&b).unwrap();
+        let (meta, m, replicas) = open(&b).unwrap();
         m.create_topic("a", 2, 1, BTreeMap::new()).unwrap();
         m.create_topic(
             "b",
@@ -368,7 +387,9 @@ mod tests {
             Err(MetadataError::InvalidConfig(_))
         ));
         assert_eq!(
-            meta.topic("a").unwrap().partitions[3]
+            replicas
+                .partition("a", 3)
+                .unwrap()
                 .log()
                 .config()
                 .retention_ms,
@@ -379,12 +400,20 @@ mod tests {
             Err(MetadataError::TopicExists(_))
         ));
         let id = meta.topic("a").unwrap().id;
-        drop((meta, m));
-        let (meta, _controller) = open(&b).unwrap();
+        drop((meta, m, replicas));
+        let (meta, _controller, replicas) = open(&b).unwrap();
         let a = meta.topic("a").unwrap();
-        assert_eq!((a.partitions.len(), a.id), (4, id));
+        assert_eq!((a.partition_count, a.id), (4, id));
         assert_eq!(a.config.retention_ms, 5000);
-        assert_eq!(a.partitions[0].log().config().retention_ms, 5000);
+        assert_eq!(
+            replicas
+                .partition("a", 0)
+                .unwrap()
+                .log()
+                .config()
+                .retention_ms,
+            5000
+        );
         assert!(meta.topic("b").is_none());
         assert!(!dir.path().join("b-0").exists());
     }
@@ -393,11 +422,11 @@ mod tests {
     fn damage_before_the_last_record_stops_the_start_and_drops_nothing() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let (meta, m) = open(&b).unwrap();
+        let (meta, m, replicas) = open(&b).unwrap();
         for name in ["a", "b", "c"] {
             m.create_topic(name, 1, 1, BTreeMap::new()).unwrap();
         }
-        drop((meta, m));
+        drop((meta, m, replicas));
         let path = dir.path().join(METADATA_DIR).join("metadata.log");
         let mut bytes = std::fs::read(&path).unwrap();
         let first = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
@@ -415,18 +444,18 @@ mod tests {
     fn torn_last_record_is_cut() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let (meta, m) = open(&b).unwrap();
+        let (meta, m, replicas) = open(&b).unwrap();
         m.create_topic("a", 1, 1, BTreeMap::new()).unwrap();
-        drop((meta, m));
+        drop((meta, m, replicas));
         let path = dir.path().join(METADATA_DIR).join("metadata.log");
         let whole = std::fs::read(&path).unwrap();
         // A deletion whose frame was torn: the start cuts it and the topic stays.
-        let (meta, m) = open(&b).unwrap();
+        let (meta, m, replicas) = open(&b).unwrap();
         m.delete_topic("a").unwrap();
-        drop((meta, m));
+        drop((meta, m, replicas));
         let torn = std::fs::read(&path).unwrap();
         std::fs::write(&path, &torn[..torn.len() - 3]).unwrap();
-        let (meta, m) = open(&b).unwrap();
+        let (meta, m, replicas) = open(&b).unwrap();
         assert_eq!(meta.topics().len(), 1);
         assert_eq!(
             std::fs::read(&path).unwrap(),
@@ -434,7 +463,7 @@ mod tests {
             "the torn frame is cut"
         );
         m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
-        drop((meta, m));
+        drop((meta, m, replicas));
         assert_eq!(open(&b).unwrap().0.topics().len(), 2);
     }
 }

@@ -29,8 +29,9 @@ use tokio::sync::oneshot;
 use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::controller::Controller;
-use crate::metadata::{Metadata, MetadataError};
+use crate::metadata::MetadataError;
 use crate::partition::Partition;
+use crate::replica_manager::ReplicaManager;
 use offsets_topic::{GroupValue, Key, OffsetValue};
 use state::*;
 
@@ -76,15 +77,16 @@ pub struct GroupCoordinator {
 
 impl GroupCoordinator {
     /// Rebuilds every group from `__consumer_offsets`, if it exists.
-    pub fn load(config: &BrokerConfig, metadata: &Metadata) -> Self {
+    pub fn load(config: &BrokerConfig, replicas: &ReplicaManager) -> Self {
         let coordinator = Self {
             config: config.clone(),
             groups: Mutex::new(HashMap::new()),
         };
-        if let Some(topic) = metadata.topic(offsets_topic::TOPIC) {
+        let partitions = replicas.partitions_of(offsets_topic::TOPIC);
+        if !partitions.is_empty() {
             let now = Instant::now();
             let mut groups = coordinator.lock();
-            for partition in &topic.partitions {
+            for partition in &partitions {
                 for (key, value) in read_records(partition) {
                     apply(&mut groups, key, value, now);
                 }
@@ -111,8 +113,11 @@ impl GroupCoordinator {
                 COORDINATOR_NOT_AVAILABLE
             })?,
         };
-        let index = offsets_topic::partition_for(group_id, topic.partitions.len() as i32);
-        Ok(topic.partitions[index as usize].clone())
+        let index = offsets_topic::partition_for(group_id, topic.partition_count);
+        controller
+            .replicas()
+            .partition(offsets_topic::TOPIC, index)
+            .ok_or(COORDINATOR_NOT_AVAILABLE)
     }
 
     /// Creates `__consumer_offsets` (compacted) unless it exists.

@@ -1,0 +1,213 @@
+//! The replica manager: hosts the partitions this broker has a replica of, as Kafka's
+//! ReplicaManager does, and is the one place handlers find a partition.
+//!
+//! The metadata publisher hands it each committed topic ([`ReplicaManager::apply_topic`]): new
+//! partitions are served from the logs the LogManager holds, existing ones take the new config
+//! and leadership, a deleted topic's partitions stop being served. A request reaches a partition
+//! only through [`ReplicaManager::leader_partition`], which answers as Kafka's does when the
+//! partition is unknown, offline, led elsewhere, or the client's leader epoch is not the
+//! partition's.
+//!
+//! Invariants: a hosted partition is one the latest published image places on this broker;
+//! a partition's leadership changes only by a committed record (through `apply_topic`).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use quipu_config::topic::TopicConfig;
+use quipu_protocol::ResponseError;
+use quipu_storage::log_manager::{LogManager, LogManagerError, SharedLog};
+
+use crate::controller::image::TopicImage;
+use crate::partition::Partition;
+
+pub struct ReplicaManager {
+    node_id: i32,
+    logs: Arc<LogManager>,
+    partitions: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+}
+
+impl ReplicaManager {
+    pub fn new(node_id: i32, logs: Arc<LogManager>) -> Self {
+        Self {
+            node_id,
+            logs,
+            partitions: RwLock::new(BTreeMap::new()),
+        }
+    }
+
+    /// The partition of `topic` at `index` that this broker leads, checked against the client's
+    /// `current_leader_epoch` (-1: none), in Kafka's order: UNKNOWN_TOPIC_OR_PARTITION,
+    /// KAFKA_STORAGE_ERROR (offline), FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH, then
+    /// NOT_LEADER_OR_FOLLOWER.
+    pub fn leader_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        let partition = self
+            .partition(topic, index)
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        if partition.is_offline() {
+            return Err(ResponseError::KafkaStorageError);
+        }
+        let epoch = partition.leader_epoch();
+        match current_leader_epoch {
+            e if e >= 0 && e < epoch => return Err(ResponseError::FencedLeaderEpoch),
+            e if e > epoch => return Err(ResponseError::UnknownLeaderEpoch),
+            _ => {}
+        }
+        if partition.leader() != self.node_id {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        Ok(partition)
+    }
+
+    /// A hosted partition, whoever leads it (for the broker's own work: groups, log tasks).
+    pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
+        let partitions = self.partitions.read().expect("replica manager lock");
+        let index = usize::try_from(index).ok()?;
+        partitions.get(topic)?.get(index).cloned()
+    }
+
+    /// The hosted partitions of a topic, in index order.
+    pub fn partitions_of(&self, topic: &str) -> Vec<Arc<Partition>> {
+        let partitions = self.partitions.read().expect("replica manager lock");
+        partitions.get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Every hosted partition.
+    pub fn all(&self) -> Vec<Arc<Partition>> {
+        let partitions = self.partitions.read().expect("replica manager lock");
+        partitions.values().flatten().cloned().collect()
+    }
+
+    /// Serves a committed topic as the image has it: existing partitions take `config` and
+    /// their leadership, new ones are served from the logs the LogManager holds (made before
+    /// the commit) or made now. A partition whose log cannot be opened stays unserved, logged.
+    pub fn apply_topic(&self, t: &TopicImage, config: &TopicConfig, replaced: bool) {
+        let mut partitions = if replaced {
+            Vec::new()
+        } else {
+            self.partitions_of(&t.name)
+        };
+        partitions.truncate(t.partitions.len());
+        for (p, image) in partitions.iter().zip(&t.partitions) {
+            p.log().set_config(config.clone());
+            p.set_leadership(image);
+        }
+        for (index, image) in t.partitions.iter().enumerate().skip(partitions.len()) {
+            let index = index as i32;
+            match self.log_of(t, index, config) {
+                Ok(log) => {
+                    partitions.push(Arc::new(Partition::new(t.name.clone(), index, log, image)))
+                }
+                Err(e) => {
+                    tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open the log of a committed partition");
+                    break;
+                }
+            }
+        }
+        self.partitions
+            .write()
+            .expect("replica manager lock")
+            .insert(t.name.to_string(), partitions);
+    }
+
+    fn log_of(
+        &self,
+        t: &TopicImage,
+        index: i32,
+        config: &TopicConfig,
+    ) -> Result<SharedLog, LogManagerError> {
+        if let Some(log) = self.logs.log(&t.name, index) {
+            return Ok(log);
+        }
+        let made = self.logs.create_logs(
+            &t.name,
+            t.id,
+            (index, index + 1),
+            config,
+            crate::clock::now_ms(),
+        )?;
+        Ok(made.into_iter().next().expect("one log made"))
+    }
+
+    /// Stops serving a deleted topic, then renames its directories away and removes them
+    /// (resumed at the next start if interrupted). Readers still holding slices of its segments
+    /// keep their mappings (unlink is safe).
+    pub fn remove_topic(&self, gone: &TopicImage) {
+        let served = self
+            .partitions
+            .write()
+            .expect("replica manager lock")
+            .remove(&*gone.name);
+        drop(served);
+        self.logs
+            .remove_logs(&gone.name, gone.id, 0..gone.partitions.len() as i32);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::controller::image::PartitionImage;
+
+    fn placed(leader: i32, leader_epoch: i32) -> PartitionImage {
+        PartitionImage {
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+            leader,
+            leader_epoch,
+            partition_epoch: 0,
+        }
+    }
+
+    fn topic(partitions: Vec<PartitionImage>) -> TopicImage {
+        TopicImage {
+            name: "t".into(),
+            id: uuid::Uuid::new_v4(),
+            configs: Default::default(),
+            partitions,
+        }
+    }
+
+    #[test]
+    fn requests_reach_only_partitions_led_here_at_their_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let logs = Arc::new(LogManager::lock(dir.path(), 1).unwrap());
+        let replicas = ReplicaManager::new(1, logs);
+        let config = TopicConfig::defaults_from(&Default::default()).unwrap();
+        let t = topic(vec![placed(1, 3), placed(2, 0)]);
+        replicas.apply_topic(&t, &config, false);
+        let code = |p: i32, epoch: i32| replicas.leader_partition("t", p, epoch).err();
+        assert_eq!(code(0, -1), None);
+        assert_eq!(code(0, 3), None);
+        assert_eq!(code(0, 2), Some(ResponseError::FencedLeaderEpoch));
+        assert_eq!(code(0, 4), Some(ResponseError::UnknownLeaderEpoch));
+        assert_eq!(code(1, -1), Some(ResponseError::NotLeaderOrFollower));
+        assert_eq!(code(2, -1), Some(ResponseError::UnknownTopicOrPartition));
+        assert_eq!(code(-1, -1), Some(ResponseError::UnknownTopicOrPartition));
+        assert_eq!(
+            replicas.leader_partition("u", 0, -1).err(),
+            Some(ResponseError::UnknownTopicOrPartition)
+        );
+        // A committed change moves leadership; a stale one (a lower epoch) is ignored.
+        let moved = TopicImage {
+            partitions: vec![placed(2, 4), placed(1, 1)],
+            ..t.clone()
+        };
+        replicas.apply_topic(&moved, &config, false);
+        assert_eq!(code(0, 4), Some(ResponseError::NotLeaderOrFollower));
+        assert_eq!(code(1, 1), None);
+        assert_eq!(replicas.partition("t", 1).unwrap().log().leader_epoch(), 1);
+        replicas.apply_topic(&t, &config, false);
+        assert_eq!(replicas.partition("t", 0).unwrap().leader_epoch(), 4);
+        replicas.partition("t", 1).unwrap().take_offline(&"test");
+        assert_eq!(code(1, 1), Some(ResponseError::KafkaStorageError));
+        replicas.remove_topic(&t);
+        assert_eq!(code(0, -1), Some(ResponseError::UnknownTopicOrPartition));
+        assert!(!dir.path().join("t-0").exists());
+    }
+}
