@@ -1,29 +1,22 @@
-//! AlterConfigs (replace a topic's overrides) and IncrementalAlterConfigs (set, delete, append to
-//! or subtract from single settings). Changes are recorded in the metadata log and applied to the
-//! partitions at once. Broker settings are static in Quipu: changing them is refused.
+//! AlterConfigs: replaces a topic's overrides. Changes are recorded in the metadata log and
+//! applied to the partitions at once. Broker settings are static in Quipu: changing them is
+//! refused.
 
 use std::collections::BTreeMap;
 
-use quipu_protocol::messages::{
-    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
-    AlterConfigsResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-};
+use quipu_protocol::messages::{alter_configs_response, AlterConfigsRequest, AlterConfigsResponse};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
 use crate::broker::Broker;
 
 const RESOURCE_TOPIC: i8 = 2;
+
 const RESOURCE_BROKER: i8 = 4;
 
-const OP_SET: i8 = 0;
-const OP_DELETE: i8 = 1;
-const OP_APPEND: i8 = 2;
-const OP_SUBTRACT: i8 = 3;
+pub(super) type Outcome = Result<(), (ResponseError, String)>;
 
-type Outcome = Result<(), (ResponseError, String)>;
-
-fn refuse_non_topic(resource_type: i8) -> Outcome {
+pub(super) fn refuse_non_topic(resource_type: i8) -> Outcome {
     match resource_type {
         RESOURCE_TOPIC => Ok(()),
         RESOURCE_BROKER => Err((
@@ -38,7 +31,7 @@ fn refuse_non_topic(resource_type: i8) -> Outcome {
     }
 }
 
-fn apply(
+pub(super) fn apply(
     broker: &Broker,
     name: &str,
     overrides: BTreeMap<String, String>,
@@ -76,77 +69,19 @@ pub fn handle_alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfi
     response
 }
 
-pub fn handle_incremental(
-    broker: &Broker,
-    request: IncrementalAlterConfigsRequest,
-) -> IncrementalAlterConfigsResponse {
-    let mut response = IncrementalAlterConfigsResponse::default();
-    for resource in request.resources {
-        let name = resource.resource_name.to_string();
-        let outcome = refuse_non_topic(resource.resource_type).and_then(|()| {
-            let topic = broker.metadata.topic(&name).ok_or((
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            ))?;
-            let mut overrides = topic.overrides.clone();
-            for c in &resource.configs {
-                let key = c.name.to_string();
-                let value = c.value.as_ref().map(|v| v.to_string());
-                // APPEND and SUBTRACT work on list settings, as comma-separated values.
-                let current = || {
-                    overrides
-                        .get(&key)
-                        .cloned()
-                        .or_else(|| topic.config.value(&key).map(str::to_string))
-                        .unwrap_or_default()
-                };
-                match (c.config_operation, value) {
-                    (OP_SET, Some(v)) => {
-                        overrides.insert(key, v);
-                    }
-                    (OP_DELETE, _) => {
-                        overrides.remove(&key);
-                    }
-                    (OP_APPEND, Some(v)) => {
-                        let mut items: Vec<String> = current()
-                            .split(',')
-                            .filter(|s| !s.is_empty())
-                            .map(str::to_string)
-                            .collect();
-                        for item in v.split(',').filter(|s| !s.is_empty()) {
-                            if !items.iter().any(|i| i == item) {
-                                items.push(item.to_string());
-                            }
-                        }
-                        overrides.insert(key, items.join(","));
-                    }
-                    (OP_SUBTRACT, Some(v)) => {
-                        let remove: Vec<&str> = v.split(',').collect();
-                        let items: Vec<String> = current()
-                            .split(',')
-                            .filter(|s| !s.is_empty() && !remove.contains(s))
-                            .map(str::to_string)
-                            .collect();
-                        overrides.insert(key, items.join(","));
-                    }
-                    (op, _) => {
-                        return Err((
-                            ResponseError::InvalidRequest,
-                            format!("config operation {op} needs a value, or is unknown"),
-                        ))
-                    }
-                }
-            }
-            apply(broker, &name, overrides, request.validate_only)
-        });
-        let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
-        r.resource_type = resource.resource_type;
-        r.resource_name = resource.resource_name;
-        if let Err((code, message)) = outcome {
-            r.error_code = code.code();
-            r.error_message = Some(StrBytes::from_string(message));
-        }
-        response.responses.push(r);
+/// AlterConfigs, versions 0 to 2.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::AlterConfigs;
+    const VERSIONS: (i16, i16) = (0, 2);
+    type Request = quipu_protocol::messages::AlterConfigsRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        meta.reply(&super::blocking(&broker, move |b| handle_alter(b, request)).await)
     }
-    response
 }

@@ -9,19 +9,29 @@ mod api_versions;
 mod authorized_operations;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
-mod group_admin;
-mod group_membership;
-mod group_offsets;
+mod find_coordinator;
+pub mod handler;
+mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod offset_for_leader_epoch;
 pub mod produce;
+mod sync_group;
 
 use std::sync::Arc;
 
@@ -32,36 +42,59 @@ use quipu_protocol::{Decodable, Encodable, ResponseError};
 
 use crate::broker::Broker;
 use crate::metadata::MetadataError;
+use handler::{Handler, RequestMeta};
 use quipu_storage::log::AppendError;
 
-/// APIs served, with the lowest and highest version of each.
-pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 12),
-    (ApiKey::ListOffsets, 1, 8),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 3),
-    (ApiKey::CreateTopics, 2, 7),
-    (ApiKey::DeleteTopics, 1, 6),
-    (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::DescribeCluster, 0, 2),
-    (ApiKey::CreatePartitions, 0, 3),
-    (ApiKey::DeleteRecords, 0, 2),
-    (ApiKey::AlterConfigs, 0, 2),
-    (ApiKey::IncrementalAlterConfigs, 0, 1),
-    (ApiKey::OffsetForLeaderEpoch, 2, 4),
-    (ApiKey::InitProducerId, 0, 5),
-    (ApiKey::FindCoordinator, 0, 6),
-    (ApiKey::JoinGroup, 0, 9),
-    (ApiKey::SyncGroup, 0, 5),
-    (ApiKey::Heartbeat, 0, 4),
-    (ApiKey::LeaveGroup, 0, 5),
-    (ApiKey::OffsetCommit, 2, 9),
-    (ApiKey::OffsetFetch, 1, 9),
-    (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::ListGroups, 0, 5),
-    (ApiKey::DescribeGroups, 0, 6),
-    (ApiKey::DeleteGroups, 0, 2),
+/// The registry: every API served, as its handler type. `SUPPORTED_APIS` (what ApiVersions
+/// advertises) and the dispatch are both made from this one list.
+macro_rules! registry {
+    ($($api:ident),* $(,)?) => {
+        /// APIs served, with the lowest and highest version of each.
+        pub const SUPPORTED_APIS: &[(ApiKey, i16, i16)] = &[
+            $((<$api::Api as Handler>::KEY, <$api::Api as Handler>::VERSIONS.0, <$api::Api as Handler>::VERSIONS.1)),*
+        ];
+
+        /// Runs the handler of `meta.api` on `body`.
+        async fn dispatch(
+            broker: Arc<Broker>,
+            body: Bytes,
+            meta: RequestMeta,
+        ) -> Result<Handled, RequestError> {
+            $(if meta.api == <$api::Api as Handler>::KEY {
+                return run::<$api::Api>(broker, body, meta).await;
+            })*
+            Err(RequestError::UnknownApi(meta.api as i16))
+        }
+    };
+}
+
+registry![
+    produce,
+    fetch,
+    list_offsets,
+    metadata,
+    api_versions,
+    create_topics,
+    delete_topics,
+    describe_configs,
+    describe_cluster,
+    create_partitions,
+    delete_records,
+    alter_configs,
+    incremental_alter_configs,
+    offset_for_leader_epoch,
+    init_producer_id,
+    find_coordinator,
+    join_group,
+    sync_group,
+    heartbeat,
+    leave_group,
+    offset_commit,
+    offset_fetch,
+    offset_delete,
+    list_groups,
+    describe_groups,
+    delete_groups,
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).
@@ -120,10 +153,12 @@ pub fn check_version(api_key: i16, version: i16) -> Result<ApiKey, RequestError>
     }
 }
 
+/// Answers one request: the version is checked against the registry, the body against its
+/// message's wire shape, then the API's handler runs on the decoded request.
 pub async fn handle(
     broker: Arc<Broker>,
     header: RequestHeader,
-    mut body: Bytes,
+    body: Bytes,
     peer: std::net::SocketAddr,
     append_turn: Option<produce::AppendTurn>,
 ) -> Result<Handled, RequestError> {
@@ -137,185 +172,34 @@ pub async fn handle(
         }
         return Err(e);
     }
-    let malformed = |e: anyhow::Error| RequestError::Malformed {
+    let meta = RequestMeta {
         api,
         version,
-        reason: e.to_string(),
+        correlation_id,
+        client_id: header.client_id.map(|c| c.to_string()),
+        peer,
+        append_turn,
     };
-    // Every count the decoder will act on is checked first (Kafka 4.4's limits), so decoding
-    // never reserves memory by a number it has not seen bounded.
-    quipu_protocol::request_shape::check_request(api, version, &body)
-        .map_err(|e| malformed(e.into()))?;
-    macro_rules! decode {
-        ($t:ty) => {
-            <$t>::decode(&mut body, version).map_err(malformed)?
-        };
-    }
-    use quipu_protocol::messages as m;
-    let response = match api {
-        ApiKey::Metadata => encode(
-            correlation_id,
-            api,
-            version,
-            &metadata::handle(&broker, decode!(m::MetadataRequest), version).await,
-        )?,
-        ApiKey::FindCoordinator => encode(correlation_id, api, version, &{
-            let request = decode!(m::FindCoordinatorRequest);
-            // The first one creates `__consumer_offsets` (directories, a sync): off the
-            // runtime, like every topic change.
-            if broker
-                .metadata
-                .topic(crate::group::offsets_topic::TOPIC)
-                .is_some()
-            {
-                group_membership::find_coordinator(&broker, request, version)
-            } else {
-                blocking(&broker, move |b| {
-                    group_membership::find_coordinator(b, request, version)
-                })
-                .await
-            }
-        })?,
-        ApiKey::JoinGroup => {
-            let request = decode!(m::JoinGroupRequest);
-            let response = group_membership::join_group(
-                &broker,
-                request,
-                version,
-                header.client_id.as_deref(),
-                peer,
-            )
-            .await;
-            encode(correlation_id, api, version, &response)?
-        }
-        ApiKey::SyncGroup => {
-            let request = decode!(m::SyncGroupRequest);
-            let response = group_membership::sync_group(&broker, request).await;
-            encode(correlation_id, api, version, &response)?
-        }
-        ApiKey::Heartbeat => encode(
-            correlation_id,
-            api,
-            version,
-            &group_membership::heartbeat(&broker, decode!(m::HeartbeatRequest)),
-        )?,
-        ApiKey::LeaveGroup => encode(
-            correlation_id,
-            api,
-            version,
-            &group_membership::leave_group(&broker, decode!(m::LeaveGroupRequest), version),
-        )?,
-        ApiKey::OffsetCommit => encode(
-            correlation_id,
-            api,
-            version,
-            &group_offsets::offset_commit(&broker, decode!(m::OffsetCommitRequest), version),
-        )?,
-        ApiKey::OffsetFetch => encode(
-            correlation_id,
-            api,
-            version,
-            &group_offsets::offset_fetch(&broker, decode!(m::OffsetFetchRequest), version),
-        )?,
-        ApiKey::OffsetDelete => encode(
-            correlation_id,
-            api,
-            version,
-            &group_offsets::offset_delete(&broker, decode!(m::OffsetDeleteRequest)),
-        )?,
-        ApiKey::ListGroups => encode(
-            correlation_id,
-            api,
-            version,
-            &group_admin::list_groups(&broker, decode!(m::ListGroupsRequest)),
-        )?,
-        ApiKey::DescribeGroups => encode(
-            correlation_id,
-            api,
-            version,
-            &group_admin::describe_groups(&broker, decode!(m::DescribeGroupsRequest), version),
-        )?,
-        ApiKey::DeleteGroups => encode(
-            correlation_id,
-            api,
-            version,
-            &group_admin::delete_groups(&broker, decode!(m::DeleteGroupsRequest)),
-        )?,
-        ApiKey::InitProducerId => encode(
-            correlation_id,
-            api,
-            version,
-            &init_producer_id::handle(&broker, decode!(m::InitProducerIdRequest)),
-        )?,
-        ApiKey::Produce => {
-            match produce::handle(&broker, decode!(m::ProduceRequest), version, append_turn).await {
-                Some(r) => encode(correlation_id, api, version, &r)?,
-                None => return Ok(Handled::NoResponse),
-            }
-        }
-        ApiKey::Fetch => {
-            fetch::handle(&broker, decode!(m::FetchRequest), version, correlation_id).await
-        }
-        ApiKey::ApiVersions => encode(
-            correlation_id,
-            api,
-            version,
-            &api_versions::handle(decode!(m::ApiVersionsRequest)),
-        )?,
-        ApiKey::ListOffsets => encode(
-            correlation_id,
-            api,
-            version,
-            &list_offsets::handle(&broker, decode!(m::ListOffsetsRequest), version).await,
-        )?,
-        ApiKey::CreateTopics => encode(correlation_id, api, version, &{
-            let request = decode!(m::CreateTopicsRequest);
-            blocking(&broker, move |b| create_topics::handle(b, request, version)).await
-        })?,
-        ApiKey::DeleteTopics => encode(correlation_id, api, version, &{
-            let request = decode!(m::DeleteTopicsRequest);
-            blocking(&broker, move |b| delete_topics::handle(b, request, version)).await
-        })?,
-        ApiKey::CreatePartitions => encode(correlation_id, api, version, &{
-            let request = decode!(m::CreatePartitionsRequest);
-            blocking(&broker, move |b| create_partitions::handle(b, request)).await
-        })?,
-        ApiKey::OffsetForLeaderEpoch => encode(
-            correlation_id,
-            api,
-            version,
-            &offset_for_leader_epoch::handle(&broker, decode!(m::OffsetForLeaderEpochRequest)),
-        )?,
-        ApiKey::AlterConfigs => encode(correlation_id, api, version, &{
-            let request = decode!(m::AlterConfigsRequest);
-            blocking(&broker, move |b| alter_configs::handle_alter(b, request)).await
-        })?,
-        ApiKey::IncrementalAlterConfigs => encode(correlation_id, api, version, &{
-            let request = decode!(m::IncrementalAlterConfigsRequest);
-            blocking(&broker, move |b| {
-                alter_configs::handle_incremental(b, request)
-            })
-            .await
-        })?,
-        ApiKey::DeleteRecords => encode(correlation_id, api, version, &{
-            let request = decode!(m::DeleteRecordsRequest);
-            blocking(&broker, move |b| delete_records::handle(b, request)).await
-        })?,
-        ApiKey::DescribeConfigs => encode(
-            correlation_id,
-            api,
-            version,
-            &describe_configs::handle(&broker, decode!(m::DescribeConfigsRequest), version),
-        )?,
-        ApiKey::DescribeCluster => encode(
-            correlation_id,
-            api,
-            version,
-            &describe_cluster::handle(&broker, decode!(m::DescribeClusterRequest)),
-        )?,
-        _ => return Err(RequestError::UnknownApi(api as i16)),
+    dispatch(broker, body, meta).await
+}
+
+/// Decodes `body` as `H`'s request, after checking every count the decoder will act on
+/// (Kafka 4.4's limits), so decoding never reserves memory by a number it has not seen bounded.
+async fn run<H: Handler>(
+    broker: Arc<Broker>,
+    mut body: Bytes,
+    meta: RequestMeta,
+) -> Result<Handled, RequestError> {
+    let malformed = |reason: String| RequestError::Malformed {
+        api: meta.api,
+        version: meta.version,
+        reason,
     };
-    Ok(Handled::Response(response))
+    quipu_protocol::request_shape::check_request(meta.api, meta.version, &body)
+        .map_err(|e| malformed(e.to_string()))?;
+    let request =
+        H::Request::decode(&mut body, meta.version).map_err(|e| malformed(e.to_string()))?;
+    H::handle(broker, request, meta).await
 }
 
 /// Runs a handler that changes metadata or storage (it makes and removes directories and
@@ -333,6 +217,11 @@ async fn blocking<R: Send + 'static>(
         // Cancelled: the runtime is shutting down, and this request is never answered.
         Err(_) => std::future::pending().await,
     }
+}
+
+/// A response string from text.
+pub(super) fn str_bytes(text: &str) -> quipu_protocol::StrBytes {
+    quipu_protocol::StrBytes::from_string(text.to_string())
 }
 
 /// Encodes a response frame: size, header (of the version this API and version use), body.

@@ -1,0 +1,74 @@
+//! DescribeGroups: a group's state, protocol and members with their assignments.
+
+use quipu_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use quipu_protocol::messages::*;
+
+use super::authorized_operations;
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::group::state::GROUP_ID_NOT_FOUND;
+
+pub fn describe_groups(
+    broker: &Broker,
+    request: DescribeGroupsRequest,
+    version: i16,
+) -> DescribeGroupsResponse {
+    let mut response = DescribeGroupsResponse::default();
+    for id in &request.groups {
+        let mut g = DescribedGroup::default();
+        g.group_id = id.clone();
+        g.authorized_operations = authorized_operations::when(
+            version >= 3 && request.include_authorized_operations,
+            authorized_operations::GROUP,
+        );
+        match broker.groups.describe(&id.0) {
+            None => {
+                g.group_state = str_bytes("Dead");
+                if version >= 6 {
+                    g.error_code = GROUP_ID_NOT_FOUND;
+                    g.error_message = Some(str_bytes(&format!("group {} not found", id.0)));
+                }
+            }
+            Some(d) => {
+                g.group_state = str_bytes(d.state);
+                g.protocol_type = str_bytes(&d.protocol_type);
+                g.protocol_data = str_bytes(&d.protocol);
+                g.members = d
+                    .members
+                    .into_iter()
+                    .map(
+                        |(member_id, instance, client_id, client_host, metadata, assignment)| {
+                            let mut m = DescribedGroupMember::default();
+                            m.member_id = str_bytes(&member_id);
+                            m.group_instance_id = instance.as_deref().map(str_bytes);
+                            m.client_id = str_bytes(&client_id);
+                            m.client_host = str_bytes(&client_host);
+                            m.member_metadata = metadata;
+                            m.member_assignment = assignment;
+                            m
+                        },
+                    )
+                    .collect();
+            }
+        }
+        response.groups.push(g);
+    }
+    response
+}
+
+/// DescribeGroups, versions 0 to 6.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DescribeGroups;
+    const VERSIONS: (i16, i16) = (0, 6);
+    type Request = quipu_protocol::messages::DescribeGroupsRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        meta.reply(&describe_groups(&broker, request, meta.version))
+    }
+}

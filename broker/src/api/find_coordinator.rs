@@ -1,0 +1,95 @@
+//! FindCoordinator: this broker coordinates every group, so it names itself for any group key
+//! (creating `__consumer_offsets` on first use, as Kafka does). Transactions are not supported:
+//! a transaction coordinator is never available, and clients are told so at once.
+
+use quipu_protocol::messages::find_coordinator_response::Coordinator;
+use quipu_protocol::messages::*;
+use quipu_protocol::StrBytes;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::group::state::COORDINATOR_NOT_AVAILABLE;
+
+const GROUP_KEY_TYPE: i8 = 0;
+
+/// Kafka's CLUSTER_AUTHORIZATION_FAILED.
+const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
+pub fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let answer = |key: &StrBytes| -> Coordinator {
+        let mut c = Coordinator::default();
+        c.key = key.clone();
+        let available = request.key_type == GROUP_KEY_TYPE
+            && broker
+                .groups
+                .create_offsets_topic(&broker.controller)
+                .is_ok();
+        if available {
+            c.node_id = BrokerId(broker.config.node_id);
+            c.host = str_bytes(&broker.advertised_host);
+            c.port = i32::from(broker.advertised_port);
+        } else if request.key_type == GROUP_KEY_TYPE {
+            c.node_id = BrokerId(-1);
+            c.port = -1;
+            c.error_code = COORDINATOR_NOT_AVAILABLE;
+            c.error_message = Some(str_bytes("the group coordinator is not available"));
+        } else {
+            // No transaction (or share) coordinator exists: answer with an error clients treat as
+            // fatal (librdkafka and the Java producer fail at once and show the message), not
+            // with COORDINATOR_NOT_AVAILABLE, which they retry until their timeout.
+            c.node_id = BrokerId(-1);
+            c.port = -1;
+            c.error_code = CLUSTER_AUTHORIZATION_FAILED;
+            c.error_message = Some(str_bytes(
+                "transactions and share groups are not supported by this broker",
+            ));
+        }
+        c
+    };
+    let mut response = FindCoordinatorResponse::default();
+    if version >= 4 {
+        response.coordinators = request.coordinator_keys.iter().map(answer).collect();
+    } else {
+        let c = answer(&request.key);
+        response.error_code = c.error_code;
+        response.error_message = c.error_message;
+        response.node_id = c.node_id;
+        response.host = c.host;
+        response.port = c.port;
+    }
+    response
+}
+
+/// FindCoordinator, versions 0 to 6.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::FindCoordinator;
+    const VERSIONS: (i16, i16) = (0, 6);
+    type Request = quipu_protocol::messages::FindCoordinatorRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        let version = meta.version;
+        // The first one creates `__consumer_offsets` (directories, a sync): off the runtime,
+        // like every topic change.
+        if broker
+            .metadata
+            .topic(crate::group::offsets_topic::TOPIC)
+            .is_some()
+        {
+            meta.reply(&find_coordinator(&broker, request, version))
+        } else {
+            meta.reply(
+                &super::blocking(&broker, move |b| find_coordinator(b, request, version)).await,
+            )
+        }
+    }
+}

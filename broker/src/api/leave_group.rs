@@ -1,0 +1,66 @@
+//! LeaveGroup: members (several at once from v3, by instance id too) leave a group, answered by
+//! the group coordinator (`crate::group`).
+
+use quipu_protocol::messages::leave_group_response::MemberResponse;
+use quipu_protocol::messages::*;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::group::state::NONE;
+
+pub fn leave_group(
+    broker: &Broker,
+    request: LeaveGroupRequest,
+    version: i16,
+) -> LeaveGroupResponse {
+    let leaving: Vec<(String, Option<String>)> = if version >= 3 {
+        request
+            .members
+            .iter()
+            .map(|m| {
+                (
+                    m.member_id.to_string(),
+                    m.group_instance_id.as_ref().map(|i| i.to_string()),
+                )
+            })
+            .collect()
+    } else {
+        vec![(request.member_id.to_string(), None)]
+    };
+    let mut response = LeaveGroupResponse::default();
+    match broker.groups.leave(broker, &request.group_id.0, &leaving) {
+        Err(code) => response.error_code = code,
+        Ok(errors) if version >= 3 => {
+            response.members = leaving
+                .iter()
+                .zip(errors)
+                .map(|((id, instance), code)| {
+                    let mut m = MemberResponse::default();
+                    m.member_id = str_bytes(id);
+                    m.group_instance_id = instance.as_deref().map(str_bytes);
+                    m.error_code = code;
+                    m
+                })
+                .collect();
+        }
+        Ok(errors) => response.error_code = errors.first().copied().unwrap_or(NONE),
+    }
+    response
+}
+
+/// LeaveGroup, versions 0 to 5.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::LeaveGroup;
+    const VERSIONS: (i16, i16) = (0, 5);
+    type Request = quipu_protocol::messages::LeaveGroupRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        meta.reply(&leave_group(&broker, request, meta.version))
+    }
+}

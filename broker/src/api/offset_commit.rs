@@ -1,0 +1,103 @@
+//! OffsetCommit: a group's committed offsets, kept by the group coordinator in
+//! `__consumer_offsets`. Partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION, as in Kafka.
+
+use quipu_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use quipu_protocol::messages::*;
+
+use crate::broker::Broker;
+use crate::group::state::{NONE, UNKNOWN_TOPIC_OR_PARTITION};
+use crate::group::CommitEntry;
+
+/// OffsetCommit: partitions of topics or partitions that do not exist get
+/// UNKNOWN_TOPIC_OR_PARTITION, as in Kafka, whatever the group says; the rest go to the
+/// coordinator, which is not asked at all when nothing is left.
+pub fn offset_commit(
+    broker: &Broker,
+    request: OffsetCommitRequest,
+    version: i16,
+) -> OffsetCommitResponse {
+    let exists = |topic: &str, partition: i32| {
+        broker
+            .metadata
+            .topic(topic)
+            .is_some_and(|t| (0..t.partition_count).contains(&partition))
+    };
+    let known: Vec<Vec<bool>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| exists(&t.name.0, p.partition_index))
+                .collect()
+        })
+        .collect();
+    let entries: Vec<CommitEntry> = request
+        .topics
+        .iter()
+        .zip(&known)
+        .flat_map(|(t, known)| {
+            t.partitions
+                .iter()
+                .zip(known)
+                .filter(|(_, known)| **known)
+                .map(|(p, _)| CommitEntry {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+        })
+        .collect();
+    let mut errors = if entries.is_empty() {
+        Vec::new()
+    } else {
+        broker.groups.commit(
+            broker,
+            &request.group_id.0,
+            request.generation_id_or_member_epoch,
+            &request.member_id,
+            request.group_instance_id.as_deref(),
+            entries,
+            version,
+        )
+    }
+    .into_iter();
+    let mut response = OffsetCommitResponse::default();
+    for (t, known) in request.topics.iter().zip(&known) {
+        let mut rt = OffsetCommitResponseTopic::default();
+        rt.name = t.name.clone();
+        for (p, known) in t.partitions.iter().zip(known) {
+            let mut rp = OffsetCommitResponsePartition::default();
+            rp.partition_index = p.partition_index;
+            rp.error_code = if *known {
+                errors.next().unwrap_or(NONE)
+            } else {
+                UNKNOWN_TOPIC_OR_PARTITION
+            };
+            rt.partitions.push(rp);
+        }
+        response.topics.push(rt);
+    }
+    response
+}
+
+/// OffsetCommit, versions 2 to 9.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::OffsetCommit;
+    const VERSIONS: (i16, i16) = (2, 9);
+    type Request = quipu_protocol::messages::OffsetCommitRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        meta.reply(&offset_commit(&broker, request, meta.version))
+    }
+}

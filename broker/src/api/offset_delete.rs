@@ -1,0 +1,60 @@
+//! OffsetDelete: removes a group's committed offsets for partitions it no longer consumes.
+
+use quipu_protocol::messages::offset_delete_response::{
+    OffsetDeleteResponsePartition, OffsetDeleteResponseTopic,
+};
+use quipu_protocol::messages::*;
+
+use crate::broker::Broker;
+use crate::group::state::NONE;
+
+pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+    let partitions: Vec<(String, i32)> = request
+        .topics
+        .iter()
+        .flat_map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (t.name.0.to_string(), p.partition_index))
+        })
+        .collect();
+    let mut response = OffsetDeleteResponse::default();
+    match broker
+        .groups
+        .delete_offsets(broker, &request.group_id.0, &partitions)
+    {
+        Err(code) => response.error_code = code,
+        Ok(errors) => {
+            let mut errors = errors.into_iter();
+            for t in &request.topics {
+                let mut rt = OffsetDeleteResponseTopic::default();
+                rt.name = t.name.clone();
+                for p in &t.partitions {
+                    let mut rp = OffsetDeleteResponsePartition::default();
+                    rp.partition_index = p.partition_index;
+                    rp.error_code = errors.next().unwrap_or(NONE);
+                    rt.partitions.push(rp);
+                }
+                response.topics.push(rt);
+            }
+        }
+    }
+    response
+}
+
+/// OffsetDelete, versions 0 to 0.
+pub struct Api;
+
+impl super::handler::Handler for Api {
+    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::OffsetDelete;
+    const VERSIONS: (i16, i16) = (0, 0);
+    type Request = quipu_protocol::messages::OffsetDeleteRequest;
+
+    async fn handle(
+        broker: std::sync::Arc<crate::broker::Broker>,
+        request: Self::Request,
+        meta: super::handler::RequestMeta,
+    ) -> Result<super::Handled, super::RequestError> {
+        meta.reply(&offset_delete(&broker, request))
+    }
+}
