@@ -10,6 +10,10 @@ use crate::controller::Controller;
 use crate::group::GroupCoordinator;
 use crate::metadata::{Metadata, MetadataError};
 use crate::replica_manager::ReplicaManager;
+use crate::work_pool::{WorkError, WorkPool};
+
+/// Threads for the log tasks' blocking passes.
+const BACKGROUND_THREADS: usize = 2;
 
 pub struct Broker {
     pub config: BrokerConfig,
@@ -26,8 +30,12 @@ pub struct Broker {
     pub advertised_port: u16,
     /// The data directory and the partition logs in it.
     pub logs: Arc<LogManager>,
-    /// Bounds the work [`Broker::off_runtime`] runs at once (`num.io.threads`).
-    io_permits: tokio::sync::Semaphore,
+    /// Request work kept off the runtime ([`Broker::off_runtime`]): `num.io.threads` threads.
+    io: WorkPool,
+    /// The log tasks' blocking passes (flushes, retention) and flushes before an acknowledgement.
+    pub background: WorkPool,
+    /// The log cleaner's passes, on a thread of their own so a long clean delays nothing else.
+    pub cleaner: WorkPool,
 }
 
 impl Broker {
@@ -49,7 +57,13 @@ impl Broker {
         }
         Ok(Self {
             logs,
-            io_permits: tokio::sync::Semaphore::new(config.num_io_threads as usize),
+            io: WorkPool::new(
+                "quipu-io",
+                config.num_io_threads as usize,
+                config.num_io_threads as usize,
+            )?,
+            background: WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?,
+            cleaner: WorkPool::new("quipu-cleaner", 1, 0)?,
             config,
             metadata,
             controller,
@@ -63,18 +77,13 @@ impl Broker {
 }
 
 impl Broker {
-    /// Runs CPU-heavy request work (decompression) on a blocking thread, at most
-    /// `num.io.threads` at a time, so that the network runtime never waits on it.
+    /// Runs request work that blocks or runs long (decompression, topic changes) on one of
+    /// the `num.io.threads` threads, so that the network runtime never waits on it.
     pub async fn off_runtime<R: Send + 'static>(
         &self,
         work: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, tokio::task::JoinError> {
-        let _permit = self
-            .io_permits
-            .acquire()
-            .await
-            .expect("the semaphore is never closed");
-        tokio::task::spawn_blocking(work).await
+    ) -> Result<R, WorkError> {
+        self.io.run(work).await
     }
 }
 

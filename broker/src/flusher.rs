@@ -24,7 +24,11 @@ pub async fn run(broker: Arc<Broker>) {
             last_checkpoint = Instant::now();
         }
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || flush_due(&b, checkpoint)).await {
+        match broker
+            .background
+            .run(move || flush_due(&b, checkpoint))
+            .await
+        {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "flush failed"),
             Err(e) => tracing::error!(error = %e, "flush task panicked"),

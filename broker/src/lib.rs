@@ -27,3 +27,4 @@ pub mod partition;
 pub mod replica_manager;
 pub mod retention;
 pub mod server;
+pub mod work_pool;

@@ -32,11 +32,13 @@ pub async fn run(broker: Arc<Broker>) {
     loop {
         let b = broker.clone();
         let mut cleaner = state.take().expect("the cleaner state is handed back");
-        let pass = tokio::task::spawn_blocking(move || {
-            let cleaned = cleaner.pass(&b);
-            (cleaner, cleaned)
-        })
-        .await;
+        let pass = broker
+            .cleaner
+            .run(move || {
+                let cleaned = cleaner.pass(&b);
+                (cleaner, cleaned)
+            })
+            .await;
         match pass {
             Ok((cleaner, cleaned)) => {
                 state = Some(cleaner);

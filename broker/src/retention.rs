@@ -19,7 +19,7 @@ pub async fn run(broker: Arc<Broker>) {
     loop {
         ticker.tick().await;
         let b = broker.clone();
-        match tokio::task::spawn_blocking(move || apply(&b)).await {
+        match broker.background.run(move || apply(&b)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "retention failed"),
             Err(e) => tracing::error!(error = %e, "retention task panicked"),

@@ -213,9 +213,7 @@ async fn blocking<R: Send + 'static>(
     match broker.off_runtime(move || work(&shared)).await {
         Ok(r) => r,
         // A handler bug: the connection's task ends as if the handler had panicked in place.
-        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-        // Cancelled: the runtime is shutting down, and this request is never answered.
-        Err(_) => std::future::pending().await,
+        Err(crate::work_pool::WorkError::Panicked(panic)) => std::panic::resume_unwind(panic),
     }
 }
 

@@ -128,7 +128,10 @@ pub async fn handle(
     drop(turn);
     // fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
     for (t, p, partition) in to_flush {
-        let flushed = tokio::task::spawn_blocking(move || partition.flush(now_ms())).await;
+        let flushed = broker
+            .background
+            .run(move || partition.flush(now_ms()))
+            .await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::error!(?flushed, "flush before acknowledgement failed");
             let pr = &mut response.responses[t].partition_responses[p];
@@ -157,7 +160,7 @@ async fn append(
         broker
             .off_runtime(move || check_batch(&bytes, policy))
             .await
-            .map_err(|e| AppendError::Io(std::io::Error::other(e)))??
+            .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))??
     } else {
         check_batch(&records, policy)?
     };
