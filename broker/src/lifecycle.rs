@@ -24,7 +24,7 @@ pub async fn run(
     let retention = tokio::spawn(crate::retention::run(broker.clone()));
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
     let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
-    let group_timers = tokio::spawn(crate::group::run_timers(broker.clone()));
+    let group_timers = tokio::spawn(run_group_timers(broker.clone()));
     crate::server::serve(broker.clone(), listener, shutdown).await;
     retention.abort();
     flusher.abort();
@@ -37,4 +37,24 @@ pub async fn run(
         tracing::error!("shut down with errors: the next start recovers the logs");
     }
     Ok(())
+}
+
+/// The coordinator's timers: sessions and rebalances every 100 ms, offset expiry every
+/// `offsets.retention.check.interval.ms`. Runs until the process ends.
+async fn run_group_timers(broker: Arc<Broker>) {
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let expiry_period =
+        std::time::Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
+    let mut last_expiry = std::time::Instant::now();
+    loop {
+        ticker.tick().await;
+        broker.groups.tick(&broker.controller);
+        if last_expiry.elapsed() >= expiry_period {
+            last_expiry = std::time::Instant::now();
+            broker
+                .groups
+                .expire_offsets(&broker.controller, crate::clock::now_ms());
+        }
+    }
 }

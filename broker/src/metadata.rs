@@ -21,9 +21,9 @@ use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::{LiveTopic, LogManager, LogManagerError};
 use uuid::Uuid;
 
-use crate::controller::image::{Change, MetadataImage, TopicImage};
-use crate::controller::metadata_log::MetadataLogError;
-use crate::controller::record::MetadataRecord;
+use crate::image::{Change, MetadataImage, TopicImage};
+use crate::metadata_log::record::MetadataRecord;
+use crate::metadata_log::MetadataLogError;
 use crate::replica_manager::ReplicaManager;
 
 /// A topic as the broker serves it: the image's topic with its effective config. Its
@@ -70,9 +70,14 @@ impl From<LogManagerError> for MetadataError {
 /// Where the metadata log lives under the data directory.
 pub const METADATA_DIR: &str = "__cluster_metadata";
 
+/// The internal topic of committed offsets and group metadata.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+/// The internal topic of transaction state (Quipu has no transactions yet).
+pub const TRANSACTION_STATE_TOPIC: &str = "__transaction_state";
+
 /// Topics only the broker writes and clients may not produce to, as Kafka's `Topic.isInternal`.
 pub fn is_internal(topic: &str) -> bool {
-    topic == crate::group::offsets_topic::TOPIC || topic == "__transaction_state"
+    topic == OFFSETS_TOPIC || topic == TRANSACTION_STATE_TOPIC
 }
 
 /// Kafka's rule for topic names: 1 to 249 of `[a-zA-Z0-9._-]`, not `.` or `..`.

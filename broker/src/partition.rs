@@ -14,7 +14,7 @@ use std::sync::{Arc, MutexGuard};
 use quipu_storage::log::{check_records, AppendError, AppendInfo, Log, RecordsChecked};
 use quipu_storage::log_manager::SharedLog;
 
-use crate::controller::image::PartitionImage;
+use crate::image::PartitionImage;
 use tokio::sync::watch;
 
 pub struct Partition {

@@ -18,7 +18,7 @@ use quipu_config::topic::TopicConfig;
 use quipu_protocol::ResponseError;
 use quipu_storage::log_manager::{LogManager, LogManagerError, SharedLog};
 
-use crate::controller::image::TopicImage;
+use crate::image::TopicImage;
 use crate::partition::Partition;
 
 pub struct ReplicaManager {
@@ -152,7 +152,7 @@ impl ReplicaManager {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::controller::image::PartitionImage;
+    use crate::image::PartitionImage;
 
     fn placed(leader: i32, leader_epoch: i32) -> PartitionImage {
         PartitionImage {

@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use quipu_broker::controller::record::{decode_all, encode_all};
-use quipu_broker::controller::metadata_log::records_in;
+use quipu_broker::metadata_log::record::{decode_all, encode_all};
+use quipu_broker::metadata_log::records_in;
 
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else {

@@ -21,12 +21,14 @@
 //! Architecture invariant: this crate knows nothing of the broker, of storage or of the network.
 
 pub mod batch_builder;
+pub mod decompression;
 pub mod fetch_response;
 pub mod frame;
 pub mod header;
 pub mod produce_request;
 pub mod record;
 pub mod record_batch;
+pub mod record_error;
 pub mod record_stream;
 pub mod request_shape;
 #[cfg(any(test, feature = "testing"))]

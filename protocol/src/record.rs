@@ -24,17 +24,7 @@ use kafka_protocol::records::{
 
 use crate::record_batch::{RecordBatchView, BATCH_HEADER_BYTES};
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum RecordError {
-    #[error("record is malformed: {0}")]
-    Malformed(&'static str),
-    #[error("compression codec {0} is not supported")]
-    UnknownCodec(i16),
-    #[error("cannot {0}: {1}")]
-    Codec(&'static str, String),
-    #[error("records decompress to more than {0} bytes")]
-    TooLarge(usize),
-}
+pub use crate::record_error::RecordError;
 
 /// One record of a batch, borrowed from the batch's (decompressed) records section.
 #[derive(Debug, Clone, Copy)]
@@ -105,9 +95,9 @@ pub fn records_section_limited<'a>(
         return Ok(Cow::Borrowed(&batch.as_bytes()[BATCH_HEADER_BYTES..]));
     }
     let mut out = Vec::new();
-    crate::record_stream::decompressed(batch, limit_bytes)?
+    crate::decompression::decompressed(batch, limit_bytes)?
         .read_to_end(&mut out)
-        .map_err(crate::record_stream::codec_failed)?;
+        .map_err(crate::decompression::codec_failed)?;
     if out.len() > limit_bytes {
         return Err(RecordError::TooLarge(limit_bytes));
     }

@@ -10,7 +10,7 @@ pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGro
     for id in &request.groups_names {
         let mut r = DeletableGroupResult::default();
         r.group_id = id.clone();
-        r.error_code = broker.groups.delete(broker, &id.0);
+        r.error_code = broker.groups.delete(&broker.controller, &id.0);
         response.results.push(r);
     }
     response

@@ -26,7 +26,7 @@ pub async fn join_group(
     let outcome = broker
         .groups
         .join(
-            broker,
+            &broker.controller,
             JoinRequest {
                 group_id: request.group_id.0.to_string(),
                 member_id: request.member_id.to_string(),

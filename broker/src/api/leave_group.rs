@@ -28,7 +28,10 @@ pub fn leave_group(
         vec![(request.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
-    match broker.groups.leave(broker, &request.group_id.0, &leaving) {
+    match broker
+        .groups
+        .leave(&broker.controller, &request.group_id.0, &leaving)
+    {
         Err(code) => response.error_code = code,
         Ok(errors) if version >= 3 => {
             response.members = leaving

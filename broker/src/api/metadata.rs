@@ -12,7 +12,7 @@ use quipu_protocol::{ResponseError, StrBytes};
 use super::authorized_operations as ops;
 use super::metadata_error_code;
 use crate::broker::Broker;
-use crate::controller::image::MetadataImage;
+use crate::image::MetadataImage;
 use crate::metadata::{validate_topic_name, Topic};
 
 pub async fn handle(

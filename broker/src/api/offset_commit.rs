@@ -56,7 +56,7 @@ pub fn offset_commit(
         Vec::new()
     } else {
         broker.groups.commit(
-            broker,
+            &broker.controller,
             &request.group_id.0,
             request.generation_id_or_member_epoch,
             &request.member_id,

@@ -21,7 +21,7 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
     let mut response = OffsetDeleteResponse::default();
     match broker
         .groups
-        .delete_offsets(broker, &request.group_id.0, &partitions)
+        .delete_offsets(&broker.controller, &request.group_id.0, &partitions)
     {
         Err(code) => response.error_code = code,
         Ok(errors) => {

@@ -17,7 +17,7 @@ pub async fn sync_group(broker: &Broker, request: SyncGroupRequest) -> SyncGroup
     let outcome = broker
         .groups
         .sync(
-            broker,
+            &broker.controller,
             &request.group_id.0,
             request.generation_id,
             &request.member_id,

@@ -26,7 +26,6 @@ use quipu_protocol::record::{encode_batch, plain_record};
 use quipu_protocol::records::{Compression, RecordBatchDecoder};
 use tokio::sync::oneshot;
 
-use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::controller::Controller;
 use crate::metadata::MetadataError;
@@ -191,8 +190,8 @@ impl GroupCoordinator {
         )
     }
 
-    pub async fn join(&self, broker: &Broker, j: JoinRequest) -> JoinOutcome {
-        let waiter = match self.start_join(broker, j) {
+    pub async fn join(&self, controller: &Controller, j: JoinRequest) -> JoinOutcome {
+        let waiter = match self.start_join(controller, j) {
             Ok(rx) => rx,
             Err(outcome) => return *outcome,
         };
@@ -203,7 +202,7 @@ impl GroupCoordinator {
 
     fn start_join(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         j: JoinRequest,
     ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let fail = |code: i16| Err(Box::new(JoinOutcome::error(code, &j.member_id)));
@@ -238,7 +237,7 @@ impl GroupCoordinator {
             if let Some(instance) = &j.group_instance_id {
                 if let Some(old) = group.static_members.get(instance).cloned() {
                     return self.replace_static_member(
-                        broker,
+                        controller,
                         group,
                         &j,
                         (&old, &member_id),
@@ -302,7 +301,7 @@ impl GroupCoordinator {
             m.session_timeout_ms = j.session_timeout_ms;
             m.rebalance_timeout_ms = j.rebalance_timeout_ms;
         }
-        Ok(self.rejoin(broker, group, &member_id, tx, now, now_ms, is_new, rx))
+        Ok(self.rejoin(controller, group, &member_id, tx, now, now_ms, is_new, rx))
     }
 
     /// A static member back with a new member id (Kafka's `replaceStaticMember`): it takes the
@@ -312,7 +311,7 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     fn replace_static_member(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group: &mut Group,
         j: &JoinRequest,
         (old_id, new_id): (&str, &str),
@@ -336,9 +335,9 @@ impl GroupCoordinator {
             group.leader = Some(new_id.to_string());
         }
         if group.state != GroupState::Stable || group.select_protocol() != group.protocol {
-            return Ok(self.rejoin(broker, group, new_id, tx, now, now_ms, false, rx));
+            return Ok(self.rejoin(controller, group, new_id, tx, now, now_ms, false, rx));
         }
-        if let Err(code) = self.persist_group(&broker.controller, group) {
+        if let Err(code) = self.persist_group(controller, group) {
             // Undo: the old member is back (its fenced requests stay answered).
             group.members.remove(new_id);
             group.static_members.insert(instance, old_id.to_string());
@@ -366,7 +365,7 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     fn rejoin(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group: &mut Group,
         member_id: &str,
         tx: oneshot::Sender<JoinOutcome>,
@@ -385,16 +384,22 @@ impl GroupCoordinator {
             }
             _ => group.prepare_rebalance(now, now_ms, self.config.group_initial_rebalance_delay_ms),
         }
-        self.maybe_complete_join(broker, group, now, now_ms);
+        self.maybe_complete_join(controller, group, now, now_ms);
         rx
     }
 
-    fn maybe_complete_join(&self, broker: &Broker, group: &mut Group, now: Instant, now_ms: i64) {
+    fn maybe_complete_join(
+        &self,
+        controller: &Controller,
+        group: &mut Group,
+        now: Instant,
+        now_ms: i64,
+    ) {
         if group.join_complete(now) && group.complete_join(now, now_ms) {
             // The group emptied: its membership record says so. As in Kafka, a failed write is
             // logged and the group stays empty in memory; its last generation is then what a
             // restart replays, and members rejoining it start a new one either way.
-            if let Err(code) = self.persist_group(&broker.controller, group) {
+            if let Err(code) = self.persist_group(controller, group) {
                 tracing::warn!(group = %group.id, error_code = code, "cannot record that the group is empty");
             }
         }
@@ -403,7 +408,7 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -456,7 +461,7 @@ impl GroupCoordinator {
                 .sync_waiter = Some(tx);
             if group.leader.as_deref() == Some(member_id) {
                 group.complete_sync(assignments, now, now_ms);
-                if let Err(code) = self.persist_group(&broker.controller, group) {
+                if let Err(code) = self.persist_group(controller, group) {
                     tracing::warn!(
                         group = group_id,
                         code,
@@ -501,7 +506,7 @@ impl GroupCoordinator {
     /// LeaveGroup: each (member id, instance id) leaves; returns an error per member.
     pub fn leave(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
@@ -534,27 +539,27 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            self.after_removal(broker, group, now, now_ms);
+            self.after_removal(controller, group, now, now_ms);
         }
         Ok(errors)
     }
 
     /// After members left or expired: a settled group rebalances; a rebalancing one may be done.
-    fn after_removal(&self, broker: &Broker, group: &mut Group, now: Instant, now_ms: i64) {
+    fn after_removal(&self, controller: &Controller, group: &mut Group, now: Instant, now_ms: i64) {
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 group.prepare_rebalance(now, now_ms, 0)
             }
             GroupState::PreparingRebalance | GroupState::Empty => {}
         }
-        self.maybe_complete_join(broker, group, now, now_ms);
+        self.maybe_complete_join(controller, group, now, now_ms);
     }
 
     /// OffsetCommit: returns a group-wide error, or commits every entry (each with its error).
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -606,7 +611,7 @@ impl GroupCoordinator {
             ));
             accepted.push(((e.topic, e.partition), value));
         }
-        if let Err(code) = self.persist(&broker.controller, group_id, records) {
+        if let Err(code) = self.persist(controller, group_id, records) {
             return errors
                 .into_iter()
                 .map(|e| if e == NONE { code } else { e })
@@ -688,7 +693,7 @@ impl GroupCoordinator {
 
     /// DeleteGroups for one group: only an empty group may go; its offsets and membership get
     /// tombstones.
-    pub fn delete(&self, broker: &Broker, group_id: &str) -> i16 {
+    pub fn delete(&self, controller: &Controller, group_id: &str) -> i16 {
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return GROUP_ID_NOT_FOUND;
@@ -707,7 +712,7 @@ impl GroupCoordinator {
             },
             None,
         ));
-        match self.persist(&broker.controller, group_id, records) {
+        match self.persist(controller, group_id, records) {
             Ok(()) => {
                 groups.remove(group_id);
                 NONE
@@ -719,7 +724,7 @@ impl GroupCoordinator {
     /// OffsetDelete: removes committed offsets of partitions the group does not consume now.
     pub fn delete_offsets(
         &self,
-        broker: &Broker,
+        controller: &Controller,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
@@ -747,7 +752,7 @@ impl GroupCoordinator {
                 records.push(offset_tombstone(group_id, t, *p));
             }
         }
-        self.persist(&broker.controller, group_id, records)?;
+        self.persist(controller, group_id, records)?;
         for ((t, p), e) in partitions.iter().zip(&errors) {
             if *e == NONE {
                 group.offsets.remove(&(t.clone(), *p));
@@ -758,7 +763,7 @@ impl GroupCoordinator {
 
     /// Timers: members past their session timeout leave, pending member ids expire, and
     /// rebalances whose time is up complete.
-    pub fn tick(&self, broker: &Broker) {
+    pub fn tick(&self, controller: &Controller) {
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut groups = self.lock();
         for group in groups.values_mut() {
@@ -774,16 +779,16 @@ impl GroupCoordinator {
                 group.remove_member(id);
             }
             if !expired.is_empty() {
-                self.after_removal(broker, group, now, now_ms);
+                self.after_removal(controller, group, now, now_ms);
             } else {
-                self.maybe_complete_join(broker, group, now, now_ms);
+                self.maybe_complete_join(controller, group, now, now_ms);
             }
         }
     }
 
     /// Offsets of empty groups older than `offsets.retention.minutes` get tombstones, and empty
     /// groups left without offsets are deleted.
-    pub fn expire_offsets(&self, broker: &Broker, now_ms: i64) {
+    pub fn expire_offsets(&self, controller: &Controller, now_ms: i64) {
         let retention_ms = self.config.offsets_retention_minutes.saturating_mul(60_000);
         let mut groups = self.lock();
         let mut gone = Vec::new();
@@ -810,11 +815,7 @@ impl GroupCoordinator {
                     None,
                 ));
             }
-            if records.is_empty()
-                || self
-                    .persist(&broker.controller, &group.id, records)
-                    .is_err()
-            {
+            if records.is_empty() || self.persist(controller, &group.id, records).is_err() {
                 continue;
             }
             for k in &expired {
@@ -829,23 +830,6 @@ impl GroupCoordinator {
         }
         for id in gone {
             groups.remove(&id);
-        }
-    }
-}
-
-/// The coordinator's timers: sessions and rebalances every 100 ms, offset expiry every
-/// `offsets.retention.check.interval.ms`. Runs until the process ends.
-pub async fn run_timers(broker: Arc<Broker>) {
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiry_period = Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
-    let mut last_expiry = Instant::now();
-    loop {
-        ticker.tick().await;
-        broker.groups.tick(&broker);
-        if last_expiry.elapsed() >= expiry_period {
-            last_expiry = Instant::now();
-            broker.groups.expire_offsets(&broker, now_ms());
         }
     }
 }
@@ -1045,6 +1029,7 @@ fn commit_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::Broker;
 
     fn broker(dir: &std::path::Path) -> Broker {
         let config = BrokerConfig {
@@ -1057,7 +1042,7 @@ mod tests {
 
     fn commit(b: &Broker, group: &str, offset: i64) -> Vec<i16> {
         b.groups.commit(
-            b,
+            &b.controller,
             group,
             -1,
             "",
@@ -1099,7 +1084,7 @@ mod tests {
         assert_eq!(offset(&b, "old"), Some(3));
         // Past the retention, the empty groups' offsets go, with tombstones in the log.
         let later = now_ms() + b.config.offsets_retention_minutes * 60_000 + 1;
-        b.groups.expire_offsets(&b, later);
+        b.groups.expire_offsets(&b.controller, later);
         assert_eq!(offset(&b, "old"), None);
         assert!(
             b.groups.list().is_empty(),
@@ -1141,21 +1126,21 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let first = b.groups.join(&b, join("")).await;
+            let first = b.groups.join(&b.controller, join("")).await;
             assert_eq!((first.error, first.generation), (NONE, 1));
             // The second join waits for the first member to rejoin; run both.
             let (second, again) = tokio::join!(
-                b.groups.join(&b, join("")),
-                b.groups.join(&b, join(&first.member_id))
+                b.groups.join(&b.controller, join("")),
+                b.groups.join(&b.controller, join(&first.member_id))
             );
             assert_eq!((second.error, again.error), (NONE, NONE));
             assert_eq!(second.generation, 2);
-            let third = b.groups.join(&b, join("")).await;
+            let third = b.groups.join(&b.controller, join("")).await;
             assert_eq!(third.error, GROUP_MAX_SIZE_REACHED);
             // Ids handed out by the KIP-394 round count too.
             let mut asks = join("");
             asks.require_known_member_id = true;
-            let refused = b.groups.join(&b, asks).await;
+            let refused = b.groups.join(&b.controller, asks).await;
             assert_eq!(refused.error, GROUP_MAX_SIZE_REACHED);
         });
     }

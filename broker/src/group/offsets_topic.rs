@@ -8,7 +8,7 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-pub const TOPIC: &str = "__consumer_offsets";
+pub const TOPIC: &str = crate::metadata::OFFSETS_TOPIC;
 
 /// The partition of `__consumer_offsets` that holds a group: Kafka's
 /// `Utils.abs(groupId.hashCode) % partitionCount`, with Java's `String.hashCode` over UTF-16.

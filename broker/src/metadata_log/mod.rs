@@ -14,13 +14,16 @@
 //! damage, so that no record after it is silently dropped. A file from before the framing (JSON
 //! lines) is read once and rewritten framed.
 
+pub mod legacy;
+pub mod record;
+
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
 use std::sync::Mutex;
 
-use super::legacy::{LegacyRecord, Upgrader};
-use super::record::{decode_all, encode_all, MetadataRecord};
+use legacy::{LegacyRecord, Upgrader};
+use record::{decode_all, encode_all, MetadataRecord};
 
 const HEADER_BYTES: usize = 9;
 /// A frame of JSON, one legacy record (read only).

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
-use super::record::{MetadataRecord, PartitionRecord};
+use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {

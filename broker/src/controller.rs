@@ -7,18 +7,13 @@
 //! their logs first (all or nothing, through the LogManager) and commits the records last; a
 //! crash in between leaves directories the next start removes.
 //!
-//! Parts: [`record`] (the typed binary records), [`image`] (what they add up to),
-//! [`metadata_log`] (the log interface and its file), [`legacy`] (records of older files).
+//! It works with `metadata_log` (the log interface, its file and the typed records) and
+//! `image` (what the records add up to).
 //!
 //! Invariants: a record is in the log (durable) before any node acts on it, and every record in
 //! the log applies to the image its predecessors leave (a change that would not apply is refused
 //! before it is appended); records are applied in log order; a producer id is never handed out
 //! twice; topic changes are serialized, and producer-id blocks never wait behind them.
-
-pub mod image;
-pub mod legacy;
-pub mod metadata_log;
-pub mod record;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -29,9 +24,9 @@ use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
+use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
+use crate::metadata_log::MetadataLog;
 use crate::replica_manager::ReplicaManager;
-use metadata_log::MetadataLog;
-use record::{MetadataRecord, PartitionRecord};
 
 /// Producer ids reserved in the metadata log at a time.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -70,7 +65,7 @@ pub fn open_local(
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
     let (log, records) =
-        metadata_log::FileMetadataLog::open(&dir.join("metadata.log"), broker.node_id)?;
+        crate::metadata_log::FileMetadataLog::open(&dir.join("metadata.log"), broker.node_id)?;
     let metadata = Arc::new(Metadata::open(
         broker,
         logs.clone(),
@@ -326,8 +321,8 @@ impl Controller {
     }
 }
 
-impl From<image::ApplyError> for MetadataError {
-    fn from(e: image::ApplyError) -> Self {
+impl From<crate::image::ApplyError> for MetadataError {
+    fn from(e: crate::image::ApplyError) -> Self {
         MetadataError::Damaged(format!("metadata log: {e}"))
     }
 }
