@@ -185,16 +185,8 @@ impl Controller {
     /// The records placing partitions `from..to` of `topic` on this node, at the first epochs.
     fn place(&self, topic: &str, (from, to): (i32, i32)) -> Vec<MetadataRecord> {
         (from..to)
-            .map(|partition| {
-                MetadataRecord::Partition(PartitionRecord {
-                    topic: topic.to_string(),
-                    partition,
-                    replicas: vec![self.node_id],
-                    isr: vec![self.node_id],
-                    leader: self.node_id,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                })
+            .map(|p| {
+                MetadataRecord::Partition(PartitionRecord::on_one_node(topic, p, self.node_id))
             })
             .collect()
     }

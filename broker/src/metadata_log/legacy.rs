@@ -90,16 +90,8 @@ impl Upgrader {
     fn place(&mut self, topic: &str, from: i32, to: i32) -> Vec<MetadataRecord> {
         self.partitions.insert(topic.to_string(), to.max(from));
         (from..to)
-            .map(|partition| {
-                MetadataRecord::Partition(PartitionRecord {
-                    topic: topic.to_string(),
-                    partition,
-                    replicas: vec![self.node_id],
-                    isr: vec![self.node_id],
-                    leader: self.node_id,
-                    leader_epoch: 0,
-                    partition_epoch: 0,
-                })
+            .map(|p| {
+                MetadataRecord::Partition(PartitionRecord::on_one_node(topic, p, self.node_id))
             })
             .collect()
     }

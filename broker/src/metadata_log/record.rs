@@ -54,6 +54,21 @@ pub struct PartitionRecord {
     pub partition_epoch: i32,
 }
 
+impl PartitionRecord {
+    /// A new partition whose one replica, `node`, leads it at the first epochs.
+    pub fn on_one_node(topic: &str, partition: i32, node: i32) -> Self {
+        Self {
+            topic: topic.to_string(),
+            partition,
+            replicas: vec![node],
+            isr: vec![node],
+            leader: node,
+            leader_epoch: 0,
+            partition_epoch: 0,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum RecordError {
     #[error("record is truncated")]

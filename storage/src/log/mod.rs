@@ -8,6 +8,7 @@
 //! next offset; only the last segment is written; `log_start_offset <= log_end_offset`.
 
 pub mod cleaner;
+pub mod index_file;
 pub mod leader_epoch_cache;
 pub mod mapped_file;
 pub mod offset_index;

@@ -1,5 +1,5 @@
 //! The sparse offset index of one segment: `(relative offset u32, position u32)` entries, big
-//! endian, 8 bytes each, in Kafka's `.index` layout.
+//! endian, 8 bytes each, in Kafka's `.index` layout (an [`IndexFile`] of [`OffsetEntry`]).
 //!
 //! Invariants: entries grow strictly in offset and in position; an entry points at the start of a
 //! batch whose last offset is the entry's offset. The file is preallocated to its maximum size while
@@ -8,137 +8,90 @@
 use std::io;
 use std::path::Path;
 
-use super::mapped_file::MappedFile;
+use super::index_file::{relative, IndexEntry, IndexFile, MAX_ENTRY_BYTES};
 
 pub const ENTRY_BYTES: usize = 8;
 
-pub struct OffsetIndex {
-    base_offset: i64,
-    file: MappedFile,
-    entries: usize,
+/// An offset and the file position of the batch that ends at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetEntry {
+    pub offset: i64,
+    pub position: u32,
 }
+
+impl IndexEntry for OffsetEntry {
+    const BYTES: usize = ENTRY_BYTES;
+
+    fn decode(b: &[u8], base_offset: i64) -> Self {
+        let rel = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
+        let position = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+        Self {
+            offset: base_offset + rel as i64,
+            position,
+        }
+    }
+
+    fn encode(&self, base_offset: i64) -> [u8; MAX_ENTRY_BYTES] {
+        let mut bytes = [0u8; MAX_ENTRY_BYTES];
+        bytes[..4].copy_from_slice(&relative(self.offset, base_offset));
+        bytes[4..8].copy_from_slice(&self.position.to_be_bytes());
+        bytes
+    }
+
+    fn key(&self) -> i64 {
+        self.offset
+    }
+
+    fn follows(&self, previous: &Self) -> bool {
+        self.offset > previous.offset && self.position > previous.position
+    }
+}
+
+pub struct OffsetIndex(IndexFile<OffsetEntry>);
 
 impl OffsetIndex {
     /// Opens an existing closed index (every whole entry counts) or creates an empty one of
     /// `max_bytes` when `fresh`.
     pub fn open(path: &Path, base_offset: i64, max_bytes: usize, fresh: bool) -> io::Result<Self> {
-        let max_bytes = max_bytes / ENTRY_BYTES * ENTRY_BYTES;
-        if fresh {
-            let file = MappedFile::open(path, Some(0))?;
-            let mut index = Self {
-                base_offset,
-                file,
-                entries: 0,
-            };
-            index.file.set_len(max_bytes)?;
-            return Ok(index);
-        }
-        let file = MappedFile::open(path, None)?;
-        let entries = file.len_bytes() / ENTRY_BYTES;
-        let index = Self {
-            base_offset,
-            file,
-            entries,
-        };
-        index.check()?;
-        Ok(index)
-    }
-
-    /// Verifies that entries increase; a damaged index is an error (the caller rebuilds it).
-    fn check(&self) -> io::Result<()> {
-        let mut last: Option<(i64, u32)> = None;
-        for i in 0..self.entries {
-            let e = self.entry(i);
-            if let Some(l) = last {
-                if e.0 <= l.0 || e.1 <= l.1 {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        format!(
-                            "{}: entry {i} does not increase",
-                            self.file.path().display()
-                        ),
-                    ));
-                }
-            }
-            last = Some(e);
-        }
-        Ok(())
+        IndexFile::open(path, base_offset, max_bytes, fresh).map(Self)
     }
 
     pub fn entries(&self) -> usize {
-        self.entries
+        self.0.entries()
     }
 
     pub fn is_full(&self) -> bool {
-        (self.entries + 1) * ENTRY_BYTES > self.file.len_bytes()
-    }
-
-    fn entry(&self, i: usize) -> (i64, u32) {
-        let b = self.file.slice(i * ENTRY_BYTES, ENTRY_BYTES);
-        let rel = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
-        let pos = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
-        (self.base_offset + rel as i64, pos)
+        self.0.is_full()
     }
 
     pub fn last_entry(&self) -> Option<(i64, u32)> {
-        self.entries.checked_sub(1).map(|i| self.entry(i))
+        self.0.last_entry().map(|e| (e.offset, e.position))
     }
 
-    /// Appends an entry; `Ok(false)` when the index is full. Written with `pwrite`, not through
-    /// the mapping: on a full disk a write fault on the (sparse, preallocated) mapping is a
-    /// SIGBUS, where `pwrite` is an ENOSPC error.
+    /// Appends an entry; `Ok(false)` when the index is full.
     pub fn append(&mut self, offset: i64, position: u32) -> io::Result<bool> {
-        if self.is_full() {
-            return Ok(false);
-        }
-        if let Some((last_offset, last_position)) = self.last_entry() {
-            assert!(
-                offset > last_offset && position > last_position,
-                "offset index must grow"
-            );
-        }
-        let rel = u32::try_from(offset - self.base_offset).expect("relative offset fits u32");
-        // The slot past the last entry is read by no one until `entries` moves past it.
-        self.file.write_at(
-            self.entries * ENTRY_BYTES,
-            &[&rel.to_be_bytes(), &position.to_be_bytes()],
-        )?;
-        self.entries += 1;
-        Ok(true)
+        self.0.push(OffsetEntry { offset, position })
     }
 
     /// The position to start scanning from for `target`: the largest entry at or below it.
     pub fn lookup(&self, target: i64) -> (i64, u32) {
-        // Binary search for the last entry with offset <= target.
-        let (mut lo, mut hi) = (0usize, self.entries);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 <= target {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        match lo.checked_sub(1) {
-            Some(i) => self.entry(i),
-            None => (self.base_offset, 0),
-        }
+        self.0
+            .floor(target)
+            .map_or((self.0.base_offset(), 0), |e| (e.offset, e.position))
     }
 
     /// Cuts the file to its entries (on roll and on clean shutdown).
     pub fn trim(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.set_len(self.entries * ENTRY_BYTES)
+        self.0.trim()
     }
 
     pub fn flush(&self) -> io::Result<()> {
-        self.file.flush()
+        self.0.flush()
     }
 
     /// Grows the file back to `max_bytes` (a whole number of entries) for appends.
     pub fn resize(&mut self, max_bytes: usize) -> io::Result<()> {
-        let max_bytes = (max_bytes / ENTRY_BYTES * ENTRY_BYTES).max(self.entries * ENTRY_BYTES);
-        self.file.set_len(max_bytes)
+        self.0.resize(max_bytes)
     }
 }
 

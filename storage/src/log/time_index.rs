@@ -1,5 +1,5 @@
 //! The sparse time index of one segment: `(timestamp i64, relative offset u32)` entries, big
-//! endian, 12 bytes each, in Kafka's `.timeindex` layout.
+//! endian, 12 bytes each, in Kafka's `.timeindex` layout (an [`IndexFile`] of [`TimeEntry`]).
 //!
 //! Invariants: timestamps grow strictly, offsets never decrease. An entry `(t, o)` says that the
 //! largest timestamp among the records up to offset `o` is `t`, so the first record with a
@@ -8,118 +8,88 @@
 use std::io;
 use std::path::Path;
 
-use super::mapped_file::MappedFile;
+use super::index_file::{relative, IndexEntry, IndexFile, MAX_ENTRY_BYTES};
 
 pub const ENTRY_BYTES: usize = 12;
 
-pub struct TimeIndex {
-    base_offset: i64,
-    file: MappedFile,
-    entries: usize,
+/// The largest timestamp among the records up to `offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TimeEntry {
+    pub timestamp: i64,
+    pub offset: i64,
 }
+
+impl IndexEntry for TimeEntry {
+    const BYTES: usize = ENTRY_BYTES;
+
+    fn decode(b: &[u8], base_offset: i64) -> Self {
+        let timestamp = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
+        let rel = u32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
+        Self {
+            timestamp,
+            offset: base_offset + rel as i64,
+        }
+    }
+
+    fn encode(&self, base_offset: i64) -> [u8; MAX_ENTRY_BYTES] {
+        let mut bytes = [0u8; MAX_ENTRY_BYTES];
+        bytes[..8].copy_from_slice(&self.timestamp.to_be_bytes());
+        bytes[8..].copy_from_slice(&relative(self.offset, base_offset));
+        bytes
+    }
+
+    fn key(&self) -> i64 {
+        self.timestamp
+    }
+
+    fn follows(&self, previous: &Self) -> bool {
+        self.timestamp > previous.timestamp && self.offset >= previous.offset
+    }
+}
+
+pub struct TimeIndex(IndexFile<TimeEntry>);
 
 impl TimeIndex {
     pub fn open(path: &Path, base_offset: i64, max_bytes: usize, fresh: bool) -> io::Result<Self> {
-        let max_bytes = max_bytes / ENTRY_BYTES * ENTRY_BYTES;
-        if fresh {
-            let mut file = MappedFile::open(path, Some(0))?;
-            file.set_len(max_bytes)?;
-            return Ok(Self {
-                base_offset,
-                file,
-                entries: 0,
-            });
-        }
-        let file = MappedFile::open(path, None)?;
-        let entries = file.len_bytes() / ENTRY_BYTES;
-        let index = Self {
-            base_offset,
-            file,
-            entries,
-        };
-        for i in 1..index.entries {
-            let (a, b) = (index.entry(i - 1), index.entry(i));
-            if b.0 <= a.0 || b.1 < a.1 {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "{}: entry {i} does not increase",
-                        index.file.path().display()
-                    ),
-                ));
-            }
-        }
-        Ok(index)
+        IndexFile::open(path, base_offset, max_bytes, fresh).map(Self)
     }
 
     pub fn is_full(&self) -> bool {
-        (self.entries + 1) * ENTRY_BYTES > self.file.len_bytes()
-    }
-
-    fn entry(&self, i: usize) -> (i64, i64) {
-        let b = self.file.slice(i * ENTRY_BYTES, ENTRY_BYTES);
-        let ts = i64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
-        let rel = u32::from_be_bytes(b[8..12].try_into().expect("4 bytes"));
-        (ts, self.base_offset + rel as i64)
+        self.0.is_full()
     }
 
     pub fn last_entry(&self) -> Option<(i64, i64)> {
-        self.entries.checked_sub(1).map(|i| self.entry(i))
+        self.0.last_entry().map(|e| (e.timestamp, e.offset))
     }
 
     /// Appends `(timestamp, offset)` if the timestamp is larger than the last one and there is
-    /// room; written with `pwrite`, so a full disk is an error, not a SIGBUS on the mapping.
+    /// room.
     pub fn maybe_append(&mut self, timestamp: i64, offset: i64) -> io::Result<()> {
-        if self.is_full() {
+        if self.last_entry().is_some_and(|(last, _)| timestamp <= last) {
             return Ok(());
         }
-        if let Some((last_ts, last_offset)) = self.last_entry() {
-            if timestamp <= last_ts {
-                return Ok(());
-            }
-            assert!(offset >= last_offset, "time index offsets never decrease");
-        }
-        let rel = u32::try_from(offset - self.base_offset).expect("relative offset fits u32");
-        // The slot past the last entry is read by no one until `entries` moves past it.
-        self.file.write_at(
-            self.entries * ENTRY_BYTES,
-            &[&timestamp.to_be_bytes(), &rel.to_be_bytes()],
-        )?;
-        self.entries += 1;
-        Ok(())
+        self.0.push(TimeEntry { timestamp, offset }).map(|_| ())
     }
 
     /// The largest entry whose timestamp is at or below `target`, as `(timestamp, offset)`;
     /// `(-1, base_offset)` when there is none.
     pub fn lookup(&self, target: i64) -> (i64, i64) {
-        let (mut lo, mut hi) = (0usize, self.entries);
-        while lo < hi {
-            let mid = (lo + hi) / 2;
-            if self.entry(mid).0 <= target {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        match lo.checked_sub(1) {
-            Some(i) => self.entry(i),
-            None => (-1, self.base_offset),
-        }
+        self.0
+            .floor(target)
+            .map_or((-1, self.0.base_offset()), |e| (e.timestamp, e.offset))
     }
 
     pub fn trim(&mut self) -> io::Result<()> {
-        self.file.flush()?;
-        self.file.set_len(self.entries * ENTRY_BYTES)
+        self.0.trim()
     }
 
     pub fn flush(&self) -> io::Result<()> {
-        self.file.flush()
+        self.0.flush()
     }
 
     /// Grows the file back to `max_bytes` (a whole number of entries) for appends.
     pub fn resize(&mut self, max_bytes: usize) -> io::Result<()> {
-        let max_bytes = (max_bytes / ENTRY_BYTES * ENTRY_BYTES).max(self.entries * ENTRY_BYTES);
-        self.file.set_len(max_bytes)
+        self.0.resize(max_bytes)
     }
 }
 
