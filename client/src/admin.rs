@@ -25,9 +25,10 @@ use quipu_protocol::{ResponseError, StrBytes};
 
 use crate::cluster::{backoff, Cluster, PartitionMetadata};
 use crate::config::ClientConfig;
-use crate::consumer::{list_offsets, TopicPartition, LATEST_TIMESTAMP};
+use crate::consumer::{list_offsets, LATEST_TIMESTAMP};
 use crate::error::{Error, Result};
 use crate::group_member::{decode_versioned, fetch_committed, GroupMember};
+use crate::topic_partition::TopicPartition;
 
 /// A topic to create; -1 partitions or replication factor means the broker's default.
 #[derive(Debug, Clone)]

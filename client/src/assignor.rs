@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::consumer::TopicPartition;
+use crate::topic_partition::TopicPartition;
 
 /// What a member told the group when it joined.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -35,37 +35,14 @@ use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
+pub use crate::topic_partition::TopicPartition;
+
 /// Highest Fetch version used: v13 names topics by id.
 const MAX_FETCH_VERSION: i16 = 12;
 /// ListOffsets timestamp for the earliest offset.
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).
 pub const LATEST_TIMESTAMP: i64 = -1;
-
-/// A topic's partition.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TopicPartition {
-    /// Topic name.
-    pub topic: String,
-    /// Partition index.
-    pub partition: i32,
-}
-
-impl TopicPartition {
-    /// `topic`'s partition `partition`.
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for TopicPartition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}-{}", self.topic, self.partition)
-    }
-}
 
 /// A consumed record; key, value and header values share the fetch response's memory.
 #[derive(Debug, Clone)]

@@ -40,9 +40,9 @@ use tokio::task::JoinHandle;
 use crate::assignor::{self, MemberSubscription};
 use crate::cluster::{backoff, Cluster};
 use crate::config::ConsumerConfig;
-use crate::consumer::TopicPartition;
 use crate::error::{Error, Result};
 use crate::heartbeat::{heartbeat, Liveness};
+use crate::topic_partition::TopicPartition;
 
 /// Highest OffsetFetch version used: v8 batches groups in another shape.
 const MAX_OFFSET_FETCH_VERSION: i16 = 7;

@@ -54,6 +54,7 @@ mod group_member;
 mod heartbeat;
 pub mod partitioner;
 pub mod producer;
+mod topic_partition;
 
 pub use admin::Admin;
 pub use cluster::{PartitionMetadata, TopicMetadata};
