@@ -51,7 +51,6 @@ mod connection;
 pub mod consumer;
 pub mod error;
 mod group_member;
-mod heartbeat;
 pub mod partitioner;
 pub mod producer;
 mod topic_partition;

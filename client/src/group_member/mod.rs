@@ -1,6 +1,6 @@
 //! A consumer's membership of a group through the classic protocol: JoinGroup and SyncGroup in
 //! a task of their own (the leader computes the assignment), then heartbeats
-//! ([`crate::heartbeat`]), LeaveGroup; and the group's committed offsets (OffsetCommit,
+//! (`heartbeat`), LeaveGroup; and the group's committed offsets (OffsetCommit,
 //! OffsetFetch).
 //!
 //! The member that computed the assignment watches the subscribed topics' partition counts
@@ -23,7 +23,6 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use quipu_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
 use quipu_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedPartitions;
 use quipu_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use quipu_protocol::messages::leave_group_request::MemberIdentity;
 use quipu_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
 };
@@ -31,8 +30,7 @@ use quipu_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use quipu_protocol::messages::{
     ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, JoinGroupRequest,
-    LeaveGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest,
-    TopicName,
+    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
 };
 use quipu_protocol::{Decodable, Encodable, Message, ResponseError, StrBytes};
 use tokio::task::JoinHandle;
@@ -41,26 +39,19 @@ use crate::assignor::{self, MemberSubscription};
 use crate::cluster::{backoff, Cluster};
 use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
-use crate::heartbeat::{heartbeat, Liveness};
 use crate::topic_partition::TopicPartition;
+
+use self::heartbeat::{heartbeat, Liveness};
+pub use self::membership::Generation;
+use self::membership::{leave_group, rejoin_error};
+
+mod heartbeat;
+mod membership;
 
 /// Highest OffsetFetch version used: v8 batches groups in another shape.
 const MAX_OFFSET_FETCH_VERSION: i16 = 7;
 /// Highest OffsetCommit version used: v9 is for the KIP-848 protocol.
 const MAX_OFFSET_COMMIT_VERSION: i16 = 8;
-
-/// A group member's identity in the current generation.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Generation {
-    /// The id the coordinator gave this member.
-    pub member_id: String,
-    /// The group's generation, which commits carry.
-    pub generation_id: i32,
-    /// The assignment strategy the group chose.
-    pub protocol: String,
-    /// Whether this member computed the group's assignment.
-    pub leader: bool,
-}
 
 pub(crate) struct GroupMember {
     pub group_id: String,
@@ -682,34 +673,6 @@ pub(crate) async fn fetch_committed(
     }
 }
 
-/// Sends LeaveGroup for dynamic member `member_id`.
-pub(crate) async fn leave_group(
-    cluster: &Arc<Cluster>,
-    group_id: &str,
-    member_id: &str,
-) -> Result<()> {
-    let conn = cluster.coordinator(group_id).await?;
-    let version = conn.version_for::<LeaveGroupRequest>()?;
-    let mut request =
-        LeaveGroupRequest::default().with_group_id(GroupId(StrBytes::from_string(group_id.into())));
-    if version >= 3 {
-        request.members =
-            vec![MemberIdentity::default().with_member_id(StrBytes::from_string(member_id.into()))];
-    } else {
-        request.member_id = StrBytes::from_string(member_id.into());
-    }
-    let response = conn.send_version(&request, version).await?;
-    if let Some(e) = Error::broker(response.error_code, "leave group") {
-        return Err(e);
-    }
-    for member in &response.members {
-        if let Some(e) = Error::broker(member.error_code, "leave group") {
-            return Err(e);
-        }
-    }
-    Ok(())
-}
-
 /// The partition count of each of `topics` in `metadata` (0 for a topic that does not exist).
 fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<String, i32> {
     let mut counts: BTreeMap<String, i32> = topics.iter().map(|t| (t.clone(), 0)).collect();
@@ -722,32 +685,6 @@ fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<
         }
     }
     counts
-}
-
-/// Errors that say this member is no longer in its generation: its partitions are lost.
-pub(crate) fn fenced(e: &Error) -> bool {
-    matches!(
-        e.broker_error(),
-        Some(
-            ResponseError::IllegalGeneration
-                | ResponseError::UnknownMemberId
-                | ResponseError::FencedInstanceId
-        )
-    )
-}
-
-/// Errors after which the member must join again.
-pub(crate) fn rejoin_error(e: &Error) -> bool {
-    matches!(
-        e.broker_error(),
-        Some(
-            ResponseError::RebalanceInProgress
-                | ResponseError::IllegalGeneration
-                | ResponseError::UnknownMemberId
-                | ResponseError::MemberIdRequired
-                | ResponseError::FencedInstanceId
-        )
-    )
 }
 
 /// The consumer protocol's embedded messages: an i16 version, then the message at that version.

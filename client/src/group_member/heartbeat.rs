@@ -15,7 +15,8 @@ use quipu_protocol::StrBytes;
 
 use crate::cluster::Cluster;
 use crate::error::Error;
-use crate::group_member::{fenced, leave_group, rejoin_error, Generation};
+
+use super::membership::{fenced, leave_group, rejoin_error, Generation};
 
 /// What the heartbeat task shares with the consumer.
 #[derive(Clone)]
