@@ -17,9 +17,9 @@ use quipu_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use quipu_protocol::messages::{
-    ConsumerProtocolAssignment, CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest,
-    DeleteTopicsRequest, DescribeConfigsRequest, DescribeGroupsRequest, GroupId,
-    IncrementalAlterConfigsRequest, ListGroupsRequest, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteGroupsRequest, DeleteTopicsRequest,
+    DescribeConfigsRequest, DescribeGroupsRequest, GroupId, IncrementalAlterConfigsRequest,
+    ListGroupsRequest, TopicName,
 };
 use quipu_protocol::{ResponseError, StrBytes};
 
@@ -27,7 +27,7 @@ use crate::cluster::{backoff, Cluster, PartitionMetadata};
 use crate::config::ClientConfig;
 use crate::consumer::{list_offsets, LATEST_TIMESTAMP};
 use crate::error::{Error, Result};
-use crate::group_member::{decode_versioned, fetch_committed, GroupMember};
+use crate::group_member::{decode_assignment, fetch_committed, GroupMember};
 use crate::topic_partition::TopicPartition;
 
 /// A topic to create; -1 partitions or replication factor means the broker's default.
@@ -503,19 +503,8 @@ impl Admin {
                     .members
                     .iter()
                     .map(|m| {
-                        let assignment = if consumer && !m.member_assignment.is_empty() {
-                            decode_versioned::<ConsumerProtocolAssignment>(&m.member_assignment)
-                                .map(|a| {
-                                    a.assigned_partitions
-                                        .iter()
-                                        .flat_map(|t| {
-                                            t.partitions.iter().map(|p| {
-                                                TopicPartition::new(t.topic.0.as_str(), *p)
-                                            })
-                                        })
-                                        .collect()
-                                })
-                                .unwrap_or_default()
+                        let assignment = if consumer {
+                            decode_assignment(&m.member_assignment).unwrap_or_default()
                         } else {
                             Vec::new()
                         };

@@ -19,9 +19,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use quipu_protocol::messages::consumer_protocol_assignment::TopicPartition as AssignedTopic;
-use quipu_protocol::messages::consumer_protocol_subscription::TopicPartition as OwnedPartitions;
 use quipu_protocol::messages::join_group_request::JoinGroupRequestProtocol;
 use quipu_protocol::messages::offset_commit_request::{
     OffsetCommitRequestPartition, OffsetCommitRequestTopic,
@@ -29,10 +26,10 @@ use quipu_protocol::messages::offset_commit_request::{
 use quipu_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use quipu_protocol::messages::{
-    ConsumerProtocolAssignment, ConsumerProtocolSubscription, GroupId, JoinGroupRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetFetchRequest, SyncGroupRequest, TopicName,
+    GroupId, JoinGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
+    SyncGroupRequest, TopicName,
 };
-use quipu_protocol::{Decodable, Encodable, Message, ResponseError, StrBytes};
+use quipu_protocol::{ResponseError, StrBytes};
 use tokio::task::JoinHandle;
 
 use crate::assignor::{self, MemberSubscription};
@@ -41,10 +38,14 @@ use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
 use crate::topic_partition::TopicPartition;
 
+use self::consumer_protocol::{decode_subscription, encode_assignment, encode_subscription};
 use self::heartbeat::{heartbeat, Liveness};
-pub use self::membership::Generation;
 use self::membership::{leave_group, rejoin_error};
 
+pub(crate) use self::consumer_protocol::decode_assignment;
+pub use self::membership::Generation;
+
+mod consumer_protocol;
 mod heartbeat;
 mod membership;
 
@@ -439,33 +440,7 @@ impl Joiner {
         topics: &[String],
     ) -> Result<(Generation, Vec<TopicPartition>)> {
         let conn = cluster.coordinator(&self.group_id).await?;
-        // Version 3, as the Java client sends: the partitions owned and their generation let a
-        // cooperative leader keep them where they are.
-        let mut owned: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in &self.owned {
-            owned.entry(&tp.topic).or_default().push(tp.partition);
-        }
-        let subscription = encode_versioned(
-            &ConsumerProtocolSubscription::default()
-                .with_topics(
-                    topics
-                        .iter()
-                        .map(|t| StrBytes::from_string(t.clone()))
-                        .collect(),
-                )
-                .with_owned_partitions(
-                    owned
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            OwnedPartitions::default()
-                                .with_topic(TopicName(StrBytes::from_string(t.to_string())))
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                )
-                .with_generation_id(self.owned_generation),
-            3,
-        )?;
+        let subscription = encode_subscription(topics, &self.owned, self.owned_generation)?;
         let protocols = config
             .assignment_strategies
             .iter()
@@ -506,23 +481,7 @@ impl Joiner {
         let assignments = if leader && !response.skip_assignment {
             let mut members: BTreeMap<String, MemberSubscription> = BTreeMap::new();
             for m in &response.members {
-                let sub: ConsumerProtocolSubscription = decode_versioned(&m.metadata)?;
-                members.insert(
-                    m.member_id.to_string(),
-                    MemberSubscription {
-                        topics: sub.topics.iter().map(|t| t.to_string()).collect(),
-                        owned: sub
-                            .owned_partitions
-                            .iter()
-                            .flat_map(|t| {
-                                t.partitions
-                                    .iter()
-                                    .map(|p| TopicPartition::new(t.topic.0.as_str(), *p))
-                            })
-                            .collect(),
-                        generation: sub.generation_id,
-                    },
-                );
+                members.insert(m.member_id.to_string(), decode_subscription(&m.metadata)?);
             }
             let all: Vec<String> = {
                 let mut v: Vec<String> = members
@@ -547,24 +506,10 @@ impl Joiner {
             let plan = assignor::assign(&protocol, &members, &partitions);
             let mut out = Vec::new();
             for (member, tps) in plan {
-                let mut by_topic: BTreeMap<String, Vec<i32>> = BTreeMap::new();
-                for tp in tps {
-                    by_topic.entry(tp.topic).or_default().push(tp.partition);
-                }
-                let assignment = ConsumerProtocolAssignment::default().with_assigned_partitions(
-                    by_topic
-                        .into_iter()
-                        .map(|(t, ps)| {
-                            AssignedTopic::default()
-                                .with_topic(TopicName(StrBytes::from_string(t)))
-                                .with_partitions(ps)
-                        })
-                        .collect(),
-                );
                 out.push(
                     SyncGroupRequestAssignment::default()
                         .with_member_id(StrBytes::from_string(member))
-                        .with_assignment(encode_versioned(&assignment, 0)?),
+                        .with_assignment(encode_assignment(tps)?),
                 );
             }
             out
@@ -583,15 +528,7 @@ impl Joiner {
         if let Some(e) = Error::broker(synced.error_code, format!("sync group {}", self.group_id)) {
             return Err(e);
         }
-        let mut assigned = Vec::new();
-        if !synced.assignment.is_empty() {
-            let assignment: ConsumerProtocolAssignment = decode_versioned(&synced.assignment)?;
-            for t in assignment.assigned_partitions {
-                for p in t.partitions {
-                    assigned.push(TopicPartition::new(t.topic.0.as_str(), p));
-                }
-            }
-        }
+        let mut assigned = decode_assignment(&synced.assignment)?;
         assigned.sort();
         let generation = Generation {
             member_id: self.member_id.clone(),
@@ -685,28 +622,4 @@ fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<
         }
     }
     counts
-}
-
-/// The consumer protocol's embedded messages: an i16 version, then the message at that version.
-pub(crate) fn encode_versioned<M: Encodable>(message: &M, version: i16) -> Result<Bytes> {
-    let mut buf = BytesMut::new();
-    buf.put_i16(version);
-    message
-        .encode(&mut buf, version)
-        .map_err(|e| Error::Protocol(format!("cannot encode consumer protocol message: {e:#}")))?;
-    Ok(buf.freeze())
-}
-
-/// Decodes an embedded message, reading a newer version than ours as our newest (the consumer
-/// protocol only appends fields).
-pub(crate) fn decode_versioned<M: Decodable + Message>(bytes: &Bytes) -> Result<M> {
-    let mut buf = bytes.clone();
-    if buf.remaining() < 2 {
-        return Err(Error::Protocol(
-            "consumer protocol message without a version".into(),
-        ));
-    }
-    let version = buf.get_i16().clamp(M::VERSIONS.min, M::VERSIONS.max);
-    M::decode(&mut buf, version)
-        .map_err(|e| Error::Protocol(format!("cannot decode consumer protocol message: {e:#}")))
 }
