@@ -20,15 +20,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quipu_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use quipu_protocol::messages::offset_commit_request::{
-    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
-};
-use quipu_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use quipu_protocol::messages::{
-    GroupId, JoinGroupRequest, MetadataResponse, OffsetCommitRequest, OffsetFetchRequest,
-    SyncGroupRequest, TopicName,
-};
+use quipu_protocol::messages::{GroupId, JoinGroupRequest, MetadataResponse, SyncGroupRequest};
 use quipu_protocol::{ResponseError, StrBytes};
 use tokio::task::JoinHandle;
 
@@ -38,21 +31,19 @@ use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
 use crate::topic_partition::TopicPartition;
 
+use self::commits::{commit_request, send_commit};
 use self::consumer_protocol::{decode_subscription, encode_assignment, encode_subscription};
 use self::heartbeat::{heartbeat, Liveness};
 use self::membership::{leave_group, rejoin_error};
 
+pub(crate) use self::commits::fetch_committed;
 pub(crate) use self::consumer_protocol::decode_assignment;
 pub use self::membership::Generation;
 
+mod commits;
 mod consumer_protocol;
 mod heartbeat;
 mod membership;
-
-/// Highest OffsetFetch version used: v8 batches groups in another shape.
-const MAX_OFFSET_FETCH_VERSION: i16 = 7;
-/// Highest OffsetCommit version used: v9 is for the KIP-848 protocol.
-const MAX_OFFSET_COMMIT_VERSION: i16 = 8;
 
 pub(crate) struct GroupMember {
     pub group_id: String,
@@ -303,57 +294,13 @@ impl GroupMember {
                 context: format!("commit to group {} while it rebalances", self.group_id),
             });
         }
-        let (generation_id, member_id) = match &self.generation {
-            Some(g) => (g.generation_id, g.member_id.clone()),
-            None => (-1, String::new()),
-        };
-        let mut by_topic: BTreeMap<&str, Vec<OffsetCommitRequestPartition>> = BTreeMap::new();
-        for (tp, offset) in offsets {
-            by_topic.entry(&tp.topic).or_default().push(
-                OffsetCommitRequestPartition::default()
-                    .with_partition_index(tp.partition)
-                    .with_committed_offset(*offset)
-                    .with_committed_leader_epoch(-1),
-            );
-        }
-        let request = OffsetCommitRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_generation_id_or_member_epoch(generation_id)
-            .with_member_id(StrBytes::from_string(member_id))
-            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
-            .with_retention_time_ms(-1)
-            .with_topics(
-                by_topic
-                    .into_iter()
-                    .map(|(t, ps)| {
-                        OffsetCommitRequestTopic::default()
-                            .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                            .with_partitions(ps)
-                    })
-                    .collect(),
-            );
-        let conn = cluster.coordinator(&self.group_id).await?;
-        let version = conn
-            .version_for::<OffsetCommitRequest>()?
-            .min(MAX_OFFSET_COMMIT_VERSION);
-        let response = conn.send_version(&request, version).await?;
-        for t in &response.topics {
-            for p in &t.partitions {
-                if let Some(e) = Error::broker(
-                    p.error_code,
-                    format!("commit offset of {}-{}", t.name.0, p.partition_index),
-                ) {
-                    if rejoin_error(&e) {
-                        self.rejoin.store(true, Ordering::Release);
-                    }
-                    if e.invalidates_metadata() {
-                        cluster.invalidate_coordinator(&self.group_id);
-                    }
-                    return Err(e);
-                }
-            }
-        }
-        Ok(())
+        let request = commit_request(
+            &self.group_id,
+            self.instance_id.as_deref(),
+            self.generation.as_ref(),
+            offsets,
+        );
+        send_commit(cluster, &self.group_id, &request, &self.rejoin).await
     }
 
     /// The committed offsets of `partitions` (`None`: nothing committed).
@@ -538,75 +485,6 @@ impl Joiner {
         };
         tracing::debug!(group = %self.group_id, generation = response.generation_id, partitions = assigned.len(), "joined");
         Ok((generation, assigned))
-    }
-}
-
-/// Committed offsets of `group_id`: of `partitions`, or of every partition it has committed.
-pub(crate) async fn fetch_committed(
-    cluster: &Arc<Cluster>,
-    group_id: &str,
-    partitions: Option<&[TopicPartition]>,
-) -> Result<Vec<(TopicPartition, Option<i64>)>> {
-    let topics = partitions.map(|ps| {
-        let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
-        for tp in ps {
-            by_topic.entry(&tp.topic).or_default().push(tp.partition);
-        }
-        by_topic
-            .into_iter()
-            .map(|(t, ps)| {
-                OffsetFetchRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_string(t.to_string())))
-                    .with_partition_indexes(ps)
-            })
-            .collect()
-    });
-    let mut attempt = 0;
-    loop {
-        let result: Result<_> = async {
-            let conn = cluster.coordinator(group_id).await?;
-            let version = conn
-                .version_for::<OffsetFetchRequest>()?
-                .min(MAX_OFFSET_FETCH_VERSION);
-            let request = OffsetFetchRequest::default()
-                .with_group_id(GroupId(StrBytes::from_string(group_id.to_string())))
-                .with_topics(topics.clone());
-            let response = conn.send_version(&request, version).await?;
-            if let Some(e) =
-                Error::broker(response.error_code, format!("offsets of group {group_id}"))
-            {
-                return Err(e);
-            }
-            let mut out = Vec::new();
-            for t in &response.topics {
-                for p in &t.partitions {
-                    if let Some(e) = Error::broker(
-                        p.error_code,
-                        format!("offset of {}-{}", t.name.0, p.partition_index),
-                    ) {
-                        return Err(e);
-                    }
-                    out.push((
-                        TopicPartition::new(t.name.0.as_str(), p.partition_index),
-                        (p.committed_offset >= 0).then_some(p.committed_offset),
-                    ));
-                }
-            }
-            out.sort();
-            Ok(out)
-        }
-        .await;
-        match result {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retriable() && attempt < 10 => {
-                if e.invalidates_metadata() {
-                    cluster.invalidate_coordinator(group_id);
-                }
-                attempt += 1;
-                backoff(cluster.config.retry_backoff_ms, attempt).await;
-            }
-            Err(e) => return Err(e),
-        }
     }
 }
 
