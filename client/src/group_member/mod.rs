@@ -1,7 +1,9 @@
-//! A consumer's membership of a group through the classic protocol: JoinGroup and SyncGroup in
-//! a task of their own (the leader computes the assignment), then heartbeats
-//! (`heartbeat`), LeaveGroup; and the group's committed offsets (OffsetCommit,
-//! OffsetFetch).
+//! A consumer's membership of a group through the classic protocol, as the consumer sees it:
+//! `GroupMember` starts a join and collects its assignment, keeps the flags the heartbeat
+//! raises, commits, and leaves. The steps live beside it: `join` (JoinGroup and SyncGroup in a
+//! task of their own; the leader computes the assignment), `consumer_protocol` (the
+//! subscription and assignment bytes), `heartbeat`, `commits` (OffsetCommit, OffsetFetch) and
+//! `membership` (the generation, the errors that end it, LeaveGroup).
 //!
 //! The member that computed the assignment watches the subscribed topics' partition counts
 //! (every `metadata.max.age.ms`) and rejoins when they change, so new partitions (or a
@@ -12,29 +14,25 @@
 //! task only ever raises the "rejoin" and "lost" flags, which the consumer acts on in its next
 //! poll; offsets are committed with the member's generation and id, so a member that was fenced
 //! by a rebalance cannot overwrite its successor's commits (the coordinator answers
-//! ILLEGAL_GENERATION).
+//! ILLEGAL_GENERATION); no commit is sent while the member rebalances.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quipu_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use quipu_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
-use quipu_protocol::messages::{GroupId, JoinGroupRequest, MetadataResponse, SyncGroupRequest};
-use quipu_protocol::{ResponseError, StrBytes};
+use quipu_protocol::ResponseError;
 use tokio::task::JoinHandle;
 
-use crate::assignor::{self, MemberSubscription};
-use crate::cluster::{backoff, Cluster};
+use crate::cluster::Cluster;
 use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
 use crate::topic_partition::TopicPartition;
 
 use self::commits::{commit_request, send_commit};
-use self::consumer_protocol::{decode_subscription, encode_assignment, encode_subscription};
-use self::heartbeat::{heartbeat, Liveness};
-use self::membership::{leave_group, rejoin_error};
+use self::heartbeat::Liveness;
+use self::join::{partition_counts, JoinOutcome, Joiner};
+use self::membership::leave_group;
 
 pub(crate) use self::commits::fetch_committed;
 pub(crate) use self::consumer_protocol::decode_assignment;
@@ -43,6 +41,7 @@ pub use self::membership::Generation;
 mod commits;
 mod consumer_protocol;
 mod heartbeat;
+mod join;
 mod membership;
 
 pub(crate) struct GroupMember {
@@ -68,32 +67,6 @@ pub(crate) struct GroupMember {
     /// with, when this member is the leader.
     assigned_with: Option<BTreeMap<String, i32>>,
     metadata_checked_at: Instant,
-}
-
-/// What a join task hands back: the member id it ended with, and the generation it joined.
-struct JoinOutcome {
-    member_id: String,
-    result: Result<Joined>,
-}
-
-struct Joined {
-    generation: Generation,
-    assigned: Vec<TopicPartition>,
-    assigned_with: Option<BTreeMap<String, i32>>,
-    heartbeat: JoinHandle<()>,
-}
-
-/// A join in a task of its own: JoinGroup, then SyncGroup, retried until they succeed.
-struct Joiner {
-    group_id: String,
-    instance_id: Option<String>,
-    member_id: String,
-    /// Partitions this member keeps through the rebalance (cooperative protocol), and the
-    /// generation it got them in.
-    owned: Vec<TopicPartition>,
-    owned_generation: i32,
-    assigned_with: Option<BTreeMap<String, i32>>,
-    liveness: Liveness,
 }
 
 impl GroupMember {
@@ -319,185 +292,4 @@ impl Drop for GroupMember {
         self.stop_join();
         self.stop_heartbeat();
     }
-}
-
-impl Joiner {
-    async fn run(
-        mut self,
-        cluster: Arc<Cluster>,
-        config: ConsumerConfig,
-        topics: Vec<String>,
-    ) -> JoinOutcome {
-        let mut attempt = 0;
-        let result = loop {
-            self.assigned_with = None;
-            match self.join_once(&cluster, &config, &topics).await {
-                Ok((generation, assigned)) => {
-                    self.liveness.rejoin.store(false, Ordering::Release);
-                    // The join itself counts as a poll: the application is inside one.
-                    self.liveness.last_poll_ms.store(
-                        self.liveness.created.elapsed().as_millis() as u64,
-                        Ordering::Release,
-                    );
-                    let heartbeat = tokio::spawn(heartbeat(
-                        cluster.clone(),
-                        self.group_id.clone(),
-                        self.instance_id.clone(),
-                        generation.clone(),
-                        config.heartbeat_interval_ms.max(1),
-                        config.max_poll_interval_ms,
-                        self.liveness.clone(),
-                    ));
-                    break Ok(Joined {
-                        generation,
-                        assigned,
-                        assigned_with: self.assigned_with.take(),
-                        heartbeat,
-                    });
-                }
-                Err(e) if e.is_retriable() || rejoin_error(&e) => {
-                    if e.invalidates_metadata() {
-                        cluster.invalidate_coordinator(&self.group_id);
-                    }
-                    if let Some(ResponseError::UnknownMemberId | ResponseError::IllegalGeneration) =
-                        e.broker_error()
-                    {
-                        self.member_id.clear();
-                    }
-                    tracing::debug!(group = %self.group_id, %e, "rejoining");
-                    attempt += 1;
-                    if attempt > 50 {
-                        break Err(e);
-                    }
-                    backoff(config.client.retry_backoff_ms, attempt.min(4)).await;
-                }
-                Err(e) => break Err(e),
-            }
-        };
-        JoinOutcome {
-            member_id: self.member_id,
-            result,
-        }
-    }
-
-    async fn join_once(
-        &mut self,
-        cluster: &Arc<Cluster>,
-        config: &ConsumerConfig,
-        topics: &[String],
-    ) -> Result<(Generation, Vec<TopicPartition>)> {
-        let conn = cluster.coordinator(&self.group_id).await?;
-        let subscription = encode_subscription(topics, &self.owned, self.owned_generation)?;
-        let protocols = config
-            .assignment_strategies
-            .iter()
-            .map(|s| {
-                JoinGroupRequestProtocol::default()
-                    .with_name(StrBytes::from_string(s.clone()))
-                    .with_metadata(subscription.clone())
-            })
-            .collect();
-        let request = JoinGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_session_timeout_ms(config.session_timeout_ms as i32)
-            .with_rebalance_timeout_ms(config.max_poll_interval_ms as i32)
-            .with_member_id(StrBytes::from_string(self.member_id.clone()))
-            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
-            .with_protocol_type(StrBytes::from_static_str("consumer"))
-            .with_protocols(protocols);
-        // JoinGroup and SyncGroup wait for the whole group: the rebalance timeout on top of the
-        // request timeout, as the Java client allows.
-        let group_timeout_ms = config.max_poll_interval_ms + config.client.request_timeout_ms;
-        let response = conn.send_timeout(&request, group_timeout_ms).await?;
-        if response.error_code == ResponseError::MemberIdRequired.code() {
-            // KIP-394: join again with the id the coordinator gave.
-            self.member_id = response.member_id.to_string();
-            return Err(Error::broker(response.error_code, "JoinGroup").expect("error"));
-        }
-        if let Some(e) = Error::broker(response.error_code, format!("join group {}", self.group_id))
-        {
-            return Err(e);
-        }
-        self.member_id = response.member_id.to_string();
-        let protocol = response
-            .protocol_name
-            .as_ref()
-            .map(|p| p.to_string())
-            .unwrap_or_default();
-        let leader = response.leader == response.member_id;
-        let assignments = if leader && !response.skip_assignment {
-            let mut members: BTreeMap<String, MemberSubscription> = BTreeMap::new();
-            for m in &response.members {
-                members.insert(m.member_id.to_string(), decode_subscription(&m.metadata)?);
-            }
-            let all: Vec<String> = {
-                let mut v: Vec<String> = members
-                    .values()
-                    .flat_map(|s| s.topics.iter())
-                    .cloned()
-                    .collect();
-                v.sort();
-                v.dedup();
-                v
-            };
-            // Fresh counts: the assignment and the later checks against it use the same view.
-            let partitions = if all.is_empty() {
-                BTreeMap::new()
-            } else {
-                partition_counts(&cluster.refresh(&all).await?, &all)
-            };
-            for (t, _) in partitions.iter().filter(|(_, count)| **count == 0) {
-                tracing::warn!(topic = %t, "subscribed topic does not exist (yet)");
-            }
-            self.assigned_with = Some(partitions.clone());
-            let plan = assignor::assign(&protocol, &members, &partitions);
-            let mut out = Vec::new();
-            for (member, tps) in plan {
-                out.push(
-                    SyncGroupRequestAssignment::default()
-                        .with_member_id(StrBytes::from_string(member))
-                        .with_assignment(encode_assignment(tps)?),
-                );
-            }
-            out
-        } else {
-            Vec::new()
-        };
-        let sync = SyncGroupRequest::default()
-            .with_group_id(GroupId(StrBytes::from_string(self.group_id.clone())))
-            .with_generation_id(response.generation_id)
-            .with_member_id(response.member_id.clone())
-            .with_group_instance_id(self.instance_id.clone().map(StrBytes::from_string))
-            .with_protocol_type(Some(StrBytes::from_static_str("consumer")))
-            .with_protocol_name(response.protocol_name.clone())
-            .with_assignments(assignments);
-        let synced = conn.send_timeout(&sync, group_timeout_ms).await?;
-        if let Some(e) = Error::broker(synced.error_code, format!("sync group {}", self.group_id)) {
-            return Err(e);
-        }
-        let mut assigned = decode_assignment(&synced.assignment)?;
-        assigned.sort();
-        let generation = Generation {
-            member_id: self.member_id.clone(),
-            generation_id: response.generation_id,
-            protocol,
-            leader,
-        };
-        tracing::debug!(group = %self.group_id, generation = response.generation_id, partitions = assigned.len(), "joined");
-        Ok((generation, assigned))
-    }
-}
-
-/// The partition count of each of `topics` in `metadata` (0 for a topic that does not exist).
-fn partition_counts(metadata: &MetadataResponse, topics: &[String]) -> BTreeMap<String, i32> {
-    let mut counts: BTreeMap<String, i32> = topics.iter().map(|t| (t.clone(), 0)).collect();
-    for t in &metadata.topics {
-        let Some(name) = &t.name else { continue };
-        if let Some(count) = counts.get_mut(name.as_str()) {
-            if t.error_code == 0 {
-                *count = t.partitions.len() as i32;
-            }
-        }
-    }
-    counts
 }
