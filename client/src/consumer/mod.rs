@@ -21,12 +21,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use quipu_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use quipu_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
-use quipu_protocol::record::{records_section, RecordIter};
-use quipu_protocol::record_batch::{BatchError, BatchIter};
 use quipu_protocol::{ResponseError, StrBytes};
 use tokio::task::JoinHandle;
 
@@ -35,7 +32,12 @@ use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
+use self::record::decode_records;
+
+pub use self::record::ConsumerRecord;
 pub use crate::topic_partition::TopicPartition;
+
+mod record;
 
 /// Highest Fetch version used: v13 names topics by id.
 const MAX_FETCH_VERSION: i16 = 12;
@@ -43,29 +45,6 @@ const MAX_FETCH_VERSION: i16 = 12;
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).
 pub const LATEST_TIMESTAMP: i64 = -1;
-
-/// A consumed record; key, value and header values share the fetch response's memory.
-#[derive(Debug, Clone)]
-pub struct ConsumerRecord {
-    /// Topic name (shared by the records of a topic).
-    pub topic: Arc<str>,
-    /// Partition index.
-    pub partition: i32,
-    /// The record's offset in its partition.
-    pub offset: i64,
-    /// Milliseconds since the epoch.
-    pub timestamp_ms: i64,
-    /// Whether `timestamp_ms` is the broker's LogAppendTime rather than the producer's CreateTime.
-    pub log_append_time: bool,
-    /// The key; a view into the fetched bytes, not a copy.
-    pub key: Option<Bytes>,
-    /// The value (`None` for a tombstone); a view into the fetched bytes, not a copy.
-    pub value: Option<Bytes>,
-    /// Headers in the order they were written; values are views into the fetched bytes.
-    pub headers: Vec<(String, Option<Bytes>)>,
-    /// The leader epoch the record was written in.
-    pub leader_epoch: i32,
-}
 
 /// Called when a group rebalance takes partitions away or hands them over. With automatic
 /// commits on, positions are committed before `on_partitions_revoked` runs.
@@ -854,77 +833,6 @@ impl Drop for Consumer {
     fn drop(&mut self) {
         self.fetches.drain(..).for_each(|h| h.abort());
     }
-}
-
-/// Appends the records of `bytes` (whole batches, maybe a truncated one at the end) at or after
-/// `from` to `out`; returns the next position.
-fn decode_records(
-    topic: &Arc<str>,
-    partition: i32,
-    bytes: &Bytes,
-    from: i64,
-    out: &mut Vec<ConsumerRecord>,
-) -> Result<i64> {
-    let mut position = from;
-    for batch in BatchIter::new(bytes) {
-        let batch = match batch {
-            Ok((_, b)) => b,
-            // A fetch may end inside a batch: the rest comes with the next fetch.
-            Err(BatchError::Truncated { .. }) => break,
-            Err(e) => return Err(Error::Protocol(format!("{topic}-{partition}: {e}"))),
-        };
-        if batch.last_offset() < position {
-            continue;
-        }
-        batch
-            .validate()
-            .map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
-        if batch.is_control() {
-            position = batch.last_offset() + 1;
-            continue;
-        }
-        let section = records_section(&batch)
-            .map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
-        let section: Bytes = match section {
-            std::borrow::Cow::Borrowed(s) => bytes.slice_ref(s),
-            std::borrow::Cow::Owned(v) => Bytes::from(v),
-        };
-        let base_offset = batch.base_offset();
-        let log_append_time = batch.is_log_append_time();
-        for record in RecordIter::new(&section, batch.records_count()) {
-            let r = record.map_err(|e| Error::Protocol(format!("{topic}-{partition}: {e}")))?;
-            let offset = base_offset + i64::from(r.offset_delta);
-            if offset < position {
-                continue;
-            }
-            let headers = r
-                .headers()
-                .map(|(k, v)| {
-                    (
-                        String::from_utf8_lossy(k).into_owned(),
-                        v.map(|v| section.slice_ref(v)),
-                    )
-                })
-                .collect();
-            out.push(ConsumerRecord {
-                topic: topic.clone(),
-                partition,
-                offset,
-                timestamp_ms: if log_append_time {
-                    batch.max_timestamp()
-                } else {
-                    batch.base_timestamp().saturating_add(r.timestamp_delta)
-                },
-                log_append_time,
-                key: r.key.map(|k| section.slice_ref(k)),
-                value: r.value.map(|v| section.slice_ref(v)),
-                headers,
-                leader_epoch: batch.partition_leader_epoch(),
-            });
-        }
-        position = batch.last_offset() + 1;
-    }
-    Ok(position)
 }
 
 /// The offsets ListOffsets gives for each `(partition, timestamp)` (-2 earliest, -1 latest),
