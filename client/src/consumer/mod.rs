@@ -1,7 +1,7 @@
 //! The consumer: fetches records of assigned partitions from their leaders, alone (`assign`) or
 //! as a member of a consumer group (`subscribe`), and keeps a position per partition.
 //!
-//! Records are returned as zero-copy slices: a key or value is a [`Bytes`] view into the fetch
+//! Records are returned as zero-copy slices: a key or value is a [`bytes::Bytes`] view into the fetch
 //! response (or, for a compressed batch, into its one decompressed buffer).
 //!
 //! Invariants:
@@ -17,7 +17,7 @@
 //! - Records below the position (a batch starting before it) are skipped; control batches move
 //!   the position past them without returning anything.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,11 +33,13 @@ use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
 use self::record::decode_records;
+use self::subscription::Subscription;
 
 pub use self::record::ConsumerRecord;
 pub use crate::topic_partition::TopicPartition;
 
 mod record;
+mod subscription;
 
 /// Highest Fetch version used: v13 names topics by id.
 const MAX_FETCH_VERSION: i16 = 12;
@@ -65,25 +67,6 @@ pub trait RebalanceListener: Send {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct PartitionState {
-    /// `None` until resolved from the committed offset or the reset policy.
-    position: Option<i64>,
-    paused: bool,
-    high_watermark: i64,
-    /// Records of this partition in the consumer's buffer.
-    buffered: usize,
-    /// While records are buffered: the offset after the last one fetched.
-    fetched_to: Option<i64>,
-}
-
-impl PartitionState {
-    /// Where the next fetch of this partition starts.
-    fn fetch_offset(&self) -> Option<i64> {
-        self.fetched_to.or(self.position)
-    }
-}
-
 type FetchHandle = JoinHandle<(i32, Vec<(TopicPartition, i64)>, Result<FetchResponse>)>;
 
 /// An asynchronous Kafka consumer.
@@ -105,8 +88,7 @@ type FetchHandle = JoinHandle<(i32, Vec<(TopicPartition, i64)>, Result<FetchResp
 pub struct Consumer {
     cluster: Arc<Cluster>,
     config: ConsumerConfig,
-    partitions: BTreeMap<TopicPartition, PartitionState>,
-    subscription: Option<Vec<String>>,
+    subscription: Subscription,
     group: Option<GroupMember>,
     listener: Option<Box<dyn RebalanceListener>>,
     fetches: Vec<FetchHandle>,
@@ -114,8 +96,6 @@ pub struct Consumer {
     fetching: Vec<i32>,
     last_commit: Instant,
     topic_names: HashMap<String, Arc<str>>,
-    /// Fetched records not returned yet, in fetch order.
-    buffer: VecDeque<ConsumerRecord>,
 }
 
 impl Consumer {
@@ -130,23 +110,20 @@ impl Consumer {
         Ok(Self {
             cluster,
             config,
-            partitions: BTreeMap::new(),
-            subscription: None,
+            subscription: Subscription::default(),
             group,
             listener: None,
             fetches: Vec::new(),
             fetching: Vec::new(),
             last_commit: Instant::now(),
             topic_names: HashMap::new(),
-            buffer: VecDeque::new(),
         })
     }
 
     /// Consumes exactly `partitions`, without group membership (commits still go to `group.id`
     /// when one is set). Replaces any earlier assignment or subscription.
     pub fn assign(&mut self, partitions: Vec<TopicPartition>) {
-        self.subscription = None;
-        self.set_assignment(partitions);
+        self.subscription.assign(partitions);
     }
 
     /// Joins `group.id` subscribed to `topics`; partitions come from the group's assignment in
@@ -157,10 +134,7 @@ impl Consumer {
                 "subscribe needs a group.id (ConsumerConfig::group_id)".into(),
             ));
         }
-        let mut topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        topics.sort();
-        topics.dedup();
-        self.subscription = Some(topics);
+        self.subscription.subscribe(topics);
         if let Some(g) = &mut self.group {
             g.resubscribe();
         }
@@ -184,105 +158,22 @@ impl Consumer {
 
     /// The partitions currently assigned.
     pub fn assignment(&self) -> Vec<TopicPartition> {
-        self.partitions.keys().cloned().collect()
-    }
-
-    fn set_assignment(&mut self, partitions: Vec<TopicPartition>) {
-        let mut next = BTreeMap::new();
-        for tp in partitions {
-            let state = self.partitions.remove(&tp).unwrap_or_default();
-            next.insert(tp, state);
-        }
-        if !self.partitions.is_empty() {
-            // Records of partitions no longer assigned are dropped.
-            self.buffer
-                .retain(|r| next.contains_key(&TopicPartition::new(&*r.topic, r.partition)));
-        }
-        self.partitions = next;
-    }
-
-    /// Moves `tp`'s position to `offset` (a seek, a reset, a committed offset), dropping what
-    /// was buffered for it.
-    fn set_position(&mut self, tp: &TopicPartition, offset: Option<i64>) -> Result<()> {
-        let state = self
-            .partitions
-            .get_mut(tp)
-            .ok_or_else(|| Error::InvalidArgument(format!("partition {tp} is not assigned")))?;
-        state.position = offset;
-        self.drop_buffered(tp);
-        Ok(())
-    }
-
-    fn drop_buffered(&mut self, tp: &TopicPartition) {
-        let Some(state) = self.partitions.get_mut(tp) else {
-            return;
-        };
-        state.fetched_to = None;
-        if std::mem::take(&mut state.buffered) > 0 {
-            self.buffer
-                .retain(|r| !(r.partition == tp.partition && *r.topic == *tp.topic));
-        }
-    }
-
-    /// Up to `max.poll.records` buffered records; positions move past them.
-    fn take_buffered(&mut self) -> Vec<ConsumerRecord> {
-        let n = self.buffer.len().min(self.config.max_poll_records);
-        let out: Vec<ConsumerRecord> = self.buffer.drain(..n).collect();
-        // Records come in runs of one partition: one position update per run.
-        let mut run_start = 0;
-        while run_start < out.len() {
-            let first = &out[run_start];
-            let run_len = out[run_start..]
-                .iter()
-                .take_while(|r| {
-                    r.partition == first.partition && Arc::ptr_eq(&r.topic, &first.topic)
-                })
-                .count();
-            let last = &out[run_start + run_len - 1];
-            let tp = TopicPartition::new(&*first.topic, first.partition);
-            let state = self
-                .partitions
-                .get_mut(&tp)
-                .expect("buffered records belong to assigned partitions");
-            assert!(state.buffered >= run_len, "buffer count of {tp}");
-            state.buffered -= run_len;
-            state.position = Some(last.offset + 1);
-            if state.buffered == 0 {
-                // Past whatever the fetch skipped after the last record (control batches).
-                state.position = state.fetched_to.take().max(state.position);
-            }
-            run_start += run_len;
-        }
-        out
-    }
-
-    fn state(&mut self, tp: &TopicPartition) -> Result<&mut PartitionState> {
-        self.partitions
-            .get_mut(tp)
-            .ok_or_else(|| Error::InvalidArgument(format!("partition {tp} is not assigned")))
+        self.subscription.assignment()
     }
 
     /// The offset of the next record `poll` returns for `tp`, once known.
     pub fn position(&self, tp: &TopicPartition) -> Option<i64> {
-        self.partitions.get(tp).and_then(|s| s.position)
+        self.subscription.position(tp)
     }
 
     /// The high watermark of `tp` as of the last fetch (for lag).
     pub fn high_watermark(&self, tp: &TopicPartition) -> Option<i64> {
-        self.partitions
-            .get(tp)
-            .map(|s| s.high_watermark)
-            .filter(|h| *h >= 0)
+        self.subscription.high_watermark(tp)
     }
 
     /// The next `poll` returns `tp`'s records from `offset`.
     pub fn seek(&mut self, tp: &TopicPartition, offset: i64) -> Result<()> {
-        if offset < 0 {
-            return Err(Error::InvalidArgument(format!(
-                "seek to negative offset {offset}"
-            )));
-        }
-        self.set_position(tp, Some(offset))
+        self.subscription.seek(tp, offset)
     }
 
     /// Seeks `partitions` to their first offset.
@@ -315,9 +206,7 @@ impl Consumer {
         partitions: &[TopicPartition],
         timestamp: i64,
     ) -> Result<()> {
-        for tp in partitions {
-            self.state(tp)?;
-        }
+        self.subscription.check_assigned(partitions)?;
         let queries: Vec<_> = partitions
             .iter()
             .map(|tp| (tp.clone(), timestamp))
@@ -326,7 +215,7 @@ impl Consumer {
         let mut missing = Vec::new();
         for (tp, offset) in found {
             match offset {
-                Some(o) => self.set_position(&tp, Some(o))?,
+                Some(o) => self.subscription.set_position(&tp, Some(o))?,
                 None => missing.push(tp),
             }
         }
@@ -341,7 +230,7 @@ impl Consumer {
             )
             .await?;
             for (tp, offset) in ends {
-                self.set_position(&tp, offset)?;
+                self.subscription.set_position(&tp, offset)?;
             }
         }
         Ok(())
@@ -391,37 +280,22 @@ impl Consumer {
     /// Stops returning records of `partitions` until they are resumed; group membership and
     /// positions are kept.
     pub fn pause(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        for tp in partitions {
-            self.state(tp)?.paused = true;
-            self.drop_buffered(tp);
-        }
-        Ok(())
+        self.subscription.pause(partitions)
     }
 
     /// Returns records of `partitions` again.
     pub fn resume(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        for tp in partitions {
-            self.state(tp)?.paused = false;
-        }
-        Ok(())
+        self.subscription.resume(partitions)
     }
 
     /// The paused partitions.
     pub fn paused(&self) -> Vec<TopicPartition> {
-        self.partitions
-            .iter()
-            .filter(|(_, s)| s.paused)
-            .map(|(tp, _)| tp.clone())
-            .collect()
+        self.subscription.paused()
     }
 
     /// Commits the current position of every assigned partition to `group.id`.
     pub async fn commit(&mut self) -> Result<()> {
-        let offsets: Vec<_> = self
-            .partitions
-            .iter()
-            .filter_map(|(tp, s)| s.position.map(|p| (tp.clone(), p)))
-            .collect();
+        let offsets = self.subscription.positions();
         self.commit_offsets(&offsets).await
     }
 
@@ -467,8 +341,10 @@ impl Consumer {
             }
             self.maybe_auto_commit().await;
             self.resolve_positions().await?;
-            if !self.buffer.is_empty() {
-                let records = self.take_buffered();
+            if self.subscription.has_buffered() {
+                let records = self
+                    .subscription
+                    .take_buffered(self.config.max_poll_records);
                 // Fetch ahead (for partitions with nothing buffered) while the caller works.
                 self.start_fetches().await;
                 return Ok(records);
@@ -505,8 +381,10 @@ impl Consumer {
                         .await;
                 }
             }
-            if !self.buffer.is_empty() {
-                let records = self.take_buffered();
+            if self.subscription.has_buffered() {
+                let records = self
+                    .subscription
+                    .take_buffered(self.config.max_poll_records);
                 // Fetch ahead while the caller works on these.
                 self.start_fetches().await;
                 return Ok(records);
@@ -526,7 +404,7 @@ impl Consumer {
     /// the group rebalances, then revokes only what the new assignment takes away and rejoins
     /// so those partitions can move.
     async fn maintain_group(&mut self, deadline: Instant) -> Result<bool> {
-        let Some(topics) = self.subscription.clone() else {
+        let Some(topics) = self.subscription.topics().map(<[String]>::to_vec) else {
             return Ok(true);
         };
         let cooperative = self.config.cooperative();
@@ -560,8 +438,7 @@ impl Consumer {
                 }
                 self.fetches.drain(..).for_each(|h| h.abort());
                 self.fetching.clear();
-                self.partitions.clear();
-                self.buffer.clear();
+                self.subscription.revoke_all();
             }
             self.group
                 .as_mut()
@@ -575,7 +452,7 @@ impl Consumer {
         }
         // Cooperatively, owned partitions are fetched while the group rebalances: look at the
         // join without waiting.
-        let keeps_consuming = cooperative && !self.partitions.is_empty();
+        let keeps_consuming = cooperative && !self.subscription.is_empty();
         let wait_until = if keeps_consuming {
             Instant::now()
         } else {
@@ -589,14 +466,14 @@ impl Consumer {
             return Ok(keeps_consuming);
         };
         if !cooperative {
-            self.set_assignment(assigned.clone());
+            self.subscription.set_assignment(assigned.clone());
             if let Some(l) = &mut self.listener {
                 l.on_partitions_assigned(&assigned);
             }
             return Ok(true);
         }
         let owned: std::collections::BTreeSet<TopicPartition> =
-            self.partitions.keys().cloned().collect();
+            self.subscription.assignment().into_iter().collect();
         let revoked: Vec<TopicPartition> = owned
             .iter()
             .filter(|tp| !assigned.contains(tp))
@@ -609,10 +486,7 @@ impl Consumer {
             .collect();
         if !revoked.is_empty() {
             if self.config.enable_auto_commit {
-                let offsets: Vec<_> = revoked
-                    .iter()
-                    .filter_map(|tp| self.position(tp).map(|p| (tp.clone(), p)))
-                    .collect();
+                let offsets = self.subscription.positions_of(&revoked);
                 if let Err(e) = self.commit_offsets(&offsets).await {
                     tracing::debug!(%e, "commit of revoked partitions failed");
                 }
@@ -625,7 +499,7 @@ impl Consumer {
                 g.request_rejoin();
             }
         }
-        self.set_assignment(assigned);
+        self.subscription.set_assignment(assigned);
         if let Some(l) = &mut self.listener {
             l.on_partitions_assigned(&added);
         }
@@ -648,12 +522,7 @@ impl Consumer {
 
     /// Positions for partitions that have none: the committed offset, else the reset policy.
     async fn resolve_positions(&mut self) -> Result<()> {
-        let missing: Vec<TopicPartition> = self
-            .partitions
-            .iter()
-            .filter(|(_, s)| s.position.is_none())
-            .map(|(tp, _)| tp.clone())
-            .collect();
+        let missing = self.subscription.missing_positions();
         if missing.is_empty() {
             return Ok(());
         }
@@ -664,7 +533,7 @@ impl Consumer {
             let committed: HashMap<_, _> = committed.into_iter().collect();
             for tp in missing {
                 match committed.get(&tp).copied().flatten() {
-                    Some(o) => self.set_position(&tp, Some(o))?,
+                    Some(o) => self.subscription.set_position(&tp, Some(o))?,
                     None => unresolved.push(tp),
                 }
             }
@@ -692,18 +561,9 @@ impl Consumer {
     /// Starts a fetch for every leader that has fetchable partitions and no fetch out.
     async fn start_fetches(&mut self) {
         let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-        for (tp, s) in &self.partitions {
-            let Some(position) = s.fetch_offset() else {
-                continue;
-            };
-            if s.paused || s.buffered > 0 {
-                continue;
-            }
+        for (tp, position) in self.subscription.to_fetch() {
             match self.cluster.leader(&tp.topic, tp.partition).await {
-                Ok((leader, _)) => by_leader
-                    .entry(leader)
-                    .or_default()
-                    .push((tp.clone(), position)),
+                Ok((leader, _)) => by_leader.entry(leader).or_default().push((tp, position)),
                 Err(e) => tracing::debug!(%tp, %e, "no leader"),
             }
         }
@@ -777,12 +637,9 @@ impl Consumer {
                 let Some((_, fetched_at)) = asked.iter().find(|(a, _)| *a == tp) else {
                     continue;
                 };
-                let Some(state) = self.partitions.get_mut(&tp) else {
-                    continue; // no longer assigned
+                let Some(state) = self.subscription.fetched_state(&tp, *fetched_at) else {
+                    continue; // no longer assigned, paused, or moved while the fetch was out
                 };
-                if state.paused || state.fetch_offset() != Some(*fetched_at) {
-                    continue; // paused or moved while the fetch was out
-                }
                 if let Some(e) = Error::broker(p.error_code, format!("fetch {tp}")) {
                     match e.broker_error() {
                         Some(ResponseError::OffsetOutOfRange) => out_of_range.push(tp),
@@ -792,21 +649,16 @@ impl Consumer {
                     }
                     continue;
                 }
-                state.high_watermark = p.high_watermark;
+                state.set_high_watermark(p.high_watermark);
                 if let Some(bytes) = p.records {
                     let before = records.len();
                     let next =
                         decode_records(&name, tp.partition, &bytes, *fetched_at, &mut records)?;
-                    state.buffered += records.len() - before;
-                    if state.buffered == 0 {
-                        state.position = Some(next); // only control batches, or nothing
-                    } else {
-                        state.fetched_to = Some(next);
-                    }
+                    state.fetched(records.len() - before, next);
                 }
             }
         }
-        self.buffer.extend(records);
+        self.subscription.buffer(records);
         if !out_of_range.is_empty() {
             tracing::debug!(?out_of_range, "offset out of range: resetting");
             self.reset(&out_of_range).await?;
