@@ -21,28 +21,25 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use quipu_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use quipu_protocol::messages::{FetchRequest, FetchResponse, ListOffsetsRequest, TopicName};
-use quipu_protocol::{ResponseError, StrBytes};
-use tokio::task::JoinHandle;
+use quipu_protocol::messages::{ListOffsetsRequest, TopicName};
+use quipu_protocol::StrBytes;
 
 use crate::cluster::Cluster;
 use crate::config::{ConsumerConfig, OffsetReset};
 use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
-use self::record::decode_records;
+use self::fetcher::{FetchDone, Fetcher, Waited};
 use self::subscription::Subscription;
 
 pub use self::record::ConsumerRecord;
 pub use crate::topic_partition::TopicPartition;
 
+mod fetcher;
 mod record;
 mod subscription;
 
-/// Highest Fetch version used: v13 names topics by id.
-const MAX_FETCH_VERSION: i16 = 12;
 /// ListOffsets timestamp for the earliest offset.
 pub const EARLIEST_TIMESTAMP: i64 = -2;
 /// ListOffsets timestamp for the latest offset (the high watermark).
@@ -67,8 +64,6 @@ pub trait RebalanceListener: Send {
     }
 }
 
-type FetchHandle = JoinHandle<(i32, Vec<(TopicPartition, i64)>, Result<FetchResponse>)>;
-
 /// An asynchronous Kafka consumer.
 ///
 /// ```no_run
@@ -91,11 +86,8 @@ pub struct Consumer {
     subscription: Subscription,
     group: Option<GroupMember>,
     listener: Option<Box<dyn RebalanceListener>>,
-    fetches: Vec<FetchHandle>,
-    /// Leaders with a fetch out.
-    fetching: Vec<i32>,
+    fetcher: Fetcher,
     last_commit: Instant,
-    topic_names: HashMap<String, Arc<str>>,
 }
 
 impl Consumer {
@@ -113,10 +105,8 @@ impl Consumer {
             subscription: Subscription::default(),
             group,
             listener: None,
-            fetches: Vec::new(),
-            fetching: Vec::new(),
+            fetcher: Fetcher::default(),
             last_commit: Instant::now(),
-            topic_names: HashMap::new(),
         })
     }
 
@@ -342,16 +332,13 @@ impl Consumer {
             self.maybe_auto_commit().await;
             self.resolve_positions().await?;
             if self.subscription.has_buffered() {
-                let records = self
-                    .subscription
-                    .take_buffered(self.config.max_poll_records);
-                // Fetch ahead (for partitions with nothing buffered) while the caller works.
-                self.start_fetches().await;
-                return Ok(records);
+                return Ok(self.take_and_fetch_ahead().await);
             }
-            self.start_fetches().await;
+            self.fetcher
+                .start(&self.cluster, &self.config, &self.subscription)
+                .await;
             let now = Instant::now();
-            if self.fetches.is_empty() {
+            if self.fetcher.is_idle() {
                 if now >= deadline {
                     return Ok(Vec::new());
                 }
@@ -360,39 +347,55 @@ impl Consumer {
                 continue;
             }
             let wait = deadline.saturating_duration_since(now);
-            let any = futures_util::future::select_all(self.fetches.iter_mut());
-            let (done, index) = match tokio::time::timeout(wait, any).await {
-                Ok((done, index, _)) => (done, index),
-                Err(_) => return Ok(Vec::new()),
-            };
-            self.fetches.swap_remove(index);
-            let Ok((leader, asked, response)) = done else {
-                continue;
-            };
-            self.fetching.retain(|l| *l != leader);
-            match response {
-                Ok(r) => self.handle_fetch(&asked, r).await?,
-                Err(e) => {
-                    tracing::debug!(leader, %e, "fetch failed");
-                    for (tp, _) in &asked {
-                        self.cluster.invalidate(&tp.topic);
-                    }
-                    tokio::time::sleep(Duration::from_millis(self.config.client.retry_backoff_ms))
-                        .await;
-                }
+            match self.fetcher.next(wait).await {
+                Waited::Nothing => return Ok(Vec::new()),
+                Waited::Lost => continue,
+                Waited::Done(done) => self.read_fetch(done).await?,
             }
             if self.subscription.has_buffered() {
-                let records = self
-                    .subscription
-                    .take_buffered(self.config.max_poll_records);
-                // Fetch ahead while the caller works on these.
-                self.start_fetches().await;
-                return Ok(records);
+                return Ok(self.take_and_fetch_ahead().await);
             }
             if Instant::now() >= deadline {
                 return Ok(Vec::new());
             }
         }
+    }
+
+    /// Up to `max.poll.records` buffered records, having started fetches for the partitions
+    /// with nothing buffered: they fetch ahead while the caller works on these.
+    async fn take_and_fetch_ahead(&mut self) -> Vec<ConsumerRecord> {
+        let records = self
+            .subscription
+            .take_buffered(self.config.max_poll_records);
+        self.fetcher
+            .start(&self.cluster, &self.config, &self.subscription)
+            .await;
+        records
+    }
+
+    /// Takes a fetch's answer: its records into the buffer, and partitions out of range reset.
+    /// A failed fetch makes its topics' metadata stale and waits `retry.backoff.ms`.
+    async fn read_fetch(&mut self, done: FetchDone) -> Result<()> {
+        match done.response {
+            Ok(r) => {
+                let out_of_range =
+                    self.fetcher
+                        .read(&self.cluster, &mut self.subscription, &done.asked, r)?;
+                if !out_of_range.is_empty() {
+                    tracing::debug!(?out_of_range, "offset out of range: resetting");
+                    self.reset(&out_of_range).await?;
+                }
+            }
+            Err(e) => {
+                tracing::debug!(leader = done.leader, %e, "fetch failed");
+                for (tp, _) in &done.asked {
+                    self.cluster.invalidate(&tp.topic);
+                }
+                tokio::time::sleep(Duration::from_millis(self.config.client.retry_backoff_ms))
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     /// Keeps the group membership current: rejoins when the heartbeat or the metadata check
@@ -436,8 +439,7 @@ impl Consumer {
                         (false, true) => l.on_partitions_lost(&owned),
                     }
                 }
-                self.fetches.drain(..).for_each(|h| h.abort());
-                self.fetching.clear();
+                self.fetcher.abort();
                 self.subscription.revoke_all();
             }
             self.group
@@ -558,117 +560,9 @@ impl Consumer {
         self.seek_to_listed(partitions, timestamp).await
     }
 
-    /// Starts a fetch for every leader that has fetchable partitions and no fetch out.
-    async fn start_fetches(&mut self) {
-        let mut by_leader: BTreeMap<i32, Vec<(TopicPartition, i64)>> = BTreeMap::new();
-        for (tp, position) in self.subscription.to_fetch() {
-            match self.cluster.leader(&tp.topic, tp.partition).await {
-                Ok((leader, _)) => by_leader.entry(leader).or_default().push((tp, position)),
-                Err(e) => tracing::debug!(%tp, %e, "no leader"),
-            }
-        }
-        for (leader, asked) in by_leader {
-            if self.fetching.contains(&leader) {
-                continue;
-            }
-            self.fetching.push(leader);
-            let mut topics: Vec<FetchTopic> = Vec::new();
-            for (tp, offset) in &asked {
-                let partition = FetchPartition::default()
-                    .with_partition(tp.partition)
-                    .with_current_leader_epoch(-1)
-                    .with_fetch_offset(*offset)
-                    .with_last_fetched_epoch(-1)
-                    .with_log_start_offset(-1)
-                    .with_partition_max_bytes(self.config.max_partition_fetch_bytes);
-                match topics.last_mut() {
-                    Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(partition),
-                    _ => topics.push(
-                        FetchTopic::default()
-                            .with_topic(TopicName(StrBytes::from_string(tp.topic.clone())))
-                            .with_partitions(vec![partition]),
-                    ),
-                }
-            }
-            let request = FetchRequest::default()
-                .with_replica_id((-1).into())
-                .with_max_wait_ms(self.config.fetch_max_wait_ms)
-                .with_min_bytes(self.config.fetch_min_bytes)
-                .with_max_bytes(self.config.fetch_max_bytes)
-                .with_isolation_level(0)
-                .with_session_id(0)
-                .with_session_epoch(-1)
-                .with_topics(topics);
-            let cluster = self.cluster.clone();
-            self.fetches.push(tokio::spawn(async move {
-                let response = async {
-                    let conn = cluster.connection(leader).await?;
-                    let version = conn.version_for::<FetchRequest>()?.min(MAX_FETCH_VERSION);
-                    conn.send_version(&request, version).await
-                }
-                .await;
-                (leader, asked, response)
-            }));
-        }
-    }
-
-    async fn handle_fetch(
-        &mut self,
-        asked: &[(TopicPartition, i64)],
-        response: FetchResponse,
-    ) -> Result<()> {
-        if let Some(e) = Error::broker(response.error_code, "fetch") {
-            if e.is_retriable() {
-                return Ok(());
-            }
-            return Err(e);
-        }
-        let mut records = Vec::new();
-        let mut out_of_range = Vec::new();
-        for t in response.responses {
-            let topic = t.topic.0.to_string();
-            let name = self
-                .topic_names
-                .entry(topic.clone())
-                .or_insert_with(|| Arc::from(topic.as_str()))
-                .clone();
-            for p in t.partitions {
-                let tp = TopicPartition::new(topic.clone(), p.partition_index);
-                let Some((_, fetched_at)) = asked.iter().find(|(a, _)| *a == tp) else {
-                    continue;
-                };
-                let Some(state) = self.subscription.fetched_state(&tp, *fetched_at) else {
-                    continue; // no longer assigned, paused, or moved while the fetch was out
-                };
-                if let Some(e) = Error::broker(p.error_code, format!("fetch {tp}")) {
-                    match e.broker_error() {
-                        Some(ResponseError::OffsetOutOfRange) => out_of_range.push(tp),
-                        _ if e.invalidates_metadata() => self.cluster.invalidate(&tp.topic),
-                        _ if e.is_retriable() => {}
-                        _ => return Err(e),
-                    }
-                    continue;
-                }
-                state.set_high_watermark(p.high_watermark);
-                if let Some(bytes) = p.records {
-                    let before = records.len();
-                    let next =
-                        decode_records(&name, tp.partition, &bytes, *fetched_at, &mut records)?;
-                    state.fetched(records.len() - before, next);
-                }
-            }
-        }
-        self.subscription.buffer(records);
-        if !out_of_range.is_empty() {
-            tracing::debug!(?out_of_range, "offset out of range: resetting");
-            self.reset(&out_of_range).await?;
-        }
-        Ok(())
-    }
-
     /// Commits (when automatic commits are on) and leaves the group.
     pub async fn close(mut self) -> Result<()> {
-        self.fetches.drain(..).for_each(|h| h.abort());
+        self.fetcher.abort();
         if self.config.enable_auto_commit && self.group.is_some() {
             if let Err(e) = self.commit().await {
                 tracing::debug!(%e, "final commit failed");
@@ -678,12 +572,6 @@ impl Consumer {
             g.leave(&self.cluster).await?;
         }
         Ok(())
-    }
-}
-
-impl Drop for Consumer {
-    fn drop(&mut self) {
-        self.fetches.drain(..).for_each(|h| h.abort());
     }
 }
 

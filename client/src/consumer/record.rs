@@ -110,7 +110,7 @@ pub(super) fn decode_records(
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use bytes::BytesMut;
     use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
     use quipu_protocol::record_batch::RecordBatchViewMut;
@@ -118,7 +118,11 @@ mod tests {
     use super::*;
 
     /// A batch of `values` (keys `k<offset>`) at `base_offset`, stamped from `timestamp_ms`.
-    fn batch(base_offset: i64, timestamp_ms: i64, values: &[&str]) -> BytesMut {
+    pub(in crate::consumer) fn batch(
+        base_offset: i64,
+        timestamp_ms: i64,
+        values: &[&str],
+    ) -> BytesMut {
         let mut builder = BatchBuilder::new(1024);
         for (i, v) in values.iter().enumerate() {
             let key = format!("k{}", base_offset + i as i64);
