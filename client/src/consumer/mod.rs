@@ -17,33 +17,26 @@
 //! - Records below the position (a batch starting before it) are skipped; control batches move
 //!   the position past them without returning anything.
 
-use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quipu_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
-use quipu_protocol::messages::{ListOffsetsRequest, TopicName};
-use quipu_protocol::StrBytes;
-
 use crate::cluster::Cluster;
-use crate::config::{ConsumerConfig, OffsetReset};
+use crate::config::ConsumerConfig;
 use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
 use self::fetcher::{FetchDone, Fetcher, Waited};
 use self::subscription::Subscription;
 
+pub(crate) use self::offsets::list_offsets;
+pub use self::offsets::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
 pub use self::record::ConsumerRecord;
 pub use crate::topic_partition::TopicPartition;
 
 mod fetcher;
+mod offsets;
 mod record;
 mod subscription;
-
-/// ListOffsets timestamp for the earliest offset.
-pub const EARLIEST_TIMESTAMP: i64 = -2;
-/// ListOffsets timestamp for the latest offset (the high watermark).
-pub const LATEST_TIMESTAMP: i64 = -1;
 
 /// Called when a group rebalance takes partitions away or hands them over. With automatic
 /// commits on, positions are committed before `on_partitions_revoked` runs.
@@ -196,34 +189,7 @@ impl Consumer {
         partitions: &[TopicPartition],
         timestamp: i64,
     ) -> Result<()> {
-        self.subscription.check_assigned(partitions)?;
-        let queries: Vec<_> = partitions
-            .iter()
-            .map(|tp| (tp.clone(), timestamp))
-            .collect();
-        let found = list_offsets(&self.cluster, &queries).await?;
-        let mut missing = Vec::new();
-        for (tp, offset) in found {
-            match offset {
-                Some(o) => self.subscription.set_position(&tp, Some(o))?,
-                None => missing.push(tp),
-            }
-        }
-        if !missing.is_empty() {
-            // No record at or after the timestamp: the end.
-            let ends = list_offsets(
-                &self.cluster,
-                &missing
-                    .iter()
-                    .map(|tp| (tp.clone(), LATEST_TIMESTAMP))
-                    .collect::<Vec<_>>(),
-            )
-            .await?;
-            for (tp, offset) in ends {
-                self.subscription.set_position(&tp, offset)?;
-            }
-        }
-        Ok(())
+        offsets::seek_to_listed(&self.cluster, &mut self.subscription, partitions, timestamp).await
     }
 
     /// For each partition, the first offset whose record timestamp is at or after the given
@@ -240,7 +206,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, i64)>> {
-        self.listed(partitions, EARLIEST_TIMESTAMP).await
+        offsets::listed(&self.cluster, partitions, EARLIEST_TIMESTAMP).await
     }
 
     /// End offsets (high watermarks) of `partitions`.
@@ -248,23 +214,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, i64)>> {
-        self.listed(partitions, LATEST_TIMESTAMP).await
-    }
-
-    async fn listed(
-        &self,
-        partitions: &[TopicPartition],
-        timestamp: i64,
-    ) -> Result<Vec<(TopicPartition, i64)>> {
-        let queries: Vec<_> = partitions
-            .iter()
-            .map(|tp| (tp.clone(), timestamp))
-            .collect();
-        Ok(list_offsets(&self.cluster, &queries)
-            .await?
-            .into_iter()
-            .map(|(tp, o)| (tp, o.unwrap_or(-1)))
-            .collect())
+        offsets::listed(&self.cluster, partitions, LATEST_TIMESTAMP).await
     }
 
     /// Stops returning records of `partitions` until they are resumed; group membership and
@@ -293,10 +243,7 @@ impl Consumer {
     /// rebalance is under way this fails with REBALANCE_IN_PROGRESS, as in the Java client:
     /// commit again after a later poll.
     pub async fn commit_offsets(&mut self, offsets: &[(TopicPartition, i64)]) -> Result<()> {
-        let group = self
-            .group
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument("commits need a group.id".into()))?;
+        let group = offsets::needs_group(self.group.as_ref(), "commits")?;
         group.commit(&self.cluster, offsets).await?;
         self.last_commit = Instant::now();
         Ok(())
@@ -307,10 +254,7 @@ impl Consumer {
         &self,
         partitions: &[TopicPartition],
     ) -> Result<Vec<(TopicPartition, Option<i64>)>> {
-        let group = self
-            .group
-            .as_ref()
-            .ok_or_else(|| Error::InvalidArgument("committed offsets need a group.id".into()))?;
+        let group = offsets::needs_group(self.group.as_ref(), "committed offsets")?;
         group.committed(&self.cluster, partitions).await
     }
 
@@ -524,40 +468,14 @@ impl Consumer {
 
     /// Positions for partitions that have none: the committed offset, else the reset policy.
     async fn resolve_positions(&mut self) -> Result<()> {
-        let missing = self.subscription.missing_positions();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let mut unresolved = missing.clone();
-        if let Some(g) = &self.group {
-            let committed = g.committed(&self.cluster, &missing).await?;
-            unresolved.clear();
-            let committed: HashMap<_, _> = committed.into_iter().collect();
-            for tp in missing {
-                match committed.get(&tp).copied().flatten() {
-                    Some(o) => self.subscription.set_position(&tp, Some(o))?,
-                    None => unresolved.push(tp),
-                }
-            }
-        }
-        self.reset(&unresolved).await
+        let policy = self.config.auto_offset_reset;
+        let group = self.group.as_ref();
+        offsets::resolve_positions(&self.cluster, &mut self.subscription, group, policy).await
     }
 
     async fn reset(&mut self, partitions: &[TopicPartition]) -> Result<()> {
-        if partitions.is_empty() {
-            return Ok(());
-        }
-        let timestamp = match self.config.auto_offset_reset {
-            OffsetReset::Earliest => EARLIEST_TIMESTAMP,
-            OffsetReset::Latest => LATEST_TIMESTAMP,
-            OffsetReset::None => {
-                return Err(Error::InvalidArgument(format!(
-                    "no committed offset for {} and auto.offset.reset is none",
-                    partitions[0]
-                )))
-            }
-        };
-        self.seek_to_listed(partitions, timestamp).await
+        let policy = self.config.auto_offset_reset;
+        offsets::reset(&self.cluster, &mut self.subscription, partitions, policy).await
     }
 
     /// Commits (when automatic commits are on) and leaves the group.
@@ -573,72 +491,4 @@ impl Consumer {
         }
         Ok(())
     }
-}
-
-/// The offsets ListOffsets gives for each `(partition, timestamp)` (-2 earliest, -1 latest),
-/// asked of each partition's leader; `None` where no record is at or after the timestamp.
-pub(crate) async fn list_offsets(
-    cluster: &Arc<Cluster>,
-    queries: &[(TopicPartition, i64)],
-) -> Result<Vec<(TopicPartition, Option<i64>)>> {
-    let mut attempt = 0;
-    loop {
-        match list_offsets_once(cluster, queries).await {
-            Ok(v) => return Ok(v),
-            Err(e) if e.is_retriable() && attempt < 10 => {
-                for (tp, _) in queries {
-                    cluster.invalidate(&tp.topic);
-                }
-                attempt += 1;
-                crate::cluster::backoff(cluster.config.retry_backoff_ms, attempt).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn list_offsets_once(
-    cluster: &Arc<Cluster>,
-    queries: &[(TopicPartition, i64)],
-) -> Result<Vec<(TopicPartition, Option<i64>)>> {
-    let mut by_leader: BTreeMap<i32, Vec<&(TopicPartition, i64)>> = BTreeMap::new();
-    for q in queries {
-        let (leader, _) = cluster.leader(&q.0.topic, q.0.partition).await?;
-        by_leader.entry(leader).or_default().push(q);
-    }
-    let mut out = Vec::new();
-    for (leader, qs) in by_leader {
-        let mut topics: Vec<ListOffsetsTopic> = Vec::new();
-        for (tp, ts) in qs {
-            let p = ListOffsetsPartition::default()
-                .with_partition_index(tp.partition)
-                .with_current_leader_epoch(-1)
-                .with_timestamp(*ts);
-            match topics.iter_mut().find(|t| t.name.0.as_str() == tp.topic) {
-                Some(t) => t.partitions.push(p),
-                None => topics.push(
-                    ListOffsetsTopic::default()
-                        .with_name(TopicName(StrBytes::from_string(tp.topic.clone())))
-                        .with_partitions(vec![p]),
-                ),
-            }
-        }
-        let request = ListOffsetsRequest::default()
-            .with_replica_id((-1).into())
-            .with_isolation_level(0)
-            .with_topics(topics);
-        let conn = cluster.connection(leader).await?;
-        let response = conn.send(&request).await?;
-        for t in &response.topics {
-            for p in &t.partitions {
-                let tp = TopicPartition::new(t.name.0.as_str(), p.partition_index);
-                if let Some(e) = Error::broker(p.error_code, format!("list offsets of {tp}")) {
-                    return Err(e);
-                }
-                out.push((tp, (p.offset >= 0).then_some(p.offset)));
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
 }
