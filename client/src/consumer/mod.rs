@@ -1,8 +1,14 @@
 //! The consumer: fetches records of assigned partitions from their leaders, alone (`assign`) or
 //! as a member of a consumer group (`subscribe`), and keeps a position per partition.
 //!
-//! Records are returned as zero-copy slices: a key or value is a [`bytes::Bytes`] view into the fetch
-//! response (or, for a compressed batch, into its one decompressed buffer).
+//! Records are returned as zero-copy slices: a key or value is a [`bytes::Bytes`] view into the
+//! fetch response (or, for a compressed batch, into its one decompressed buffer).
+//!
+//! [`Consumer`] holds the pieces and runs a poll through them: `subscription` (what is consumed,
+//! each partition's position, the buffer of records fetched), `fetcher` (one fetch per leader),
+//! `record` (fetched batches decoded), `offsets` (ListOffsets, committed offsets, the reset
+//! policy) and `rebalance` (the listener, and what a cooperative rebalance hands over); the group
+//! membership itself is `crate::group_member`.
 //!
 //! Invariants:
 //! - A partition's position is the offset of the next record `poll` returns; it only moves
@@ -26,36 +32,20 @@ use crate::error::{Error, Result};
 use crate::group_member::{Generation, GroupMember};
 
 use self::fetcher::{FetchDone, Fetcher, Waited};
+use self::rebalance::Handover;
 use self::subscription::Subscription;
 
 pub(crate) use self::offsets::list_offsets;
 pub use self::offsets::{EARLIEST_TIMESTAMP, LATEST_TIMESTAMP};
+pub use self::rebalance::RebalanceListener;
 pub use self::record::ConsumerRecord;
 pub use crate::topic_partition::TopicPartition;
 
 mod fetcher;
 mod offsets;
+mod rebalance;
 mod record;
 mod subscription;
-
-/// Called when a group rebalance takes partitions away or hands them over. With automatic
-/// commits on, positions are committed before `on_partitions_revoked` runs.
-pub trait RebalanceListener: Send {
-    /// The member gives these partitions up (before it rejoins the group).
-    fn on_partitions_revoked(&mut self, partitions: &[TopicPartition]) {
-        let _ = partitions;
-    }
-    /// The member lost these partitions without giving them up: it was fenced out of the group,
-    /// or left it because `poll` was not called within `max.poll.interval.ms`. Other members may
-    /// own them already, so nothing is committed. By default, the same as a revocation.
-    fn on_partitions_lost(&mut self, partitions: &[TopicPartition]) {
-        self.on_partitions_revoked(partitions);
-    }
-    /// The member now consumes these partitions (after the group's assignment).
-    fn on_partitions_assigned(&mut self, partitions: &[TopicPartition]) {
-        let _ = partitions;
-    }
-}
 
 /// An asynchronous Kafka consumer.
 ///
@@ -354,48 +344,61 @@ impl Consumer {
         let Some(topics) = self.subscription.topics().map(<[String]>::to_vec) else {
             return Ok(true);
         };
-        let cooperative = self.config.cooperative();
-        let Some(group) = self.group.as_mut() else {
+        let Some(group) = self.group.as_ref() else {
             return Ok(true);
         };
         if !group.joining() {
-            if !group.needs_rejoin() {
-                if let Err(e) = group.check_metadata(&self.cluster).await {
-                    tracing::debug!(%e, "metadata check of subscribed topics failed");
-                }
-                if !group.needs_rejoin() {
-                    return Ok(true);
-                }
+            if !self.rebalance_due().await {
+                return Ok(true);
             }
-            let lost = group.partitions_lost();
-            let owned = self.assignment();
-            let keep = cooperative && !lost;
-            if !keep {
-                if !lost && self.config.enable_auto_commit && !owned.is_empty() {
-                    if let Err(e) = self.commit().await {
-                        tracing::debug!(%e, "commit before rebalance failed");
-                    }
-                }
-                if let Some(l) = &mut self.listener {
-                    match (owned.is_empty(), lost) {
-                        (true, _) => {}
-                        (false, false) => l.on_partitions_revoked(&owned),
-                        (false, true) => l.on_partitions_lost(&owned),
-                    }
-                }
-                self.fetcher.abort();
-                self.subscription.revoke_all();
-            }
-            self.group
-                .as_mut()
-                .expect("subscribed consumers have a group")
-                .start_join(
-                    &self.cluster,
-                    &self.config,
-                    &topics,
-                    if keep { owned } else { Vec::new() },
-                );
+            self.start_rebalance(&topics).await;
         }
+        self.finish_rebalance(deadline).await
+    }
+
+    /// Whether the member must join again: the heartbeat asked for it, or (the leader, every
+    /// `metadata.max.age.ms`) a subscribed topic's partition count changed.
+    async fn rebalance_due(&mut self) -> bool {
+        let group = member(&mut self.group);
+        if !group.needs_rejoin() {
+            if let Err(e) = group.check_metadata(&self.cluster).await {
+                tracing::debug!(%e, "metadata check of subscribed topics failed");
+            }
+        }
+        group.needs_rejoin()
+    }
+
+    /// Starts the join: eagerly (or when the partitions were lost) after giving every partition
+    /// up; cooperatively keeping them, and consuming them meanwhile.
+    async fn start_rebalance(&mut self, topics: &[String]) {
+        let lost = member(&mut self.group).partitions_lost();
+        let owned = self.assignment();
+        let keep = self.config.cooperative() && !lost;
+        if !keep {
+            self.give_up_all(&owned, lost).await;
+        }
+        let kept = if keep { owned } else { Vec::new() };
+        member(&mut self.group).start_join(&self.cluster, &self.config, topics, kept);
+    }
+
+    /// Gives up `owned` before a join: committed first (unless `lost`: others may own them
+    /// already), the listener told, their fetches and buffered records dropped.
+    async fn give_up_all(&mut self, owned: &[TopicPartition], lost: bool) {
+        if !lost && self.config.enable_auto_commit && !owned.is_empty() {
+            if let Err(e) = self.commit().await {
+                tracing::debug!(%e, "commit before rebalance failed");
+            }
+        }
+        rebalance::given_up(self.listener.as_deref_mut(), owned, lost);
+        self.fetcher.abort();
+        self.subscription.revoke_all();
+    }
+
+    /// Waits until `deadline` for the join under way (cooperatively, with partitions still
+    /// consumed, not at all) and takes its assignment. Returns whether the consumer holds an
+    /// assignment to fetch for.
+    async fn finish_rebalance(&mut self, deadline: Instant) -> Result<bool> {
+        let cooperative = self.config.cooperative();
         // Cooperatively, owned partitions are fetched while the group rebalances: look at the
         // join without waiting.
         let keeps_consuming = cooperative && !self.subscription.is_empty();
@@ -404,52 +407,44 @@ impl Consumer {
         } else {
             deadline
         };
-        let group = self
-            .group
-            .as_mut()
-            .expect("subscribed consumers have a group");
-        let Some(assigned) = group.finish_join(wait_until.into()).await? else {
+        let Some(assigned) = member(&mut self.group)
+            .finish_join(wait_until.into())
+            .await?
+        else {
             return Ok(keeps_consuming);
         };
-        if !cooperative {
+        if cooperative {
+            self.hand_over(assigned).await;
+        } else {
             self.subscription.set_assignment(assigned.clone());
             if let Some(l) = &mut self.listener {
                 l.on_partitions_assigned(&assigned);
             }
-            return Ok(true);
         }
-        let owned: std::collections::BTreeSet<TopicPartition> =
-            self.subscription.assignment().into_iter().collect();
-        let revoked: Vec<TopicPartition> = owned
-            .iter()
-            .filter(|tp| !assigned.contains(tp))
-            .cloned()
-            .collect();
-        let added: Vec<TopicPartition> = assigned
-            .iter()
-            .filter(|tp| !owned.contains(*tp))
-            .cloned()
-            .collect();
-        if !revoked.is_empty() {
+        Ok(true)
+    }
+
+    /// Cooperatively, moves to `assigned`: revokes (after committing them) only the partitions
+    /// it takes away, and rejoins so those can move; announces only the partitions added.
+    async fn hand_over(&mut self, assigned: Vec<TopicPartition>) {
+        let handover = Handover::between(&self.subscription.assignment(), &assigned);
+        if !handover.revoked.is_empty() {
             if self.config.enable_auto_commit {
-                let offsets = self.subscription.positions_of(&revoked);
+                let offsets = self.subscription.positions_of(&handover.revoked);
                 if let Err(e) = self.commit_offsets(&offsets).await {
                     tracing::debug!(%e, "commit of revoked partitions failed");
                 }
             }
             if let Some(l) = &mut self.listener {
-                l.on_partitions_revoked(&revoked);
+                l.on_partitions_revoked(&handover.revoked);
             }
             // What was given up moves to its new owner in the next rebalance.
-            if let Some(g) = &self.group {
-                g.request_rejoin();
-            }
+            member(&mut self.group).request_rejoin();
         }
         self.subscription.set_assignment(assigned);
         if let Some(l) = &mut self.listener {
-            l.on_partitions_assigned(&added);
+            l.on_partitions_assigned(&handover.added);
         }
-        Ok(true)
     }
 
     async fn maybe_auto_commit(&mut self) {
@@ -491,4 +486,9 @@ impl Consumer {
         }
         Ok(())
     }
+}
+
+/// The group member of a subscribed consumer.
+fn member(group: &mut Option<GroupMember>) -> &mut GroupMember {
+    group.as_mut().expect("subscribed consumers have a group")
 }
