@@ -24,11 +24,10 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::future::{FutureExt, Shared};
+use futures_util::future::FutureExt;
 use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
 use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest};
 use quipu_protocol::produce_request::{encode_produce_request, PartitionRecords, TopicRecords};
@@ -41,134 +40,16 @@ use crate::config::{Acks, ProducerConfig};
 use crate::error::{Error, Result};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 
+use self::delivery::{BatchAck, BatchOutcome};
+
+pub use self::delivery::{DeliveryFuture, RecordMetadata};
+pub use self::record::ProducerRecord;
+
+mod delivery;
+mod record;
+
 /// Highest Produce version used: v13 names topics by id.
 const MAX_PRODUCE_VERSION: i16 = 11;
-
-/// A record to send.
-#[derive(Debug, Clone, Default)]
-pub struct ProducerRecord {
-    /// Topic to write to.
-    pub topic: String,
-    /// `None`: chosen from the key (murmur2) or, without a key, the sticky partition.
-    pub partition: Option<i32>,
-    /// The key: it picks the partition (murmur2) and is what compaction keeps the last of.
-    pub key: Option<Bytes>,
-    /// The value; `None` is a tombstone.
-    pub value: Option<Bytes>,
-    /// Headers, in order.
-    pub headers: Vec<(String, Option<Bytes>)>,
-    /// CreateTime; `None`: now.
-    pub timestamp_ms: Option<i64>,
-}
-
-impl ProducerRecord {
-    /// A record with a value and nothing else.
-    pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        Self {
-            topic: topic.into(),
-            value: Some(value.into()),
-            ..Default::default()
-        }
-    }
-    /// The same record with `key`.
-    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
-        self.key = Some(key.into());
-        self
-    }
-    /// The same record for partition `partition`.
-    pub fn with_partition(mut self, partition: i32) -> Self {
-        self.partition = Some(partition);
-        self
-    }
-    /// The same record with one more header.
-    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        self.headers.push((key.into(), Some(value.into())));
-        self
-    }
-    /// The same record with its CreateTime set.
-    pub fn with_timestamp_ms(mut self, timestamp_ms: i64) -> Self {
-        self.timestamp_ms = Some(timestamp_ms);
-        self
-    }
-}
-
-/// Where an acknowledged record was written.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecordMetadata {
-    /// Topic written to.
-    pub topic: Arc<str>,
-    /// Partition written to.
-    pub partition: i32,
-    /// -1 with `acks=0`: the broker does not say.
-    pub offset: i64,
-    /// The record's CreateTime, or the broker's LogAppendTime for such topics.
-    pub timestamp_ms: i64,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct BatchAck {
-    base_offset: i64,
-    log_append_time_ms: i64,
-}
-
-type BatchOutcome = Shared<oneshot::Receiver<Result<BatchAck>>>;
-
-/// Resolves once the record's batch is acknowledged (or has failed for good).
-#[must_use = "a delivery future does nothing unless awaited; the record is sent either way"]
-pub struct DeliveryFuture {
-    outcome: BatchOutcome,
-    /// The batch's outcome once seen (a `Shared` must not be polled after it completed).
-    seen: Option<Result<BatchAck>>,
-    topic: Arc<str>,
-    partition: i32,
-    offset_delta: i32,
-    timestamp_ms: i64,
-}
-
-impl DeliveryFuture {
-    /// Whether the record's outcome is known, without waiting for it.
-    pub fn is_done(&mut self) -> bool {
-        if self.seen.is_none() {
-            if let Some(outcome) = (&mut self.outcome).now_or_never() {
-                self.seen = Some(outcome.unwrap_or(Err(Error::Closed)));
-            }
-        }
-        self.seen.is_some()
-    }
-
-    fn metadata(&self, ack: BatchAck) -> RecordMetadata {
-        RecordMetadata {
-            topic: self.topic.clone(),
-            partition: self.partition,
-            offset: if ack.base_offset < 0 {
-                -1
-            } else {
-                ack.base_offset + i64::from(self.offset_delta)
-            },
-            timestamp_ms: if ack.log_append_time_ms >= 0 {
-                ack.log_append_time_ms
-            } else {
-                self.timestamp_ms
-            },
-        }
-    }
-}
-
-impl Future for DeliveryFuture {
-    type Output = Result<RecordMetadata>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = &mut *self;
-        let outcome = match this.seen.take() {
-            Some(o) => o,
-            None => match this.outcome.poll_unpin(cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(o) => o.unwrap_or(Err(Error::Closed)),
-            },
-        };
-        Poll::Ready(outcome.map(|ack| this.metadata(ack)))
-    }
-}
 
 struct OpenBatch {
     builder: BatchBuilder,
@@ -415,17 +296,16 @@ impl Producer {
             &record.headers,
         );
         open.memory_bytes += size;
-        let future = DeliveryFuture {
-            outcome: open.outcome.clone(),
-            seen: None,
-            topic: topic_arc,
+        let future = DeliveryFuture::new(
+            open.outcome.clone(),
+            topic_arc,
             partition,
             offset_delta,
             timestamp_ms,
-        };
+        );
         if open.builder.size_bytes() >= s.config.batch_size_bytes {
             let open = pq.open.take().expect("present");
-            let topic = future.topic.clone();
+            let topic = future.topic().clone();
             pq.ready.push_back(close(open, &topic, partition));
             if record.key.is_none() && record.partition.is_none() {
                 sticky.batch_full(&record.topic, partition, partitions);
