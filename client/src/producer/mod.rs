@@ -29,9 +29,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::FutureExt;
 use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
-use quipu_protocol::messages::{InitProducerIdRequest, ProduceRequest};
+use quipu_protocol::messages::ProduceRequest;
 use quipu_protocol::produce_request::{encode_produce_request, PartitionRecords, TopicRecords};
-use quipu_protocol::record_batch::{RecordBatchView, RecordBatchViewMut};
 use quipu_protocol::ResponseError;
 use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
 
@@ -41,11 +40,13 @@ use crate::error::{Error, Result};
 use crate::partitioner::{partition_for_key, StickyPartitioner};
 
 use self::delivery::{BatchAck, BatchOutcome};
+use self::idempotence::{restamp, ProducerIdentity, Sequencing};
 
 pub use self::delivery::{DeliveryFuture, RecordMetadata};
 pub use self::record::ProducerRecord;
 
 mod delivery;
+mod idempotence;
 mod record;
 
 /// Highest Produce version used: v13 names topics by id.
@@ -83,19 +84,14 @@ struct PartitionQueue {
     in_flight: usize,
     /// The leader the in-flight batches went to: none go to another until they are back.
     in_flight_leader: i32,
-    /// Whether a batch of this partition was acknowledged. Until then an idempotent producer
-    /// sends one batch at a time: a broker that does not know the producer yet accepts any
-    /// sequence, so a later batch must not arrive while the first may still fail.
-    acked: bool,
-    next_sequence: i32,
+    sequence: Sequencing,
     retrying: bool,
 }
 
 impl PartitionQueue {
     /// A new epoch: sequences start at 0 again, and queued batches get new ones when sent.
     fn restart_sequences(&mut self) {
-        self.next_sequence = 0;
-        self.acked = false;
+        self.sequence.restart();
         self.retrying = false;
         for b in self.ready.iter_mut() {
             b.base_sequence = None;
@@ -122,7 +118,7 @@ struct ProducerState {
     outstanding: AtomicUsize,
     wake_sender: Notify,
     idle: Notify,
-    producer: Mutex<Option<ProducerFields>>,
+    identity: ProducerIdentity,
     refreshing: AtomicBool,
     /// One task per leader hands requests to its connection in drain order (sequence order).
     /// Unbounded, but what is queued is bounded by the in-flight batches per partition.
@@ -170,7 +166,7 @@ impl Producer {
             outstanding: AtomicUsize::new(0),
             wake_sender: Notify::new(),
             idle: Notify::new(),
-            producer: Mutex::new(None),
+            identity: ProducerIdentity::default(),
             refreshing: AtomicBool::new(false),
             leaders: Mutex::new(HashMap::new()),
             pool: Mutex::new(Vec::new()),
@@ -446,11 +442,7 @@ impl ProducerState {
                 if pq.in_flight > 0 && (pq.retrying || pq.in_flight_leader != leader) {
                     continue;
                 }
-                let limit = if idempotent && !pq.acked {
-                    1
-                } else {
-                    max_in_flight
-                };
+                let limit = pq.sequence.in_flight_limit(idempotent, max_in_flight);
                 while pq.in_flight < limit {
                     let Some(head) = pq.ready.front() else { break };
                     if let Some(t) = head.retry_after {
@@ -461,9 +453,7 @@ impl ProducerState {
                     }
                     let mut batch = pq.ready.pop_front().expect("checked");
                     if idempotent && batch.base_sequence.is_none() {
-                        batch.base_sequence = Some(pq.next_sequence);
-                        pq.next_sequence =
-                            pq.next_sequence.wrapping_add(batch.record_count) & i32::MAX;
+                        batch.base_sequence = Some(pq.sequence.assign(batch.record_count));
                     }
                     pq.retrying = false;
                     pq.in_flight += 1;
@@ -485,12 +475,7 @@ impl ProducerState {
     /// Moves an idempotent producer to its next epoch (a new producer id once the epochs run
     /// out), every partition starting again at sequence 0. Called with nothing in flight.
     fn bump_epoch(&self, q: &mut Queues) {
-        let mut producer = self.producer.lock().expect("producer id");
-        match producer.as_mut() {
-            Some(p) if p.producer_epoch < i16::MAX => p.producer_epoch += 1,
-            _ => *producer = None,
-        }
-        tracing::info!(producer = ?*producer, "a batch failed for good: sequences start again in a new epoch");
+        self.identity.next_epoch();
         for pq in q.topics.values_mut().flatten() {
             assert_eq!(pq.in_flight, 0, "an epoch changes with nothing in flight");
             pq.restart_sequences();
@@ -509,17 +494,8 @@ impl ProducerState {
         {
             return true;
         }
-        let current = self
-            .producer
-            .lock()
-            .expect("producer id")
-            .map(|p| p.producer_epoch);
-        let stamped = batch
-            .encoded
-            .as_ref()
-            .and_then(|b| RecordBatchView::parse(b).ok())
-            .map(|v| v.producer_epoch());
-        stamped.is_some() && stamped != current
+        self.identity
+            .stamped_in_another_epoch(batch.encoded.as_ref())
     }
 
     /// A batch is finished (acknowledged or failed for good).
@@ -535,7 +511,7 @@ impl ProducerState {
                 if was_in_flight {
                     pq.in_flight -= 1;
                 }
-                pq.acked |= result.is_ok();
+                pq.sequence.batch_done(result.is_ok());
             }
             if lost_sequence {
                 q.epoch_bump_pending = true;
@@ -703,30 +679,6 @@ fn dispatch(s: &Arc<ProducerState>, leader: i32, batches: Vec<Batch>) {
     });
 }
 
-/// The producer id of an idempotent producer, asked for once.
-async fn producer_fields(s: &ProducerState) -> Result<ProducerFields> {
-    if let Some(p) = *s.producer.lock().expect("producer id") {
-        return Ok(p);
-    }
-    let conn = s.cluster.any_connection().await?;
-    let request = InitProducerIdRequest::default()
-        .with_transactional_id(None)
-        .with_transaction_timeout_ms(i32::MAX)
-        .with_producer_id((-1).into())
-        .with_producer_epoch(-1);
-    let response = conn.send(&request).await?;
-    if let Some(e) = Error::broker(response.error_code, "InitProducerId") {
-        return Err(e);
-    }
-    let fields = ProducerFields {
-        producer_id: response.producer_id.0,
-        producer_epoch: response.producer_epoch,
-        base_sequence: -1,
-    };
-    *s.producer.lock().expect("producer id") = Some(fields);
-    Ok(fields)
-}
-
 /// Encodes `batches` and hands their request to `leader`'s connection; the response is
 /// handled by the leader's response task, in request order, so the next request can be handed
 /// over at once.
@@ -744,7 +696,7 @@ async fn send_request(
 ) {
     let prepared: Result<()> = async {
         let producer = if s.config.idempotent() {
-            producer_fields(s).await?
+            s.identity.fields(&s.cluster).await?
         } else {
             ProducerFields::NONE
         };
@@ -930,35 +882,6 @@ fn fail_or_retry(s: &Arc<ProducerState>, batches: Vec<Batch>, error: &Error) {
             s.complete(b, Err(error.clone()), true);
         }
     }
-}
-
-/// `batch` with the producer fields `fields` in its header: the same bytes when they are
-/// there already (a retry in the same epoch), else stamped again (a new epoch).
-fn restamp(batch: Bytes, fields: ProducerFields) -> Result<Bytes> {
-    let view = RecordBatchView::parse(&batch)
-        .map_err(|e| Error::Protocol(format!("a queued batch does not parse: {e}")))?;
-    if (
-        view.producer_id(),
-        view.producer_epoch(),
-        view.base_sequence(),
-    ) == (
-        fields.producer_id,
-        fields.producer_epoch,
-        fields.base_sequence,
-    ) {
-        return Ok(batch);
-    }
-    let mut bytes = batch
-        .try_into_mut()
-        .unwrap_or_else(|shared| bytes::BytesMut::from(&shared[..]));
-    RecordBatchViewMut::new(&mut bytes)
-        .map_err(|e| Error::Protocol(format!("a queued batch does not parse: {e}")))?
-        .set_producer_fields(
-            fields.producer_id,
-            fields.producer_epoch,
-            fields.base_sequence,
-        );
-    Ok(bytes.freeze())
 }
 
 fn partition_retrying(s: &ProducerState, b: &Batch) -> bool {
