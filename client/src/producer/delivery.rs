@@ -70,11 +70,6 @@ impl DeliveryFuture {
         }
     }
 
-    /// The record's topic.
-    pub(super) fn topic(&self) -> &Arc<str> {
-        &self.topic
-    }
-
     /// Whether the record's outcome is known, without waiting for it.
     pub fn is_done(&mut self) -> bool {
         if self.seen.is_none() {

@@ -19,32 +19,31 @@
 //!   next epoch, where every partition starts again at sequence 0, and sends the batches still
 //!   queued with new sequences (their headers stamped again).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use futures_util::future::FutureExt;
 use quipu_protocol::batch_builder::{BatchBuilder, ProducerFields};
 use quipu_protocol::messages::ProduceRequest;
 use quipu_protocol::produce_request::{encode_produce_request, PartitionRecords, TopicRecords};
 use quipu_protocol::ResponseError;
-use tokio::sync::{mpsc, oneshot, Notify, Semaphore};
+use tokio::sync::mpsc;
 
 use crate::cluster::Cluster;
 use crate::config::{Acks, ProducerConfig};
 use crate::error::{Error, Result};
-use crate::partitioner::{partition_for_key, StickyPartitioner};
 
-use self::delivery::{BatchAck, BatchOutcome};
-use self::idempotence::{restamp, ProducerIdentity, Sequencing};
+use self::accumulator::{Accumulator, Batch};
+use self::delivery::BatchAck;
+use self::idempotence::{restamp, ProducerIdentity};
 
 pub use self::delivery::{DeliveryFuture, RecordMetadata};
 pub use self::record::ProducerRecord;
 
+mod accumulator;
 mod delivery;
 mod idempotence;
 mod record;
@@ -52,84 +51,16 @@ mod record;
 /// Highest Produce version used: v13 names topics by id.
 const MAX_PRODUCE_VERSION: i16 = 11;
 
-struct OpenBatch {
-    builder: BatchBuilder,
-    created: Instant,
-    memory_bytes: usize,
-    reply: oneshot::Sender<Result<BatchAck>>,
-    outcome: BatchOutcome,
-}
-
-/// A batch no longer taking records: queued, in flight, or queued again for a retry.
-struct Batch {
-    topic: Arc<str>,
-    partition: i32,
-    /// The records until the batch is first encoded (`encoded` then holds them).
-    builder: Option<BatchBuilder>,
-    record_count: i32,
-    size_bytes: usize,
-    encoded: Option<Bytes>,
-    base_sequence: Option<i32>,
-    created: Instant,
-    memory_bytes: usize,
-    attempts: u32,
-    retry_after: Option<Instant>,
-    reply: oneshot::Sender<Result<BatchAck>>,
-}
-
-#[derive(Default)]
-struct PartitionQueue {
-    open: Option<OpenBatch>,
-    ready: VecDeque<Batch>,
-    in_flight: usize,
-    /// The leader the in-flight batches went to: none go to another until they are back.
-    in_flight_leader: i32,
-    sequence: Sequencing,
-    retrying: bool,
-}
-
-impl PartitionQueue {
-    /// A new epoch: sequences start at 0 again, and queued batches get new ones when sent.
-    fn restart_sequences(&mut self) {
-        self.sequence.restart();
-        self.retrying = false;
-        for b in self.ready.iter_mut() {
-            b.base_sequence = None;
-        }
-    }
-}
-
-#[derive(Default)]
-struct Queues {
-    topics: HashMap<Arc<str>, Vec<PartitionQueue>>,
-    sticky: StickyPartitioner,
-    flushing: usize,
-    closed: bool,
-    /// A sequenced batch failed for good: the epoch moves on once nothing is in flight.
-    epoch_bump_pending: bool,
-}
-
 struct ProducerState {
     config: ProducerConfig,
     cluster: Arc<Cluster>,
-    queues: Mutex<Queues>,
-    memory: Semaphore,
-    /// Batches appended to and not yet completed.
-    outstanding: AtomicUsize,
-    wake_sender: Notify,
-    idle: Notify,
+    accumulator: Accumulator,
     identity: ProducerIdentity,
     refreshing: AtomicBool,
     /// One task per leader hands requests to its connection in drain order (sequence order).
     /// Unbounded, but what is queued is bounded by the in-flight batches per partition.
     leaders: Mutex<HashMap<i32, mpsc::UnboundedSender<Vec<Batch>>>>,
-    /// Buffers of acknowledged uncompressed batches, reused for new batches: fresh large
-    /// allocations cost page faults and zeroed pages. At most `MAX_POOLED_BUFFERS`.
-    pool: Mutex<Vec<bytes::BytesMut>>,
 }
-
-/// Batch buffers kept for reuse.
-const MAX_POOLED_BUFFERS: usize = 32;
 
 /// An asynchronous Kafka producer; cheap to clone, every clone sends through the same batches.
 ///
@@ -159,17 +90,12 @@ impl Producer {
             config.max_in_flight_requests_per_connection,
         )?;
         let shared = Arc::new(ProducerState {
-            memory: Semaphore::new(config.buffer_memory_bytes),
+            accumulator: Accumulator::new(config.clone()),
             config,
             cluster,
-            queues: Mutex::new(Queues::default()),
-            outstanding: AtomicUsize::new(0),
-            wake_sender: Notify::new(),
-            idle: Notify::new(),
             identity: ProducerIdentity::default(),
             refreshing: AtomicBool::new(false),
             leaders: Mutex::new(HashMap::new()),
-            pool: Mutex::new(Vec::new()),
         });
         tokio::spawn(run_sender(shared.clone()));
         Ok(Self { shared })
@@ -179,165 +105,43 @@ impl Producer {
     /// Waits (at most `max.block.ms`) for the topic's metadata and for buffer memory.
     pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture> {
         let s = &*self.shared;
+        let partitions = self.partitions_within_max_block(&record.topic).await?;
+        let size = check_record(&record, partitions, s.config.max_request_size_bytes)?;
+        s.accumulator.reserve(size).await?;
+        s.accumulator.append(&record, partitions, size)
+    }
+
+    /// The partition count of `topic`, waiting at most `max.block.ms` for its metadata.
+    async fn partitions_within_max_block(&self, topic: &str) -> Result<i32> {
+        let s = &*self.shared;
         let max_block = Duration::from_millis(s.config.max_block_ms);
-        let partitions = match s.cluster.cached_topic(&record.topic) {
+        let partitions = match s.cluster.cached_topic(topic) {
             Some(t) => t.partitions.len() as i32,
-            None => tokio::time::timeout(max_block, s.cluster.topic(&record.topic))
+            None => tokio::time::timeout(max_block, s.cluster.topic(topic))
                 .await
                 .map_err(|_| Error::Timeout {
                     timeout_ms: s.config.max_block_ms,
-                    what: format!("metadata of topic {}", record.topic),
+                    what: format!("metadata of topic {topic}"),
                 })??
                 .partitions
                 .len() as i32,
         };
         if partitions == 0 {
-            return Err(Error::broker(5, format!("topic {}", record.topic)).expect("error"));
+            return Err(Error::broker(5, format!("topic {topic}")).expect("error"));
         }
-        if let Some(p) = record.partition {
-            if p < 0 || p >= partitions {
-                return Err(Error::InvalidArgument(format!(
-                    "partition {p} of topic {} (it has {partitions})",
-                    record.topic
-                )));
-            }
-        }
-        let size = BatchBuilder::record_size_upper_bound(
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        if size + 61 > s.config.max_request_size_bytes {
-            return Err(Error::InvalidArgument(format!(
-                "a record of {size} bytes is larger than max.request.size ({})",
-                s.config.max_request_size_bytes
-            )));
-        }
-        let permits = u32::try_from(size).expect("bounded by max.request.size");
-        match s.memory.try_acquire_many(permits) {
-            Ok(permit) => permit.forget(),
-            Err(tokio::sync::TryAcquireError::Closed) => return Err(Error::Closed),
-            Err(tokio::sync::TryAcquireError::NoPermits) => {
-                tokio::time::timeout(max_block, s.memory.acquire_many(permits))
-                    .await
-                    .map_err(|_| Error::Timeout {
-                        timeout_ms: s.config.max_block_ms,
-                        what: "buffer memory (buffer.memory is full)".into(),
-                    })?
-                    .map_err(|_| Error::Closed)?
-                    .forget();
-            }
-        }
-        let timestamp_ms = record.timestamp_ms.unwrap_or_else(now_ms);
-        let mut wake = false;
-        let mut q = s.queues.lock().expect("producer queues");
-        if q.closed {
-            drop(q);
-            s.memory.add_permits(size);
-            return Err(Error::Closed);
-        }
-        let partition = match (record.partition, &record.key) {
-            (Some(p), _) => p,
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => q.sticky.partition(&record.topic, partitions),
-        };
-        let Queues { topics, sticky, .. } = &mut *q;
-        let (topic_arc, queues) = match topics.get_key_value(record.topic.as_str()) {
-            Some((k, _)) => {
-                let k = k.clone();
-                (k.clone(), topics.get_mut(&k).expect("present"))
-            }
-            None => {
-                let k: Arc<str> = Arc::from(record.topic.as_str());
-                (k.clone(), topics.entry(k).or_default())
-            }
-        };
-        if queues.len() < partitions as usize {
-            queues.resize_with(partitions as usize, PartitionQueue::default);
-        }
-        let pq = &mut queues[partition as usize];
-        let full = pq.open.as_ref().is_some_and(|b| {
-            b.builder.record_count() > 0
-                && b.builder.size_bytes() + size > s.config.batch_size_bytes
-        });
-        if full {
-            let open = pq.open.take().expect("checked");
-            pq.ready.push_back(close(open, &topic_arc, partition));
-            if record.key.is_none() && record.partition.is_none() {
-                sticky.batch_full(&record.topic, partition, partitions);
-            }
-            wake = true;
-        }
-        let open = pq.open.get_or_insert_with(|| {
-            let (reply, rx) = oneshot::channel();
-            s.outstanding.fetch_add(1, Ordering::AcqRel);
-            wake = true;
-            OpenBatch {
-                // Room for a whole batch up front: no reallocation while it fills.
-                builder: match s.pool.lock().expect("buffer pool").pop() {
-                    Some(buffer) => BatchBuilder::with_buffer(buffer),
-                    None => BatchBuilder::new(s.config.batch_size_bytes + 64),
-                },
-                created: Instant::now(),
-                memory_bytes: 0,
-                reply,
-                outcome: rx.shared(),
-            }
-        });
-        let offset_delta = open.builder.record_count();
-        open.builder.append(
-            timestamp_ms,
-            record.key.as_deref(),
-            record.value.as_deref(),
-            &record.headers,
-        );
-        open.memory_bytes += size;
-        let future = DeliveryFuture::new(
-            open.outcome.clone(),
-            topic_arc,
-            partition,
-            offset_delta,
-            timestamp_ms,
-        );
-        if open.builder.size_bytes() >= s.config.batch_size_bytes {
-            let open = pq.open.take().expect("present");
-            let topic = future.topic().clone();
-            pq.ready.push_back(close(open, &topic, partition));
-            if record.key.is_none() && record.partition.is_none() {
-                sticky.batch_full(&record.topic, partition, partitions);
-            }
-            wake = true;
-        }
-        drop(q);
-        if wake {
-            s.wake_sender.notify_one();
-        }
-        Ok(future)
+        Ok(partitions)
     }
 
     /// Sends every batch now, lingering or not, and waits until all records sent before the
     /// call are acknowledged or failed.
     pub async fn flush(&self) {
-        let s = &*self.shared;
-        s.queues.lock().expect("producer queues").flushing += 1;
-        s.wake_sender.notify_one();
-        loop {
-            let idle = s.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if s.outstanding.load(Ordering::Acquire) == 0 {
-                break;
-            }
-            idle.await;
-        }
-        s.queues.lock().expect("producer queues").flushing -= 1;
+        self.shared.accumulator.flush().await;
     }
 
     /// Flushes, then stops the sender; later sends fail with [`Error::Closed`].
     pub async fn close(&self) -> Result<()> {
         self.flush().await;
-        self.shared.queues.lock().expect("producer queues").closed = true;
-        self.shared.wake_sender.notify_one();
+        self.shared.accumulator.close();
         Ok(())
     }
 
@@ -347,232 +151,50 @@ impl Producer {
     }
 }
 
-fn close(open: OpenBatch, topic: &Arc<str>, partition: i32) -> Batch {
-    Batch {
-        topic: topic.clone(),
-        partition,
-        record_count: open.builder.record_count(),
-        size_bytes: open.builder.size_bytes(),
-        builder: Some(open.builder),
-        encoded: None,
-        base_sequence: None,
-        created: open.created,
-        memory_bytes: open.memory_bytes,
-        attempts: 0,
-        retry_after: None,
-        reply: open.reply,
+/// The buffer memory `record` takes (an upper bound of its bytes in a batch), checked against
+/// `max.request.size`, and its partition, if it names one, against the topic's `partitions`.
+fn check_record(
+    record: &ProducerRecord,
+    partitions: i32,
+    max_request_size_bytes: usize,
+) -> Result<usize> {
+    if let Some(p) = record.partition {
+        if p < 0 || p >= partitions {
+            return Err(Error::InvalidArgument(format!(
+                "partition {p} of topic {} (it has {partitions})",
+                record.topic
+            )));
+        }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// Batches to send, grouped by leader, and when to look again.
-struct Drained {
-    by_leader: HashMap<i32, Vec<Batch>>,
-    next_wakeup: Option<Instant>,
-    unknown_topics: Vec<String>,
-    expired: Vec<Batch>,
+    let size = BatchBuilder::record_size_upper_bound(
+        record.key.as_deref(),
+        record.value.as_deref(),
+        &record.headers,
+    );
+    // 61 bytes of batch header: a record that does not fit in a request with one never can.
+    if size + 61 > max_request_size_bytes {
+        return Err(Error::InvalidArgument(format!(
+            "a record of {size} bytes is larger than max.request.size ({max_request_size_bytes})"
+        )));
+    }
+    Ok(size)
 }
 
 impl ProducerState {
-    fn drain(&self, now: Instant) -> (Drained, bool) {
-        let linger = Duration::from_millis(self.config.linger_ms);
-        let delivery_timeout = Duration::from_millis(self.config.delivery_timeout_ms);
-        let max_in_flight = self.config.max_in_flight_requests_per_connection;
-        let idempotent = self.config.idempotent();
-        let mut out = Drained {
-            by_leader: HashMap::new(),
-            next_wakeup: None,
-            unknown_topics: Vec::new(),
-            expired: Vec::new(),
-        };
-        let mut q = self.queues.lock().expect("producer queues");
-        if q.epoch_bump_pending {
-            let in_flight: usize = q.topics.values().flatten().map(|pq| pq.in_flight).sum();
-            if in_flight == 0 {
-                self.bump_epoch(&mut q);
-            }
-        }
-        // Waiting for the in-flight batches before a new epoch: nothing is sent meanwhile.
-        let hold = q.epoch_bump_pending;
-        let flush = q.flushing > 0 || q.closed;
-        let closed = q.closed;
-        let wake_at = |t: Instant, out: &mut Drained| {
-            out.next_wakeup = Some(out.next_wakeup.map_or(t, |w: Instant| w.min(t)));
-        };
-        for (topic, partitions) in q.topics.iter_mut() {
-            let meta = self.cluster.cached_topic(topic);
-            for (index, pq) in partitions.iter_mut().enumerate() {
-                if let Some(open) = &pq.open {
-                    let due = open.created + linger;
-                    if flush || due <= now {
-                        let open = pq.open.take().expect("checked");
-                        pq.ready.push_back(close(open, topic, index as i32));
-                    } else {
-                        wake_at(due, &mut out);
-                    }
-                }
-                // Batches that waited past delivery.timeout.ms fail (unless already sent once).
-                while pq.ready.front().is_some_and(|b| {
-                    b.attempts == 0 && now.duration_since(b.created) > delivery_timeout
-                }) {
-                    out.expired.push(pq.ready.pop_front().expect("checked"));
-                }
-                if pq.ready.is_empty() || hold {
-                    continue;
-                }
-                let leader = meta
-                    .as_ref()
-                    .and_then(|m| m.partitions.get(index))
-                    .map(|p| p.leader)
-                    .filter(|l| *l >= 0);
-                let Some(leader) = leader else {
-                    out.unknown_topics.push(topic.to_string());
-                    wake_at(
-                        now + Duration::from_millis(self.config.client.retry_backoff_ms),
-                        &mut out,
-                    );
-                    continue;
-                };
-                if pq.in_flight > 0 && (pq.retrying || pq.in_flight_leader != leader) {
-                    continue;
-                }
-                let limit = pq.sequence.in_flight_limit(idempotent, max_in_flight);
-                while pq.in_flight < limit {
-                    let Some(head) = pq.ready.front() else { break };
-                    if let Some(t) = head.retry_after {
-                        if t > now {
-                            wake_at(t, &mut out);
-                            break;
-                        }
-                    }
-                    let mut batch = pq.ready.pop_front().expect("checked");
-                    if idempotent && batch.base_sequence.is_none() {
-                        batch.base_sequence = Some(pq.sequence.assign(batch.record_count));
-                    }
-                    pq.retrying = false;
-                    pq.in_flight += 1;
-                    pq.in_flight_leader = leader;
-                    out.by_leader.entry(leader).or_default().push(batch);
-                }
-            }
-        }
-        out.unknown_topics.sort();
-        out.unknown_topics.dedup();
-        let done = closed
-            && q.topics
-                .values()
-                .flatten()
-                .all(|pq| pq.open.is_none() && pq.ready.is_empty() && pq.in_flight == 0);
-        (out, done)
-    }
-
-    /// Moves an idempotent producer to its next epoch (a new producer id once the epochs run
-    /// out), every partition starting again at sequence 0. Called with nothing in flight.
-    fn bump_epoch(&self, q: &mut Queues) {
-        self.identity.next_epoch();
-        for pq in q.topics.values_mut().flatten() {
-            assert_eq!(pq.in_flight, 0, "an epoch changes with nothing in flight");
-            pq.restart_sequences();
-        }
-        q.epoch_bump_pending = false;
-    }
-
     /// Whether `batch`'s sequence belongs to an epoch that is over or ending, so that the
     /// broker's OUT_OF_ORDER_SEQUENCE_NUMBER for it is cured by sending it again.
     fn epoch_moving_on(&self, batch: &Batch) -> bool {
-        if self
-            .queues
-            .lock()
-            .expect("producer queues")
-            .epoch_bump_pending
-        {
-            return true;
-        }
-        self.identity
-            .stamped_in_another_epoch(batch.encoded.as_ref())
-    }
-
-    /// A batch is finished (acknowledged or failed for good).
-    fn complete(&self, batch: Batch, result: Result<BatchAck>, was_in_flight: bool) {
-        let lost_sequence = result.is_err() && batch.base_sequence.is_some();
-        if was_in_flight || lost_sequence {
-            let mut q = self.queues.lock().expect("producer queues");
-            if let Some(pq) = q
-                .topics
-                .get_mut(&batch.topic)
-                .and_then(|p| p.get_mut(batch.partition as usize))
-            {
-                if was_in_flight {
-                    pq.in_flight -= 1;
-                }
-                pq.sequence.batch_done(result.is_ok());
-            }
-            if lost_sequence {
-                q.epoch_bump_pending = true;
-            }
-        }
-        let _ = batch.reply.send(result);
-        self.memory.add_permits(batch.memory_bytes);
-        if let Some(Ok(buffer)) = batch.encoded.map(Bytes::try_into_mut) {
-            if buffer.capacity() >= self.config.batch_size_bytes {
-                let mut pool = self.pool.lock().expect("buffer pool");
-                if pool.len() < MAX_POOLED_BUFFERS {
-                    pool.push(buffer);
-                }
-            }
-        }
-        if self.outstanding.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-        self.wake_sender.notify_one();
-    }
-
-    /// A sent batch failed in a way a retry may cure: queue it again in sequence order.
-    fn requeue(&self, mut batch: Batch, error: &Error) {
-        batch.attempts += 1;
-        batch.retry_after = Some(
-            Instant::now()
-                + Duration::from_millis(
-                    self.config
-                        .client
-                        .retry_backoff_ms
-                        .saturating_mul(1 << batch.attempts.min(4))
-                        .min(1_000),
-                ),
-        );
-        tracing::debug!(topic = %batch.topic, partition = batch.partition, attempts = batch.attempts, %error, "retrying a batch");
-        let mut q = self.queues.lock().expect("producer queues");
-        let pq = q
-            .topics
-            .get_mut(&batch.topic)
-            .and_then(|p| p.get_mut(batch.partition as usize))
-            .expect("a sent batch's partition stays queued");
-        pq.in_flight -= 1;
-        pq.retrying = true;
-        let at = pq
-            .ready
-            .iter()
-            .position(|b| match (b.base_sequence, batch.base_sequence) {
-                (Some(other), Some(mine)) => other > mine,
-                (None, _) => true,
-                (Some(_), None) => false,
-            })
-            .unwrap_or(pq.ready.len());
-        pq.ready.insert(at, batch);
-        drop(q);
-        self.wake_sender.notify_one();
+        self.accumulator.epoch_bump_pending()
+            || self
+                .identity
+                .stamped_in_another_epoch(batch.encoded.as_ref())
     }
 }
 
 async fn run_sender(s: Arc<ProducerState>) {
     loop {
-        let (drained, done) = s.drain(Instant::now());
+        let metadata = |topic: &str| s.cluster.cached_topic(topic);
+        let (drained, done) = s.accumulator.drain(Instant::now(), &s.identity, &metadata);
         for batch in drained.expired {
             let e = Error::Timeout {
                 timeout_ms: s.config.delivery_timeout_ms,
@@ -581,7 +203,7 @@ async fn run_sender(s: Arc<ProducerState>) {
                     batch.topic, batch.partition
                 ),
             };
-            s.complete(batch, Err(e), false);
+            s.accumulator.complete(batch, Err(e), false);
         }
         if !drained.unknown_topics.is_empty() && !s.refreshing.swap(true, Ordering::AcqRel) {
             let s2 = s.clone();
@@ -591,7 +213,7 @@ async fn run_sender(s: Arc<ProducerState>) {
                     tracing::debug!(%e, "metadata refresh failed");
                 }
                 s2.refreshing.store(false, Ordering::Release);
-                s2.wake_sender.notify_one();
+                s2.accumulator.wake_sender.notify_one();
             });
         }
         for (leader, batches) in drained.by_leader {
@@ -634,7 +256,7 @@ async fn run_sender(s: Arc<ProducerState>) {
             None => tokio::time::sleep(Duration::from_secs(1)),
         };
         tokio::select! {
-            _ = s.wake_sender.notified() => {}
+            _ = s.accumulator.wake_sender.notified() => {}
             _ = sleep => {}
         }
     }
@@ -730,8 +352,9 @@ async fn send_request(
     };
     if s.config.idempotent() {
         // A batch whose partition has an earlier batch queued again must follow it.
-        let (bounced, kept): (Vec<Batch>, Vec<Batch>) =
-            batches.into_iter().partition(|b| partition_retrying(s, b));
+        let (bounced, kept): (Vec<Batch>, Vec<Batch>) = batches
+            .into_iter()
+            .partition(|b| s.accumulator.partition_retrying(b));
         if !bounced.is_empty() {
             let e = Error::Disconnected {
                 addr: conn.addr.clone(),
@@ -771,7 +394,7 @@ async fn send_request(
             .await;
         for b in batches {
             match &sent {
-                Ok(()) => s.complete(
+                Ok(()) => s.accumulator.complete(
                     b,
                     Ok(BatchAck {
                         base_offset: -1,
@@ -829,9 +452,9 @@ fn handle_response(
                     "produce response without partition {}-{}",
                     b.topic, b.partition
                 ));
-                s.complete(b, Err(e), true);
+                s.accumulator.complete(b, Err(e), true);
             }
-            Some((0, base_offset, log_append_time_ms, _)) => s.complete(
+            Some((0, base_offset, log_append_time_ms, _)) => s.accumulator.complete(
                 b,
                 Ok(BatchAck {
                     base_offset,
@@ -843,7 +466,7 @@ fn handle_response(
                 let error = ResponseError::try_from_code(code).expect("non-zero");
                 if error == ResponseError::DuplicateSequenceNumber {
                     // Written before: the broker already holds the batch.
-                    s.complete(
+                    s.accumulator.complete(
                         b,
                         Ok(BatchAck {
                             base_offset,
@@ -875,19 +498,33 @@ fn fail_or_retry(s: &Arc<ProducerState>, batches: Vec<Batch>, error: &Error) {
     for b in batches {
         let out_of_order = error.broker_error() == Some(ResponseError::OutOfOrderSequenceNumber);
         let retriable = error.is_retriable()
-            || (out_of_order && (partition_retrying(s, &b) || s.epoch_moving_on(&b)));
+            || (out_of_order && (s.accumulator.partition_retrying(&b) || s.epoch_moving_on(&b)));
         if retriable && b.attempts < s.config.retries && b.created.elapsed() < delivery_timeout {
-            s.requeue(b, error);
+            s.accumulator.requeue(b, error);
         } else {
-            s.complete(b, Err(error.clone()), true);
+            s.accumulator.complete(b, Err(error.clone()), true);
         }
     }
 }
 
-fn partition_retrying(s: &ProducerState, b: &Batch) -> bool {
-    let q = s.queues.lock().expect("producer queues");
-    q.topics
-        .get(&b.topic)
-        .and_then(|p| p.get(b.partition as usize))
-        .is_some_and(|pq| pq.retrying)
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_must_name_an_existing_partition_and_fit_in_a_request() {
+        let fits = ProducerRecord::new("t", vec![0u8; 100]).with_partition(2);
+        let size = check_record(&fits, 3, 1_000).unwrap();
+        assert!(size >= 100, "an upper bound of the record's bytes: {size}");
+        let no_partition = ProducerRecord::new("t", "v").with_partition(3);
+        assert!(matches!(
+            check_record(&no_partition, 3, 1_000),
+            Err(Error::InvalidArgument(_))
+        ));
+        let negative = ProducerRecord::new("t", "v").with_partition(-1);
+        assert!(check_record(&negative, 3, 1_000).is_err());
+        let large = ProducerRecord::new("t", vec![0u8; 1_000]);
+        let e = check_record(&large, 3, 1_000).unwrap_err();
+        assert!(e.to_string().contains("max.request.size"), "{e}");
+    }
 }
