@@ -105,6 +105,28 @@ pub(super) struct Batch {
     reply: oneshot::Sender<Result<BatchAck>>,
 }
 
+#[cfg(test)]
+impl Batch {
+    /// A batch of `size_bytes` bytes of `topic`'s `partition` that was never appended to, for
+    /// the tests of what is done with batches.
+    pub(super) fn for_test(topic: &str, partition: i32, size_bytes: usize) -> Self {
+        Batch {
+            topic: Arc::from(topic),
+            partition,
+            builder: None,
+            record_count: 1,
+            size_bytes,
+            encoded: None,
+            base_sequence: None,
+            created: Instant::now(),
+            memory_bytes: 0,
+            attempts: 0,
+            retry_after: None,
+            reply: oneshot::channel().0,
+        }
+    }
+}
+
 #[derive(Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
