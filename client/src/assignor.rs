@@ -93,17 +93,52 @@ fn cooperative_sticky(
     members: &BTreeMap<String, MemberSubscription>,
     partitions: &BTreeMap<String, i32>,
 ) -> BTreeMap<String, Vec<TopicPartition>> {
-    let subscribed = |m: &str, topic: &str| members[m].topics.iter().any(|t| t == topic);
+    let owner = valid_claims(members, partitions);
+    let mut held: Held<'_> = members
+        .keys()
+        .map(|m| (m.as_str(), BTreeSet::new()))
+        .collect();
+    for (tp, (m, _)) in &owner {
+        held.get_mut(m).expect("a member").insert(tp.clone());
+    }
+    place_unowned(members, partitions, &owner, &mut held);
+    balance(members, &mut held);
+    // Cooperatively, a partition changes hands in two rebalances: withheld now, while its owner
+    // revokes it.
+    held.into_iter()
+        .map(|(m, ps)| {
+            let kept = ps
+                .into_iter()
+                .filter(|tp| owner.get(tp).is_none_or(|(o, _)| *o == m))
+                .collect();
+            (m.to_string(), kept)
+        })
+        .collect()
+}
+
+/// What each member holds while the cooperative assignment is computed.
+type Held<'m> = BTreeMap<&'m str, BTreeSet<TopicPartition>>;
+
+/// Whether member `m` subscribes to `topic`.
+fn subscribed(members: &BTreeMap<String, MemberSubscription>, m: &str, topic: &str) -> bool {
+    members[m].topics.iter().any(|t| t == topic)
+}
+
+/// Claims still valid (the partition exists and its claimer subscribes to its topic), with the
+/// claim's generation; a partition claimed twice stays with the newest generation's claim.
+fn valid_claims<'m>(
+    members: &'m BTreeMap<String, MemberSubscription>,
+    partitions: &BTreeMap<String, i32>,
+) -> BTreeMap<TopicPartition, (&'m str, i32)> {
     let exists = |tp: &TopicPartition| {
         partitions
             .get(&tp.topic)
             .is_some_and(|count| (0..*count).contains(&tp.partition))
     };
-    // Claims still valid; a partition claimed twice stays with the newest generation's claim.
     let mut owner: BTreeMap<TopicPartition, (&str, i32)> = BTreeMap::new();
     for (m, sub) in members {
         for tp in &sub.owned {
-            if !exists(tp) || !subscribed(m, &tp.topic) {
+            if !exists(tp) || !subscribed(members, m, &tp.topic) {
                 continue;
             }
             if owner.get(tp).is_none_or(|(_, g)| sub.generation > *g) {
@@ -111,13 +146,16 @@ fn cooperative_sticky(
             }
         }
     }
-    let mut held: BTreeMap<&str, BTreeSet<TopicPartition>> = members
-        .keys()
-        .map(|m| (m.as_str(), BTreeSet::new()))
-        .collect();
-    for (tp, (m, _)) in &owner {
-        held.get_mut(m).expect("a member").insert(tp.clone());
-    }
+    owner
+}
+
+/// Partitions nobody owns go to the subscribed member holding the fewest.
+fn place_unowned(
+    members: &BTreeMap<String, MemberSubscription>,
+    partitions: &BTreeMap<String, i32>,
+    owner: &BTreeMap<TopicPartition, (&str, i32)>,
+    held: &mut Held<'_>,
+) {
     let topics: BTreeSet<&String> = members.values().flat_map(|s| &s.topics).collect();
     for topic in topics {
         for p in 0..partitions.get(topic).copied().unwrap_or(0) {
@@ -127,7 +165,7 @@ fn cooperative_sticky(
             }
             let fewest = held
                 .iter()
-                .filter(|(m, _)| subscribed(m, topic))
+                .filter(|(m, _)| subscribed(members, m, topic))
                 .min_by_key(|(m, ps)| (ps.len(), **m))
                 .map(|(m, _)| *m);
             if let Some(m) = fewest {
@@ -135,6 +173,11 @@ fn cooperative_sticky(
             }
         }
     }
+}
+
+/// Moves partitions from the fullest member to the emptiest one subscribed to them while
+/// their counts differ by more than one.
+fn balance(members: &BTreeMap<String, MemberSubscription>, held: &mut Held<'_>) {
     // Each move lowers the sum of squared counts, so this ends.
     loop {
         let mut order: Vec<&str> = held.keys().copied().collect();
@@ -147,7 +190,7 @@ fn cooperative_sticky(
                 let tp = held[from]
                     .iter()
                     .rev()
-                    .find(|tp| subscribed(to, &tp.topic))?;
+                    .find(|tp| subscribed(members, to, &tp.topic))?;
                 Some((*from, *to, tp.clone()))
             })
         });
@@ -155,17 +198,6 @@ fn cooperative_sticky(
         held.get_mut(from).expect("a member").remove(&tp);
         held.get_mut(to).expect("a member").insert(tp);
     }
-    // Cooperatively, a partition changes hands in two rebalances: withheld now, while its owner
-    // revokes it.
-    held.into_iter()
-        .map(|(m, ps)| {
-            let kept = ps
-                .into_iter()
-                .filter(|tp| owner.get(tp).is_none_or(|(o, _)| *o == m))
-                .collect();
-            (m.to_string(), kept)
-        })
-        .collect()
 }
 
 #[cfg(test)]
