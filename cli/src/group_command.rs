@@ -51,18 +51,61 @@ pub(crate) struct ResetArgs {
 
 async fn reset_offsets(admin: &Admin, args: ResetArgs) -> CommandResult {
     let group = &args.group;
-    match admin.describe_group(group).await {
-        Ok(d) if d.state != "Empty" && d.state != "Dead" => {
-            return Err(format!(
-                "group `{group}` is active ({}, {} members): offsets can be reset only while it has none",
-                d.state,
-                d.members.len()
-            ))
-        }
-        Ok(_) => {}
-        Err(e) if e.broker_error() == Some(ResponseError::GroupIdNotFound) => {}
-        Err(e) => return Err(describe(e)),
+    check_no_members(admin, group).await?;
+    let partitions = partitions_to_reset(admin, &args).await?;
+    let (earliest, latest) = (
+        listed(admin, &partitions, EARLIEST_TIMESTAMP).await?,
+        listed(admin, &partitions, LATEST_TIMESTAMP).await?,
+    );
+    let at_time = match &args.to_datetime {
+        Some(t) => Some(listed(admin, &partitions, parse_timestamp_ms(t)?).await?),
+        None => None,
+    };
+    let mut offsets = Vec::new();
+    for tp in &partitions {
+        let offset_of =
+            |listed: &HashMap<TopicPartition, Option<i64>>| listed.get(tp).copied().flatten();
+        let offset = target_offset(
+            &args,
+            offset_of(&earliest).unwrap_or(0),
+            offset_of(&latest).unwrap_or(0),
+            at_time.as_ref().and_then(offset_of),
+        );
+        println!("{}\t{}\t{}", tp.topic, tp.partition, offset);
+        offsets.push((tp.clone(), offset));
     }
+    if args.execute {
+        admin
+            .alter_group_offsets(group, &offsets)
+            .await
+            .map_err(describe)?;
+        eprintln!("committed {} offsets of group `{group}`", offsets.len());
+    } else {
+        eprintln!("dry run: nothing committed (add --execute to commit these offsets)");
+    }
+    Ok(())
+}
+
+/// An error unless `group` has no members (or does not exist yet): the coordinator takes
+/// offsets only then.
+async fn check_no_members(admin: &Admin, group: &str) -> CommandResult {
+    match admin.describe_group(group).await {
+        Ok(d) if d.state != "Empty" && d.state != "Dead" => Err(format!(
+            "group `{group}` is active ({}, {} members): offsets can be reset only while it has none",
+            d.state,
+            d.members.len()
+        )),
+        Ok(_) => Ok(()),
+        Err(e) if e.broker_error() == Some(ResponseError::GroupIdNotFound) => Ok(()),
+        Err(e) => Err(describe(e)),
+    }
+}
+
+/// The partitions of `--topic` to reset: every one, or `--partition`'s.
+async fn partitions_to_reset(
+    admin: &Admin,
+    args: &ResetArgs,
+) -> Result<Vec<TopicPartition>, String> {
     let topic = admin
         .describe_topic(&args.topic)
         .await
@@ -86,54 +129,35 @@ async fn reset_offsets(admin: &Admin, args: ResetArgs) -> CommandResult {
             args.partition.unwrap_or(-1)
         ));
     }
-    let listed = |timestamp: i64| {
-        let queries: Vec<_> = partitions
-            .iter()
-            .map(|tp| (tp.clone(), timestamp))
-            .collect();
-        async move {
-            let found = admin.list_offsets(&queries).await.map_err(describe)?;
-            Ok::<HashMap<TopicPartition, Option<i64>>, String>(found.into_iter().collect())
-        }
-    };
-    let (earliest, latest) = (
-        listed(EARLIEST_TIMESTAMP).await?,
-        listed(LATEST_TIMESTAMP).await?,
-    );
-    let at_time = match &args.to_datetime {
-        Some(t) => Some(listed(parse_timestamp_ms(t)?).await?),
-        None => None,
-    };
-    let mut offsets = Vec::new();
-    for tp in &partitions {
-        let offset_of =
-            |listed: &HashMap<TopicPartition, Option<i64>>| listed.get(tp).copied().flatten();
-        let (first, end) = (
-            offset_of(&earliest).unwrap_or(0),
-            offset_of(&latest).unwrap_or(0),
-        );
-        let offset = if args.to_earliest {
-            first
-        } else if args.to_latest {
-            end
-        } else if let Some(o) = args.to_offset {
-            o.clamp(first, end.max(first))
-        } else {
-            at_time.as_ref().and_then(offset_of).unwrap_or(end)
-        };
-        println!("{}\t{}\t{}", tp.topic, tp.partition, offset);
-        offsets.push((tp.clone(), offset));
-    }
-    if args.execute {
-        admin
-            .alter_group_offsets(group, &offsets)
-            .await
-            .map_err(describe)?;
-        eprintln!("committed {} offsets of group `{group}`", offsets.len());
+    Ok(partitions)
+}
+
+/// The offset of each of `partitions` ListOffsets gives for `timestamp`.
+async fn listed(
+    admin: &Admin,
+    partitions: &[TopicPartition],
+    timestamp: i64,
+) -> Result<HashMap<TopicPartition, Option<i64>>, String> {
+    let queries: Vec<_> = partitions
+        .iter()
+        .map(|tp| (tp.clone(), timestamp))
+        .collect();
+    let found = admin.list_offsets(&queries).await.map_err(describe)?;
+    Ok(found.into_iter().collect())
+}
+
+/// Where `args` moves a partition whose offsets run from `first` to `end`, and whose first
+/// record at `--to-datetime` is at `at_time` (the end where there is none).
+fn target_offset(args: &ResetArgs, first: i64, end: i64, at_time: Option<i64>) -> i64 {
+    if args.to_earliest {
+        first
+    } else if args.to_latest {
+        end
+    } else if let Some(o) = args.to_offset {
+        o.clamp(first, end.max(first))
     } else {
-        eprintln!("dry run: nothing committed (add --execute to commit these offsets)");
+        at_time.unwrap_or(end)
     }
-    Ok(())
 }
 
 pub(crate) async fn run(bootstrap: &str, command: GroupCommand) -> CommandResult {
@@ -198,4 +222,54 @@ pub(crate) async fn run(bootstrap: &str, command: GroupCommand) -> CommandResult
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> ResetArgs {
+        ResetArgs {
+            group: "g".into(),
+            topic: "t".into(),
+            partition: None,
+            to_earliest: false,
+            to_latest: false,
+            to_offset: None,
+            to_datetime: None,
+            execute: false,
+        }
+    }
+
+    #[test]
+    fn a_reset_goes_to_the_first_the_end_an_offset_kept_within_them_or_a_time() {
+        let earliest = ResetArgs {
+            to_earliest: true,
+            ..args()
+        };
+        assert_eq!(target_offset(&earliest, 5, 50, None), 5);
+        let latest = ResetArgs {
+            to_latest: true,
+            ..args()
+        };
+        assert_eq!(target_offset(&latest, 5, 50, None), 50);
+        let offset = |o| ResetArgs {
+            to_offset: Some(o),
+            ..args()
+        };
+        assert_eq!(target_offset(&offset(20), 5, 50, None), 20);
+        assert_eq!(target_offset(&offset(2), 5, 50, None), 5);
+        assert_eq!(target_offset(&offset(99), 5, 50, None), 50);
+        assert_eq!(target_offset(&offset(3), 5, 0, None), 5, "an empty log");
+        let time = ResetArgs {
+            to_datetime: Some("2026-01-01".into()),
+            ..args()
+        };
+        assert_eq!(target_offset(&time, 5, 50, Some(30)), 30);
+        assert_eq!(
+            target_offset(&time, 5, 50, None),
+            50,
+            "no record after: the end"
+        );
+    }
 }
