@@ -9,7 +9,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use quipu_client::{Consumer, ConsumerConfig, OffsetReset, TopicPartition};
+use quipu_client::{Consumer, ConsumerConfig, ConsumerRecord, OffsetReset, TopicPartition};
 
 use crate::progress::Progress;
 use crate::record_format::{write_record, Format};
@@ -135,25 +135,8 @@ async fn consume(consumer: &mut Consumer, args: &ConsumeArgs) -> CommandResult {
         if args.max_messages.is_some_and(|m| progress.records() >= m) {
             break;
         }
-        if args.exit_at_end {
-            let assigned = consumer.assignment();
-            let unknown: Vec<TopicPartition> = assigned
-                .iter()
-                .filter(|tp| !ends.contains_key(*tp))
-                .cloned()
-                .collect();
-            if !unknown.is_empty() {
-                ends.extend(consumer.end_offsets(&unknown).await.map_err(describe)?);
-            }
-            let at_end = !assigned.is_empty()
-                && assigned.iter().all(|tp| {
-                    consumer
-                        .position(tp)
-                        .is_some_and(|p| p >= ends.get(tp).copied().unwrap_or(0))
-                });
-            if at_end {
-                break;
-            }
+        if args.exit_at_end && at_end(consumer, &mut ends).await? {
+            break;
         }
         if args
             .timeout_ms
@@ -168,35 +151,97 @@ async fn consume(consumer: &mut Consumer, args: &ConsumeArgs) -> CommandResult {
         if !records.is_empty() {
             last_record = Instant::now();
         }
-        for (i, r) in records.iter().enumerate() {
-            if args.max_messages.is_some_and(|m| progress.records() >= m) {
-                // Rewind to the first record not printed, so a group commits only what was.
-                let mut rewound = std::collections::HashSet::new();
-                for rest in &records[i..] {
-                    let tp = TopicPartition::new(&*rest.topic, rest.partition);
-                    if rewound.insert(tp.clone()) {
-                        consumer.seek(&tp, rest.offset).map_err(describe)?;
-                    }
-                }
-                break;
-            }
-            if let Err(e) = write_record(&mut out, args.format, &args.separator, r) {
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok(());
-                }
-                return Err(format!("cannot write output: {e}"));
-            }
-            let size =
-                r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
-            progress.add(1, size as u64);
-        }
-        if let Err(e) = out.flush() {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                return Ok(());
-            }
-            return Err(format!("cannot write output: {e}"));
+        // A closed stdout (`| head`) ends the run quietly.
+        if !print_records(consumer, args, &records, &mut out, &mut progress)?
+            || !output_open(out.flush())?
+        {
+            return Ok(());
         }
     }
     progress.finish();
     Ok(())
+}
+
+/// Whether every assigned partition is read up to its end offset (looked up once per
+/// partition, into `ends`).
+async fn at_end(
+    consumer: &Consumer,
+    ends: &mut HashMap<TopicPartition, i64>,
+) -> Result<bool, String> {
+    let assigned = consumer.assignment();
+    let unknown: Vec<TopicPartition> = assigned
+        .iter()
+        .filter(|tp| !ends.contains_key(*tp))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        ends.extend(consumer.end_offsets(&unknown).await.map_err(describe)?);
+    }
+    Ok(!assigned.is_empty()
+        && assigned.iter().all(|tp| {
+            consumer
+                .position(tp)
+                .is_some_and(|p| p >= ends.get(tp).copied().unwrap_or(0))
+        }))
+}
+
+/// Prints `records` up to `--max-messages`; false once the output is closed.
+fn print_records(
+    consumer: &mut Consumer,
+    args: &ConsumeArgs,
+    records: &[ConsumerRecord],
+    out: &mut impl Write,
+    progress: &mut Progress,
+) -> Result<bool, String> {
+    for (i, r) in records.iter().enumerate() {
+        if args.max_messages.is_some_and(|m| progress.records() >= m) {
+            rewind(consumer, &records[i..])?;
+            break;
+        }
+        if !output_open(write_record(out, args.format, &args.separator, r))? {
+            return Ok(false);
+        }
+        let size = r.value.as_ref().map_or(0, |v| v.len()) + r.key.as_ref().map_or(0, |k| k.len());
+        progress.add(1, size as u64);
+    }
+    Ok(true)
+}
+
+/// Rewinds to the first record not printed, so a group commits only what was.
+fn rewind(consumer: &mut Consumer, not_printed: &[ConsumerRecord]) -> CommandResult {
+    let mut rewound = std::collections::HashSet::new();
+    for rest in not_printed {
+        let tp = TopicPartition::new(&*rest.topic, rest.partition);
+        if rewound.insert(tp.clone()) {
+            consumer.seek(&tp, rest.offset).map_err(describe)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether the output is still open after a write: a broken pipe closes it, any other
+/// failure is an error.
+fn output_open(written: std::io::Result<()>) -> Result<bool, String> {
+    match written {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+        Err(e) => Err(format!("cannot write output: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_broken_pipe_closes_the_output_and_other_write_errors_fail() {
+        assert_eq!(output_open(Ok(())), Ok(true));
+        let pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe);
+        assert_eq!(output_open(Err(pipe)), Ok(false));
+        let full = std::io::Error::other("disk full");
+        assert_eq!(
+            output_open(Err(full)),
+            Err("cannot write output: disk full".to_string())
+        );
+    }
 }
