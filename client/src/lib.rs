@@ -53,6 +53,8 @@ pub mod error;
 mod group_member;
 pub mod partitioner;
 pub mod producer;
+#[cfg(test)]
+mod test_support;
 mod topic_partition;
 
 pub use admin::Admin;

@@ -212,6 +212,7 @@ mod tests {
     use quipu_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 
     use crate::config::ClientConfig;
+    use crate::test_support::request_shape;
 
     use super::super::record::tests::batch;
     use super::*;
@@ -265,18 +266,12 @@ mod tests {
         let request = fetch_request(&config, &asked);
         assert_eq!(request.max_bytes, config.fetch_max_bytes);
         assert_eq!(request.max_wait_ms, config.fetch_max_wait_ms);
-        let shape: Vec<(&str, Vec<(i32, i64)>)> = request
-            .topics
-            .iter()
-            .map(|t| {
-                let ps = t
-                    .partitions
-                    .iter()
-                    .map(|p| (p.partition, p.fetch_offset))
-                    .collect();
-                (t.topic.0.as_str(), ps)
-            })
-            .collect();
+        let shape = request_shape(
+            &request.topics,
+            |t| t.topic.0.as_str(),
+            |t| &t.partitions,
+            |p| (p.partition, p.fetch_offset),
+        );
         assert_eq!(shape, [("a", vec![(0, 5), (1, 7)]), ("b", vec![(0, 0)])]);
     }
 

@@ -225,6 +225,8 @@ mod tests {
     };
     use quipu_protocol::ResponseError;
 
+    use crate::test_support::request_shape;
+
     use super::*;
 
     #[test]
@@ -251,18 +253,12 @@ mod tests {
         ];
         let refs: Vec<&(TopicPartition, i64)> = queries.iter().collect();
         let request = list_offsets_request(&refs);
-        let shape: Vec<(&str, Vec<(i32, i64)>)> = request
-            .topics
-            .iter()
-            .map(|t| {
-                let ps = t
-                    .partitions
-                    .iter()
-                    .map(|p| (p.partition_index, p.timestamp))
-                    .collect();
-                (t.name.0.as_str(), ps)
-            })
-            .collect();
+        let shape = request_shape(
+            &request.topics,
+            |t| t.name.0.as_str(),
+            |t| &t.partitions,
+            |p| (p.partition_index, p.timestamp),
+        );
         assert_eq!(
             shape,
             [("a", vec![(0, -2), (3, -1)]), ("b", vec![(1, 1_000)])]

@@ -200,6 +200,8 @@ mod tests {
     };
     use quipu_protocol::ResponseError;
 
+    use crate::test_support::request_shape;
+
     use super::*;
 
     fn name(topic: &str) -> TopicName {
@@ -223,18 +225,12 @@ mod tests {
         assert_eq!(r.generation_id_or_member_epoch, 4);
         assert_eq!(r.member_id.as_str(), "m-1");
         assert_eq!(r.group_instance_id.as_deref(), Some("static-1"));
-        let topics: Vec<(&str, Vec<(i32, i64)>)> = r
-            .topics
-            .iter()
-            .map(|t| {
-                let ps = t
-                    .partitions
-                    .iter()
-                    .map(|p| (p.partition_index, p.committed_offset))
-                    .collect();
-                (t.name.0.as_str(), ps)
-            })
-            .collect();
+        let topics = request_shape(
+            &r.topics,
+            |t| t.name.0.as_str(),
+            |t| &t.partitions,
+            |p| (p.partition_index, p.committed_offset),
+        );
         assert_eq!(topics, [("a", vec![(1, 3)]), ("b", vec![(0, 7), (2, 9)])]);
 
         let outside = commit_request("g", None, None, &offsets);
