@@ -37,9 +37,12 @@
 //! # }
 //! ```
 //!
-//! Module map: [`config`] (settings), [`error`], `connection` (one pipelined connection),
-//! `cluster` (metadata and connections), [`partitioner`], [`producer`], [`consumer`] (with
-//! `group_member` and `assignor`), [`admin`].
+//! Module map, each module importing only those before it: [`error`], [`config`] (settings),
+//! `connection` (one pipelined connection), `cluster` (metadata and connections),
+//! `topic_partition`, [`partitioner`], `assignor`, [`producer`] (`accumulator`, `sender`,
+//! `idempotence`, `delivery`, `record`), `group_member` (`join`, `consumer_protocol`,
+//! `heartbeat`, `commits`, `membership`), [`consumer`] (`subscription`, `fetcher`, `record`,
+//! `offsets`, `rebalance`), [`admin`].
 
 #![warn(missing_docs)]
 
