@@ -150,76 +150,18 @@ impl Log {
         std::fs::create_dir_all(dir)?;
         // A clean that reached its commit point is completed before anything else is read.
         let swapped = Self::complete_swaps(dir)?;
-        let mut bases = Vec::new();
-        for entry in std::fs::read_dir(dir)? {
-            let entry = entry?;
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if let Some(base) = name
-                .strip_suffix(".log")
-                .and_then(|b| b.parse::<i64>().ok())
-            {
-                bases.push(base);
-            } else if name.ends_with(".cleaned")
-                || name.ends_with(".deleted")
-                || name.ends_with(".tmp")
-            {
-                // Leftovers of an interrupted operation; the segments themselves are the truth.
-                tracing::warn!(file = %entry.path().display(), "removing leftover file");
-                std::fs::remove_file(entry.path())?;
-            }
-        }
-        bases.sort_unstable();
+        let bases = segment_bases(dir)?;
         let sizes = sizes_of(&config);
         // The first segment to re-read: the one holding the recovery point.
         let recover_from =
             recovery_point.map(|rp| bases.iter().rev().find(|b| **b <= rp).copied().unwrap_or(0));
-        let mut segments = BTreeMap::new();
-        let mut recovered_any = false;
-        let mut i = 0;
-        while i < bases.len() {
-            let base = bases[i];
-            let last = i + 1 == bases.len();
-            let must_recover =
-                recover_from.is_some_and(|from| base >= from) || swapped.contains(&base);
-            let segment = if !must_recover {
-                let opened = if last {
-                    Segment::reopen_active(dir, base, sizes, now_ms)
-                } else {
-                    Segment::open_closed(dir, base, sizes, now_ms)
-                };
-                match opened {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!(dir = %dir.display(), base_offset = base, error = %e, "segment does not match its indexes: re-reading it");
-                        recovered_any = true;
-                        Segment::recover(dir, base, sizes, last, true, now_ms)?.segment
-                    }
-                }
-            } else {
-                recovered_any = true;
-                let r = Segment::recover(dir, base, sizes, last, true, now_ms)?;
-                if r.truncated_bytes > 0 {
-                    tracing::warn!(dir = %dir.display(), base_offset = base, cut_bytes = r.truncated_bytes, next_offset = r.segment.next_offset(), "log recovery cut invalid bytes after the last valid batch");
-                }
-                if !last && r.valid_bytes < r.file_bytes {
-                    // Damage inside a closed segment: the log ends here. Later segments go, and
-                    // this one becomes the active segment again.
-                    let later: Vec<i64> = bases[i + 1..].to_vec();
-                    tracing::warn!(dir = %dir.display(), base_offset = base, valid_bytes = r.valid_bytes, file_bytes = r.file_bytes, deleted_segments = ?later, "log recovery found an invalid batch inside a closed segment: cutting the log there");
-                    drop(r);
-                    for later_base in later {
-                        segment::remove_files(dir, later_base)?;
-                    }
-                    bases.truncate(i + 1);
-                    Segment::recover(dir, base, sizes, true, true, now_ms)?.segment
-                } else {
-                    r.segment
-                }
-            };
-            segments.insert(base, segment);
-            i += 1;
-        }
+        let (mut segments, recovered_any) = open_segments(
+            dir,
+            bases,
+            sizes,
+            |base| recover_from.is_some_and(|from| base >= from) || swapped.contains(&base),
+            now_ms,
+        )?;
         if segments.is_empty() {
             segments.insert(0, Segment::create(dir, 0, sizes, now_ms)?);
         }
@@ -239,38 +181,7 @@ impl Log {
             first_dirty_offset: 0,
             producers: ProducerState::default(),
         };
-        // The epoch cache follows the log: trimmed to what survived, and completed from the
-        // batches of every segment that was re-read.
-        let mut epochs_changed = log.epochs.truncate_from_end(log.log_end_offset());
-        epochs_changed |= log.epochs.truncate_from_start(log.log_start_offset);
-        if recovered_any
-            || (log.epochs.entries().is_empty() && log.log_end_offset() > log.log_start_offset)
-        {
-            let from = if log.epochs.entries().is_empty() {
-                log.log_start_offset
-            } else {
-                recover_from.unwrap_or(log.log_start_offset)
-            };
-            let first = log
-                .segments
-                .range(..=from)
-                .next_back()
-                .map_or(log.log_start_offset, |(b, _)| *b);
-            for segment in log.segments.range(first..).map(|(_, s)| s) {
-                for batch in segment.batches() {
-                    let batch = batch?;
-                    epochs_changed |= log
-                        .epochs
-                        .assign(batch.partition_leader_epoch(), batch.base_offset());
-                }
-            }
-        }
-        if epochs_changed {
-            log.epochs.save()?;
-        }
-        if let Some(latest) = log.epochs.latest_epoch() {
-            log.leader_epoch = log.leader_epoch.max(latest);
-        }
+        log.follow_epochs(recovered_any, recover_from)?;
         if recovered_any {
             log.sync_pending = true;
         } else {
@@ -278,6 +189,42 @@ impl Log {
         }
         log.load_producer_state()?;
         Ok(log)
+    }
+
+    /// The epoch cache follows the log: trimmed to what survived, and completed from the
+    /// batches of every segment that was re-read (or of the whole log when it has no entries).
+    fn follow_epochs(&mut self, recovered_any: bool, recover_from: Option<i64>) -> io::Result<()> {
+        let mut epochs_changed = self.epochs.truncate_from_end(self.log_end_offset());
+        epochs_changed |= self.epochs.truncate_from_start(self.log_start_offset);
+        if recovered_any
+            || (self.epochs.entries().is_empty() && self.log_end_offset() > self.log_start_offset)
+        {
+            let from = if self.epochs.entries().is_empty() {
+                self.log_start_offset
+            } else {
+                recover_from.unwrap_or(self.log_start_offset)
+            };
+            let first = self
+                .segments
+                .range(..=from)
+                .next_back()
+                .map_or(self.log_start_offset, |(b, _)| *b);
+            for segment in self.segments.range(first..).map(|(_, s)| s) {
+                for batch in segment.batches() {
+                    let batch = batch?;
+                    epochs_changed |= self
+                        .epochs
+                        .assign(batch.partition_leader_epoch(), batch.base_offset());
+                }
+            }
+        }
+        if epochs_changed {
+            self.epochs.save()?;
+        }
+        if let Some(latest) = self.epochs.latest_epoch() {
+            self.leader_epoch = self.leader_epoch.max(latest);
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -950,6 +897,92 @@ fn parse_batch(records: &[u8]) -> Result<RecordBatchView<'_>, AppendError> {
         BatchError::BadMagic(_) => AppendError::InvalidRecord(e.to_string()),
         _ => AppendError::Corrupt(e.to_string()),
     })
+}
+
+/// The base offsets of a partition directory's segments, in order; leftovers of an interrupted
+/// operation (`.cleaned`, `.deleted`, `.tmp`) are removed, the segments themselves being the truth.
+fn segment_bases(dir: &Path) -> io::Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if let Some(base) = name
+            .strip_suffix(".log")
+            .and_then(|b| b.parse::<i64>().ok())
+        {
+            bases.push(base);
+        } else if name.ends_with(".cleaned") || name.ends_with(".deleted") || name.ends_with(".tmp")
+        {
+            tracing::warn!(file = %entry.path().display(), "removing leftover file");
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+/// Opens the segments at `bases`, re-reading those `must_recover` names (and any whose indexes
+/// do not match). Damage inside a closed segment ends the log there: later segments are deleted
+/// and that one becomes the active segment again. Returns the segments and whether any was
+/// re-read.
+fn open_segments(
+    dir: &Path,
+    bases: Vec<i64>,
+    sizes: SegmentSizes,
+    must_recover: impl Fn(i64) -> bool,
+    now_ms: i64,
+) -> io::Result<(BTreeMap<i64, Segment>, bool)> {
+    let mut segments = BTreeMap::new();
+    let mut recovered_any = false;
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        if !must_recover(base) {
+            match open_trusted(dir, base, sizes, last, now_ms) {
+                Ok(segment) => {
+                    segments.insert(base, segment);
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(dir = %dir.display(), base_offset = base, error = %e, "segment does not match its indexes: re-reading it");
+                }
+            }
+        }
+        recovered_any = true;
+        let r = Segment::recover(dir, base, sizes, last, true, now_ms)?;
+        if r.truncated_bytes > 0 {
+            tracing::warn!(dir = %dir.display(), base_offset = base, cut_bytes = r.truncated_bytes, next_offset = r.segment.next_offset(), "log recovery cut invalid bytes after the last valid batch");
+        }
+        if last || r.valid_bytes >= r.file_bytes {
+            segments.insert(base, r.segment);
+            continue;
+        }
+        let later: Vec<i64> = bases[i + 1..].to_vec();
+        tracing::warn!(dir = %dir.display(), base_offset = base, valid_bytes = r.valid_bytes, file_bytes = r.file_bytes, deleted_segments = ?later, "log recovery found an invalid batch inside a closed segment: cutting the log there");
+        drop(r);
+        for later_base in later {
+            segment::remove_files(dir, later_base)?;
+        }
+        let active = Segment::recover(dir, base, sizes, true, true, now_ms)?.segment;
+        segments.insert(base, active);
+        break;
+    }
+    Ok((segments, recovered_any))
+}
+
+/// A segment opened as it was left: the active one reopened for appends, a closed one as is.
+fn open_trusted(
+    dir: &Path,
+    base: i64,
+    sizes: SegmentSizes,
+    last: bool,
+    now_ms: i64,
+) -> io::Result<Segment> {
+    if last {
+        Segment::reopen_active(dir, base, sizes, now_ms)
+    } else {
+        Segment::open_closed(dir, base, sizes, now_ms)
+    }
 }
 
 fn sizes_of(config: &TopicConfig) -> SegmentSizes {
