@@ -59,11 +59,25 @@ const GROUP_CONFIGS: &[(&str, &str, i8, &str)] = &[
     ),
 ];
 
+/// What a request asks of every setting it describes.
+struct Asked {
+    synonyms: bool,
+    documentation: bool,
+    version: i16,
+}
+
+type Described = Result<Vec<DescribeConfigsResourceResult>, (ResponseError, String)>;
+
 pub fn handle(
     broker: &Broker,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
+    let asked = Asked {
+        synonyms: request.include_synonyms,
+        documentation: request.include_documentation,
+        version,
+    };
     let mut response = DescribeConfigsResponse::default();
     for resource in request.resources {
         let mut r = DescribeConfigsResult::default();
@@ -77,117 +91,136 @@ pub fn handle(
                 .as_ref()
                 .is_none_or(|keys| keys.is_empty() || keys.iter().any(|k| k.as_str() == name))
         };
-        match resource.resource_type {
-            RESOURCE_TOPIC => match broker.metadata.topic(resource.resource_name.as_str()) {
-                None => {
-                    r.error_code = ResponseError::UnknownTopicOrPartition.code();
-                    r.error_message = Some(StrBytes::from_string(format!(
-                        "topic '{}' does not exist",
-                        resource.resource_name.as_str()
-                    )));
-                }
-                Some(topic) => {
-                    for key in TOPIC_CONFIG_KEYS.iter().filter(|k| wanted(k.name)) {
-                        let overridden = topic.overrides.get(key.name);
-                        let mut c = DescribeConfigsResourceResult::default();
-                        c.name = StrBytes::from_static_str(key.name);
-                        c.value = topic
-                            .config
-                            .value(key.name)
-                            .map(|v| StrBytes::from_string(v.to_string()));
-                        c.config_source = if overridden.is_some() {
-                            SOURCE_DYNAMIC_TOPIC_CONFIG
-                        } else {
-                            SOURCE_DEFAULT_CONFIG
-                        };
-                        if request.include_synonyms {
-                            if let Some(v) = overridden {
-                                c.synonyms
-                                    .push(synonym(key.name, v, SOURCE_DYNAMIC_TOPIC_CONFIG));
-                            }
-                            let default =
-                                quipu_config::topic::TopicConfig::defaults_from(&broker.config)
-                                    .expect("validated at start");
-                            if let Some(v) = default.value(key.name) {
-                                let name = if key.broker_synonym.is_empty() {
-                                    key.name
-                                } else {
-                                    key.broker_synonym
-                                };
-                                c.synonyms.push(synonym(name, v, SOURCE_DEFAULT_CONFIG));
-                            }
-                        }
-                        if version >= 3 {
-                            c.config_type = key.config_type as i8;
-                            if request.include_documentation {
-                                c.documentation =
-                                    Some(StrBytes::from_static_str(key.documentation));
-                            }
-                        }
-                        r.configs.push(c);
-                    }
-                }
-            },
-            RESOURCE_BROKER
-                if resource.resource_name.as_str() == broker.config.node_id.to_string()
-                    || resource.resource_name.is_empty() =>
-            {
-                for (name, value) in broker
-                    .config
-                    .entries()
-                    .into_iter()
-                    .filter(|(n, _)| wanted(n))
-                {
-                    let mut c = DescribeConfigsResourceResult::default();
-                    c.name = StrBytes::from_static_str(name);
-                    c.value = Some(StrBytes::from_string(value));
-                    c.read_only = true;
-                    c.config_source = SOURCE_STATIC_BROKER_CONFIG;
-                    r.configs.push(c);
-                }
-            }
-            RESOURCE_BROKER => {
-                r.error_code = ResponseError::InvalidRequest.code();
-                r.error_message = Some(StrBytes::from_string(format!(
-                    "unexpected broker id, expected {}",
-                    broker.config.node_id
-                )));
-            }
-            RESOURCE_GROUP if resource.resource_name.is_empty() => {
-                r.error_code = ResponseError::InvalidRequest.code();
-                r.error_message = Some(StrBytes::from_static_str("Group name must not be empty"));
-            }
-            RESOURCE_GROUP => {
-                // As in Kafka, any group name is answered, whether or not the group exists.
-                for (name, value, config_type, doc) in
-                    GROUP_CONFIGS.iter().filter(|(n, ..)| wanted(n))
-                {
-                    let mut c = DescribeConfigsResourceResult::default();
-                    c.name = StrBytes::from_static_str(name);
-                    c.value = Some(StrBytes::from_static_str(value));
-                    c.config_source = SOURCE_DEFAULT_CONFIG;
-                    if request.include_synonyms {
-                        c.synonyms.push(synonym(name, value, SOURCE_DEFAULT_CONFIG));
-                    }
-                    if version >= 3 {
-                        c.config_type = *config_type;
-                        if request.include_documentation {
-                            c.documentation = Some(StrBytes::from_static_str(doc));
-                        }
-                    }
-                    r.configs.push(c);
-                }
-            }
-            other => {
-                r.error_code = ResponseError::InvalidRequest.code();
-                r.error_message = Some(StrBytes::from_string(format!(
-                    "resource type {other} is not supported"
-                )));
+        let name = resource.resource_name.as_str();
+        let described = match resource.resource_type {
+            RESOURCE_TOPIC => describe_topic(broker, name, &wanted, &asked),
+            RESOURCE_BROKER => describe_broker(broker, name, &wanted),
+            RESOURCE_GROUP => describe_group(name, &wanted, &asked),
+            other => Err((
+                ResponseError::InvalidRequest,
+                format!("resource type {other} is not supported"),
+            )),
+        };
+        match described {
+            Ok(configs) => r.configs = configs,
+            Err((code, message)) => {
+                r.error_code = code.code();
+                r.error_message = Some(StrBytes::from_string(message));
             }
         }
         response.results.push(r);
     }
     response
+}
+
+/// A topic's settings: each Kafka topic config, overridden or from the broker's defaults.
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    wanted: &dyn Fn(&str) -> bool,
+    asked: &Asked,
+) -> Described {
+    let topic = broker.metadata.topic(name).ok_or_else(|| {
+        (
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{name}' does not exist"),
+        )
+    })?;
+    let defaults = quipu_config::topic::TopicConfig::defaults_from(&broker.config)
+        .expect("validated at start");
+    let mut configs = Vec::new();
+    for key in TOPIC_CONFIG_KEYS.iter().filter(|k| wanted(k.name)) {
+        let overridden = topic.overrides.get(key.name);
+        let mut c = DescribeConfigsResourceResult::default();
+        c.name = StrBytes::from_static_str(key.name);
+        c.value = topic
+            .config
+            .value(key.name)
+            .map(|v| StrBytes::from_string(v.to_string()));
+        c.config_source = if overridden.is_some() {
+            SOURCE_DYNAMIC_TOPIC_CONFIG
+        } else {
+            SOURCE_DEFAULT_CONFIG
+        };
+        if asked.synonyms {
+            if let Some(v) = overridden {
+                c.synonyms
+                    .push(synonym(key.name, v, SOURCE_DYNAMIC_TOPIC_CONFIG));
+            }
+            if let Some(v) = defaults.value(key.name) {
+                let name = if key.broker_synonym.is_empty() {
+                    key.name
+                } else {
+                    key.broker_synonym
+                };
+                c.synonyms.push(synonym(name, v, SOURCE_DEFAULT_CONFIG));
+            }
+        }
+        typed(&mut c, key.config_type as i8, key.documentation, asked);
+        configs.push(c);
+    }
+    Ok(configs)
+}
+
+/// This broker's settings (static: read-only), for its own id or an empty name.
+fn describe_broker(broker: &Broker, name: &str, wanted: &dyn Fn(&str) -> bool) -> Described {
+    if name != broker.config.node_id.to_string() && !name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            format!("unexpected broker id, expected {}", broker.config.node_id),
+        ));
+    }
+    let configs = broker
+        .config
+        .entries()
+        .into_iter()
+        .filter(|(n, _)| wanted(n))
+        .map(|(name, value)| {
+            let mut c = DescribeConfigsResourceResult::default();
+            c.name = StrBytes::from_static_str(name);
+            c.value = Some(StrBytes::from_string(value));
+            c.read_only = true;
+            c.config_source = SOURCE_STATIC_BROKER_CONFIG;
+            c
+        })
+        .collect();
+    Ok(configs)
+}
+
+/// A group's settings: as in Kafka, any group name is answered, whether or not it exists.
+fn describe_group(name: &str, wanted: &dyn Fn(&str) -> bool, asked: &Asked) -> Described {
+    if name.is_empty() {
+        return Err((
+            ResponseError::InvalidRequest,
+            "Group name must not be empty".to_string(),
+        ));
+    }
+    let configs = GROUP_CONFIGS
+        .iter()
+        .filter(|(n, ..)| wanted(n))
+        .map(|(name, value, config_type, doc)| {
+            let mut c = DescribeConfigsResourceResult::default();
+            c.name = StrBytes::from_static_str(name);
+            c.value = Some(StrBytes::from_static_str(value));
+            c.config_source = SOURCE_DEFAULT_CONFIG;
+            if asked.synonyms {
+                c.synonyms.push(synonym(name, value, SOURCE_DEFAULT_CONFIG));
+            }
+            typed(&mut c, *config_type, doc, asked);
+            c
+        })
+        .collect();
+    Ok(configs)
+}
+
+/// From v3: the setting's type and, when asked, its documentation.
+fn typed(c: &mut DescribeConfigsResourceResult, config_type: i8, doc: &'static str, asked: &Asked) {
+    if asked.version >= 3 {
+        c.config_type = config_type;
+        if asked.documentation {
+            c.documentation = Some(StrBytes::from_static_str(doc));
+        }
+    }
 }
 
 fn synonym(name: &'static str, value: &str, source: i8) -> DescribeConfigsSynonym {

@@ -206,16 +206,8 @@ impl GroupCoordinator {
         j: JoinRequest,
     ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let fail = |code: i16| Err(Box::new(JoinOutcome::error(code, &j.member_id)));
-        if j.group_id.is_empty() {
-            return fail(INVALID_GROUP_ID);
-        }
-        if j.session_timeout_ms < self.config.group_min_session_timeout_ms
-            || j.session_timeout_ms > self.config.group_max_session_timeout_ms
-        {
-            return fail(INVALID_SESSION_TIMEOUT);
-        }
-        if j.protocol_type.is_empty() || j.protocols.is_empty() {
-            return fail(INCONSISTENT_GROUP_PROTOCOL);
+        if let Err(code) = self.check_join(&j) {
+            return fail(code);
         }
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut groups = self.lock();
@@ -247,18 +239,7 @@ impl GroupCoordinator {
                     );
                 }
             } else if j.require_known_member_id {
-                // Member ids handed out count against the group's size, so a client that only
-                // ever asks for ids cannot grow the pending set without a bound.
-                if group.members.len() + group.pending_members.len()
-                    >= self.config.group_max_size as usize
-                {
-                    return fail(GROUP_MAX_SIZE_REACHED);
-                }
-                group.pending_members.insert(
-                    member_id.clone(),
-                    now + Duration::from_millis(j.session_timeout_ms as u64),
-                );
-                return Err(Box::new(JoinOutcome::error(MEMBER_ID_REQUIRED, &member_id)));
+                return Err(Box::new(self.hand_out_member_id(group, &j, member_id, now)));
             }
             is_new = true;
         } else if group.pending_members.remove(&member_id).is_some() {
@@ -268,40 +249,78 @@ impl GroupCoordinator {
             return fail(code);
         }
         if is_new {
-            // A pending member that rejoins was counted when its id was handed out.
-            if group.members.len() + group.pending_members.len()
-                >= self.config.group_max_size as usize
-            {
-                return fail(GROUP_MAX_SIZE_REACHED);
+            if let Err(code) = self.admit(group, &j, &member_id, now) {
+                return fail(code);
             }
-            if group.members.is_empty() {
-                group.protocol_type = Some(j.protocol_type.clone());
-            }
-            if let Some(instance) = &j.group_instance_id {
-                group
-                    .static_members
-                    .insert(instance.clone(), member_id.clone());
-            }
-            group
-                .members
-                .insert(member_id.clone(), new_member(&j, &member_id, now));
-        } else {
-            let m = group.members.get_mut(&member_id).expect("checked above");
-            let unchanged = m.protocols == j.protocols;
-            let leader = group.leader.as_deref() == Some(member_id.as_str());
-            // A follower rejoining with the same subscription needs no rebalance.
-            if unchanged
-                && (group.state == GroupState::CompletingRebalance
-                    || (group.state == GroupState::Stable && !leader))
-            {
-                m.refresh(now);
-                return Err(Box::new(current_join(group, &member_id)));
-            }
-            m.protocols = j.protocols.clone();
-            m.session_timeout_ms = j.session_timeout_ms;
-            m.rebalance_timeout_ms = j.rebalance_timeout_ms;
+        } else if let Some(outcome) = update_member(group, &j, &member_id, now) {
+            return Err(Box::new(outcome));
         }
         Ok(self.rejoin(controller, group, &member_id, tx, now, now_ms, is_new, rx))
+    }
+
+    /// What a JoinGroup must carry whatever the group: an id, a session timeout within the
+    /// broker's bounds, a protocol type and protocols.
+    fn check_join(&self, j: &JoinRequest) -> Result<(), i16> {
+        if j.group_id.is_empty() {
+            return Err(INVALID_GROUP_ID);
+        }
+        if j.session_timeout_ms < self.config.group_min_session_timeout_ms
+            || j.session_timeout_ms > self.config.group_max_session_timeout_ms
+        {
+            return Err(INVALID_SESSION_TIMEOUT);
+        }
+        if j.protocol_type.is_empty() || j.protocols.is_empty() {
+            return Err(INCONSISTENT_GROUP_PROTOCOL);
+        }
+        Ok(())
+    }
+
+    /// KIP-394: a new dynamic member first gets an id to join with (MEMBER_ID_REQUIRED), held
+    /// as pending for a session. Ids handed out count against the group's size, so a client that
+    /// only ever asks for ids cannot grow the pending set without a bound.
+    fn hand_out_member_id(
+        &self,
+        group: &mut Group,
+        j: &JoinRequest,
+        member_id: String,
+        now: Instant,
+    ) -> JoinOutcome {
+        if group.members.len() + group.pending_members.len() >= self.config.group_max_size as usize
+        {
+            return JoinOutcome::error(GROUP_MAX_SIZE_REACHED, &j.member_id);
+        }
+        group.pending_members.insert(
+            member_id.clone(),
+            now + Duration::from_millis(j.session_timeout_ms as u64),
+        );
+        JoinOutcome::error(MEMBER_ID_REQUIRED, &member_id)
+    }
+
+    /// Adds a new member (a static one under its instance id), within `group.max.size`.
+    fn admit(
+        &self,
+        group: &mut Group,
+        j: &JoinRequest,
+        member_id: &str,
+        now: Instant,
+    ) -> Result<(), i16> {
+        // A pending member that rejoins was counted when its id was handed out.
+        if group.members.len() + group.pending_members.len() >= self.config.group_max_size as usize
+        {
+            return Err(GROUP_MAX_SIZE_REACHED);
+        }
+        if group.members.is_empty() {
+            group.protocol_type = Some(j.protocol_type.clone());
+        }
+        if let Some(instance) = &j.group_instance_id {
+            group
+                .static_members
+                .insert(instance.clone(), member_id.to_string());
+        }
+        group
+            .members
+            .insert(member_id.to_string(), new_member(j, member_id, now));
+        Ok(())
     }
 
     /// A static member back with a new member id (Kafka's `replaceStaticMember`): it takes the
@@ -832,6 +851,30 @@ impl GroupCoordinator {
             groups.remove(&id);
         }
     }
+}
+
+/// A known member joins again: a follower with the same subscription gets the current join
+/// (no rebalance); otherwise its protocols and timeouts are updated for the rebalance.
+fn update_member(
+    group: &mut Group,
+    j: &JoinRequest,
+    member_id: &str,
+    now: Instant,
+) -> Option<JoinOutcome> {
+    let m = group.members.get_mut(member_id).expect("validated above");
+    let unchanged = m.protocols == j.protocols;
+    let leader = group.leader.as_deref() == Some(member_id);
+    if unchanged
+        && (group.state == GroupState::CompletingRebalance
+            || (group.state == GroupState::Stable && !leader))
+    {
+        m.refresh(now);
+        return Some(current_join(group, member_id));
+    }
+    m.protocols = j.protocols.clone();
+    m.session_timeout_ms = j.session_timeout_ms;
+    m.rebalance_timeout_ms = j.rebalance_timeout_ms;
+    None
 }
 
 /// The record that deletes a committed offset.
