@@ -207,21 +207,16 @@ async fn serve_connection(
     // The last Produce's turn: the next one appends after it (request order).
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
-        // Start handlers for every whole frame buffered, up to the in-flight limit.
-        while in_flight.len() < max_in_flight {
-            let frame = match decoder.decode(&mut rx.buf) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    crate::warn_limited!(%peer, error = %e, "closing connection: bad frame");
-                    return Ok(());
-                }
-            };
-            let permits = rx.release(FRAME_SIZE_PREFIX_BYTES + frame.len());
-            match start_request(&broker, frame, peer, permits, &mut last_produce) {
-                Some(fut) => in_flight.push_back(fut),
-                None => return Ok(()),
-            }
+        let started = start_buffered(
+            &broker,
+            &decoder,
+            &mut rx,
+            (&mut in_flight, max_in_flight),
+            peer,
+            &mut last_produce,
+        );
+        if !started {
+            return Ok(());
         }
         frame_started = match (rx.buf.is_empty(), frame_started) {
             (true, _) => None,
@@ -244,11 +239,12 @@ async fn serve_connection(
             }
             _ => 0,
         };
-        let deadline = match frame_started {
-            Some(started) => (started + frame_timeout).min(last_activity + idle),
-            None if in_flight.is_empty() => last_activity + idle,
-            None => last_activity + idle.max(Duration::from_secs(3600)),
-        };
+        let deadline = next_deadline(
+            frame_started.map(|t| t + frame_timeout),
+            in_flight.is_empty(),
+            last_activity,
+            idle,
+        );
         tokio::select! {
             permits = request_bytes.clone().acquire_many_owned(permits_wanted as u32), if permits_wanted > 0 => {
                 let permits = permits.expect("the request pool is never closed");
@@ -262,13 +258,8 @@ async fn serve_connection(
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
-                match done {
-                    Ok(Handled::Response(chunks)) => write_chunks(&mut writer, chunks).await?,
-                    Ok(Handled::NoResponse) => {}
-                    Err(e) => {
-                        crate::warn_limited!(%peer, error = %e, "closing connection: request failed");
-                        return Ok(());
-                    }
+                if !respond(&mut writer, done, peer).await? {
+                    return Ok(());
                 }
                 last_activity = Instant::now();
             }
@@ -284,6 +275,67 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// Starts handlers for every whole frame buffered, up to the in-flight limit; `false` when the
+/// connection must close (a bad frame, or a request refused before it runs).
+fn start_buffered(
+    broker: &Arc<Broker>,
+    decoder: &FrameDecoder,
+    rx: &mut ReceiveBuffer,
+    (in_flight, max_in_flight): (&mut FuturesOrdered<RequestFuture>, usize),
+    peer: SocketAddr,
+    last_produce: &mut Option<oneshot::Receiver<()>>,
+) -> bool {
+    while in_flight.len() < max_in_flight {
+        let frame = match decoder.decode(&mut rx.buf) {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(e) => {
+                crate::warn_limited!(%peer, error = %e, "closing connection: bad frame");
+                return false;
+            }
+        };
+        let permits = rx.release(FRAME_SIZE_PREFIX_BYTES + frame.len());
+        match start_request(broker, frame, peer, permits, last_produce) {
+            Some(fut) => in_flight.push_back(fut),
+            None => return false,
+        }
+    }
+    true
+}
+
+/// When the connection must next look at the clock: a frame begun must be whole by
+/// `frame_due`; an idle connection closes `idle` after its last activity; one with requests in
+/// progress is not idle (it looks again after an hour at the latest).
+fn next_deadline(
+    frame_due: Option<Instant>,
+    nothing_in_flight: bool,
+    last_activity: Instant,
+    idle: Duration,
+) -> Instant {
+    match frame_due {
+        Some(due) => due.min(last_activity + idle),
+        None if nothing_in_flight => last_activity + idle,
+        None => last_activity + idle.max(Duration::from_secs(3600)),
+    }
+}
+
+/// Writes a finished request's response; `false` when the connection must close.
+async fn respond<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    done: Result<Handled, api::RequestError>,
+    peer: SocketAddr,
+) -> std::io::Result<bool> {
+    match done {
+        Ok(Handled::Response(chunks)) => write_chunks(writer, chunks).await?,
+        Ok(Handled::NoResponse) => {}
+        Err(e) => {
+            crate::warn_limited!(%peer, error = %e, "closing connection: request failed");
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 type RequestFuture =
