@@ -160,3 +160,71 @@ impl Partition {
         Ok(info)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quipu_config::topic::TopicConfig;
+    use quipu_protocol::records::Compression;
+    use quipu_storage::log_manager::LogManager;
+
+    fn partition(dir: &std::path::Path) -> (Arc<LogManager>, Partition) {
+        let logs = Arc::new(LogManager::lock(dir, 1).unwrap());
+        let config = TopicConfig::defaults_from(&Default::default()).unwrap();
+        let log = logs
+            .create_logs(&Arc::from("t"), uuid::Uuid::new_v4(), (0, 1), &config, 0)
+            .unwrap()
+            .remove(0);
+        let state = PartitionImage {
+            replicas: vec![0],
+            isr: vec![0],
+            leader: 0,
+            leader_epoch: 2,
+            partition_epoch: 0,
+        };
+        (logs, Partition::new("t".into(), 0, log, &state))
+    }
+
+    #[test]
+    fn the_high_watermark_follows_concurrent_appends_and_never_moves_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        assert_eq!(
+            (p.high_watermark(), p.leader_epoch(), p.log().leader_epoch()),
+            (0, 2, 2)
+        );
+        let mut seen = p.subscribe();
+        let batch = quipu_protocol::testing::batch(2, 8, 1_000, Compression::None);
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..50 {
+                        p.append(&batch, 1_000).unwrap();
+                    }
+                });
+            }
+            s.spawn(|| {
+                let mut last = 0;
+                while last < 400 {
+                    let hw = p.high_watermark();
+                    assert!(hw >= last, "the high watermark moved back");
+                    last = hw;
+                }
+            });
+        });
+        assert_eq!(p.high_watermark(), 400);
+        assert!(seen.has_changed().unwrap());
+        assert_eq!(*seen.borrow_and_update(), 400);
+    }
+
+    #[test]
+    fn an_offline_partition_refuses_appends_and_keeps_its_high_watermark() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_logs, p) = partition(dir.path());
+        let batch = quipu_protocol::testing::batch(1, 8, 1_000, Compression::None);
+        p.append(&batch, 1_000).unwrap();
+        p.take_offline(&"test");
+        assert!(matches!(p.append(&batch, 1_000), Err(AppendError::Io(_))));
+        assert_eq!(p.high_watermark(), 1);
+    }
+}

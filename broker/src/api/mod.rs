@@ -279,3 +279,6 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

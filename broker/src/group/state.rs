@@ -505,3 +505,122 @@ pub const FENCED_INSTANCE_ID: i16 = 82;
 pub const GROUP_SUBSCRIBED_TO_TOPIC: i16 = 86;
 pub const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 pub const KAFKA_STORAGE_ERROR: i16 = 56;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(id: &str, instance: Option<&str>, protocols: &[&str], now: Instant) -> Member {
+        Member {
+            member_id: id.to_string(),
+            group_instance_id: instance.map(str::to_string),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            session_timeout_ms: 10_000,
+            rebalance_timeout_ms: 5_000,
+            protocol_type: "consumer".into(),
+            protocols: protocols
+                .iter()
+                .map(|p| (p.to_string(), Bytes::from(p.to_string())))
+                .collect(),
+            assignment: Bytes::new(),
+            join_waiter: None,
+            sync_waiter: None,
+            heartbeat_deadline: now + Duration::from_secs(10),
+        }
+    }
+
+    fn group_of(members: Vec<Member>) -> Group {
+        let mut g = Group::new("g", 0);
+        g.protocol_type = Some("consumer".into());
+        for m in members {
+            if let Some(i) = &m.group_instance_id {
+                g.static_members.insert(i.clone(), m.member_id.clone());
+            }
+            g.members.insert(m.member_id.clone(), m);
+        }
+        g
+    }
+
+    #[test]
+    fn the_protocol_is_one_every_member_supports_and_most_prefer() {
+        let now = Instant::now();
+        let g = group_of(vec![
+            member("a", None, &["range", "roundrobin"], now),
+            member("b", None, &["roundrobin", "range"], now),
+            member("c", None, &["roundrobin", "sticky"], now),
+        ]);
+        assert_eq!(g.select_protocol().as_deref(), Some("roundrobin"));
+        let range = |p: &str| vec![(p.to_string(), Bytes::new())];
+        assert!(g.supports("consumer", &range("roundrobin")));
+        assert!(
+            !g.supports("consumer", &range("range")),
+            "c cannot use range"
+        );
+        assert!(
+            !g.supports("connect", &range("roundrobin")),
+            "another protocol type"
+        );
+    }
+
+    #[test]
+    fn requests_are_checked_against_the_member_and_its_instance() {
+        let now = Instant::now();
+        let g = group_of(vec![member("m2", Some("i1"), &["range"], now)]);
+        assert_eq!(g.validate_member("m2", Some("i1")), None);
+        assert_eq!(
+            g.validate_member("m1", Some("i1")),
+            Some(FENCED_INSTANCE_ID)
+        );
+        assert_eq!(g.validate_member("m2", Some("i9")), Some(UNKNOWN_MEMBER_ID));
+        assert_eq!(g.validate_member("nobody", None), Some(UNKNOWN_MEMBER_ID));
+    }
+
+    #[test]
+    fn a_join_phase_ends_when_all_rejoined_and_moves_the_generation() {
+        let now = Instant::now();
+        let mut g = group_of(vec![
+            member("a", None, &["range"], now),
+            member("b", None, &["range"], now),
+        ]);
+        g.transition(GroupState::Stable, 0);
+        g.prepare_rebalance(now, 0, 3_000);
+        assert_eq!(g.state, GroupState::PreparingRebalance);
+        assert!(
+            g.initial_delay.is_none(),
+            "only an empty group waits the initial delay"
+        );
+        let (tx, mut rx) = oneshot::channel();
+        g.members.get_mut("a").unwrap().join_waiter = Some(tx);
+        assert!(!g.join_complete(now), "b has not rejoined");
+        // b never rejoins: at the deadline the phase ends without it (it is dynamic).
+        let later = now + Duration::from_secs(6);
+        assert!(g.join_complete(later));
+        assert!(!g.complete_join(later, 1));
+        assert_eq!(g.state, GroupState::CompletingRebalance);
+        assert_eq!(g.generation, 1);
+        assert_eq!(g.leader.as_deref(), Some("a"));
+        assert!(!g.members.contains_key("b"));
+        let answer = rx.try_recv().expect("a's JoinGroup is answered");
+        assert_eq!((answer.error, answer.generation), (NONE, 1));
+    }
+
+    #[test]
+    fn an_empty_group_waits_the_initial_delay_window_by_window() {
+        let now = Instant::now();
+        let mut g = Group::new("g", 0);
+        g.members
+            .insert("a".into(), member("a", None, &["range"], now));
+        g.prepare_rebalance(now, 0, 3_000);
+        let (tx, _rx) = oneshot::channel();
+        g.members.get_mut("a").unwrap().join_waiter = Some(tx);
+        assert!(!g.join_complete(now + Duration::from_millis(2_999)));
+        g.note_new_member();
+        // A member arrived in the first window: a second window follows.
+        assert!(!g.join_complete(now + Duration::from_millis(3_000)));
+        assert!(
+            g.join_complete(now + Duration::from_millis(5_000)),
+            "capped by the rebalance timeout"
+        );
+    }
+}

@@ -1,0 +1,161 @@
+//! The request handlers through their context: a broker opened on a temporary directory, each
+//! request encoded, answered by `api::handle` (registry, shape check, decode, handler) and the
+//! response decoded, with no socket.
+
+use std::sync::Arc;
+
+use bytes::{Buf, Bytes, BytesMut};
+use quipu_config::BrokerConfig;
+use quipu_protocol::header::RequestHeader;
+use quipu_protocol::messages::*;
+use quipu_protocol::{Decodable, Encodable, ResponseError, StrBytes};
+
+use super::{handle, Handled};
+use crate::broker::Broker;
+
+fn broker(dir: &std::path::Path) -> Arc<Broker> {
+    let config = BrokerConfig {
+        log_dirs: dir.to_path_buf(),
+        ..BrokerConfig::default()
+    };
+    Arc::new(Broker::open(config, 9092).unwrap())
+}
+
+/// Sends `request` as `api` v`version` and decodes the response.
+async fn call<Req: Encodable, Resp: Decodable>(
+    broker: &Arc<Broker>,
+    api: ApiKey,
+    version: i16,
+    request: &Req,
+) -> Resp {
+    let mut body = BytesMut::new();
+    request.encode(&mut body, version).unwrap();
+    let header = RequestHeader {
+        api_key: api,
+        api_version: version,
+        correlation_id: 7,
+        client_id: Some("unit".into()),
+        header_version: api.request_header_version(version),
+    };
+    let peer = "127.0.0.1:1".parse().unwrap();
+    let Handled::Response(chunks) = handle(broker.clone(), header, body.freeze(), peer, None)
+        .await
+        .unwrap()
+    else {
+        panic!("no response")
+    };
+    let mut frame: Bytes = chunks.concat().into();
+    frame.advance(4);
+    let header = ResponseHeader::decode(&mut frame, api.response_header_version(version)).unwrap();
+    assert_eq!(header.correlation_id, 7);
+    Resp::decode(&mut frame, version).unwrap()
+}
+
+fn topic_name(name: &str) -> TopicName {
+    TopicName(StrBytes::from_string(name.to_string()))
+}
+
+async fn create(broker: &Arc<Broker>, name: &str, partitions: i32) -> i16 {
+    let mut t = create_topics_request::CreatableTopic::default();
+    t.name = topic_name(name);
+    t.num_partitions = partitions;
+    t.replication_factor = 1;
+    let mut r = CreateTopicsRequest::default();
+    r.topics.push(t);
+    r.timeout_ms = 5_000;
+    let resp: CreateTopicsResponse = call(broker, ApiKey::CreateTopics, 7, &r).await;
+    resp.topics[0].error_code
+}
+
+async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32) -> (i16, i64) {
+    let mut pd = produce_request::PartitionProduceData::default();
+    pd.index = partition;
+    pd.records = Some(Bytes::from(quipu_protocol::testing::batch(
+        3,
+        10,
+        1_000,
+        quipu_protocol::records::Compression::None,
+    )));
+    let mut td = produce_request::TopicProduceData::default();
+    td.name = topic_name(topic);
+    td.partition_data.push(pd);
+    let mut r = ProduceRequest::default();
+    r.acks = -1;
+    r.timeout_ms = 5_000;
+    r.topic_data.push(td);
+    let resp: ProduceResponse = call(broker, ApiKey::Produce, 9, &r).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+async fn list_latest(broker: &Arc<Broker>, topic: &str, current_leader_epoch: i32) -> (i16, i64) {
+    let mut p = list_offsets_request::ListOffsetsPartition::default();
+    p.partition_index = 0;
+    p.timestamp = -1;
+    p.current_leader_epoch = current_leader_epoch;
+    let mut t = list_offsets_request::ListOffsetsTopic::default();
+    t.name = topic_name(topic);
+    t.partitions.push(p);
+    let mut r = ListOffsetsRequest::default();
+    r.replica_id = BrokerId(-1);
+    r.topics.push(t);
+    let resp: ListOffsetsResponse = call(broker, ApiKey::ListOffsets, 8, &r).await;
+    let p = &resp.topics[0].partitions[0];
+    (p.error_code, p.offset)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_is_created_described_written_and_its_offsets_listed() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    assert_eq!(create(&b, "orders", 2).await, 0);
+    assert_eq!(
+        create(&b, "orders", 2).await,
+        ResponseError::TopicAlreadyExists.code()
+    );
+    let mut r = MetadataRequest::default();
+    let mut mt = metadata_request::MetadataRequestTopic::default();
+    mt.name = Some(topic_name("orders"));
+    r.topics = Some(vec![mt]);
+    let md: MetadataResponse = call(&b, ApiKey::Metadata, 12, &r).await;
+    let t = &md.topics[0];
+    assert_eq!(t.partitions.len(), 2);
+    for p in &t.partitions {
+        // Placement comes from the image: this node leads at the first epoch.
+        assert_eq!((p.leader_id, p.leader_epoch), (BrokerId(0), 0));
+        assert_eq!(p.isr_nodes, vec![BrokerId(0)]);
+    }
+    assert_eq!(produce(&b, "orders", 0).await, (0, 0));
+    assert_eq!(produce(&b, "orders", 0).await, (0, 3));
+    assert_eq!(list_latest(&b, "orders", -1).await, (0, 6));
+    assert_eq!(list_latest(&b, "orders", 0).await, (0, 6));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_that_cannot_be_reached_get_kafkas_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = broker(dir.path());
+    assert_eq!(create(&b, "t", 1).await, 0);
+    assert_eq!(
+        list_latest(&b, "t", 1).await.0,
+        ResponseError::UnknownLeaderEpoch.code()
+    );
+    assert_eq!(
+        list_latest(&b, "missing", -1).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    assert_eq!(
+        produce(&b, "t", 5).await.0,
+        ResponseError::UnknownTopicOrPartition.code()
+    );
+    b.replicas.partition("t", 0).unwrap().take_offline(&"test");
+    assert_eq!(
+        produce(&b, "t", 0).await.0,
+        ResponseError::KafkaStorageError.code()
+    );
+    assert_eq!(
+        produce(&b, "__consumer_offsets", 0).await.0,
+        ResponseError::UnknownTopicOrPartition.code(),
+        "not created until a group needs it"
+    );
+}
