@@ -51,13 +51,7 @@ pub async fn handle(
     version: i16,
     correlation_id: i32,
 ) -> Vec<Bytes> {
-    let mut session_error = None;
-    if request.session_id != 0 {
-        session_error = Some(ResponseError::FetchSessionIdNotFound);
-    } else if request.session_epoch > 0 {
-        session_error = Some(ResponseError::InvalidFetchSessionEpoch);
-    }
-    if let Some(e) = session_error {
+    if let Some(e) = session_error(&request) {
         let response = FetchResponse {
             error_code: e.code(),
             ..Default::default()
@@ -65,34 +59,7 @@ pub async fn handle(
         return encode_fetch_response(correlation_id, version, &response);
     }
 
-    // Resolve every partition once.
-    let mut targets: Vec<TopicRead> = Vec::new();
-    for t in &request.topics {
-        let topic = broker.metadata.topic(&t.topic);
-        let mut parts = Vec::with_capacity(t.partitions.len());
-        for p in &t.partitions {
-            let target = match broker.replicas.leader_partition(
-                &t.topic,
-                p.partition,
-                p.current_leader_epoch,
-            ) {
-                Ok(partition) => Target::Found(partition),
-                Err(e) => Target::Error(e),
-            };
-            parts.push(PartitionRead {
-                index: p.partition,
-                fetch_offset: p.fetch_offset,
-                max_bytes: p.partition_max_bytes.max(0) as usize,
-                target,
-            });
-        }
-        targets.push(TopicRead {
-            name: t.topic.0.to_string(),
-            id: topic.map_or(uuid::Uuid::nil(), |t| t.id),
-            partitions: parts,
-        });
-    }
-
+    let targets = resolve(broker, &request);
     let max_bytes = request.max_bytes.clamp(0, broker.config.fetch_max_bytes) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
@@ -125,6 +92,48 @@ pub async fn handle(
             }
         }
     }
+}
+
+/// Fetch sessions are not kept: a request naming one (or an epoch of one) is refused.
+fn session_error(request: &FetchRequest) -> Option<ResponseError> {
+    if request.session_id != 0 {
+        Some(ResponseError::FetchSessionIdNotFound)
+    } else if request.session_epoch > 0 {
+        Some(ResponseError::InvalidFetchSessionEpoch)
+    } else {
+        None
+    }
+}
+
+/// Every partition of the request resolved once, through the replica manager.
+fn resolve(broker: &Broker, request: &FetchRequest) -> Vec<TopicRead> {
+    let mut targets: Vec<TopicRead> = Vec::new();
+    for t in &request.topics {
+        let topic = broker.metadata.topic(&t.topic);
+        let mut parts = Vec::with_capacity(t.partitions.len());
+        for p in &t.partitions {
+            let target = match broker.replicas.leader_partition(
+                &t.topic,
+                p.partition,
+                p.current_leader_epoch,
+            ) {
+                Ok(partition) => Target::Found(partition),
+                Err(e) => Target::Error(e),
+            };
+            parts.push(PartitionRead {
+                index: p.partition,
+                fetch_offset: p.fetch_offset,
+                max_bytes: p.partition_max_bytes.max(0) as usize,
+                target,
+            });
+        }
+        targets.push(TopicRead {
+            name: t.topic.0.to_string(),
+            id: topic.map_or(uuid::Uuid::nil(), |t| t.id),
+            partitions: parts,
+        });
+    }
+    targets
 }
 
 /// One pass over the partitions; returns the response, its record bytes, and whether any

@@ -20,6 +20,59 @@ pub async fn handle(
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
+    let mut response = cluster(broker, &request, version);
+    let topic_ops = ops::when(
+        version >= 8 && request.include_topic_authorized_operations,
+        ops::TOPIC,
+    );
+    // v0: an empty list means every topic; v1+: null means every topic.
+    let all = match &request.topics {
+        None => true,
+        Some(t) => version == 0 && t.is_empty(),
+    };
+    if all {
+        let image = broker.metadata.image();
+        for topic in broker.metadata.topics() {
+            response
+                .topics
+                .push(describe(&image, &topic, version, topic_ops));
+        }
+        return response;
+    }
+    // Before v4 there is no flag and Kafka creates topics whenever the broker allows it.
+    let may_create = broker.config.auto_create_topics_enable
+        && (version < 4 || request.allow_auto_topic_creation);
+    // Deduplicated, in name order, as Kafka answers.
+    let mut wanted: BTreeMap<String, Option<uuid::Uuid>> = BTreeMap::new();
+    let mut by_id = Vec::new();
+    for t in request.topics.unwrap_or_default() {
+        match t.name {
+            Some(name) => {
+                wanted.insert(name.0.to_string(), None);
+            }
+            None => by_id.push(t.topic_id),
+        }
+    }
+    for (name, _) in wanted {
+        response
+            .topics
+            .push(match named(broker, &name, may_create).await {
+                Ok(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
+                Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code, topic_ops),
+            });
+    }
+    for id in by_id {
+        response.topics.push(match broker.metadata.topic_by_id(id) {
+            Some(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
+            None => error_topic(None, id, ResponseError::UnknownTopicId, topic_ops),
+        });
+    }
+    response
+}
+
+/// The response's cluster part: this broker, the cluster id, the controller, and the cluster's
+/// authorized operations where the version carries them.
+fn cluster(broker: &Broker, request: &MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(broker.config.node_id);
     let mut response = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
@@ -36,73 +89,36 @@ pub async fn handle(
         (8..=10).contains(&version) && request.include_cluster_authorized_operations,
         ops::CLUSTER,
     );
-    let topic_ops = ops::when(
-        version >= 8 && request.include_topic_authorized_operations,
-        ops::TOPIC,
-    );
-
-    // v0: an empty list means every topic; v1+: null means every topic.
-    let all = match &request.topics {
-        None => true,
-        Some(t) => version == 0 && t.is_empty(),
-    };
-    // Before v4 there is no flag and Kafka creates topics whenever the broker allows it.
-    let may_create = broker.config.auto_create_topics_enable
-        && (version < 4 || request.allow_auto_topic_creation);
-    if all {
-        let image = broker.metadata.image();
-        for topic in broker.metadata.topics() {
-            response
-                .topics
-                .push(describe(&image, &topic, version, topic_ops));
-        }
-        return response;
-    }
-    // Deduplicated, in name order, as Kafka answers.
-    let mut wanted: BTreeMap<String, Option<uuid::Uuid>> = BTreeMap::new();
-    let mut by_id = Vec::new();
-    for t in request.topics.unwrap_or_default() {
-        match t.name {
-            Some(name) => {
-                wanted.insert(name.0.to_string(), None);
-            }
-            None => by_id.push(t.topic_id),
-        }
-    }
-    for (name, _) in wanted {
-        let topic = match broker.metadata.topic(&name) {
-            Some(t) => Ok(t),
-            None if !may_create => Err(ResponseError::UnknownTopicOrPartition),
-            None => match validate_topic_name(&name) {
-                Err(e) => Err(metadata_error_code(&e)),
-                // Creation makes directories and fsyncs, and may wait behind another topic
-                // change: off the runtime.
-                Ok(()) => match create_automatically(broker, &name).await {
-                    Ok(t) => Ok(t),
-                    // Another request created it first.
-                    Err(crate::metadata::MetadataError::TopicExists(_)) => broker
-                        .metadata
-                        .topic(&name)
-                        .ok_or(ResponseError::UnknownTopicOrPartition),
-                    Err(e) => {
-                        tracing::warn!(topic = %name, error = %e, "automatic topic creation failed");
-                        Err(metadata_error_code(&e))
-                    }
-                },
-            },
-        };
-        response.topics.push(match topic {
-            Ok(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
-            Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code, topic_ops),
-        });
-    }
-    for id in by_id {
-        response.topics.push(match broker.metadata.topic_by_id(id) {
-            Some(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
-            None => error_topic(None, id, ResponseError::UnknownTopicId, topic_ops),
-        });
-    }
     response
+}
+
+/// A topic asked for by name, created when it is missing and `may_create`.
+async fn named(
+    broker: &Arc<Broker>,
+    name: &str,
+    may_create: bool,
+) -> Result<Arc<Topic>, ResponseError> {
+    if let Some(t) = broker.metadata.topic(name) {
+        return Ok(t);
+    }
+    if !may_create {
+        return Err(ResponseError::UnknownTopicOrPartition);
+    }
+    validate_topic_name(name).map_err(|e| metadata_error_code(&e))?;
+    // Creation makes directories and fsyncs, and may wait behind another topic change: off
+    // the runtime.
+    match create_automatically(broker, name).await {
+        Ok(t) => Ok(t),
+        // Another request created it first.
+        Err(crate::metadata::MetadataError::TopicExists(_)) => broker
+            .metadata
+            .topic(name)
+            .ok_or(ResponseError::UnknownTopicOrPartition),
+        Err(e) => {
+            tracing::warn!(topic = %name, error = %e, "automatic topic creation failed");
+            Err(metadata_error_code(&e))
+        }
+    }
 }
 
 async fn create_automatically(

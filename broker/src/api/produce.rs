@@ -18,7 +18,7 @@ use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProdu
 use quipu_protocol::messages::produce_response::{
     BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
 };
-use quipu_protocol::messages::{ProduceRequest, ProduceResponse};
+use quipu_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::append_error_code;
@@ -88,20 +88,9 @@ pub async fn handle(
             let partition = broker
                 .replicas
                 .leader_partition(&topic_data.name, pd.index, -1);
-            let result = match (partition.as_ref(), pd.records) {
-                _ if !matches!(acks, -1..=1) => Err(Refusal::of(ResponseError::InvalidRequiredAcks)),
-                (Err(e), _) => Err(Refusal::of(*e)),
-                // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
-                (Ok(_), _) if is_internal(&topic_data.name) => Err(Refusal {
-                    message: Some(format!("cannot append to internal topic {}", topic_data.name.0)),
-                    ..Refusal::of(ResponseError::InvalidTopicException)
-                }),
-                (Ok(_), None) => Err(Refusal {
-                    message: Some("no record batch".to_string()),
-                    ..Refusal::of(ResponseError::InvalidRecord)
-                }),
-                (Ok(p), Some(_)) if acks == -1 && topic.as_ref().is_some_and(|t| t.config.min_insync_replicas > p.isr_size()) => Err(Refusal::of(ResponseError::NotEnoughReplicas)),
-                (Ok(p), Some(records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
+            let result = match admit(acks, &topic_data.name, &partition, pd.records, &topic) {
+                Err(refusal) => Err(refusal),
+                Ok((p, records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -140,6 +129,41 @@ pub async fn handle(
         }
     }
     (acks != 0).then_some(response)
+}
+
+/// What refuses a partition's batch before it is looked at, as Kafka checks it: bad acks, a
+/// partition that cannot be reached, an internal topic, no batch, too few in-sync replicas for
+/// acks=all. Otherwise the partition and its batch.
+fn admit<'a>(
+    acks: i16,
+    name: &TopicName,
+    partition: &'a Result<Arc<Partition>, ResponseError>,
+    records: Option<Bytes>,
+    topic: &Option<Arc<crate::metadata::Topic>>,
+) -> Result<(&'a Arc<Partition>, Bytes), Refusal> {
+    if !matches!(acks, -1..=1) {
+        return Err(Refusal::of(ResponseError::InvalidRequiredAcks));
+    }
+    let p = partition.as_ref().map_err(|e| Refusal::of(*e))?;
+    // Only the broker writes its internal topics (Kafka: "Cannot append to internal topic").
+    if is_internal(name) {
+        return Err(Refusal {
+            message: Some(format!("cannot append to internal topic {}", name.0)),
+            ..Refusal::of(ResponseError::InvalidTopicException)
+        });
+    }
+    let records = records.ok_or_else(|| Refusal {
+        message: Some("no record batch".to_string()),
+        ..Refusal::of(ResponseError::InvalidRecord)
+    })?;
+    if acks == -1
+        && topic
+            .as_ref()
+            .is_some_and(|t| t.config.min_insync_replicas > p.isr_size())
+    {
+        return Err(Refusal::of(ResponseError::NotEnoughReplicas));
+    }
+    Ok((p, records))
 }
 
 /// Checks a batch's records and recompresses it if the topic asks for another codec (off the
