@@ -36,6 +36,7 @@ step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps -q
+python3 tools/code_shape.py   # no import circle in any crate; lists functions over 70 lines
 
 step "Rust unit and integration tests"
 cargo test --workspace
