@@ -69,19 +69,11 @@ pub fn handle_alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfi
     response
 }
 
-/// AlterConfigs, versions 0 to 2.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::AlterConfigs;
-    const VERSIONS: (i16, i16) = (0, 2);
-    type Request = quipu_protocol::messages::AlterConfigsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    AlterConfigs,
+    0..=2,
+    AlterConfigsRequest,
+    |broker, request, meta| {
         meta.reply(&super::blocking(&broker, move |b| handle_alter(b, request)).await)
     }
-}
+);

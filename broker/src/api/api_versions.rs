@@ -37,19 +37,9 @@ pub fn unsupported_version(correlation_id: i32) -> Result<Vec<Bytes>, super::Req
     )
 }
 
-/// ApiVersions, versions 0 to 3.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::ApiVersions;
-    const VERSIONS: (i16, i16) = (0, 3);
-    type Request = quipu_protocol::messages::ApiVersionsRequest;
-
-    async fn handle(
-        _broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(request))
-    }
-}
+super::handler::api!(
+    ApiVersions,
+    0..=3,
+    ApiVersionsRequest,
+    |_broker, request, meta| { meta.reply(&handle(request)) }
+);

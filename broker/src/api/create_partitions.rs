@@ -45,20 +45,11 @@ pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartit
     response
 }
 
-/// CreatePartitions, versions 0 to 3.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey =
-        quipu_protocol::messages::ApiKey::CreatePartitions;
-    const VERSIONS: (i16, i16) = (0, 3);
-    type Request = quipu_protocol::messages::CreatePartitionsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    CreatePartitions,
+    0..=3,
+    CreatePartitionsRequest,
+    |broker, request, meta| {
         meta.reply(&super::blocking(&broker, move |b| handle(b, request)).await)
     }
-}
+);

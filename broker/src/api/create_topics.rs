@@ -149,20 +149,12 @@ fn configs_of(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<Crea
         .collect()
 }
 
-/// CreateTopics, versions 2 to 7.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::CreateTopics;
-    const VERSIONS: (i16, i16) = (2, 7);
-    type Request = quipu_protocol::messages::CreateTopicsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    CreateTopics,
+    2..=7,
+    CreateTopicsRequest,
+    |broker, request, meta| {
         let version = meta.version;
         meta.reply(&super::blocking(&broker, move |b| handle(b, request, version)).await)
     }
-}
+);

@@ -16,19 +16,9 @@ pub fn delete_groups(broker: &Broker, request: DeleteGroupsRequest) -> DeleteGro
     response
 }
 
-/// DeleteGroups, versions 0 to 2.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DeleteGroups;
-    const VERSIONS: (i16, i16) = (0, 2);
-    type Request = quipu_protocol::messages::DeleteGroupsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&delete_groups(&broker, request))
-    }
-}
+super::handler::api!(
+    DeleteGroups,
+    0..=2,
+    DeleteGroupsRequest,
+    |broker, request, meta| { meta.reply(&delete_groups(&broker, request)) }
+);

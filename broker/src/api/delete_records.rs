@@ -75,19 +75,11 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
     response
 }
 
-/// DeleteRecords, versions 0 to 2.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DeleteRecords;
-    const VERSIONS: (i16, i16) = (0, 2);
-    type Request = quipu_protocol::messages::DeleteRecordsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    DeleteRecords,
+    0..=2,
+    DeleteRecordsRequest,
+    |broker, request, meta| {
         meta.reply(&super::blocking(&broker, move |b| handle(b, request)).await)
     }
-}
+);

@@ -60,20 +60,12 @@ pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
     response
 }
 
-/// DeleteTopics, versions 1 to 6.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DeleteTopics;
-    const VERSIONS: (i16, i16) = (1, 6);
-    type Request = quipu_protocol::messages::DeleteTopicsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    DeleteTopics,
+    1..=6,
+    DeleteTopicsRequest,
+    |broker, request, meta| {
         let version = meta.version;
         meta.reply(&super::blocking(&broker, move |b| handle(b, request, version)).await)
     }
-}
+);

@@ -51,19 +51,9 @@ pub fn handle(broker: &Broker, request: DescribeClusterRequest) -> DescribeClust
     response
 }
 
-/// DescribeCluster, versions 0 to 2.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DescribeCluster;
-    const VERSIONS: (i16, i16) = (0, 2);
-    type Request = quipu_protocol::messages::DescribeClusterRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request))
-    }
-}
+super::handler::api!(
+    DescribeCluster,
+    0..=2,
+    DescribeClusterRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+);

@@ -231,19 +231,9 @@ fn synonym(name: &'static str, value: &str, source: i8) -> DescribeConfigsSynony
     s
 }
 
-/// DescribeConfigs, versions 1 to 4.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DescribeConfigs;
-    const VERSIONS: (i16, i16) = (1, 4);
-    type Request = quipu_protocol::messages::DescribeConfigsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request, meta.version))
-    }
-}
+super::handler::api!(
+    DescribeConfigs,
+    1..=4,
+    DescribeConfigsRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version)) }
+);

@@ -56,19 +56,9 @@ pub fn describe_groups(
     response
 }
 
-/// DescribeGroups, versions 0 to 6.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::DescribeGroups;
-    const VERSIONS: (i16, i16) = (0, 6);
-    type Request = quipu_protocol::messages::DescribeGroupsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&describe_groups(&broker, request, meta.version))
-    }
-}
+super::handler::api!(
+    DescribeGroups,
+    0..=6,
+    DescribeGroupsRequest,
+    |broker, request, meta| { meta.reply(&describe_groups(&broker, request, meta.version)) }
+);

@@ -207,21 +207,8 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
     (response, total, errors)
 }
 
-/// Fetch, versions 4 to 12.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::Fetch;
-    const VERSIONS: (i16, i16) = (4, 12);
-    type Request = quipu_protocol::messages::FetchRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        Ok(super::Handled::Response(
-            handle(&broker, request, meta.version, meta.correlation_id).await,
-        ))
-    }
-}
+super::handler::api!(Fetch, 4..=12, FetchRequest, |broker, request, meta| {
+    Ok(super::Handled::Response(
+        handle(&broker, request, meta.version, meta.correlation_id).await,
+    ))
+});

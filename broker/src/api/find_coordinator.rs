@@ -64,19 +64,11 @@ pub fn find_coordinator(
     response
 }
 
-/// FindCoordinator, versions 0 to 6.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::FindCoordinator;
-    const VERSIONS: (i16, i16) = (0, 6);
-    type Request = quipu_protocol::messages::FindCoordinatorRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    FindCoordinator,
+    0..=6,
+    FindCoordinatorRequest,
+    |broker, request, meta| {
         let version = meta.version;
         // The first one creates `__consumer_offsets` (directories, a sync): off the runtime,
         // like every topic change.
@@ -92,4 +84,4 @@ impl super::handler::Handler for Api {
             )
         }
     }
-}
+);

@@ -52,3 +52,26 @@ pub trait Handler {
         meta: RequestMeta,
     ) -> impl Future<Output = Result<Handled, RequestError>> + Send;
 }
+
+/// Declares the API a handler file answers: its `Api` type with the key, the versions served
+/// (`min..=max`) and the request message, and the body that answers a decoded request, given
+/// the broker, the request and its [`RequestMeta`].
+macro_rules! api {
+    ($key:ident, $min:literal..=$max:literal, $request:ident, |$broker:ident, $req:ident, $meta:ident| $body:block) => {
+        #[doc = concat!(stringify!($key), ", versions ", stringify!($min), " to ", stringify!($max), ".")]
+        pub struct Api;
+
+        impl $crate::api::handler::Handler for Api {
+            const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::$key;
+            const VERSIONS: (i16, i16) = ($min, $max);
+            type Request = quipu_protocol::messages::$request;
+
+            async fn handle(
+                $broker: std::sync::Arc<$crate::broker::Broker>,
+                $req: Self::Request,
+                #[allow(unused_mut)] mut $meta: $crate::api::handler::RequestMeta,
+            ) -> Result<$crate::api::Handled, $crate::api::RequestError> $body
+        }
+    };
+}
+pub(crate) use api;

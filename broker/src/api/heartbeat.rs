@@ -16,19 +16,9 @@ pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatRespons
     response
 }
 
-/// Heartbeat, versions 0 to 4.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::Heartbeat;
-    const VERSIONS: (i16, i16) = (0, 4);
-    type Request = quipu_protocol::messages::HeartbeatRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&heartbeat(&broker, request))
-    }
-}
+super::handler::api!(
+    Heartbeat,
+    0..=4,
+    HeartbeatRequest,
+    |broker, request, meta| { meta.reply(&heartbeat(&broker, request)) }
+);

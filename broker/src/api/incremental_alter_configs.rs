@@ -93,20 +93,11 @@ pub fn handle_incremental(
     response
 }
 
-/// IncrementalAlterConfigs, versions 0 to 1.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey =
-        quipu_protocol::messages::ApiKey::IncrementalAlterConfigs;
-    const VERSIONS: (i16, i16) = (0, 1);
-    type Request = quipu_protocol::messages::IncrementalAlterConfigsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    IncrementalAlterConfigs,
+    0..=1,
+    IncrementalAlterConfigsRequest,
+    |broker, request, meta| {
         meta.reply(&super::blocking(&broker, move |b| handle_incremental(b, request)).await)
     }
-}
+);

@@ -38,19 +38,9 @@ pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerId
     response
 }
 
-/// InitProducerId, versions 0 to 5.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::InitProducerId;
-    const VERSIONS: (i16, i16) = (0, 5);
-    type Request = quipu_protocol::messages::InitProducerIdRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request))
-    }
-}
+super::handler::api!(
+    InitProducerId,
+    0..=5,
+    InitProducerIdRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+);

@@ -73,19 +73,11 @@ pub async fn join_group(
     response
 }
 
-/// JoinGroup, versions 0 to 9.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::JoinGroup;
-    const VERSIONS: (i16, i16) = (0, 9);
-    type Request = quipu_protocol::messages::JoinGroupRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
+super::handler::api!(
+    JoinGroup,
+    0..=9,
+    JoinGroupRequest,
+    |broker, request, meta| {
         let response = join_group(
             &broker,
             request,
@@ -96,4 +88,4 @@ impl super::handler::Handler for Api {
         .await;
         meta.reply(&response)
     }
-}
+);

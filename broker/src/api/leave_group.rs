@@ -51,19 +51,9 @@ pub fn leave_group(
     response
 }
 
-/// LeaveGroup, versions 0 to 5.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::LeaveGroup;
-    const VERSIONS: (i16, i16) = (0, 5);
-    type Request = quipu_protocol::messages::LeaveGroupRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&leave_group(&broker, request, meta.version))
-    }
-}
+super::handler::api!(
+    LeaveGroup,
+    0..=5,
+    LeaveGroupRequest,
+    |broker, request, meta| { meta.reply(&leave_group(&broker, request, meta.version)) }
+);

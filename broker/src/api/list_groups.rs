@@ -39,19 +39,9 @@ pub fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRes
     response
 }
 
-/// ListGroups, versions 0 to 5.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::ListGroups;
-    const VERSIONS: (i16, i16) = (0, 5);
-    type Request = quipu_protocol::messages::ListGroupsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&list_groups(&broker, request))
-    }
-}
+super::handler::api!(
+    ListGroups,
+    0..=5,
+    ListGroupsRequest,
+    |broker, request, meta| { meta.reply(&list_groups(&broker, request)) }
+);

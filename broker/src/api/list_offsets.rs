@@ -94,19 +94,9 @@ pub async fn handle(
     response
 }
 
-/// ListOffsets, versions 1 to 8.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::ListOffsets;
-    const VERSIONS: (i16, i16) = (1, 8);
-    type Request = quipu_protocol::messages::ListOffsetsRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request, meta.version).await)
-    }
-}
+super::handler::api!(
+    ListOffsets,
+    1..=8,
+    ListOffsetsRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version).await) }
+);

@@ -179,19 +179,9 @@ fn describe(
     t
 }
 
-/// Metadata, versions 0 to 12.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::Metadata;
-    const VERSIONS: (i16, i16) = (0, 12);
-    type Request = quipu_protocol::messages::MetadataRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request, meta.version).await)
-    }
-}
+super::handler::api!(
+    Metadata,
+    0..=12,
+    MetadataRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version).await) }
+);

@@ -85,19 +85,9 @@ pub fn offset_commit(
     response
 }
 
-/// OffsetCommit, versions 2 to 9.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::OffsetCommit;
-    const VERSIONS: (i16, i16) = (2, 9);
-    type Request = quipu_protocol::messages::OffsetCommitRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&offset_commit(&broker, request, meta.version))
-    }
-}
+super::handler::api!(
+    OffsetCommit,
+    2..=9,
+    OffsetCommitRequest,
+    |broker, request, meta| { meta.reply(&offset_commit(&broker, request, meta.version)) }
+);

@@ -42,19 +42,9 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
     response
 }
 
-/// OffsetDelete, versions 0 to 0.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::OffsetDelete;
-    const VERSIONS: (i16, i16) = (0, 0);
-    type Request = quipu_protocol::messages::OffsetDeleteRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&offset_delete(&broker, request))
-    }
-}
+super::handler::api!(
+    OffsetDelete,
+    0..=0,
+    OffsetDeleteRequest,
+    |broker, request, meta| { meta.reply(&offset_delete(&broker, request)) }
+);

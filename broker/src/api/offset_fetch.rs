@@ -112,19 +112,9 @@ pub fn offset_fetch(
     response
 }
 
-/// OffsetFetch, versions 1 to 9.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::OffsetFetch;
-    const VERSIONS: (i16, i16) = (1, 9);
-    type Request = quipu_protocol::messages::OffsetFetchRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&offset_fetch(&broker, request, meta.version))
-    }
-}
+super::handler::api!(
+    OffsetFetch,
+    1..=9,
+    OffsetFetchRequest,
+    |broker, request, meta| { meta.reply(&offset_fetch(&broker, request, meta.version)) }
+);

@@ -47,20 +47,9 @@ pub fn handle(
     response
 }
 
-/// OffsetForLeaderEpoch, versions 2 to 4.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey =
-        quipu_protocol::messages::ApiKey::OffsetForLeaderEpoch;
-    const VERSIONS: (i16, i16) = (2, 4);
-    type Request = quipu_protocol::messages::OffsetForLeaderEpochRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&handle(&broker, request))
-    }
-}
+super::handler::api!(
+    OffsetForLeaderEpoch,
+    2..=4,
+    OffsetForLeaderEpochRequest,
+    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+);

@@ -294,22 +294,9 @@ fn one_batch_per_partition(topic_data: Vec<TopicProduceData>) -> Vec<TopicProduc
     topics
 }
 
-/// Produce, versions 3 to 11.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::Produce;
-    const VERSIONS: (i16, i16) = (3, 11);
-    type Request = quipu_protocol::messages::ProduceRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        mut meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        match handle(&broker, request, meta.version, meta.append_turn.take()).await {
-            Some(response) => meta.reply(&response),
-            None => Ok(super::Handled::NoResponse),
-        }
+super::handler::api!(Produce, 3..=11, ProduceRequest, |broker, request, meta| {
+    match handle(&broker, request, meta.version, meta.append_turn.take()).await {
+        Some(response) => meta.reply(&response),
+        None => Ok(super::Handled::NoResponse),
     }
-}
+});

@@ -35,19 +35,9 @@ pub async fn sync_group(broker: &Broker, request: SyncGroupRequest) -> SyncGroup
     response
 }
 
-/// SyncGroup, versions 0 to 5.
-pub struct Api;
-
-impl super::handler::Handler for Api {
-    const KEY: quipu_protocol::messages::ApiKey = quipu_protocol::messages::ApiKey::SyncGroup;
-    const VERSIONS: (i16, i16) = (0, 5);
-    type Request = quipu_protocol::messages::SyncGroupRequest;
-
-    async fn handle(
-        broker: std::sync::Arc<crate::broker::Broker>,
-        request: Self::Request,
-        meta: super::handler::RequestMeta,
-    ) -> Result<super::Handled, super::RequestError> {
-        meta.reply(&sync_group(&broker, request).await)
-    }
-}
+super::handler::api!(
+    SyncGroup,
+    0..=5,
+    SyncGroupRequest,
+    |broker, request, meta| { meta.reply(&sync_group(&broker, request).await) }
+);
