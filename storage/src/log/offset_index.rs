@@ -49,19 +49,25 @@ impl IndexEntry for OffsetEntry {
 
 pub struct OffsetIndex(IndexFile<OffsetEntry>);
 
+/// The file's own operations (entries, fullness, trim, flush, resize) come from [`IndexFile`].
+impl std::ops::Deref for OffsetIndex {
+    type Target = IndexFile<OffsetEntry>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for OffsetIndex {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl OffsetIndex {
     /// Opens an existing closed index (every whole entry counts) or creates an empty one of
     /// `max_bytes` when `fresh`.
     pub fn open(path: &Path, base_offset: i64, max_bytes: usize, fresh: bool) -> io::Result<Self> {
         IndexFile::open(path, base_offset, max_bytes, fresh).map(Self)
-    }
-
-    pub fn entries(&self) -> usize {
-        self.0.entries()
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.0.is_full()
     }
 
     pub fn last_entry(&self) -> Option<(i64, u32)> {
@@ -78,20 +84,6 @@ impl OffsetIndex {
         self.0
             .floor(target)
             .map_or((self.0.base_offset(), 0), |e| (e.offset, e.position))
-    }
-
-    /// Cuts the file to its entries (on roll and on clean shutdown).
-    pub fn trim(&mut self) -> io::Result<()> {
-        self.0.trim()
-    }
-
-    pub fn flush(&self) -> io::Result<()> {
-        self.0.flush()
-    }
-
-    /// Grows the file back to `max_bytes` (a whole number of entries) for appends.
-    pub fn resize(&mut self, max_bytes: usize) -> io::Result<()> {
-        self.0.resize(max_bytes)
     }
 }
 

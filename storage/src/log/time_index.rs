@@ -49,13 +49,23 @@ impl IndexEntry for TimeEntry {
 
 pub struct TimeIndex(IndexFile<TimeEntry>);
 
+/// The file's own operations (entries, fullness, trim, flush, resize) come from [`IndexFile`].
+impl std::ops::Deref for TimeIndex {
+    type Target = IndexFile<TimeEntry>;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for TimeIndex {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
 impl TimeIndex {
     pub fn open(path: &Path, base_offset: i64, max_bytes: usize, fresh: bool) -> io::Result<Self> {
         IndexFile::open(path, base_offset, max_bytes, fresh).map(Self)
-    }
-
-    pub fn is_full(&self) -> bool {
-        self.0.is_full()
     }
 
     pub fn last_entry(&self) -> Option<(i64, i64)> {
@@ -77,19 +87,6 @@ impl TimeIndex {
         self.0
             .floor(target)
             .map_or((-1, self.0.base_offset()), |e| (e.timestamp, e.offset))
-    }
-
-    pub fn trim(&mut self) -> io::Result<()> {
-        self.0.trim()
-    }
-
-    pub fn flush(&self) -> io::Result<()> {
-        self.0.flush()
-    }
-
-    /// Grows the file back to `max_bytes` (a whole number of entries) for appends.
-    pub fn resize(&mut self, max_bytes: usize) -> io::Result<()> {
-        self.0.resize(max_bytes)
     }
 }
 
