@@ -1,4 +1,8 @@
-//! The broker's shared state: its configuration, identity and metadata, as the handlers see it.
+//! The broker: the request context its handlers share, and what only its own tasks touch (the
+//! LogManager with its checkpoints, the log tasks' pool, the cleaner's thread).
+//!
+//! Invariant: the data directory is locked before anything in it is read or written, and stays
+//! locked while the broker lives.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -6,34 +10,22 @@ use std::sync::Arc;
 use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 
-use crate::controller::Controller;
 use crate::group::GroupCoordinator;
-use crate::metadata::{Metadata, MetadataError};
+use crate::metadata::MetadataError;
 use crate::replica_manager::ReplicaManager;
-use crate::work_pool::{WorkError, WorkPool};
+use crate::request_context::{Identity, RequestContext};
+use crate::work_pool::WorkPool;
 
 /// Threads for the log tasks' blocking passes.
 const BACKGROUND_THREADS: usize = 2;
 
 pub struct Broker {
-    pub config: BrokerConfig,
-    /// The metadata image and the topics served from it (read-only for handlers).
-    pub metadata: Arc<Metadata>,
-    /// The one writer of the metadata log: admin changes go through it.
-    pub controller: Controller,
-    /// The partitions this broker hosts; handlers find partitions only through it.
-    pub replicas: Arc<ReplicaManager>,
-    /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
-    pub groups: GroupCoordinator,
-    pub cluster_id: String,
-    pub advertised_host: String,
-    pub advertised_port: u16,
+    /// What request handlers reach.
+    pub requests: Arc<RequestContext>,
     /// The data directory and the partition logs in it.
     pub logs: Arc<LogManager>,
-    /// Request work kept off the runtime ([`Broker::off_runtime`]): `num.io.threads` threads.
-    io: WorkPool,
     /// The log tasks' blocking passes (flushes, retention) and flushes before an acknowledgement.
-    pub background: WorkPool,
+    pub background: Arc<WorkPool>,
     /// The log cleaner's passes, on a thread of their own so a long clean delays nothing else.
     pub cleaner: WorkPool,
 }
@@ -46,45 +38,48 @@ impl Broker {
             &config.log_dirs,
             config.num_recovery_threads_per_data_dir as usize,
         )?);
-        let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
+        let identity = identity(&config, bound_port)?;
         let replicas = Arc::new(ReplicaManager::new(config.node_id, logs.clone()));
+        let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
         let (metadata, controller) =
-            crate::controller::open_local(&config, logs.clone(), replicas.clone())?;
-        let groups = GroupCoordinator::load(&config, &replicas);
-        let (advertised_host, mut advertised_port) = config.advertised_host_port();
-        if config.advertised_listeners.is_none() && advertised_port == 0 {
-            advertised_port = bound_port;
-        }
-        Ok(Self {
-            logs,
-            io: WorkPool::new(
-                "quipu-io",
-                config.num_io_threads as usize,
-                config.num_io_threads as usize,
-            )?,
-            background: WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?,
-            cleaner: WorkPool::new("quipu-cleaner", 1, 0)?,
+            crate::controller::open_local(&config, logs.clone(), replicas.clone(), groups.clone())?;
+        let background = Arc::new(WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?);
+        let io_threads = config.num_io_threads as usize;
+        let requests = Arc::new(RequestContext {
+            io: WorkPool::new("quipu-io", io_threads, io_threads)?,
+            background: background.clone(),
             config,
+            identity,
             metadata,
             controller,
             replicas,
             groups,
-            cluster_id,
-            advertised_host,
-            advertised_port,
+        });
+        Ok(Self {
+            requests,
+            logs,
+            background,
+            cleaner: WorkPool::new("quipu-cleaner", 1, 0)?,
         })
+    }
+
+    pub fn config(&self) -> &BrokerConfig {
+        &self.requests.config
     }
 }
 
-impl Broker {
-    /// Runs request work that blocks or runs long (decompression, topic changes) on one of
-    /// the `num.io.threads` threads, so that the network runtime never waits on it.
-    pub async fn off_runtime<R: Send + 'static>(
-        &self,
-        work: impl FnOnce() -> R + Send + 'static,
-    ) -> Result<R, WorkError> {
-        self.io.run(work).await
+/// The cluster id from the data directory and the address clients are told to use.
+fn identity(config: &BrokerConfig, bound_port: u16) -> std::io::Result<Identity> {
+    let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
+    let (advertised_host, mut advertised_port) = config.advertised_host_port();
+    if config.advertised_listeners.is_none() && advertised_port == 0 {
+        advertised_port = bound_port;
     }
+    Ok(Identity {
+        cluster_id,
+        advertised_host,
+        advertised_port,
+    })
 }
 
 /// Reads the cluster id from `meta.properties` (Kafka's file and keys), writing one on first start.

@@ -1,7 +1,7 @@
 //! The controller: the one writer of the metadata log. It turns an admin change (create or
 //! delete a topic, add partitions, change a topic's config, reserve producer ids) into metadata
 //! records, checks them against the current image, appends them to the [`MetadataLog`] and hands
-//! them to the broker's [`Metadata`], which applies them by the same `apply` replay uses.
+//! them, applied by the same `apply` replay uses, to the [`Publisher`].
 //!
 //! On a single node the controller hosts every replica, so a change that makes partitions makes
 //! their logs first (all or nothing, through the LogManager) and commits the records last; a
@@ -23,9 +23,11 @@ use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
+use crate::group::GroupCoordinator;
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 use crate::metadata_log::MetadataLog;
+use crate::publisher::Publisher;
 use crate::replica_manager::ReplicaManager;
 
 /// Producer ids reserved in the metadata log at a time.
@@ -46,8 +48,10 @@ pub struct Controller {
     metadata: Arc<Metadata>,
     logs: Arc<LogManager>,
     replicas: Arc<ReplicaManager>,
-    /// Held from the check against the image to the image's swap, so records are appended and
-    /// applied in one order.
+    /// Hands each committed batch to the served topics, the replica manager and the groups.
+    publisher: Publisher,
+    /// Held from the check against the image to the publish, so records are appended, applied
+    /// and published in one order.
     commit_lock: Mutex<()>,
     /// Serializes topic changes, which check, make directories and then commit; held across
     /// that slow work, so that producer-id allocation, which only commits, never waits on it.
@@ -61,6 +65,7 @@ pub fn open_local(
     broker: &BrokerConfig,
     logs: Arc<LogManager>,
     replicas: Arc<ReplicaManager>,
+    groups: Arc<GroupCoordinator>,
 ) -> Result<(Arc<Metadata>, Controller), MetadataError> {
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
@@ -72,17 +77,25 @@ pub fn open_local(
         replicas.clone(),
         &records,
     )?);
-    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs, replicas);
+    let publisher = Publisher::new(vec![metadata.clone(), groups]);
+    publisher.publish_start(&metadata.image());
+    let controller = Controller::new(
+        broker,
+        Box::new(log),
+        (metadata.clone(), publisher),
+        logs,
+        replicas,
+    );
     Ok((metadata, controller))
 }
 
 impl Controller {
     /// The controller of a single node over its metadata log; `metadata` holds the image the
-    /// log's records gave at start.
+    /// log's records gave at start, already published by `publisher`.
     pub fn new(
         broker: &BrokerConfig,
         log: Box<dyn MetadataLog>,
-        metadata: Arc<Metadata>,
+        (metadata, publisher): (Arc<Metadata>, Publisher),
         logs: Arc<LogManager>,
         replicas: Arc<ReplicaManager>,
     ) -> Self {
@@ -95,6 +108,7 @@ impl Controller {
             metadata,
             logs,
             replicas,
+            publisher,
             commit_lock: Mutex::new(()),
             changes: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
@@ -117,17 +131,16 @@ impl Controller {
     /// Checks `records` against the current image, appends them, and applies them; then the
     /// metadata serves what they changed.
     fn commit(&self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
-        let changes = {
-            let _commit = self.commit_lock.lock().expect("commit lock");
-            let mut next = (*self.metadata.image()).clone();
-            let changes = next.apply_all(records).map_err(|e| {
-                MetadataError::Damaged(format!("a change that does not apply: {e}"))
-            })?;
-            self.log.append(records)?;
-            self.metadata.swap_image(next);
-            changes
-        };
-        self.metadata.serve(&changes);
+        // Held through the publish, so subscribers see batches in log order.
+        let _commit = self.commit_lock.lock().expect("commit lock");
+        let mut next = (*self.metadata.image()).clone();
+        let changes = next
+            .apply_all(records)
+            .map_err(|e| MetadataError::Damaged(format!("a change that does not apply: {e}")))?;
+        self.log.append(records)?;
+        let next = Arc::new(next);
+        self.metadata.swap_image(next.clone());
+        self.publisher.publish(&next, &changes);
         Ok(())
     }
 
@@ -340,7 +353,8 @@ mod tests {
     ) -> Result<(Arc<Metadata>, Controller, Arc<ReplicaManager>), MetadataError> {
         let logs = Arc::new(LogManager::lock(&b.log_dirs, 1)?);
         let replicas = Arc::new(ReplicaManager::new(b.node_id, logs.clone()));
-        let (meta, controller) = open_local(b, logs, replicas.clone())?;
+        let groups = Arc::new(GroupCoordinator::new(b, replicas.clone()));
+        let (meta, controller) = open_local(b, logs, replicas.clone(), groups)?;
         Ok((meta, controller, replicas))
     }
 

@@ -11,9 +11,9 @@ use crate::clock::now_ms;
 
 /// Runs until the process ends.
 pub async fn run(broker: Arc<Broker>) {
-    let period = Duration::from_millis(broker.config.log_flush_scheduler_interval_ms);
+    let period = Duration::from_millis(broker.config().log_flush_scheduler_interval_ms);
     let checkpoint_every =
-        Duration::from_millis(broker.config.log_flush_offset_checkpoint_interval_ms);
+        Duration::from_millis(broker.config().log_flush_offset_checkpoint_interval_ms);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_checkpoint = Instant::now();
@@ -38,8 +38,8 @@ pub async fn run(broker: Arc<Broker>) {
 
 /// Flushes every log whose `flush.ms` is due; then, if asked, checkpoints the recovery points.
 pub fn flush_due(broker: &Broker, checkpoint: bool) -> std::io::Result<()> {
-    for topic in broker.metadata.topics() {
-        for partition in broker.replicas.partitions_of(&topic.name) {
+    for topic in broker.requests.metadata.topics() {
+        for partition in broker.requests.replicas.partitions_of(&topic.name) {
             let now = now_ms();
             let mut log = partition.log();
             if log.flush_due_by_time(now) {

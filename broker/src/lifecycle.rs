@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 /// Runs a broker on `listener` until `shutdown` resolves.
 pub async fn run(
@@ -20,12 +21,12 @@ pub async fn run(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, bound.port())
     })?);
-    tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.cluster_id, topics = broker.metadata.topics().len(), "quipu broker started");
+    tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
     let retention = tokio::spawn(crate::retention::run(broker.clone()));
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
     let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
-    let group_timers = tokio::spawn(run_group_timers(broker.clone()));
-    crate::server::serve(broker.clone(), listener, shutdown).await;
+    let group_timers = tokio::spawn(run_group_timers(broker.requests.clone()));
+    crate::server::serve(broker.requests.clone(), listener, shutdown).await;
     retention.abort();
     flusher.abort();
     cleaner.abort();
@@ -41,20 +42,18 @@ pub async fn run(
 
 /// The coordinator's timers: sessions and rebalances every 100 ms, offset expiry every
 /// `offsets.retention.check.interval.ms`. Runs until the process ends.
-async fn run_group_timers(broker: Arc<Broker>) {
+async fn run_group_timers(ctx: Arc<RequestContext>) {
     let mut ticker = tokio::time::interval(std::time::Duration::from_millis(100));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let expiry_period =
-        std::time::Duration::from_millis(broker.config.offsets_retention_check_interval_ms);
+        std::time::Duration::from_millis(ctx.config.offsets_retention_check_interval_ms);
     let mut last_expiry = std::time::Instant::now();
     loop {
         ticker.tick().await;
-        broker.groups.tick(&broker.controller);
+        ctx.groups.tick();
         if last_expiry.elapsed() >= expiry_period {
             last_expiry = std::time::Instant::now();
-            broker
-                .groups
-                .expire_offsets(&broker.controller, crate::clock::now_ms());
+            ctx.groups.expire_offsets(crate::clock::now_ms());
         }
     }
 }

@@ -21,12 +21,12 @@ use quipu_storage::log::offset_map::OffsetMap;
 
 /// Runs until the process ends.
 pub async fn run(broker: Arc<Broker>) {
-    if !broker.config.log_cleaner_enable {
+    if !broker.config().log_cleaner_enable {
         return;
     }
-    let backoff = Duration::from_millis(broker.config.log_cleaner_backoff_ms);
+    let backoff = Duration::from_millis(broker.config().log_cleaner_backoff_ms);
     let mut state = Some(Cleaner {
-        map: OffsetMap::with_memory_bytes(broker.config.log_cleaner_dedupe_buffer_size),
+        map: OffsetMap::with_memory_bytes(broker.config().log_cleaner_dedupe_buffer_size),
         uncleanable: HashSet::new(),
     });
     loop {
@@ -66,8 +66,8 @@ impl Cleaner {
     fn pass(&mut self, broker: &Broker) -> bool {
         let now = now_ms();
         let mut due = Vec::new();
-        for topic in broker.metadata.topics() {
-            for partition in broker.replicas.partitions_of(&topic.name) {
+        for topic in broker.requests.metadata.topics() {
+            for partition in broker.requests.replicas.partitions_of(&topic.name) {
                 let id = (topic.name.to_string(), partition.index());
                 if self.uncleanable.contains(&id) {
                     continue;
@@ -81,7 +81,7 @@ impl Cleaner {
         due.sort_by(|a, b| b.0.total_cmp(&a.0));
         let mut cleaned = false;
         for (ratio, topic, index) in due {
-            let Some(partition) = broker.replicas.partition(&topic.name, index) else {
+            let Some(partition) = broker.requests.replicas.partition(&topic.name, index) else {
                 continue; // deleted since
             };
             let started = std::time::Instant::now();

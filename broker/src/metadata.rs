@@ -3,7 +3,7 @@
 //!
 //! At start the records are replayed into the image by [`MetadataImage::apply`] and the
 //! LogManager opens every live partition's log. At runtime each committed batch is applied the
-//! same way ([`Metadata::swap_image`]), and [`Metadata::serve`] hands what it changed to the
+//! same way ([`Metadata::swap_image`]), and the publisher hands what it changed to the
 //! replica manager: new partitions are served from their logs, a config change reaches every
 //! partition's log, a deleted topic's logs are removed. Handlers read [`Metadata::topic`] and
 //! friends, and find partitions through the replica manager.
@@ -24,6 +24,7 @@ use uuid::Uuid;
 use crate::image::{Change, MetadataImage, TopicImage};
 use crate::metadata_log::record::MetadataRecord;
 use crate::metadata_log::MetadataLogError;
+use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
 
 /// A topic as the broker serves it: the image's topic with its effective config. Its
@@ -114,7 +115,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// Replays `records` into the image, then has the LogManager open the log of every live
-    /// partition, and serves them.
+    /// partition; the publisher's first batch serves them.
     pub fn open(
         broker: &BrokerConfig,
         logs: Arc<LogManager>,
@@ -137,18 +138,13 @@ impl Metadata {
             })
             .collect::<Result<Vec<_>, MetadataError>>()?;
         logs.load(&live, crate::clock::now_ms())?;
-        let metadata = Self {
+        Ok(Self {
             broker: broker.clone(),
             logs,
             replicas,
             image: RwLock::new(Arc::new(image)),
             topics: RwLock::new(BTreeMap::new()),
-        };
-        let image = metadata.image();
-        for (t, live) in image.topics().zip(live) {
-            metadata.serve_topic(t, live.config);
-        }
-        Ok(metadata)
+        })
     }
 
     /// The latest image; it never changes under its holder.
@@ -158,36 +154,8 @@ impl Metadata {
 
     /// Publishes the image a committed batch gave (the caller applied the batch to a copy of
     /// the current one, in log order).
-    pub fn swap_image(&self, next: MetadataImage) {
-        *self.image.write().expect("metadata image lock") = Arc::new(next);
-    }
-
-    /// Acts on what a committed batch changed: topics whose partitions or config changed are
-    /// served anew from the image, deleted topics stop being served and their logs go.
-    pub fn serve(&self, changes: &[Change]) {
-        let image = self.image();
-        let mut touched: Vec<&str> = Vec::new();
-        for change in changes {
-            match change {
-                Change::TopicCreated(name) | Change::ConfigChanged(name) => touched.push(name),
-                Change::Partition { topic, .. } => touched.push(topic),
-                Change::TopicDeleted(gone) => self.unserve(gone),
-                Change::ProducerIds => {}
-            }
-        }
-        touched.dedup();
-        for name in touched {
-            let Some(t) = image.topic(name) else {
-                continue; // deleted later in the same batch
-            };
-            match TopicConfig::with_overrides(&self.broker, &t.configs) {
-                Ok(config) => self.serve_topic(t, config),
-                // The controller checked the overrides before committing them.
-                Err(e) => {
-                    tracing::error!(topic = name, error = %e, "committed topic config does not apply")
-                }
-            }
-        }
+    pub fn swap_image(&self, next: Arc<MetadataImage>) {
+        *self.image.write().expect("metadata image lock") = next;
     }
 
     /// Serves `t` with `config`, its partitions through the replica manager.
@@ -251,6 +219,35 @@ impl Metadata {
     /// The LogManager holding the partitions' logs.
     pub fn logs(&self) -> &LogManager {
         &self.logs
+    }
+}
+
+impl MetadataSubscriber for Metadata {
+    /// Acts on what a committed batch changed: topics whose partitions or config changed are
+    /// served anew from the image, deleted topics stop being served and their logs go.
+    fn on_metadata(&self, image: &MetadataImage, changes: &[Change]) {
+        let mut touched: Vec<&str> = Vec::new();
+        for change in changes {
+            match change {
+                Change::TopicCreated(name) | Change::ConfigChanged(name) => touched.push(name),
+                Change::Partition { topic, .. } => touched.push(topic),
+                Change::TopicDeleted(gone) => self.unserve(gone),
+                Change::ProducerIds => {}
+            }
+        }
+        touched.dedup();
+        for name in touched {
+            let Some(t) = image.topic(name) else {
+                continue; // deleted later in the same batch
+            };
+            match TopicConfig::with_overrides(&self.broker, &t.configs) {
+                Ok(config) => self.serve_topic(t, config),
+                // The controller checked the overrides before committing them.
+                Err(e) => {
+                    tracing::error!(topic = name, error = %e, "committed topic config does not apply")
+                }
+            }
+        }
     }
 }
 

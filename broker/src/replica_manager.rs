@@ -36,6 +36,17 @@ impl ReplicaManager {
         }
     }
 
+    /// The broker this manager hosts partitions for.
+    pub fn node_id(&self) -> i32 {
+        self.node_id
+    }
+
+    /// Records each partition's log start offset, so a start moved by DeleteRecords or
+    /// retention survives a restart.
+    pub fn checkpoint_log_start_offsets(&self) -> std::io::Result<()> {
+        self.logs.checkpoint_log_start_offsets()
+    }
+
     /// The partition of `topic` at `index` that this broker leads, checked against the client's
     /// `current_leader_epoch` (-1: none), in Kafka's order: UNKNOWN_TOPIC_OR_PARTITION,
     /// KAFKA_STORAGE_ERROR (offline), FENCED_LEADER_EPOCH or UNKNOWN_LEADER_EPOCH, then

@@ -12,7 +12,7 @@ use crate::clock::now_ms;
 
 /// Runs until the process ends.
 pub async fn run(broker: Arc<Broker>) {
-    let period = Duration::from_millis(broker.config.log_retention_check_interval_ms);
+    let period = Duration::from_millis(broker.config().log_retention_check_interval_ms);
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -30,11 +30,11 @@ pub async fn run(broker: Arc<Broker>) {
 /// One pass over every partition.
 pub fn apply(broker: &Broker) -> std::io::Result<()> {
     let mut moved = false;
-    for topic in broker.metadata.topics() {
-        for partition in broker.replicas.partitions_of(&topic.name) {
+    for topic in broker.requests.metadata.topics() {
+        for partition in broker.requests.replicas.partitions_of(&topic.name) {
             let mut log = partition.log();
             let deleted = log.apply_retention(now_ms())?;
-            let expired = log.expire_producers(now_ms(), broker.config.producer_id_expiration_ms);
+            let expired = log.expire_producers(now_ms(), broker.config().producer_id_expiration_ms);
             drop(log);
             if expired > 0 {
                 tracing::info!(topic = %topic.name, partition = partition.index(), producers = expired, "expired idempotent producers");

@@ -22,7 +22,7 @@ use tokio::time::{Duration, Instant};
 
 use crate::api::produce::AppendTurn;
 use crate::api::{self, Handled};
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 use quipu_protocol::messages::ApiKey;
 
 /// Bytes read from a socket at a time.
@@ -30,15 +30,13 @@ const READ_CHUNK_BYTES: usize = 64 * 1024;
 
 /// Accepts connections until `shutdown` resolves.
 pub async fn serve(
-    broker: Arc<Broker>,
+    ctx: Arc<RequestContext>,
     listener: TcpListener,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
-    let connections = Arc::new(Semaphore::new(broker.config.max_connections as usize));
-    let per_ip = Arc::new(ConnectionsPerIp::new(&broker.config));
-    let request_bytes = Arc::new(Semaphore::new(
-        broker.config.queued_max_request_bytes as usize,
-    ));
+    let connections = Arc::new(Semaphore::new(ctx.config.max_connections as usize));
+    let per_ip = Arc::new(ConnectionsPerIp::new(&ctx.config));
+    let request_bytes = Arc::new(Semaphore::new(ctx.config.queued_max_request_bytes as usize));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -51,14 +49,14 @@ pub async fn serve(
                         continue;
                     };
                     let Ok(permit) = connections.clone().try_acquire_owned() else {
-                        crate::warn_limited!(%peer, max_connections = broker.config.max_connections, "connection refused: max.connections reached");
+                        crate::warn_limited!(%peer, max_connections = ctx.config.max_connections, "connection refused: max.connections reached");
                         drop(stream);
                         continue;
                     };
-                    let broker = broker.clone();
+                    let ctx = ctx.clone();
                     let request_bytes = request_bytes.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(broker, stream, peer, request_bytes).await {
+                        if let Err(e) = serve_connection(ctx, stream, peer, request_bytes).await {
                             tracing::debug!(%peer, error = %e, "connection ended");
                         }
                         drop(permit);
@@ -185,17 +183,17 @@ fn charged(capacity: usize) -> usize {
 }
 
 async fn serve_connection(
-    broker: Arc<Broker>,
+    ctx: Arc<RequestContext>,
     stream: TcpStream,
     peer: SocketAddr,
     request_bytes: Arc<Semaphore>,
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
-    let decoder = FrameDecoder::new(broker.config.socket_request_max_bytes as usize);
-    let max_in_flight = broker.config.connection_max_in_flight_requests as usize;
-    let idle = Duration::from_millis(broker.config.connections_max_idle_ms as u64);
-    let frame_timeout = Duration::from_millis(broker.config.socket_request_read_timeout_ms as u64);
+    let decoder = FrameDecoder::new(ctx.config.socket_request_max_bytes as usize);
+    let max_in_flight = ctx.config.connection_max_in_flight_requests as usize;
+    let idle = Duration::from_millis(ctx.config.connections_max_idle_ms as u64);
+    let frame_timeout = Duration::from_millis(ctx.config.socket_request_read_timeout_ms as u64);
     let mut rx = ReceiveBuffer {
         buf: BytesMut::new(),
         held: None,
@@ -208,7 +206,7 @@ async fn serve_connection(
     let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
         let started = start_buffered(
-            &broker,
+            &ctx,
             &decoder,
             &mut rx,
             (&mut in_flight, max_in_flight),
@@ -280,7 +278,7 @@ async fn serve_connection(
 /// Starts handlers for every whole frame buffered, up to the in-flight limit; `false` when the
 /// connection must close (a bad frame, or a request refused before it runs).
 fn start_buffered(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     decoder: &FrameDecoder,
     rx: &mut ReceiveBuffer,
     (in_flight, max_in_flight): (&mut FuturesOrdered<RequestFuture>, usize),
@@ -297,7 +295,7 @@ fn start_buffered(
             }
         };
         let permits = rx.release(FRAME_SIZE_PREFIX_BYTES + frame.len());
-        match start_request(broker, frame, peer, permits, last_produce) {
+        match start_request(ctx, frame, peer, permits, last_produce) {
             Some(fut) => in_flight.push_back(fut),
             None => return false,
         }
@@ -344,7 +342,7 @@ type RequestFuture =
 /// Parses the header and starts the handler, or says why the connection must close. `permits`
 /// (the frame's share of `queued.max.request.bytes`) are held until the handler is done.
 fn start_request(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     mut frame: Bytes,
     peer: SocketAddr,
     permits: Option<OwnedSemaphorePermit>,
@@ -375,9 +373,9 @@ fn start_request(
         *last_produce = Some(next);
         turn
     });
-    let broker = broker.clone();
+    let ctx = ctx.clone();
     Some(Box::pin(async move {
-        let handled = api::handle(broker, header, frame, peer, append_turn).await;
+        let handled = api::handle(ctx, header, frame, peer, append_turn).await;
         drop(permits);
         handled
     }))

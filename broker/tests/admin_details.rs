@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{create_topic, join_request, BrokerProcess, Conn};
+use common::{create_topic, find_coordinator, join_request, BrokerProcess, Conn};
 use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
@@ -80,6 +80,7 @@ fn describe_configs_answers_group_resources_with_kafkas_defaults() {
 fn a_group_that_emptied_is_still_listed_as_a_consumer_group() {
     let b = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let mut conn = b.connect();
+    find_coordinator(&mut conn, "emptied");
     let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 3, &join_request("emptied", ""));
     assert_eq!(joined.error_code, 0);
     let mut leave = LeaveGroupRequest::default();
@@ -108,6 +109,7 @@ fn a_group_that_emptied_is_still_listed_as_a_consumer_group() {
 fn authorized_operations_are_kafkas_bit_sets_when_asked_for() {
     let b = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let mut conn = b.connect();
+    find_coordinator(&mut conn, "opsg");
     create_topic(&mut conn, "ops", 1);
     for v in 8..=12 {
         let mut t = metadata_request::MetadataRequestTopic::default();

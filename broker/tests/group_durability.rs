@@ -5,7 +5,7 @@
 mod common;
 
 use bytes::Bytes;
-use common::{name, BrokerProcess, Conn};
+use common::{find_coordinator, name, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
@@ -49,6 +49,7 @@ fn fetch_all(conn: &mut Conn, group: &str) -> Vec<(i32, i64)> {
 fn committed_offsets_and_membership_survive_kill_9() {
     let mut broker = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=0"]);
     let mut conn = broker.connect();
+    find_coordinator(&mut conn, "g");
     // Commits name partitions that exist, as Kafka requires.
     assert_eq!(
         common::create_topic(&mut conn, "t", 3).topics[0].error_code,

@@ -6,13 +6,14 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{join_request, BrokerProcess};
+use common::{find_coordinator, join_request, BrokerProcess};
 use quipu_protocol::messages::*;
 
 #[test]
 fn members_arriving_within_a_window_share_the_first_generation_after_whole_windows() {
     let b = BrokerProcess::start(&["--set", "group.initial.rebalance.delay.ms=1000"]);
     let mut a = b.connect();
+    find_coordinator(&mut a, "windows");
     let mut c = b.connect();
     let started = Instant::now();
     // JoinGroup v3 has no member-id round: each join is the member's only one.

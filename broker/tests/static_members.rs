@@ -8,7 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{join_request, BrokerProcess, Conn};
+use common::{find_coordinator, join_request, BrokerProcess, Conn};
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
@@ -111,6 +111,7 @@ fn stable_static_member(conn: &mut Conn, group: &str, instance: &str) -> (String
 fn a_restarted_static_leader_gets_its_assignment_back_without_a_rebalance() {
     let b = no_delay();
     let mut conn = b.connect();
+    find_coordinator(&mut conn, "g");
     let (old_id, generation) = stable_static_member(&mut conn, "restart", "a");
     // The same instance comes back with a new process: no member id, and a subscription whose
     // bytes differ (a restarted Java consumer owns no partitions yet) but whose protocol is the
@@ -151,6 +152,7 @@ fn a_restarted_static_leader_gets_its_assignment_back_without_a_rebalance() {
 fn before_v9_a_restarted_static_leader_is_told_the_old_leader_and_syncs_as_a_follower() {
     let b = no_delay();
     let mut conn = b.connect();
+    find_coordinator(&mut conn, "g");
     let (old_id, generation) = stable_static_member(&mut conn, "old-client", "a");
     let back: JoinGroupResponse = conn.call(
         ApiKey::JoinGroup,
@@ -179,6 +181,7 @@ fn before_v9_a_restarted_static_leader_is_told_the_old_leader_and_syncs_as_a_fol
 fn a_static_member_that_does_not_rejoin_keeps_its_place_until_its_session_expires() {
     let b = no_delay();
     let mut a_conn = b.connect();
+    find_coordinator(&mut a_conn, "g");
     let mut b_conn = b.connect();
     let group = "slow";
     // A: static, 30 s session; both rebalance timeouts 1 s.
@@ -260,6 +263,7 @@ fn a_static_member_that_stops_is_removed_when_its_session_expires() {
         "group.min.session.timeout.ms=1000",
     ]);
     let mut conn = b.connect();
+    find_coordinator(&mut conn, "g");
     let mut first = join_as("closed", "", Some("a"), b"sub");
     first.session_timeout_ms = 1_500;
     let joined: JoinGroupResponse = conn.call(ApiKey::JoinGroup, 5, &first);

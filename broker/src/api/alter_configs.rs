@@ -8,7 +8,7 @@ use quipu_protocol::messages::{alter_configs_response, AlterConfigsRequest, Alte
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 const RESOURCE_TOPIC: i8 = 2;
 
@@ -32,18 +32,17 @@ pub(super) fn refuse_non_topic(resource_type: i8) -> Outcome {
 }
 
 pub(super) fn apply(
-    broker: &Broker,
+    ctx: &RequestContext,
     name: &str,
     overrides: BTreeMap<String, String>,
     validate_only: bool,
 ) -> Outcome {
-    broker
-        .controller
+    ctx.controller
         .set_topic_overrides(name, overrides, validate_only)
         .map_err(|e| (metadata_error_code(&e), e.to_string()))
 }
 
-pub fn handle_alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfigsResponse {
+pub fn handle_alter(ctx: &RequestContext, request: AlterConfigsRequest) -> AlterConfigsResponse {
     let mut response = AlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -55,7 +54,7 @@ pub fn handle_alter(broker: &Broker, request: AlterConfigsRequest) -> AlterConfi
                     overrides.insert(c.name.to_string(), v.to_string());
                 }
             }
-            apply(broker, &name, overrides, request.validate_only)
+            apply(ctx, &name, overrides, request.validate_only)
         });
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = resource.resource_type;
@@ -73,7 +72,7 @@ super::handler::api!(
     AlterConfigs,
     0..=2,
     AlterConfigsRequest,
-    |broker, request, meta| {
-        meta.reply(&super::blocking(&broker, move |b| handle_alter(b, request)).await)
+    |ctx, request, meta| {
+        meta.reply(&super::blocking(&ctx, move |b| handle_alter(b, request)).await)
     }
 );

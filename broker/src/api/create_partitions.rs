@@ -5,11 +5,11 @@ use quipu_protocol::messages::{CreatePartitionsRequest, CreatePartitionsResponse
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+pub fn handle(ctx: &RequestContext, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
     let mut response = CreatePartitionsResponse::default();
-    let node = broker.config.node_id;
+    let node = ctx.config.node_id;
     for t in request.topics {
         let mut r = CreatePartitionsTopicResult::default();
         r.name = t.name.clone();
@@ -24,13 +24,13 @@ pub fn handle(broker: &Broker, request: CreatePartitionsRequest) -> CreatePartit
                 format!("replicas must be exactly [{node}] on a single broker"),
             ))
         } else {
-            let check = broker
+            let check = ctx
                 .controller
                 .check_new_partitions(&name, t.count)
                 .map(|_| ());
             let done = match check {
                 Ok(()) if !request.validate_only => {
-                    broker.controller.create_partitions(&name, t.count)
+                    ctx.controller.create_partitions(&name, t.count)
                 }
                 other => other,
             };
@@ -49,7 +49,5 @@ super::handler::api!(
     CreatePartitions,
     0..=3,
     CreatePartitionsRequest,
-    |broker, request, meta| {
-        meta.reply(&super::blocking(&broker, move |b| handle(b, request)).await)
-    }
+    |ctx, request, meta| { meta.reply(&super::blocking(&ctx, move |b| handle(b, request)).await) }
 );

@@ -10,14 +10,18 @@ use quipu_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
-use crate::broker::Broker;
 use crate::metadata::MetadataError;
+use crate::request_context::RequestContext;
 
 /// Kafka's config sources, as DescribeConfigs and CreateTopics report them.
 pub const SOURCE_DYNAMIC_TOPIC_CONFIG: i8 = 1;
 pub const SOURCE_DEFAULT_CONFIG: i8 = 5;
 
-pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn handle(
+    ctx: &RequestContext,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut response = CreateTopicsResponse::default();
     let mut seen = std::collections::HashSet::new();
     for t in request.topics {
@@ -28,7 +32,7 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
         r.replication_factor = -1;
         // Kafka answers a created topic with a null message.
         r.error_message = None;
-        let result = create_one(broker, &t, request.validate_only, &mut seen);
+        let result = create_one(ctx, &t, request.validate_only, &mut seen);
         match result {
             Ok((id, partitions, overrides)) => {
                 if version >= 7 {
@@ -37,7 +41,7 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
                 if version >= 5 {
                     r.num_partitions = partitions;
                     r.replication_factor = 1;
-                    r.configs = Some(configs_of(broker, &overrides));
+                    r.configs = Some(configs_of(ctx, &overrides));
                 }
             }
             Err((code, message)) => {
@@ -57,7 +61,7 @@ pub fn handle(broker: &Broker, request: CreateTopicsRequest, version: i16) -> Cr
 type Created = (uuid::Uuid, i32, BTreeMap<String, String>);
 
 fn create_one(
-    broker: &Broker,
+    ctx: &RequestContext,
     t: &quipu_protocol::messages::create_topics_request::CreatableTopic,
     validate_only: bool,
     seen: &mut std::collections::HashSet<String>,
@@ -92,7 +96,7 @@ fn create_one(
                 "both numPartitions or replicationFactor and replicasAssignments were set".into(),
             ));
         }
-        let node = broker.config.node_id;
+        let node = ctx.config.node_id;
         for (i, a) in t.assignments.iter().enumerate() {
             if a.partition_index != i as i32 {
                 return Err((
@@ -111,26 +115,27 @@ fn create_one(
         replication_factor = 1;
     }
     let err = |e: MetadataError| (metadata_error_code(&e), e.to_string());
-    let (partitions, _) = broker
+    let (partitions, _) = ctx
         .controller
         .check_new_topic(&name, partitions, replication_factor, &overrides)
         .map_err(err)?;
     if validate_only {
         return Ok((uuid::Uuid::nil(), partitions, overrides));
     }
-    let topic = broker
+    let topic = ctx
         .controller
         .create_topic(&name, partitions, replication_factor, overrides.clone())
         .map_err(err)?;
     Ok((topic.id, partitions, overrides))
 }
 
-fn configs_of(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
-    let effective = quipu_config::topic::TopicConfig::with_overrides(
-        broker.metadata.broker_config(),
-        overrides,
-    )
-    .expect("checked at creation");
+fn configs_of(
+    ctx: &RequestContext,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
+    let effective =
+        quipu_config::topic::TopicConfig::with_overrides(ctx.metadata.broker_config(), overrides)
+            .expect("checked at creation");
     TOPIC_CONFIG_KEYS
         .iter()
         .map(|k| {
@@ -153,8 +158,8 @@ super::handler::api!(
     CreateTopics,
     2..=7,
     CreateTopicsRequest,
-    |broker, request, meta| {
+    |ctx, request, meta| {
         let version = meta.version;
-        meta.reply(&super::blocking(&broker, move |b| handle(b, request, version)).await)
+        meta.reply(&super::blocking(&ctx, move |b| handle(b, request, version)).await)
     }
 );

@@ -6,13 +6,13 @@ use quipu_protocol::messages::delete_records_response::{
 use quipu_protocol::messages::{DeleteRecordsRequest, DeleteRecordsResponse};
 use quipu_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 use quipu_storage::log::LogStartError;
 
 /// The offset that means "up to the high watermark".
 const HIGH_WATERMARK: i64 = -1;
 
-pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
+pub fn handle(ctx: &RequestContext, request: DeleteRecordsRequest) -> DeleteRecordsResponse {
     let mut response = DeleteRecordsResponse::default();
     let mut moved = false;
     for t in request.topics {
@@ -22,7 +22,7 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
             let mut pr = DeleteRecordsPartitionResult::default();
             pr.partition_index = p.partition_index;
             pr.low_watermark = -1;
-            let result = match broker
+            let result = match ctx
                 .replicas
                 .leader_partition(&t.name, p.partition_index, -1)
             {
@@ -61,7 +61,7 @@ pub fn handle(broker: &Broker, request: DeleteRecordsRequest) -> DeleteRecordsRe
     }
     // The new start must survive a restart before the client hears of it.
     if moved {
-        if let Err(e) = broker.logs.checkpoint_log_start_offsets() {
+        if let Err(e) = ctx.replicas.checkpoint_log_start_offsets() {
             tracing::error!(error = %e, "cannot checkpoint log start offsets");
             for t in &mut response.topics {
                 for p in &mut t.partitions {
@@ -79,7 +79,5 @@ super::handler::api!(
     DeleteRecords,
     0..=2,
     DeleteRecordsRequest,
-    |broker, request, meta| {
-        meta.reply(&super::blocking(&broker, move |b| handle(b, request)).await)
-    }
+    |ctx, request, meta| { meta.reply(&super::blocking(&ctx, move |b| handle(b, request)).await) }
 );

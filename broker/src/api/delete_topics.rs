@@ -5,9 +5,13 @@ use quipu_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> DeleteTopicsResponse {
+pub fn handle(
+    ctx: &RequestContext,
+    request: DeleteTopicsRequest,
+    version: i16,
+) -> DeleteTopicsResponse {
     let mut response = DeleteTopicsResponse::default();
     // Up to v5 the names come as a list of strings; from v6 as (name or id) entries.
     let mut wanted: Vec<(Option<String>, uuid::Uuid)> = request
@@ -26,11 +30,11 @@ pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
         let mut r = DeletableTopicResult::default();
         r.topic_id = id;
         let topic = match (&name, id.is_nil()) {
-            (Some(n), true) => broker
+            (Some(n), true) => ctx
                 .metadata
                 .topic(n)
                 .ok_or(ResponseError::UnknownTopicOrPartition),
-            (None, false) => broker
+            (None, false) => ctx
                 .metadata
                 .topic_by_id(id)
                 .ok_or(ResponseError::UnknownTopicId),
@@ -42,8 +46,7 @@ pub fn handle(broker: &Broker, request: DeleteTopicsRequest, version: i16) -> De
             if version >= 6 {
                 r.topic_id = t.id;
             }
-            broker
-                .controller
+            ctx.controller
                 .delete_topic(&t.name)
                 .map_err(|e| metadata_error_code(&e))
         }) {
@@ -64,8 +67,8 @@ super::handler::api!(
     DeleteTopics,
     1..=6,
     DeleteTopicsRequest,
-    |broker, request, meta| {
+    |ctx, request, meta| {
         let version = meta.version;
-        meta.reply(&super::blocking(&broker, move |b| handle(b, request, version)).await)
+        meta.reply(&super::blocking(&ctx, move |b| handle(b, request, version)).await)
     }
 );

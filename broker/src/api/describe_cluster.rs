@@ -10,12 +10,12 @@ use quipu_protocol::messages::{BrokerId, DescribeClusterRequest, DescribeCluster
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::authorized_operations;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 const ENDPOINT_BROKER: i8 = 1;
 const ENDPOINT_CONTROLLER: i8 = 2;
 
-pub fn handle(broker: &Broker, request: DescribeClusterRequest) -> DescribeClusterResponse {
+pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> DescribeClusterResponse {
     let mut response = DescribeClusterResponse::default();
     response.endpoint_type = ENDPOINT_BROKER;
     response.cluster_authorized_operations = authorized_operations::OMITTED;
@@ -36,13 +36,13 @@ pub fn handle(broker: &Broker, request: DescribeClusterRequest) -> DescribeClust
             return response;
         }
     }
-    let node = BrokerId(broker.config.node_id);
-    response.cluster_id = StrBytes::from_string(broker.cluster_id.clone());
+    let node = BrokerId(ctx.config.node_id);
+    response.cluster_id = StrBytes::from_string(ctx.identity.cluster_id.clone());
     response.controller_id = node;
     let mut b = DescribeClusterBroker::default();
     b.broker_id = node;
-    b.host = StrBytes::from_string(broker.advertised_host.clone());
-    b.port = broker.advertised_port as i32;
+    b.host = StrBytes::from_string(ctx.identity.advertised_host.clone());
+    b.port = ctx.identity.advertised_port as i32;
     response.brokers.push(b);
     response.cluster_authorized_operations = authorized_operations::when(
         request.include_cluster_authorized_operations,
@@ -55,5 +55,5 @@ super::handler::api!(
     DescribeCluster,
     0..=2,
     DescribeClusterRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+    |ctx, request, meta| { meta.reply(&handle(&ctx, request)) }
 );

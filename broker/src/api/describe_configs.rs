@@ -8,7 +8,7 @@ use quipu_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::create_topics::{SOURCE_DEFAULT_CONFIG, SOURCE_DYNAMIC_TOPIC_CONFIG};
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -69,7 +69,7 @@ struct Asked {
 type Described = Result<Vec<DescribeConfigsResourceResult>, (ResponseError, String)>;
 
 pub fn handle(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: DescribeConfigsRequest,
     version: i16,
 ) -> DescribeConfigsResponse {
@@ -93,8 +93,8 @@ pub fn handle(
         };
         let name = resource.resource_name.as_str();
         let described = match resource.resource_type {
-            RESOURCE_TOPIC => describe_topic(broker, name, &wanted, &asked),
-            RESOURCE_BROKER => describe_broker(broker, name, &wanted),
+            RESOURCE_TOPIC => describe_topic(ctx, name, &wanted, &asked),
+            RESOURCE_BROKER => describe_broker(ctx, name, &wanted),
             RESOURCE_GROUP => describe_group(name, &wanted, &asked),
             other => Err((
                 ResponseError::InvalidRequest,
@@ -115,19 +115,19 @@ pub fn handle(
 
 /// A topic's settings: each Kafka topic config, overridden or from the broker's defaults.
 fn describe_topic(
-    broker: &Broker,
+    ctx: &RequestContext,
     name: &str,
     wanted: &dyn Fn(&str) -> bool,
     asked: &Asked,
 ) -> Described {
-    let topic = broker.metadata.topic(name).ok_or_else(|| {
+    let topic = ctx.metadata.topic(name).ok_or_else(|| {
         (
             ResponseError::UnknownTopicOrPartition,
             format!("topic '{name}' does not exist"),
         )
     })?;
-    let defaults = quipu_config::topic::TopicConfig::defaults_from(&broker.config)
-        .expect("validated at start");
+    let defaults =
+        quipu_config::topic::TopicConfig::defaults_from(&ctx.config).expect("validated at start");
     let mut configs = Vec::new();
     for key in TOPIC_CONFIG_KEYS.iter().filter(|k| wanted(k.name)) {
         let overridden = topic.overrides.get(key.name);
@@ -163,14 +163,14 @@ fn describe_topic(
 }
 
 /// This broker's settings (static: read-only), for its own id or an empty name.
-fn describe_broker(broker: &Broker, name: &str, wanted: &dyn Fn(&str) -> bool) -> Described {
-    if name != broker.config.node_id.to_string() && !name.is_empty() {
+fn describe_broker(ctx: &RequestContext, name: &str, wanted: &dyn Fn(&str) -> bool) -> Described {
+    if name != ctx.config.node_id.to_string() && !name.is_empty() {
         return Err((
             ResponseError::InvalidRequest,
-            format!("unexpected broker id, expected {}", broker.config.node_id),
+            format!("unexpected broker id, expected {}", ctx.config.node_id),
         ));
     }
-    let configs = broker
+    let configs = ctx
         .config
         .entries()
         .into_iter()
@@ -235,5 +235,5 @@ super::handler::api!(
     DescribeConfigs,
     1..=4,
     DescribeConfigsRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version)) }
+    |ctx, request, meta| { meta.reply(&handle(&ctx, request, meta.version)) }
 );

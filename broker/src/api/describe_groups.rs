@@ -5,11 +5,11 @@ use quipu_protocol::messages::*;
 
 use super::authorized_operations;
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::group::state::GROUP_ID_NOT_FOUND;
+use crate::request_context::RequestContext;
 
 pub fn describe_groups(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: DescribeGroupsRequest,
     version: i16,
 ) -> DescribeGroupsResponse {
@@ -21,15 +21,19 @@ pub fn describe_groups(
             version >= 3 && request.include_authorized_operations,
             authorized_operations::GROUP,
         );
-        match broker.groups.describe(&id.0) {
-            None => {
+        match ctx.groups.describe(&id.0) {
+            Err(code) => {
+                g.group_state = str_bytes("Dead");
+                g.error_code = code;
+            }
+            Ok(None) => {
                 g.group_state = str_bytes("Dead");
                 if version >= 6 {
                     g.error_code = GROUP_ID_NOT_FOUND;
                     g.error_message = Some(str_bytes(&format!("group {} not found", id.0)));
                 }
             }
-            Some(d) => {
+            Ok(Some(d)) => {
                 g.group_state = str_bytes(d.state);
                 g.protocol_type = str_bytes(&d.protocol_type);
                 g.protocol_data = str_bytes(&d.protocol);
@@ -60,5 +64,5 @@ super::handler::api!(
     DescribeGroups,
     0..=6,
     DescribeGroupsRequest,
-    |broker, request, meta| { meta.reply(&describe_groups(&broker, request, meta.version)) }
+    |ctx, request, meta| { meta.reply(&describe_groups(&ctx, request, meta.version)) }
 );

@@ -19,8 +19,8 @@ use quipu_protocol::messages::FetchRequest;
 use quipu_protocol::ResponseError;
 use tokio::sync::watch;
 
-use crate::broker::Broker;
 use crate::partition::Partition;
+use crate::request_context::RequestContext;
 use quipu_storage::log::ReadError;
 
 /// Longest a fetch may wait, whatever it asks: bounds how long a request holds its connection slot.
@@ -46,7 +46,7 @@ struct TopicRead {
 }
 
 pub async fn handle(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: FetchRequest,
     version: i16,
     correlation_id: i32,
@@ -59,8 +59,8 @@ pub async fn handle(
         return encode_fetch_response(correlation_id, version, &response);
     }
 
-    let targets = resolve(broker, &request);
-    let max_bytes = request.max_bytes.clamp(0, broker.config.fetch_max_bytes) as usize;
+    let targets = resolve(ctx, &request);
+    let max_bytes = request.max_bytes.clamp(0, ctx.config.fetch_max_bytes) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
     let deadline = tokio::time::Instant::now() + max_wait;
@@ -106,20 +106,20 @@ fn session_error(request: &FetchRequest) -> Option<ResponseError> {
 }
 
 /// Every partition of the request resolved once, through the replica manager.
-fn resolve(broker: &Broker, request: &FetchRequest) -> Vec<TopicRead> {
+fn resolve(ctx: &RequestContext, request: &FetchRequest) -> Vec<TopicRead> {
     let mut targets: Vec<TopicRead> = Vec::new();
     for t in &request.topics {
-        let topic = broker.metadata.topic(&t.topic);
+        let topic = ctx.metadata.topic(&t.topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let target = match broker.replicas.leader_partition(
-                &t.topic,
-                p.partition,
-                p.current_leader_epoch,
-            ) {
-                Ok(partition) => Target::Found(partition),
-                Err(e) => Target::Error(e),
-            };
+            let target =
+                match ctx
+                    .replicas
+                    .leader_partition(&t.topic, p.partition, p.current_leader_epoch)
+                {
+                    Ok(partition) => Target::Found(partition),
+                    Err(e) => Target::Error(e),
+                };
             parts.push(PartitionRead {
                 index: p.partition,
                 fetch_offset: p.fetch_offset,
@@ -207,8 +207,8 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
     (response, total, errors)
 }
 
-super::handler::api!(Fetch, 4..=12, FetchRequest, |broker, request, meta| {
+super::handler::api!(Fetch, 4..=12, FetchRequest, |ctx, request, meta| {
     Ok(super::Handled::Response(
-        handle(&broker, request, meta.version, meta.correlation_id).await,
+        handle(&ctx, request, meta.version, meta.correlation_id).await,
     ))
 });

@@ -7,8 +7,8 @@ use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::group::state::COORDINATOR_NOT_AVAILABLE;
+use crate::request_context::RequestContext;
 
 const GROUP_KEY_TYPE: i8 = 0;
 
@@ -16,7 +16,7 @@ const GROUP_KEY_TYPE: i8 = 0;
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 
 pub fn find_coordinator(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: FindCoordinatorRequest,
     version: i16,
 ) -> FindCoordinatorResponse {
@@ -24,14 +24,11 @@ pub fn find_coordinator(
         let mut c = Coordinator::default();
         c.key = key.clone();
         let available = request.key_type == GROUP_KEY_TYPE
-            && broker
-                .groups
-                .create_offsets_topic(&broker.controller)
-                .is_ok();
+            && ctx.groups.create_offsets_topic(&ctx.controller).is_ok();
         if available {
-            c.node_id = BrokerId(broker.config.node_id);
-            c.host = str_bytes(&broker.advertised_host);
-            c.port = i32::from(broker.advertised_port);
+            c.node_id = BrokerId(ctx.config.node_id);
+            c.host = str_bytes(&ctx.identity.advertised_host);
+            c.port = i32::from(ctx.identity.advertised_port);
         } else if request.key_type == GROUP_KEY_TYPE {
             c.node_id = BrokerId(-1);
             c.port = -1;
@@ -68,20 +65,18 @@ super::handler::api!(
     FindCoordinator,
     0..=6,
     FindCoordinatorRequest,
-    |broker, request, meta| {
+    |ctx, request, meta| {
         let version = meta.version;
         // The first one creates `__consumer_offsets` (directories, a sync): off the runtime,
         // like every topic change.
-        if broker
+        if ctx
             .metadata
             .topic(crate::group::offsets_topic::TOPIC)
             .is_some()
         {
-            meta.reply(&find_coordinator(&broker, request, version))
+            meta.reply(&find_coordinator(&ctx, request, version))
         } else {
-            meta.reply(
-                &super::blocking(&broker, move |b| find_coordinator(b, request, version)).await,
-            )
+            meta.reply(&super::blocking(&ctx, move |b| find_coordinator(b, request, version)).await)
         }
     }
 );

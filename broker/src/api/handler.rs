@@ -14,7 +14,7 @@ use quipu_protocol::{Decodable, Encodable};
 
 use super::produce::AppendTurn;
 use super::{encode, Handled, RequestError};
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 /// What a request carries besides its body.
 pub struct RequestMeta {
@@ -47,7 +47,7 @@ pub trait Handler {
     type Request: Decodable + Send + 'static;
 
     fn handle(
-        broker: Arc<Broker>,
+        ctx: Arc<RequestContext>,
         request: Self::Request,
         meta: RequestMeta,
     ) -> impl Future<Output = Result<Handled, RequestError>> + Send;
@@ -57,7 +57,7 @@ pub trait Handler {
 /// (`min..=max`) and the request message, and the body that answers a decoded request, given
 /// the broker, the request and its [`RequestMeta`].
 macro_rules! api {
-    ($key:ident, $min:literal..=$max:literal, $request:ident, |$broker:ident, $req:ident, $meta:ident| $body:block) => {
+    ($key:ident, $min:literal..=$max:literal, $request:ident, |$ctx:ident, $req:ident, $meta:ident| $body:block) => {
         #[doc = concat!(stringify!($key), ", versions ", stringify!($min), " to ", stringify!($max), ".")]
         pub struct Api;
 
@@ -67,7 +67,7 @@ macro_rules! api {
             type Request = quipu_protocol::messages::$request;
 
             async fn handle(
-                $broker: std::sync::Arc<$crate::broker::Broker>,
+                $ctx: std::sync::Arc<$crate::request_context::RequestContext>,
                 $req: Self::Request,
                 #[allow(unused_mut)] mut $meta: $crate::api::handler::RequestMeta,
             ) -> Result<$crate::api::Handled, $crate::api::RequestError> $body

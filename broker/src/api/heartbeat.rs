@@ -3,11 +3,11 @@
 
 use quipu_protocol::messages::*;
 
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatResponse {
+pub fn heartbeat(ctx: &RequestContext, request: HeartbeatRequest) -> HeartbeatResponse {
     let mut response = HeartbeatResponse::default();
-    response.error_code = broker.groups.heartbeat(
+    response.error_code = ctx.groups.heartbeat(
         &request.group_id.0,
         request.generation_id,
         &request.member_id,
@@ -16,9 +16,6 @@ pub fn heartbeat(broker: &Broker, request: HeartbeatRequest) -> HeartbeatRespons
     response
 }
 
-super::handler::api!(
-    Heartbeat,
-    0..=4,
-    HeartbeatRequest,
-    |broker, request, meta| { meta.reply(&heartbeat(&broker, request)) }
-);
+super::handler::api!(Heartbeat, 0..=4, HeartbeatRequest, |ctx, request, meta| {
+    meta.reply(&heartbeat(&ctx, request))
+});

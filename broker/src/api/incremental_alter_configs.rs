@@ -8,7 +8,7 @@ use quipu_protocol::messages::{
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::alter_configs::{apply, refuse_non_topic};
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 const OP_SET: i8 = 0;
 
@@ -19,14 +19,14 @@ const OP_APPEND: i8 = 2;
 const OP_SUBTRACT: i8 = 3;
 
 pub fn handle_incremental(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
         let outcome = refuse_non_topic(resource.resource_type).and_then(|()| {
-            let topic = broker.metadata.topic(&name).ok_or((
+            let topic = ctx.metadata.topic(&name).ok_or((
                 ResponseError::UnknownTopicOrPartition,
                 format!("topic '{name}' does not exist"),
             ))?;
@@ -79,7 +79,7 @@ pub fn handle_incremental(
                     }
                 }
             }
-            apply(broker, &name, overrides, request.validate_only)
+            apply(ctx, &name, overrides, request.validate_only)
         });
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = resource.resource_type;
@@ -97,7 +97,7 @@ super::handler::api!(
     IncrementalAlterConfigs,
     0..=1,
     IncrementalAlterConfigsRequest,
-    |broker, request, meta| {
-        meta.reply(&super::blocking(&broker, move |b| handle_incremental(b, request)).await)
+    |ctx, request, meta| {
+        meta.reply(&super::blocking(&ctx, move |b| handle_incremental(b, request)).await)
     }
 );

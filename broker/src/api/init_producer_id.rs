@@ -10,9 +10,9 @@ use quipu_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse};
 use quipu_protocol::ResponseError;
 
 use super::metadata_error_code;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub fn handle(ctx: &RequestContext, request: InitProducerIdRequest) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.producer_id = (-1).into();
     response.producer_epoch = -1;
@@ -25,7 +25,7 @@ pub fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerId
         response.error_code = ResponseError::InvalidRequest.code();
         return response;
     }
-    match broker.controller.allocate_producer_id() {
+    match ctx.controller.allocate_producer_id() {
         Ok(id) => {
             response.producer_id = id.into();
             response.producer_epoch = 0;
@@ -42,5 +42,5 @@ super::handler::api!(
     InitProducerId,
     0..=5,
     InitProducerIdRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+    |ctx, request, meta| { meta.reply(&handle(&ctx, request)) }
 );

@@ -8,11 +8,11 @@ use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::group::JoinRequest;
+use crate::request_context::RequestContext;
 
 pub async fn join_group(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: JoinGroupRequest,
     version: i16,
     client_id: Option<&str>,
@@ -23,28 +23,25 @@ pub async fn join_group(
     } else {
         request.session_timeout_ms
     };
-    let outcome = broker
+    let outcome = ctx
         .groups
-        .join(
-            &broker.controller,
-            JoinRequest {
-                group_id: request.group_id.0.to_string(),
-                member_id: request.member_id.to_string(),
-                group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
-                client_id: client_id.unwrap_or_default().to_string(),
-                client_host: format!("/{}", peer.ip()),
-                session_timeout_ms: request.session_timeout_ms,
-                rebalance_timeout_ms,
-                protocol_type: request.protocol_type.to_string(),
-                protocols: request
-                    .protocols
-                    .iter()
-                    .map(|p| (p.name.to_string(), p.metadata.clone()))
-                    .collect(),
-                require_known_member_id: version >= 4,
-                supports_skip_assignment: version >= 9,
-            },
-        )
+        .join(JoinRequest {
+            group_id: request.group_id.0.to_string(),
+            member_id: request.member_id.to_string(),
+            group_instance_id: request.group_instance_id.as_ref().map(|i| i.to_string()),
+            client_id: client_id.unwrap_or_default().to_string(),
+            client_host: format!("/{}", peer.ip()),
+            session_timeout_ms: request.session_timeout_ms,
+            rebalance_timeout_ms,
+            protocol_type: request.protocol_type.to_string(),
+            protocols: request
+                .protocols
+                .iter()
+                .map(|p| (p.name.to_string(), p.metadata.clone()))
+                .collect(),
+            require_known_member_id: version >= 4,
+            supports_skip_assignment: version >= 9,
+        })
         .await;
     let mut response = JoinGroupResponse::default();
     response.error_code = outcome.error;
@@ -73,19 +70,14 @@ pub async fn join_group(
     response
 }
 
-super::handler::api!(
-    JoinGroup,
-    0..=9,
-    JoinGroupRequest,
-    |broker, request, meta| {
-        let response = join_group(
-            &broker,
-            request,
-            meta.version,
-            meta.client_id.as_deref(),
-            meta.peer,
-        )
-        .await;
-        meta.reply(&response)
-    }
-);
+super::handler::api!(JoinGroup, 0..=9, JoinGroupRequest, |ctx, request, meta| {
+    let response = join_group(
+        &ctx,
+        request,
+        meta.version,
+        meta.client_id.as_deref(),
+        meta.peer,
+    )
+    .await;
+    meta.reply(&response)
+});

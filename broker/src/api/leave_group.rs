@@ -5,11 +5,11 @@ use quipu_protocol::messages::leave_group_response::MemberResponse;
 use quipu_protocol::messages::*;
 
 use super::str_bytes;
-use crate::broker::Broker;
 use crate::group::state::NONE;
+use crate::request_context::RequestContext;
 
 pub fn leave_group(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: LeaveGroupRequest,
     version: i16,
 ) -> LeaveGroupResponse {
@@ -28,10 +28,7 @@ pub fn leave_group(
         vec![(request.member_id.to_string(), None)]
     };
     let mut response = LeaveGroupResponse::default();
-    match broker
-        .groups
-        .leave(&broker.controller, &request.group_id.0, &leaving)
-    {
+    match ctx.groups.leave(&request.group_id.0, &leaving) {
         Err(code) => response.error_code = code,
         Ok(errors) if version >= 3 => {
             response.members = leaving
@@ -55,5 +52,5 @@ super::handler::api!(
     LeaveGroup,
     0..=5,
     LeaveGroupRequest,
-    |broker, request, meta| { meta.reply(&leave_group(&broker, request, meta.version)) }
+    |ctx, request, meta| { meta.reply(&leave_group(&ctx, request, meta.version)) }
 );

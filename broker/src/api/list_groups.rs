@@ -5,12 +5,12 @@ use quipu_protocol::messages::list_groups_response::ListedGroup;
 use quipu_protocol::messages::*;
 
 use super::str_bytes;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 /// Classic groups only: every group here uses the classic protocol.
 pub(super) const GROUP_TYPE: &str = "classic";
 
-pub fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsResponse {
+pub fn list_groups(ctx: &RequestContext, request: ListGroupsRequest) -> ListGroupsResponse {
     let mut response = ListGroupsResponse::default();
     let states: Vec<String> = request
         .states_filter
@@ -22,7 +22,7 @@ pub fn list_groups(broker: &Broker, request: ListGroupsRequest) -> ListGroupsRes
         .iter()
         .map(|s| s.to_lowercase())
         .collect();
-    for (id, protocol_type, state) in broker.groups.list() {
+    for (id, protocol_type, state) in ctx.groups.list() {
         if !states.is_empty() && !states.contains(&state.to_lowercase()) {
             continue;
         }
@@ -43,5 +43,5 @@ super::handler::api!(
     ListGroups,
     0..=5,
     ListGroupsRequest,
-    |broker, request, meta| { meta.reply(&list_groups(&broker, request)) }
+    |ctx, request, meta| { meta.reply(&list_groups(&ctx, request)) }
 );

@@ -11,7 +11,7 @@ use quipu_protocol::messages::list_offsets_response::{
 use quipu_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use quipu_protocol::ResponseError;
 
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 use quipu_storage::log::TimestampLookup;
 
 const LATEST: i64 = -1;
@@ -20,7 +20,7 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
 pub async fn handle(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
@@ -34,11 +34,9 @@ pub async fn handle(
             pr.timestamp = -1;
             pr.offset = -1;
             pr.leader_epoch = -1;
-            let partition = broker.replicas.leader_partition(
-                &t.name,
-                p.partition_index,
-                p.current_leader_epoch,
-            );
+            let partition =
+                ctx.replicas
+                    .leader_partition(&t.name, p.partition_index, p.current_leader_epoch);
             let leader_epoch = partition.as_ref().map_or(-1, |p| p.leader_epoch());
             let found = match partition {
                 Err(e) => Err(e),
@@ -67,7 +65,7 @@ pub async fn handle(
                         Err(_) => Err(ResponseError::KafkaStorageError),
                         Ok(None) => Ok(None),
                         Ok(Some(TimestampLookup::Found(ts, offset))) => Ok(Some((ts, offset))),
-                        Ok(Some(in_batch)) => broker
+                        Ok(Some(in_batch)) => ctx
                             .off_runtime(move || in_batch.resolve())
                             .await
                             .map(Some)
@@ -98,5 +96,5 @@ super::handler::api!(
     ListOffsets,
     1..=8,
     ListOffsetsRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version).await) }
+    |ctx, request, meta| { meta.reply(&handle(&ctx, request, meta.version).await) }
 );

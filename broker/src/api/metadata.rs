@@ -11,16 +11,16 @@ use quipu_protocol::{ResponseError, StrBytes};
 
 use super::authorized_operations as ops;
 use super::metadata_error_code;
-use crate::broker::Broker;
 use crate::image::MetadataImage;
 use crate::metadata::{validate_topic_name, Topic};
+use crate::request_context::RequestContext;
 
 pub async fn handle(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
-    let mut response = cluster(broker, &request, version);
+    let mut response = cluster(ctx, &request, version);
     let topic_ops = ops::when(
         version >= 8 && request.include_topic_authorized_operations,
         ops::TOPIC,
@@ -31,8 +31,8 @@ pub async fn handle(
         Some(t) => version == 0 && t.is_empty(),
     };
     if all {
-        let image = broker.metadata.image();
-        for topic in broker.metadata.topics() {
+        let image = ctx.metadata.image();
+        for topic in ctx.metadata.topics() {
             response
                 .topics
                 .push(describe(&image, &topic, version, topic_ops));
@@ -40,8 +40,8 @@ pub async fn handle(
         return response;
     }
     // Before v4 there is no flag and Kafka creates topics whenever the broker allows it.
-    let may_create = broker.config.auto_create_topics_enable
-        && (version < 4 || request.allow_auto_topic_creation);
+    let may_create =
+        ctx.config.auto_create_topics_enable && (version < 4 || request.allow_auto_topic_creation);
     // Deduplicated, in name order, as Kafka answers.
     let mut wanted: BTreeMap<String, Option<uuid::Uuid>> = BTreeMap::new();
     let mut by_id = Vec::new();
@@ -56,14 +56,14 @@ pub async fn handle(
     for (name, _) in wanted {
         response
             .topics
-            .push(match named(broker, &name, may_create).await {
-                Ok(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
+            .push(match named(ctx, &name, may_create).await {
+                Ok(t) => describe(&ctx.metadata.image(), &t, version, topic_ops),
                 Err(code) => error_topic(Some(name), uuid::Uuid::nil(), code, topic_ops),
             });
     }
     for id in by_id {
-        response.topics.push(match broker.metadata.topic_by_id(id) {
-            Some(t) => describe(&broker.metadata.image(), &t, version, topic_ops),
+        response.topics.push(match ctx.metadata.topic_by_id(id) {
+            Some(t) => describe(&ctx.metadata.image(), &t, version, topic_ops),
             None => error_topic(None, id, ResponseError::UnknownTopicId, topic_ops),
         });
     }
@@ -72,15 +72,15 @@ pub async fn handle(
 
 /// The response's cluster part: this broker, the cluster id, the controller, and the cluster's
 /// authorized operations where the version carries them.
-fn cluster(broker: &Broker, request: &MetadataRequest, version: i16) -> MetadataResponse {
-    let node = BrokerId(broker.config.node_id);
+fn cluster(ctx: &RequestContext, request: &MetadataRequest, version: i16) -> MetadataResponse {
+    let node = BrokerId(ctx.config.node_id);
     let mut response = MetadataResponse::default();
     let mut b = MetadataResponseBroker::default();
     b.node_id = node;
-    b.host = StrBytes::from_string(broker.advertised_host.clone());
-    b.port = broker.advertised_port as i32;
+    b.host = StrBytes::from_string(ctx.identity.advertised_host.clone());
+    b.port = ctx.identity.advertised_port as i32;
     response.brokers.push(b);
-    response.cluster_id = Some(StrBytes::from_string(broker.cluster_id.clone()));
+    response.cluster_id = Some(StrBytes::from_string(ctx.identity.cluster_id.clone()));
     if version >= 1 {
         response.controller_id = node;
     }
@@ -94,11 +94,11 @@ fn cluster(broker: &Broker, request: &MetadataRequest, version: i16) -> Metadata
 
 /// A topic asked for by name, created when it is missing and `may_create`.
 async fn named(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     name: &str,
     may_create: bool,
 ) -> Result<Arc<Topic>, ResponseError> {
-    if let Some(t) = broker.metadata.topic(name) {
+    if let Some(t) = ctx.metadata.topic(name) {
         return Ok(t);
     }
     if !may_create {
@@ -107,10 +107,10 @@ async fn named(
     validate_topic_name(name).map_err(|e| metadata_error_code(&e))?;
     // Creation makes directories and fsyncs, and may wait behind another topic change: off
     // the runtime.
-    match create_automatically(broker, name).await {
+    match create_automatically(ctx, name).await {
         Ok(t) => Ok(t),
         // Another request created it first.
-        Err(crate::metadata::MetadataError::TopicExists(_)) => broker
+        Err(crate::metadata::MetadataError::TopicExists(_)) => ctx
             .metadata
             .topic(name)
             .ok_or(ResponseError::UnknownTopicOrPartition),
@@ -122,11 +122,11 @@ async fn named(
 }
 
 async fn create_automatically(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     name: &str,
 ) -> Result<Arc<Topic>, crate::metadata::MetadataError> {
     let name = name.to_string();
-    super::blocking(broker, move |b| {
+    super::blocking(ctx, move |b| {
         b.controller.create_topic(&name, -1, -1, BTreeMap::new())
     })
     .await
@@ -179,9 +179,6 @@ fn describe(
     t
 }
 
-super::handler::api!(
-    Metadata,
-    0..=12,
-    MetadataRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request, meta.version).await) }
-);
+super::handler::api!(Metadata, 0..=12, MetadataRequest, |ctx, request, meta| {
+    meta.reply(&handle(&ctx, request, meta.version).await)
+});

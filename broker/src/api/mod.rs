@@ -40,8 +40,8 @@ use quipu_protocol::header::RequestHeader;
 use quipu_protocol::messages::{ApiKey, ResponseHeader};
 use quipu_protocol::{Decodable, Encodable, ResponseError};
 
-use crate::broker::Broker;
 use crate::metadata::MetadataError;
+use crate::request_context::RequestContext;
 use handler::{Handler, RequestMeta};
 use quipu_storage::log::AppendError;
 
@@ -56,12 +56,12 @@ macro_rules! registry {
 
         /// Runs the handler of `meta.api` on `body`.
         async fn dispatch(
-            broker: Arc<Broker>,
+            ctx: Arc<RequestContext>,
             body: Bytes,
             meta: RequestMeta,
         ) -> Result<Handled, RequestError> {
             $(if meta.api == <$api::Api as Handler>::KEY {
-                return run::<$api::Api>(broker, body, meta).await;
+                return run::<$api::Api>(ctx, body, meta).await;
             })*
             Err(RequestError::UnknownApi(meta.api as i16))
         }
@@ -156,7 +156,7 @@ pub fn check_version(api_key: i16, version: i16) -> Result<ApiKey, RequestError>
 /// Answers one request: the version is checked against the registry, the body against its
 /// message's wire shape, then the API's handler runs on the decoded request.
 pub async fn handle(
-    broker: Arc<Broker>,
+    ctx: Arc<RequestContext>,
     header: RequestHeader,
     body: Bytes,
     peer: std::net::SocketAddr,
@@ -180,13 +180,13 @@ pub async fn handle(
         peer,
         append_turn,
     };
-    dispatch(broker, body, meta).await
+    dispatch(ctx, body, meta).await
 }
 
 /// Decodes `body` as `H`'s request, after checking every count the decoder will act on
 /// (Kafka 4.4's limits), so decoding never reserves memory by a number it has not seen bounded.
 async fn run<H: Handler>(
-    broker: Arc<Broker>,
+    ctx: Arc<RequestContext>,
     mut body: Bytes,
     meta: RequestMeta,
 ) -> Result<Handled, RequestError> {
@@ -199,18 +199,18 @@ async fn run<H: Handler>(
         .map_err(|e| malformed(e.to_string()))?;
     let request =
         H::Request::decode(&mut body, meta.version).map_err(|e| malformed(e.to_string()))?;
-    H::handle(broker, request, meta).await
+    H::handle(ctx, request, meta).await
 }
 
 /// Runs a handler that changes metadata or storage (it makes and removes directories and
 /// fsyncs: seconds for a topic of thousands of partitions) on a blocking thread, so that the
 /// network runtime keeps serving every other request meanwhile.
 async fn blocking<R: Send + 'static>(
-    broker: &Arc<Broker>,
-    work: impl FnOnce(&Broker) -> R + Send + 'static,
+    ctx: &Arc<RequestContext>,
+    work: impl FnOnce(&RequestContext) -> R + Send + 'static,
 ) -> R {
-    let shared = broker.clone();
-    match broker.off_runtime(move || work(&shared)).await {
+    let shared = ctx.clone();
+    match ctx.off_runtime(move || work(&shared)).await {
         Ok(r) => r,
         // A handler bug: the connection's task ends as if the handler had panicked in place.
         Err(crate::work_pool::WorkError::Panicked(panic)) => std::panic::resume_unwind(panic),

@@ -6,21 +6,20 @@ use quipu_protocol::messages::offset_commit_response::{
 };
 use quipu_protocol::messages::*;
 
-use crate::broker::Broker;
 use crate::group::state::{NONE, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::group::CommitEntry;
+use crate::request_context::RequestContext;
 
 /// OffsetCommit: partitions of topics or partitions that do not exist get
 /// UNKNOWN_TOPIC_OR_PARTITION, as in Kafka, whatever the group says; the rest go to the
 /// coordinator, which is not asked at all when nothing is left.
 pub fn offset_commit(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: OffsetCommitRequest,
     version: i16,
 ) -> OffsetCommitResponse {
     let exists = |topic: &str, partition: i32| {
-        broker
-            .metadata
+        ctx.metadata
             .topic(topic)
             .is_some_and(|t| (0..t.partition_count).contains(&partition))
     };
@@ -55,8 +54,7 @@ pub fn offset_commit(
     let mut errors = if entries.is_empty() {
         Vec::new()
     } else {
-        broker.groups.commit(
-            &broker.controller,
+        ctx.groups.commit(
             &request.group_id.0,
             request.generation_id_or_member_epoch,
             &request.member_id,
@@ -89,5 +87,5 @@ super::handler::api!(
     OffsetCommit,
     2..=9,
     OffsetCommitRequest,
-    |broker, request, meta| { meta.reply(&offset_commit(&broker, request, meta.version)) }
+    |ctx, request, meta| { meta.reply(&offset_commit(&ctx, request, meta.version)) }
 );

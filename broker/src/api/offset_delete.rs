@@ -5,10 +5,10 @@ use quipu_protocol::messages::offset_delete_response::{
 };
 use quipu_protocol::messages::*;
 
-use crate::broker::Broker;
 use crate::group::state::NONE;
+use crate::request_context::RequestContext;
 
-pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
+pub fn offset_delete(ctx: &RequestContext, request: OffsetDeleteRequest) -> OffsetDeleteResponse {
     let partitions: Vec<(String, i32)> = request
         .topics
         .iter()
@@ -19,10 +19,7 @@ pub fn offset_delete(broker: &Broker, request: OffsetDeleteRequest) -> OffsetDel
         })
         .collect();
     let mut response = OffsetDeleteResponse::default();
-    match broker
-        .groups
-        .delete_offsets(&broker.controller, &request.group_id.0, &partitions)
-    {
+    match ctx.groups.delete_offsets(&request.group_id.0, &partitions) {
         Err(code) => response.error_code = code,
         Ok(errors) => {
             let mut errors = errors.into_iter();
@@ -46,5 +43,5 @@ super::handler::api!(
     OffsetDelete,
     0..=0,
     OffsetDeleteRequest,
-    |broker, request, meta| { meta.reply(&offset_delete(&broker, request)) }
+    |ctx, request, meta| { meta.reply(&offset_delete(&ctx, request)) }
 );

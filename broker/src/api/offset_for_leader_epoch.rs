@@ -7,14 +7,14 @@ use quipu_protocol::messages::offset_for_leader_epoch_response::{
 };
 use quipu_protocol::messages::{OffsetForLeaderEpochRequest, OffsetForLeaderEpochResponse};
 
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
 /// Kafka's answer when no epoch at or below the requested one is known.
 const UNDEFINED_EPOCH: i32 = -1;
 const UNDEFINED_EPOCH_OFFSET: i64 = -1;
 
 pub fn handle(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: OffsetForLeaderEpochRequest,
 ) -> OffsetForLeaderEpochResponse {
     let mut response = OffsetForLeaderEpochResponse::default();
@@ -26,7 +26,7 @@ pub fn handle(
             pr.partition = p.partition;
             pr.leader_epoch = UNDEFINED_EPOCH;
             pr.end_offset = UNDEFINED_EPOCH_OFFSET;
-            match broker
+            match ctx
                 .replicas
                 .leader_partition(&t.topic, p.partition, p.current_leader_epoch)
             {
@@ -51,5 +51,5 @@ super::handler::api!(
     OffsetForLeaderEpoch,
     2..=4,
     OffsetForLeaderEpochRequest,
-    |broker, request, meta| { meta.reply(&handle(&broker, request)) }
+    |ctx, request, meta| { meta.reply(&handle(&ctx, request)) }
 );

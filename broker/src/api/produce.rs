@@ -22,10 +22,10 @@ use quipu_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::append_error_code;
-use crate::broker::Broker;
 use crate::clock::now_ms;
 use crate::metadata::is_internal;
 use crate::partition::Partition;
+use crate::request_context::RequestContext;
 use quipu_storage::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 
 /// A Produce request's place in its connection's order of appends. Handlers of one connection
@@ -63,7 +63,7 @@ impl AppendTurn {
 }
 
 pub async fn handle(
-    broker: &Broker,
+    ctx: &RequestContext,
     request: ProduceRequest,
     version: i16,
     mut turn: Option<AppendTurn>,
@@ -73,7 +73,7 @@ pub async fn handle(
     // Partitions whose `flush.messages` came due: flushed before the response leaves.
     let mut to_flush = Vec::new();
     for topic_data in one_batch_per_partition(request.topic_data) {
-        let topic = broker.metadata.topic(&topic_data.name);
+        let topic = ctx.metadata.topic(&topic_data.name);
         let policy = topic
             .as_ref()
             .map(|t| ProducePolicy::of(&t.config, now_ms()));
@@ -85,12 +85,12 @@ pub async fn handle(
             pr.base_offset = -1;
             pr.log_append_time_ms = -1;
             pr.log_start_offset = -1;
-            let partition = broker
+            let partition = ctx
                 .replicas
                 .leader_partition(&topic_data.name, pd.index, -1);
             let result = match admit(acks, &topic_data.name, &partition, pd.records, &topic) {
                 Err(refusal) => Err(refusal),
-                Ok((p, records)) => append(broker, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
+                Ok((p, records)) => append(ctx, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
                     crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
                     Refusal::append(e)
                 }),
@@ -117,10 +117,7 @@ pub async fn handle(
     drop(turn);
     // fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
     for (t, p, partition) in to_flush {
-        let flushed = broker
-            .background
-            .run(move || partition.flush(now_ms()))
-            .await;
+        let flushed = ctx.background.run(move || partition.flush(now_ms())).await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::error!(?flushed, "flush before acknowledgement failed");
             let pr = &mut response.responses[t].partition_responses[p];
@@ -171,7 +168,7 @@ fn admit<'a>(
 /// comes from the topic's config, not the log's, so the check takes no lock; should the topic
 /// become compacted meanwhile, the append checks the keys again.
 async fn append(
-    broker: &Broker,
+    ctx: &RequestContext,
     partition: &Arc<Partition>,
     records: Bytes,
     policy: ProducePolicy,
@@ -181,8 +178,7 @@ async fn append(
         .is_ok_and(|b| b.compression_codec() != 0 || policy.recompression(0).is_some());
     let checked = if heavy {
         let bytes = records.clone();
-        broker
-            .off_runtime(move || check_batch(&bytes, policy))
+        ctx.off_runtime(move || check_batch(&bytes, policy))
             .await
             .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))??
     } else {
@@ -294,8 +290,8 @@ fn one_batch_per_partition(topic_data: Vec<TopicProduceData>) -> Vec<TopicProduc
     topics
 }
 
-super::handler::api!(Produce, 3..=11, ProduceRequest, |broker, request, meta| {
-    match handle(&broker, request, meta.version, meta.append_turn.take()).await {
+super::handler::api!(Produce, 3..=11, ProduceRequest, |ctx, request, meta| {
+    match handle(&ctx, request, meta.version, meta.append_turn.take()).await {
         Some(response) => meta.reply(&response),
         None => Ok(super::Handled::NoResponse),
     }

@@ -6,18 +6,17 @@ use std::collections::HashMap;
 use quipu_protocol::messages::*;
 
 use super::str_bytes;
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-pub async fn sync_group(broker: &Broker, request: SyncGroupRequest) -> SyncGroupResponse {
+pub async fn sync_group(ctx: &RequestContext, request: SyncGroupRequest) -> SyncGroupResponse {
     let assignments: HashMap<String, bytes::Bytes> = request
         .assignments
         .iter()
         .map(|a| (a.member_id.to_string(), a.assignment.clone()))
         .collect();
-    let outcome = broker
+    let outcome = ctx
         .groups
         .sync(
-            &broker.controller,
             &request.group_id.0,
             request.generation_id,
             &request.member_id,
@@ -35,9 +34,6 @@ pub async fn sync_group(broker: &Broker, request: SyncGroupRequest) -> SyncGroup
     response
 }
 
-super::handler::api!(
-    SyncGroup,
-    0..=5,
-    SyncGroupRequest,
-    |broker, request, meta| { meta.reply(&sync_group(&broker, request).await) }
-);
+super::handler::api!(SyncGroup, 0..=5, SyncGroupRequest, |ctx, request, meta| {
+    meta.reply(&sync_group(&ctx, request).await)
+});

@@ -11,19 +11,19 @@ use quipu_protocol::messages::*;
 use quipu_protocol::{Decodable, Encodable, ResponseError, StrBytes};
 
 use super::{handle, Handled};
-use crate::broker::Broker;
+use crate::request_context::RequestContext;
 
-fn broker(dir: &std::path::Path) -> Arc<Broker> {
+fn ctx(dir: &std::path::Path) -> Arc<RequestContext> {
     let config = BrokerConfig {
         log_dirs: dir.to_path_buf(),
         ..BrokerConfig::default()
     };
-    Arc::new(Broker::open(config, 9092).unwrap())
+    crate::broker::Broker::open(config, 9092).unwrap().requests
 }
 
 /// Sends `request` as `api` v`version` and decodes the response.
 async fn call<Req: Encodable, Resp: Decodable>(
-    broker: &Arc<Broker>,
+    ctx: &Arc<RequestContext>,
     api: ApiKey,
     version: i16,
     request: &Req,
@@ -38,7 +38,7 @@ async fn call<Req: Encodable, Resp: Decodable>(
         header_version: api.request_header_version(version),
     };
     let peer = "127.0.0.1:1".parse().unwrap();
-    let Handled::Response(chunks) = handle(broker.clone(), header, body.freeze(), peer, None)
+    let Handled::Response(chunks) = handle(ctx.clone(), header, body.freeze(), peer, None)
         .await
         .unwrap()
     else {
@@ -55,7 +55,7 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_string()))
 }
 
-async fn create(broker: &Arc<Broker>, name: &str, partitions: i32) -> i16 {
+async fn create(ctx: &Arc<RequestContext>, name: &str, partitions: i32) -> i16 {
     let mut t = create_topics_request::CreatableTopic::default();
     t.name = topic_name(name);
     t.num_partitions = partitions;
@@ -63,11 +63,11 @@ async fn create(broker: &Arc<Broker>, name: &str, partitions: i32) -> i16 {
     let mut r = CreateTopicsRequest::default();
     r.topics.push(t);
     r.timeout_ms = 5_000;
-    let resp: CreateTopicsResponse = call(broker, ApiKey::CreateTopics, 7, &r).await;
+    let resp: CreateTopicsResponse = call(ctx, ApiKey::CreateTopics, 7, &r).await;
     resp.topics[0].error_code
 }
 
-async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32) -> (i16, i64) {
+async fn produce(ctx: &Arc<RequestContext>, topic: &str, partition: i32) -> (i16, i64) {
     let mut pd = produce_request::PartitionProduceData::default();
     pd.index = partition;
     pd.records = Some(Bytes::from(quipu_protocol::testing::batch(
@@ -83,12 +83,16 @@ async fn produce(broker: &Arc<Broker>, topic: &str, partition: i32) -> (i16, i64
     r.acks = -1;
     r.timeout_ms = 5_000;
     r.topic_data.push(td);
-    let resp: ProduceResponse = call(broker, ApiKey::Produce, 9, &r).await;
+    let resp: ProduceResponse = call(ctx, ApiKey::Produce, 9, &r).await;
     let p = &resp.responses[0].partition_responses[0];
     (p.error_code, p.base_offset)
 }
 
-async fn list_latest(broker: &Arc<Broker>, topic: &str, current_leader_epoch: i32) -> (i16, i64) {
+async fn list_latest(
+    ctx: &Arc<RequestContext>,
+    topic: &str,
+    current_leader_epoch: i32,
+) -> (i16, i64) {
     let mut p = list_offsets_request::ListOffsetsPartition::default();
     p.partition_index = 0;
     p.timestamp = -1;
@@ -99,7 +103,7 @@ async fn list_latest(broker: &Arc<Broker>, topic: &str, current_leader_epoch: i3
     let mut r = ListOffsetsRequest::default();
     r.replica_id = BrokerId(-1);
     r.topics.push(t);
-    let resp: ListOffsetsResponse = call(broker, ApiKey::ListOffsets, 8, &r).await;
+    let resp: ListOffsetsResponse = call(ctx, ApiKey::ListOffsets, 8, &r).await;
     let p = &resp.topics[0].partitions[0];
     (p.error_code, p.offset)
 }
@@ -107,7 +111,7 @@ async fn list_latest(broker: &Arc<Broker>, topic: &str, current_leader_epoch: i3
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_is_created_described_written_and_its_offsets_listed() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = ctx(dir.path());
     assert_eq!(create(&b, "orders", 2).await, 0);
     assert_eq!(
         create(&b, "orders", 2).await,
@@ -134,7 +138,7 @@ async fn a_topic_is_created_described_written_and_its_offsets_listed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_that_cannot_be_reached_get_kafkas_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let b = broker(dir.path());
+    let b = ctx(dir.path());
     assert_eq!(create(&b, "t", 1).await, 0);
     assert_eq!(
         list_latest(&b, "t", 1).await.0,

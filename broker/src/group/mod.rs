@@ -17,7 +17,7 @@ pub mod offsets_topic;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -28,8 +28,10 @@ use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
 use crate::controller::Controller;
+use crate::image::{Change, MetadataImage};
 use crate::metadata::MetadataError;
 use crate::partition::Partition;
+use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
 use offsets_topic::{GroupValue, Key, OffsetValue};
 use state::*;
@@ -71,52 +73,93 @@ pub struct CommitEntry {
 
 pub struct GroupCoordinator {
     config: BrokerConfig,
+    replicas: Arc<ReplicaManager>,
     groups: Mutex<HashMap<String, Group>>,
+    /// The `__consumer_offsets` partitions whose groups this broker has loaded and coordinates.
+    /// Taken after `groups` when both are held.
+    owned: RwLock<Owned>,
+}
+
+/// The offsets topic's partition count and the partitions of it this broker coordinates.
+#[derive(Default)]
+struct Owned {
+    partition_count: i32,
+    partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
 impl GroupCoordinator {
-    /// Rebuilds every group from `__consumer_offsets`, if it exists.
-    pub fn load(config: &BrokerConfig, replicas: &ReplicaManager) -> Self {
-        let coordinator = Self {
+    /// A coordinator of no groups yet: it takes up the `__consumer_offsets` partitions this
+    /// broker leads as the metadata publisher hands them over.
+    pub fn new(config: &BrokerConfig, replicas: Arc<ReplicaManager>) -> Self {
+        Self {
             config: config.clone(),
+            replicas,
             groups: Mutex::new(HashMap::new()),
+            owned: RwLock::new(Owned::default()),
+        }
+    }
+
+    /// Takes up the groups of `__consumer_offsets` partition `index` of `partition_count`:
+    /// replays the partition into them.
+    fn elect(&self, index: i32, partition_count: i32) {
+        if self.owned().partitions.contains_key(&index) {
+            return;
+        }
+        let Some(partition) = self.replicas.partition(offsets_topic::TOPIC, index) else {
+            return;
         };
-        let partitions = replicas.partitions_of(offsets_topic::TOPIC);
-        if !partitions.is_empty() {
-            let now = Instant::now();
-            let mut groups = coordinator.lock();
-            for partition in &partitions {
-                for (key, value) in read_records(partition) {
-                    apply(&mut groups, key, value, now);
-                }
-            }
-            groups.retain(|_, g| !g.members.is_empty() || !g.offsets.is_empty());
+        let (now, mut loaded) = (Instant::now(), HashMap::new());
+        for (key, value) in read_records(&partition) {
+            apply(&mut loaded, key, value, now);
+        }
+        loaded.retain(|_, g: &mut Group| !g.members.is_empty() || !g.offsets.is_empty());
+        let count = loaded.len();
+        let mut groups = self.lock();
+        groups.extend(loaded);
+        let mut owned = self.owned.write().expect("owned lock");
+        owned.partition_count = partition_count;
+        owned.partitions.insert(index, partition);
+        if count > 0 {
             tracing::info!(
-                groups = groups.len(),
+                partition = index,
+                groups = count,
                 "loaded consumer groups from __consumer_offsets"
             );
         }
-        coordinator
+    }
+
+    /// Gives up the groups of partition `index`; their waiting requests end.
+    fn resign(&self, index: i32) {
+        let mut groups = self.lock();
+        let mut owned = self.owned.write().expect("owned lock");
+        if owned.partitions.remove(&index).is_some() {
+            let count = owned.partition_count;
+            groups.retain(|id, _| offsets_topic::partition_for(id, count) != index);
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
         self.groups.lock().expect("group coordinator lock poisoned")
     }
 
-    /// The `__consumer_offsets` partition that holds `group_id`, creating the topic on first use.
-    fn partition(&self, controller: &Controller, group_id: &str) -> Result<Arc<Partition>, i16> {
-        let topic = match controller.metadata().topic(offsets_topic::TOPIC) {
-            Some(t) => t,
-            None => self.create_offsets_topic(controller).map_err(|e| {
-                tracing::error!(error = %e, "cannot create __consumer_offsets");
-                COORDINATOR_NOT_AVAILABLE
-            })?,
-        };
-        let index = offsets_topic::partition_for(group_id, topic.partition_count);
-        controller
-            .replicas()
-            .partition(offsets_topic::TOPIC, index)
-            .ok_or(COORDINATOR_NOT_AVAILABLE)
+    fn owned(&self) -> std::sync::RwLockReadGuard<'_, Owned> {
+        self.owned.read().expect("owned lock")
+    }
+
+    /// The `__consumer_offsets` partition that holds `group_id`, or NOT_COORDINATOR unless this
+    /// broker has taken it up.
+    fn partition(&self, group_id: &str) -> Result<Arc<Partition>, i16> {
+        let owned = self.owned();
+        if owned.partition_count == 0 {
+            return Err(NOT_COORDINATOR);
+        }
+        let index = offsets_topic::partition_for(group_id, owned.partition_count);
+        owned.partitions.get(&index).cloned().ok_or(NOT_COORDINATOR)
+    }
+
+    /// NOT_COORDINATOR unless this broker coordinates `group_id`.
+    fn check_coordinator(&self, group_id: &str) -> Result<(), i16> {
+        self.partition(group_id).map(|_| ())
     }
 
     /// Creates `__consumer_offsets` (compacted) unless it exists.
@@ -153,16 +196,11 @@ impl GroupCoordinator {
 
     /// Appends records for one group to its partition; the change may take effect once this
     /// returns `Ok`.
-    fn persist(
-        &self,
-        controller: &Controller,
-        group_id: &str,
-        records: Vec<(Key, Option<Bytes>)>,
-    ) -> Result<(), i16> {
+    fn persist(&self, group_id: &str, records: Vec<(Key, Option<Bytes>)>) -> Result<(), i16> {
         if records.is_empty() {
             return Ok(());
         }
-        let partition = self.partition(controller, group_id)?;
+        let partition = self.partition(group_id)?;
         let now = now_ms();
         let records: Vec<_> = records
             .into_iter()
@@ -179,19 +217,15 @@ impl GroupCoordinator {
         })
     }
 
-    fn persist_group(&self, controller: &Controller, group: &Group) -> Result<(), i16> {
+    fn persist_group(&self, group: &Group) -> Result<(), i16> {
         let key = Key::Group {
             group: group.id.clone(),
         };
-        self.persist(
-            controller,
-            &group.id,
-            vec![(key, Some(group.to_value().encode()))],
-        )
+        self.persist(&group.id, vec![(key, Some(group.to_value().encode()))])
     }
 
-    pub async fn join(&self, controller: &Controller, j: JoinRequest) -> JoinOutcome {
-        let waiter = match self.start_join(controller, j) {
+    pub async fn join(&self, j: JoinRequest) -> JoinOutcome {
+        let waiter = match self.start_join(j) {
             Ok(rx) => rx,
             Err(outcome) => return *outcome,
         };
@@ -202,7 +236,6 @@ impl GroupCoordinator {
 
     fn start_join(
         &self,
-        controller: &Controller,
         j: JoinRequest,
     ) -> Result<oneshot::Receiver<JoinOutcome>, Box<JoinOutcome>> {
         let fail = |code: i16| Err(Box::new(JoinOutcome::error(code, &j.member_id)));
@@ -229,7 +262,6 @@ impl GroupCoordinator {
             if let Some(instance) = &j.group_instance_id {
                 if let Some(old) = group.static_members.get(instance).cloned() {
                     return self.replace_static_member(
-                        controller,
                         group,
                         &j,
                         (&old, &member_id),
@@ -255,7 +287,7 @@ impl GroupCoordinator {
         } else if let Some(outcome) = update_member(group, &j, &member_id, now) {
             return Err(Box::new(outcome));
         }
-        Ok(self.rejoin(controller, group, &member_id, tx, now, now_ms, is_new, rx))
+        Ok(self.rejoin(group, &member_id, tx, now, now_ms, is_new, rx))
     }
 
     /// What a JoinGroup must carry whatever the group: an id, a session timeout within the
@@ -264,6 +296,7 @@ impl GroupCoordinator {
         if j.group_id.is_empty() {
             return Err(INVALID_GROUP_ID);
         }
+        self.check_coordinator(&j.group_id)?;
         if j.session_timeout_ms < self.config.group_min_session_timeout_ms
             || j.session_timeout_ms > self.config.group_max_session_timeout_ms
         {
@@ -330,7 +363,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     fn replace_static_member(
         &self,
-        controller: &Controller,
         group: &mut Group,
         j: &JoinRequest,
         (old_id, new_id): (&str, &str),
@@ -354,9 +386,9 @@ impl GroupCoordinator {
             group.leader = Some(new_id.to_string());
         }
         if group.state != GroupState::Stable || group.select_protocol() != group.protocol {
-            return Ok(self.rejoin(controller, group, new_id, tx, now, now_ms, false, rx));
+            return Ok(self.rejoin(group, new_id, tx, now, now_ms, false, rx));
         }
-        if let Err(code) = self.persist_group(controller, group) {
+        if let Err(code) = self.persist_group(group) {
             // Undo: the old member is back (its fenced requests stay answered).
             group.members.remove(new_id);
             group.static_members.insert(instance, old_id.to_string());
@@ -384,7 +416,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     fn rejoin(
         &self,
-        controller: &Controller,
         group: &mut Group,
         member_id: &str,
         tx: oneshot::Sender<JoinOutcome>,
@@ -403,22 +434,16 @@ impl GroupCoordinator {
             }
             _ => group.prepare_rebalance(now, now_ms, self.config.group_initial_rebalance_delay_ms),
         }
-        self.maybe_complete_join(controller, group, now, now_ms);
+        self.maybe_complete_join(group, now, now_ms);
         rx
     }
 
-    fn maybe_complete_join(
-        &self,
-        controller: &Controller,
-        group: &mut Group,
-        now: Instant,
-        now_ms: i64,
-    ) {
+    fn maybe_complete_join(&self, group: &mut Group, now: Instant, now_ms: i64) {
         if group.join_complete(now) && group.complete_join(now, now_ms) {
             // The group emptied: its membership record says so. As in Kafka, a failed write is
             // logged and the group stays empty in memory; its last generation is then what a
             // restart replays, and members rejoining it start a new one either way.
-            if let Err(code) = self.persist_group(controller, group) {
+            if let Err(code) = self.persist_group(group) {
                 tracing::warn!(group = %group.id, error_code = code, "cannot record that the group is empty");
             }
         }
@@ -427,7 +452,6 @@ impl GroupCoordinator {
     #[allow(clippy::too_many_arguments)]
     pub async fn sync(
         &self,
-        controller: &Controller,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -440,6 +464,9 @@ impl GroupCoordinator {
             error,
             ..SyncOutcome::default()
         };
+        if let Err(code) = self.check_coordinator(group_id) {
+            return fail(code);
+        }
         let rx = {
             let (now, now_ms) = (Instant::now(), now_ms());
             let mut groups = self.lock();
@@ -480,7 +507,7 @@ impl GroupCoordinator {
                 .sync_waiter = Some(tx);
             if group.leader.as_deref() == Some(member_id) {
                 group.complete_sync(assignments, now, now_ms);
-                if let Err(code) = self.persist_group(controller, group) {
+                if let Err(code) = self.persist_group(group) {
                     tracing::warn!(
                         group = group_id,
                         code,
@@ -501,6 +528,9 @@ impl GroupCoordinator {
         member_id: &str,
         group_instance_id: Option<&str>,
     ) -> i16 {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return code;
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return UNKNOWN_MEMBER_ID;
@@ -525,10 +555,10 @@ impl GroupCoordinator {
     /// LeaveGroup: each (member id, instance id) leaves; returns an error per member.
     pub fn leave(
         &self,
-        controller: &Controller,
         group_id: &str,
         leaving: &[(String, Option<String>)],
     ) -> Result<Vec<i16>, i16> {
+        self.check_coordinator(group_id)?;
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
@@ -558,27 +588,26 @@ impl GroupCoordinator {
             }
         }
         if removed {
-            self.after_removal(controller, group, now, now_ms);
+            self.after_removal(group, now, now_ms);
         }
         Ok(errors)
     }
 
     /// After members left or expired: a settled group rebalances; a rebalancing one may be done.
-    fn after_removal(&self, controller: &Controller, group: &mut Group, now: Instant, now_ms: i64) {
+    fn after_removal(&self, group: &mut Group, now: Instant, now_ms: i64) {
         match group.state {
             GroupState::Stable | GroupState::CompletingRebalance => {
                 group.prepare_rebalance(now, now_ms, 0)
             }
             GroupState::PreparingRebalance | GroupState::Empty => {}
         }
-        self.maybe_complete_join(controller, group, now, now_ms);
+        self.maybe_complete_join(group, now, now_ms);
     }
 
     /// OffsetCommit: returns a group-wide error, or commits every entry (each with its error).
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
-        controller: &Controller,
         group_id: &str,
         generation: i32,
         member_id: &str,
@@ -589,6 +618,9 @@ impl GroupCoordinator {
         let all = |code: i16| vec![code; entries.len()];
         if group_id.is_empty() {
             return all(INVALID_GROUP_ID);
+        }
+        if let Err(code) = self.check_coordinator(group_id) {
+            return all(code);
         }
         let now_ms = now_ms();
         let mut groups = self.lock();
@@ -630,7 +662,7 @@ impl GroupCoordinator {
             ));
             accepted.push(((e.topic, e.partition), value));
         }
-        if let Err(code) = self.persist(controller, group_id, records) {
+        if let Err(code) = self.persist(group_id, records) {
             return errors
                 .into_iter()
                 .map(|e| if e == NONE { code } else { e })
@@ -648,10 +680,11 @@ impl GroupCoordinator {
         &self,
         group_id: &str,
         partitions: Option<Vec<(String, i32)>>,
-    ) -> Vec<(String, i32, Option<OffsetValue>)> {
+    ) -> Result<Vec<(String, i32, Option<OffsetValue>)>, i16> {
+        self.check_coordinator(group_id)?;
         let groups = self.lock();
         let offsets = groups.get(group_id).map(|g| &g.offsets);
-        match partitions {
+        Ok(match partitions {
             Some(wanted) => wanted
                 .into_iter()
                 .map(|(t, p)| {
@@ -664,7 +697,7 @@ impl GroupCoordinator {
                 .flatten()
                 .map(|((t, p), v)| (t.clone(), *p, Some(v.clone())))
                 .collect(),
-        }
+        })
     }
 
     /// Every group as (id, protocol type, state).
@@ -684,12 +717,16 @@ impl GroupCoordinator {
         out
     }
 
-    pub fn describe(&self, group_id: &str) -> Option<DescribedGroup> {
+    /// The group as DescribeGroups shows it; `None` if it does not exist.
+    pub fn describe(&self, group_id: &str) -> Result<Option<DescribedGroup>, i16> {
+        self.check_coordinator(group_id)?;
         let groups = self.lock();
-        let g = groups.get(group_id)?;
+        let Some(g) = groups.get(group_id) else {
+            return Ok(None);
+        };
         let protocol = g.protocol.clone().unwrap_or_default();
         let value = g.to_value();
-        Some(DescribedGroup {
+        Ok(Some(DescribedGroup {
             state: g.state.name(),
             protocol_type: g.protocol_type.clone().unwrap_or_default(),
             protocol,
@@ -707,12 +744,15 @@ impl GroupCoordinator {
                     )
                 })
                 .collect(),
-        })
+        }))
     }
 
     /// DeleteGroups for one group: only an empty group may go; its offsets and membership get
     /// tombstones.
-    pub fn delete(&self, controller: &Controller, group_id: &str) -> i16 {
+    pub fn delete(&self, group_id: &str) -> i16 {
+        if let Err(code) = self.check_coordinator(group_id) {
+            return code;
+        }
         let mut groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return GROUP_ID_NOT_FOUND;
@@ -731,7 +771,7 @@ impl GroupCoordinator {
             },
             None,
         ));
-        match self.persist(controller, group_id, records) {
+        match self.persist(group_id, records) {
             Ok(()) => {
                 groups.remove(group_id);
                 NONE
@@ -743,10 +783,10 @@ impl GroupCoordinator {
     /// OffsetDelete: removes committed offsets of partitions the group does not consume now.
     pub fn delete_offsets(
         &self,
-        controller: &Controller,
         group_id: &str,
         partitions: &[(String, i32)],
     ) -> Result<Vec<i16>, i16> {
+        self.check_coordinator(group_id)?;
         let mut groups = self.lock();
         let Some(group) = groups.get_mut(group_id) else {
             return Err(GROUP_ID_NOT_FOUND);
@@ -771,7 +811,7 @@ impl GroupCoordinator {
                 records.push(offset_tombstone(group_id, t, *p));
             }
         }
-        self.persist(controller, group_id, records)?;
+        self.persist(group_id, records)?;
         for ((t, p), e) in partitions.iter().zip(&errors) {
             if *e == NONE {
                 group.offsets.remove(&(t.clone(), *p));
@@ -782,7 +822,7 @@ impl GroupCoordinator {
 
     /// Timers: members past their session timeout leave, pending member ids expire, and
     /// rebalances whose time is up complete.
-    pub fn tick(&self, controller: &Controller) {
+    pub fn tick(&self) {
         let (now, now_ms) = (Instant::now(), now_ms());
         let mut groups = self.lock();
         for group in groups.values_mut() {
@@ -798,16 +838,16 @@ impl GroupCoordinator {
                 group.remove_member(id);
             }
             if !expired.is_empty() {
-                self.after_removal(controller, group, now, now_ms);
+                self.after_removal(group, now, now_ms);
             } else {
-                self.maybe_complete_join(controller, group, now, now_ms);
+                self.maybe_complete_join(group, now, now_ms);
             }
         }
     }
 
     /// Offsets of empty groups older than `offsets.retention.minutes` get tombstones, and empty
     /// groups left without offsets are deleted.
-    pub fn expire_offsets(&self, controller: &Controller, now_ms: i64) {
+    pub fn expire_offsets(&self, now_ms: i64) {
         let retention_ms = self.config.offsets_retention_minutes.saturating_mul(60_000);
         let mut groups = self.lock();
         let mut gone = Vec::new();
@@ -834,7 +874,7 @@ impl GroupCoordinator {
                     None,
                 ));
             }
-            if records.is_empty() || self.persist(controller, &group.id, records).is_err() {
+            if records.is_empty() || self.persist(&group.id, records).is_err() {
                 continue;
             }
             for k in &expired {
@@ -965,6 +1005,51 @@ fn subscription_has(metadata: &Bytes, topic: &str) -> bool {
         .unwrap_or(false)
 }
 
+impl MetadataSubscriber for GroupCoordinator {
+    /// Takes up the `__consumer_offsets` partitions this broker comes to lead and gives up
+    /// those it stops leading or that are deleted.
+    fn on_metadata(&self, image: &MetadataImage, changes: &[Change]) {
+        for change in changes {
+            match change {
+                Change::TopicCreated(name) if name == offsets_topic::TOPIC => {
+                    if let Some(t) = image.topic(name) {
+                        for index in 0..t.partitions.len() as i32 {
+                            self.follow_leadership(image, index);
+                        }
+                    }
+                }
+                Change::Partition {
+                    topic, partition, ..
+                } if topic == offsets_topic::TOPIC => self.follow_leadership(image, *partition),
+                Change::TopicDeleted(gone) if &*gone.name == offsets_topic::TOPIC => {
+                    for index in 0..gone.partitions.len() as i32 {
+                        self.resign(index);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+impl GroupCoordinator {
+    /// Elects or resigns for offsets partition `index` as the image's leadership says.
+    fn follow_leadership(&self, image: &MetadataImage, index: i32) {
+        let Some(t) = image.topic(offsets_topic::TOPIC) else {
+            return;
+        };
+        let leads = t
+            .partitions
+            .get(index as usize)
+            .is_some_and(|p| p.leader == self.replicas.node_id());
+        if leads {
+            self.elect(index, t.partitions.len() as i32);
+        } else {
+            self.resign(index);
+        }
+    }
+}
+
 /// Every record of a `__consumer_offsets` partition, in offset order.
 fn read_records(partition: &Partition) -> Vec<(Key, Option<Bytes>)> {
     let mut out = Vec::new();
@@ -1080,12 +1165,18 @@ mod tests {
             offsets_topic_num_partitions: 3,
             ..BrokerConfig::default()
         };
-        Broker::open(config, 9092).unwrap()
+        coordinating(Broker::open(config, 9092).unwrap())
+    }
+
+    /// `b` with `__consumer_offsets` made, as the first FindCoordinator makes it.
+    fn coordinating(b: Broker) -> Broker {
+        let ctx = &b.requests;
+        ctx.groups.create_offsets_topic(&ctx.controller).unwrap();
+        b
     }
 
     fn commit(b: &Broker, group: &str, offset: i64) -> Vec<i16> {
-        b.groups.commit(
-            &b.controller,
+        b.requests.groups.commit(
             group,
             -1,
             "",
@@ -1102,7 +1193,10 @@ mod tests {
     }
 
     fn offset(b: &Broker, group: &str) -> Option<i64> {
-        b.groups.fetch_offsets(group, Some(vec![("t".into(), 0)]))[0]
+        b.requests
+            .groups
+            .fetch_offsets(group, Some(vec![("t".into(), 0)]))
+            .unwrap()[0]
             .2
             .as_ref()
             .map(|v| v.offset)
@@ -1126,18 +1220,18 @@ mod tests {
         );
         assert_eq!(offset(&b, "old"), Some(3));
         // Past the retention, the empty groups' offsets go, with tombstones in the log.
-        let later = now_ms() + b.config.offsets_retention_minutes * 60_000 + 1;
-        b.groups.expire_offsets(&b.controller, later);
+        let later = now_ms() + b.config().offsets_retention_minutes * 60_000 + 1;
+        b.requests.groups.expire_offsets(later);
         assert_eq!(offset(&b, "old"), None);
         assert!(
-            b.groups.list().is_empty(),
+            b.requests.groups.list().is_empty(),
             "empty groups without offsets are deleted"
         );
         assert!(b.logs.close(crate::clock::now_ms()));
         drop(b);
         let b = broker(dir.path());
         assert_eq!(offset(&b, "kept"), None, "the tombstones replay too");
-        assert!(b.groups.list().is_empty());
+        assert!(b.requests.groups.list().is_empty());
     }
 
     #[test]
@@ -1150,7 +1244,7 @@ mod tests {
             group_initial_rebalance_delay_ms: 0,
             ..BrokerConfig::default()
         };
-        let b = Broker::open(config, 9092).unwrap();
+        let b = coordinating(Broker::open(config, 9092).unwrap());
         let join = |member: &str| JoinRequest {
             group_id: "bounded".into(),
             member_id: member.into(),
@@ -1169,21 +1263,21 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let first = b.groups.join(&b.controller, join("")).await;
+            let first = b.requests.groups.join(join("")).await;
             assert_eq!((first.error, first.generation), (NONE, 1));
             // The second join waits for the first member to rejoin; run both.
             let (second, again) = tokio::join!(
-                b.groups.join(&b.controller, join("")),
-                b.groups.join(&b.controller, join(&first.member_id))
+                b.requests.groups.join(join("")),
+                b.requests.groups.join(join(&first.member_id))
             );
             assert_eq!((second.error, again.error), (NONE, NONE));
             assert_eq!(second.generation, 2);
-            let third = b.groups.join(&b.controller, join("")).await;
+            let third = b.requests.groups.join(join("")).await;
             assert_eq!(third.error, GROUP_MAX_SIZE_REACHED);
             // Ids handed out by the KIP-394 round count too.
             let mut asks = join("");
             asks.require_known_member_id = true;
-            let refused = b.groups.join(&b.controller, asks).await;
+            let refused = b.requests.groups.join(asks).await;
             assert_eq!(refused.error, GROUP_MAX_SIZE_REACHED);
         });
     }

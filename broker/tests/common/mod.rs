@@ -14,8 +14,9 @@ use quipu_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
 use quipu_protocol::messages::join_group_request;
 use quipu_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use quipu_protocol::messages::{
-    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest, GroupId,
-    JoinGroupRequest, ProduceRequest, RequestHeader, ResponseHeader, TopicName,
+    ApiKey, BrokerId, CreateTopicsRequest, CreateTopicsResponse, FetchRequest,
+    FindCoordinatorRequest, FindCoordinatorResponse, GroupId, JoinGroupRequest, ProduceRequest,
+    RequestHeader, ResponseHeader, TopicName,
 };
 use quipu_protocol::{Decodable, Encodable, StrBytes};
 
@@ -449,4 +450,17 @@ pub fn join_request(group: &str, member_id: &str) -> JoinGroupRequest {
     r.protocol_type = StrBytes::from_static_str("consumer");
     r.protocols = vec![p];
     r
+}
+
+/// FindCoordinator for `group`, as a client asks before its first group request; the first one
+/// makes `__consumer_offsets`.
+#[allow(dead_code)]
+pub fn find_coordinator(conn: &mut Conn, group: &str) {
+    let mut find = FindCoordinatorRequest::default();
+    find.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+    let found: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 4, &find);
+    assert_eq!(
+        found.coordinators[0].error_code, 0,
+        "FindCoordinator {group}"
+    );
 }

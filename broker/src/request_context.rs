@@ -1,0 +1,55 @@
+//! What a request handler may reach: the broker's configuration and identity, the read-only
+//! metadata cache, the replica manager, the group coordinator, the controller (the one way to
+//! change metadata) and the pools that keep blocking work off the runtime. Handlers get this and
+//! nothing else: the LogManager, the log tasks and the cleaner are the [`Broker`]'s, so no
+//! handler writes a checkpoint or a directory behind the replica manager's back.
+//!
+//! Invariant: everything here is shared read-only or behind its owner's locks; a handler holds
+//! no lock of its own across an await.
+//!
+//! [`Broker`]: crate::broker::Broker
+
+use std::sync::Arc;
+
+use quipu_config::BrokerConfig;
+
+use crate::controller::Controller;
+use crate::group::GroupCoordinator;
+use crate::metadata::Metadata;
+use crate::replica_manager::ReplicaManager;
+use crate::work_pool::{WorkError, WorkPool};
+
+/// How clients reach this broker, as Metadata and FindCoordinator advertise it.
+pub struct Identity {
+    pub cluster_id: String,
+    pub advertised_host: String,
+    pub advertised_port: u16,
+}
+
+pub struct RequestContext {
+    pub config: BrokerConfig,
+    pub identity: Identity,
+    /// The metadata image and the topics served from it (read-only).
+    pub metadata: Arc<Metadata>,
+    /// The one writer of the metadata log: admin changes go through it.
+    pub controller: Controller,
+    /// The partitions this broker hosts; handlers find partitions only through it.
+    pub replicas: Arc<ReplicaManager>,
+    /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
+    pub groups: Arc<GroupCoordinator>,
+    /// Request work kept off the runtime ([`RequestContext::off_runtime`]): `num.io.threads`.
+    pub(crate) io: WorkPool,
+    /// Flushes before an acknowledgement; shared with the log tasks' blocking passes.
+    pub(crate) background: Arc<WorkPool>,
+}
+
+impl RequestContext {
+    /// Runs request work that blocks or runs long (decompression, topic changes) on one of
+    /// the `num.io.threads` threads, so that the network runtime never waits on it.
+    pub async fn off_runtime<R: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> R + Send + 'static,
+    ) -> Result<R, WorkError> {
+        self.io.run(work).await
+    }
+}
