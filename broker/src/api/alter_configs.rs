@@ -31,6 +31,14 @@ pub(super) fn refuse_non_topic(resource_type: i8) -> Outcome {
     }
 }
 
+/// A resource's error code and message, as both AlterConfigs responses carry them.
+pub(super) fn error_of(outcome: Outcome) -> (i16, Option<StrBytes>) {
+    match outcome {
+        Ok(()) => (0, None),
+        Err((code, message)) => (code.code(), Some(StrBytes::from_string(message))),
+    }
+}
+
 pub(super) fn apply(
     ctx: &RequestContext,
     name: &str,
@@ -59,10 +67,7 @@ pub fn handle_alter(ctx: &RequestContext, request: AlterConfigsRequest) -> Alter
         let mut r = alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = resource.resource_type;
         r.resource_name = resource.resource_name;
-        if let Err((code, message)) = outcome {
-            r.error_code = code.code();
-            r.error_message = Some(StrBytes::from_string(message));
-        }
+        (r.error_code, r.error_message) = error_of(outcome);
         response.responses.push(r);
     }
     response
