@@ -64,72 +64,96 @@ pub fn encode_fetch_response(
         "FetchResponse v{version}"
     );
     let flexible = version >= 12;
-    let mut chunks: Vec<Bytes> = Vec::new();
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(correlation_id);
+    let mut out = Chunks {
+        chunks: Vec::new(),
+        buf: BytesMut::with_capacity(256),
+    };
+    out.buf.put_i32(correlation_id);
     if flexible {
-        buf.put_u8(0); // response header v1: no tagged fields
+        out.buf.put_u8(0); // response header v1: no tagged fields
     }
-    buf.put_i32(response.throttle_time_ms);
+    out.buf.put_i32(response.throttle_time_ms);
     if version >= 7 {
-        buf.put_i16(response.error_code);
-        buf.put_i32(response.session_id);
+        out.buf.put_i16(response.error_code);
+        out.buf.put_i32(response.session_id);
     }
-    put_array_len(&mut buf, flexible, response.topics.len());
+    put_array_len(&mut out.buf, flexible, response.topics.len());
     for topic in &response.topics {
         if version >= 13 {
-            buf.put_slice(topic.topic_id.as_bytes());
+            out.buf.put_slice(topic.topic_id.as_bytes());
         } else {
-            put_string(&mut buf, flexible, &topic.name);
+            put_string(&mut out.buf, flexible, &topic.name);
         }
-        put_array_len(&mut buf, flexible, topic.partitions.len());
+        put_array_len(&mut out.buf, flexible, topic.partitions.len());
         for p in &topic.partitions {
-            buf.put_i32(p.partition_index);
-            buf.put_i16(p.error_code);
-            buf.put_i64(p.high_watermark);
-            buf.put_i64(p.last_stable_offset);
-            if version >= 5 {
-                buf.put_i64(p.log_start_offset);
-            }
-            put_array_len(&mut buf, flexible, 0); // aborted transactions: none
-            if version >= 11 {
-                buf.put_i32(-1); // preferred read replica
-            }
-            match &p.records {
-                None => {
-                    if flexible {
-                        put_unsigned_varint(&mut buf, 0);
-                    } else {
-                        buf.put_i32(-1);
-                    }
-                }
-                Some(slices) => {
-                    let len: usize = slices.iter().map(|s| s.len()).sum();
-                    if flexible {
-                        put_unsigned_varint(&mut buf, len as u32 + 1);
-                    } else {
-                        buf.put_i32(len as i32);
-                    }
-                    chunks.push(buf.split().freeze());
-                    chunks.extend(slices.iter().filter(|s| !s.is_empty()).cloned());
-                }
-            }
-            if flexible {
-                buf.put_u8(0); // partition tagged fields
-            }
+            put_partition(&mut out, version, p);
         }
         if flexible {
-            buf.put_u8(0); // topic tagged fields
+            out.buf.put_u8(0); // topic tagged fields
         }
     }
     if flexible {
-        buf.put_u8(0); // top-level tagged fields
+        out.buf.put_u8(0); // top-level tagged fields
     }
-    chunks.push(buf.freeze());
-    let total: usize = chunks.iter().map(|c| c.len()).sum();
-    let size = i32::try_from(total).expect("fetch response larger than 2 GiB");
-    chunks.insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
-    chunks
+    out.finish()
+}
+
+/// A frame under construction: the chunks so far and the bytes after them.
+struct Chunks {
+    chunks: Vec<Bytes>,
+    buf: BytesMut,
+}
+
+impl Chunks {
+    /// Appends `slices` as chunks of their own, after what is buffered.
+    fn push_shared(&mut self, slices: &[Bytes]) {
+        self.chunks.push(self.buf.split().freeze());
+        self.chunks
+            .extend(slices.iter().filter(|s| !s.is_empty()).cloned());
+    }
+
+    /// The frame: its size prefix, then every chunk.
+    fn finish(mut self) -> Vec<Bytes> {
+        self.chunks.push(self.buf.freeze());
+        let total: usize = self.chunks.iter().map(|c| c.len()).sum();
+        let size = i32::try_from(total).expect("fetch response larger than 2 GiB");
+        self.chunks
+            .insert(0, Bytes::copy_from_slice(&size.to_be_bytes()));
+        self.chunks
+    }
+}
+
+/// One partition's fields; its record data is shared, not copied.
+fn put_partition(out: &mut Chunks, version: i16, p: &FetchPartition) {
+    let flexible = version >= 12;
+    let buf = &mut out.buf;
+    buf.put_i32(p.partition_index);
+    buf.put_i16(p.error_code);
+    buf.put_i64(p.high_watermark);
+    buf.put_i64(p.last_stable_offset);
+    if version >= 5 {
+        buf.put_i64(p.log_start_offset);
+    }
+    put_array_len(buf, flexible, 0); // aborted transactions: none
+    if version >= 11 {
+        buf.put_i32(-1); // preferred read replica
+    }
+    match &p.records {
+        None if flexible => put_unsigned_varint(buf, 0),
+        None => buf.put_i32(-1),
+        Some(slices) => {
+            let len: usize = slices.iter().map(|s| s.len()).sum();
+            if flexible {
+                put_unsigned_varint(buf, len as u32 + 1);
+            } else {
+                buf.put_i32(len as i32);
+            }
+            out.push_shared(slices);
+        }
+    }
+    if flexible {
+        out.buf.put_u8(0); // partition tagged fields
+    }
 }
 
 #[cfg(test)]

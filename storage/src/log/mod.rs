@@ -335,28 +335,51 @@ impl Log {
                 });
             }
         }
+        let (log_append_time_ms, batch_max_timestamp) = match self.config.message_timestamp_type {
+            TimestampType::LogAppendTime => (Some(now_ms), now_ms),
+            TimestampType::CreateTime => (None, batch.max_timestamp()),
+        };
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
-        let sizes = sizes_of(&self.config);
-        let batch_max_timestamp = match self.config.message_timestamp_type {
-            TimestampType::LogAppendTime => now_ms,
-            TimestampType::CreateTime => batch.max_timestamp(),
-        };
-        let roll = self.active().should_roll(
-            batch.size_bytes(),
+        let stamp = (log_append_time_ms, batch_max_timestamp);
+        self.write_batch(records, (base_offset, last_offset), stamp, now_ms)?;
+        if let Some(p) = &producer {
+            self.producers
+                .update(p, base_offset, last_offset, batch_max_timestamp);
+        }
+        Ok(AppendInfo {
+            base_offset,
             last_offset,
-            batch_max_timestamp,
+            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
+            log_start_offset: self.log_start_offset,
+            flush_due: self.flush_due_by_messages(),
+            duplicate: false,
+        })
+    }
+
+    /// Writes `records`, offsets `base_offset..=last_offset` (the log end onwards), in the
+    /// active segment under the current leader epoch, rolling first when the segment is due;
+    /// `stamp` is the log append time to set, if any, and the batch's max timestamp.
+    fn write_batch(
+        &mut self,
+        records: &[u8],
+        (base_offset, last_offset): (i64, i64),
+        (log_append_time_ms, max_timestamp): (Option<i64>, i64),
+        now_ms: i64,
+    ) -> Result<(), AppendError> {
+        debug_assert_eq!(base_offset, self.log_end_offset());
+        let sizes = sizes_of(&self.config);
+        let roll = self.active().should_roll(
+            records.len(),
+            last_offset,
+            max_timestamp,
             sizes.capacity_bytes,
             self.config.segment_ms,
             now_ms,
         );
         if roll {
-            self.roll(batch.size_bytes(), now_ms)?;
+            self.roll(records.len(), now_ms)?;
         }
-        let log_append_time_ms = match self.config.message_timestamp_type {
-            TimestampType::LogAppendTime => Some(now_ms),
-            TimestampType::CreateTime => None,
-        };
         let epoch = self.leader_epoch;
         let active = self
             .segments
@@ -367,20 +390,9 @@ impl Log {
         if self.epochs.assign(epoch, base_offset) {
             self.epochs.save()?;
         }
-        if let Some(p) = &producer {
-            self.producers
-                .update(p, base_offset, last_offset, batch_max_timestamp);
-        }
         self.unflushed_messages += last_offset - base_offset + 1;
         debug_assert_eq!(self.log_end_offset(), last_offset + 1);
-        Ok(AppendInfo {
-            base_offset,
-            last_offset,
-            log_append_time_ms: log_append_time_ms.unwrap_or(-1),
-            log_start_offset: self.log_start_offset,
-            flush_due: self.flush_due_by_messages(),
-            duplicate: false,
-        })
+        Ok(())
     }
 
     /// Closes the active segment and starts a new one at the log end offset, large enough for a
