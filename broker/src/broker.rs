@@ -41,8 +41,12 @@ impl Broker {
         let identity = identity(&config, bound_port)?;
         let replicas = Arc::new(ReplicaManager::new(config.node_id, logs.clone()));
         let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
-        let (metadata, controller) =
-            crate::controller::open_local(&config, logs.clone(), replicas.clone(), groups.clone())?;
+        let (metadata, controller) = crate::controller::open_local(
+            &config,
+            logs.clone(),
+            replicas.clone(),
+            vec![groups.clone()],
+        )?;
         let background = Arc::new(WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?);
         let io_threads = config.num_io_threads as usize;
         let requests = Arc::new(RequestContext {

@@ -23,11 +23,10 @@ use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
-use crate::group::GroupCoordinator;
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 use crate::metadata_log::MetadataLog;
-use crate::publisher::Publisher;
+use crate::publisher::{MetadataSubscriber, Publisher};
 use crate::replica_manager::ReplicaManager;
 
 /// Producer ids reserved in the metadata log at a time.
@@ -61,11 +60,12 @@ pub struct Controller {
 
 /// Opens a single node's metadata: its metadata log file (made if missing), replayed into the
 /// image, the live partitions' logs opened, and the controller that writes the log from now on.
+/// Committed batches reach the served topics first, then `more_subscribers` in order.
 pub fn open_local(
     broker: &BrokerConfig,
     logs: Arc<LogManager>,
     replicas: Arc<ReplicaManager>,
-    groups: Arc<GroupCoordinator>,
+    more_subscribers: Vec<Arc<dyn MetadataSubscriber>>,
 ) -> Result<(Arc<Metadata>, Controller), MetadataError> {
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
@@ -77,7 +77,9 @@ pub fn open_local(
         replicas.clone(),
         &records,
     )?);
-    let publisher = Publisher::new(vec![metadata.clone(), groups]);
+    let mut subscribers: Vec<Arc<dyn MetadataSubscriber>> = vec![metadata.clone()];
+    subscribers.extend(more_subscribers);
+    let publisher = Publisher::new(subscribers);
     publisher.publish_start(&metadata.image());
     let controller = Controller::new(
         broker,
@@ -353,8 +355,7 @@ mod tests {
     ) -> Result<(Arc<Metadata>, Controller, Arc<ReplicaManager>), MetadataError> {
         let logs = Arc::new(LogManager::lock(&b.log_dirs, 1)?);
         let replicas = Arc::new(ReplicaManager::new(b.node_id, logs.clone()));
-        let groups = Arc::new(GroupCoordinator::new(b, replicas.clone()));
-        let (meta, controller) = open_local(b, logs, replicas.clone(), groups)?;
+        let (meta, controller) = open_local(b, logs, replicas.clone(), Vec::new())?;
         Ok((meta, controller, replicas))
     }
 

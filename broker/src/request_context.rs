@@ -1,13 +1,12 @@
 //! What a request handler may reach: the broker's configuration and identity, the read-only
 //! metadata cache, the replica manager, the group coordinator, the controller (the one way to
 //! change metadata) and the pools that keep blocking work off the runtime. Handlers get this and
-//! nothing else: the LogManager, the log tasks and the cleaner are the [`Broker`]'s, so no
-//! handler writes a checkpoint or a directory behind the replica manager's back.
+//! nothing else: the LogManager, the log tasks and the cleaner are the broker's own
+//! (`broker::Broker`), so no handler writes a checkpoint or a directory behind the replica
+//! manager's back.
 //!
 //! Invariant: everything here is shared read-only or behind its owner's locks; a handler holds
 //! no lock of its own across an await.
-//!
-//! [`Broker`]: crate::broker::Broker
 
 use std::sync::Arc;
 

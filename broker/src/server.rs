@@ -182,6 +182,103 @@ fn charged(capacity: usize) -> usize {
     capacity.saturating_sub(READ_CHUNK_BYTES)
 }
 
+/// A connection's limits, from the broker's config.
+struct ConnectionLimits {
+    decoder: FrameDecoder,
+    max_in_flight: usize,
+    idle: Duration,
+    frame_timeout: Duration,
+}
+
+impl ConnectionLimits {
+    fn new(config: &quipu_config::BrokerConfig) -> Self {
+        Self {
+            decoder: FrameDecoder::new(config.socket_request_max_bytes as usize),
+            max_in_flight: config.connection_max_in_flight_requests as usize,
+            idle: Duration::from_millis(config.connections_max_idle_ms as u64),
+            frame_timeout: Duration::from_millis(config.socket_request_read_timeout_ms as u64),
+        }
+    }
+}
+
+/// What a connection's read side tracks between wake-ups.
+struct ReadState {
+    rx: ReceiveBuffer,
+    /// False once the client has closed its side.
+    reading: bool,
+    last_activity: Instant,
+    /// When the first byte of a frame not yet whole arrived.
+    frame_started: Option<Instant>,
+    /// The last Produce's turn: the next one appends after it (request order).
+    last_produce: Option<oneshot::Receiver<()>>,
+}
+
+impl ReadState {
+    fn new() -> Self {
+        Self {
+            rx: ReceiveBuffer {
+                buf: BytesMut::new(),
+                held: None,
+            },
+            reading: true,
+            last_activity: Instant::now(),
+            frame_started: None,
+            last_produce: None,
+        }
+    }
+
+    /// Starts the clock on a partly received frame, or stops it once nothing is buffered.
+    fn track_frame(&mut self) {
+        self.frame_started = match (self.rx.buf.is_empty(), self.frame_started) {
+            (true, _) => None,
+            (false, started) => Some(started.unwrap_or_else(Instant::now)),
+        };
+    }
+
+    /// The pool bytes needed to grow the buffer to `capacity`; `None` when it grew without any.
+    fn permits_for(&mut self, capacity: usize) -> Option<usize> {
+        let more = charged(capacity).saturating_sub(self.rx.held_bytes());
+        if more == 0 {
+            self.rx.grow(capacity, None);
+            return None;
+        }
+        Some(more)
+    }
+
+    /// Whether a deadline closes the connection: a frame slower than
+    /// `socket.request.read.timeout.ms`, or `connections.max.idle.ms` with nothing in flight.
+    fn expired(
+        &self,
+        limits: &ConnectionLimits,
+        nothing_in_flight: bool,
+        peer: SocketAddr,
+    ) -> bool {
+        let now = Instant::now();
+        if self
+            .frame_started
+            .is_some_and(|t| t + limits.frame_timeout <= now)
+        {
+            crate::warn_limited!(%peer, timeout_ms = limits.frame_timeout.as_millis() as u64, pending_bytes = self.rx.buf.len(), "closing connection: a request did not arrive whole within socket.request.read.timeout.ms");
+            return true;
+        }
+        if nothing_in_flight && self.last_activity + limits.idle <= now {
+            tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+            return true;
+        }
+        false
+    }
+
+    fn deadline(&self, limits: &ConnectionLimits, nothing_in_flight: bool) -> Instant {
+        next_deadline(
+            self.frame_started.map(|t| t + limits.frame_timeout),
+            nothing_in_flight,
+            self.last_activity,
+            limits.idle,
+        )
+    }
+}
+
+/// Serves one connection until the client closes it, a limit closes it, or a request does.
 async fn serve_connection(
     ctx: Arc<RequestContext>,
     stream: TcpStream,
@@ -190,84 +287,55 @@ async fn serve_connection(
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     let (mut reader, mut writer) = stream.into_split();
-    let decoder = FrameDecoder::new(ctx.config.socket_request_max_bytes as usize);
-    let max_in_flight = ctx.config.connection_max_in_flight_requests as usize;
-    let idle = Duration::from_millis(ctx.config.connections_max_idle_ms as u64);
-    let frame_timeout = Duration::from_millis(ctx.config.socket_request_read_timeout_ms as u64);
-    let mut rx = ReceiveBuffer {
-        buf: BytesMut::new(),
-        held: None,
-    };
+    let limits = ConnectionLimits::new(&ctx.config);
+    let mut st = ReadState::new();
     let mut in_flight = FuturesOrdered::new();
-    let mut reading = true;
-    let mut last_activity = Instant::now();
-    let mut frame_started: Option<Instant> = None;
-    // The last Produce's turn: the next one appends after it (request order).
-    let mut last_produce: Option<oneshot::Receiver<()>> = None;
     loop {
-        let started = start_buffered(
+        let queue = (&mut in_flight, limits.max_in_flight);
+        if !start_buffered(
             &ctx,
-            &decoder,
-            &mut rx,
-            (&mut in_flight, max_in_flight),
+            &limits.decoder,
+            &mut st.rx,
+            queue,
             peer,
-            &mut last_produce,
-        );
-        if !started {
+            &mut st.last_produce,
+        ) {
             return Ok(());
         }
-        frame_started = match (rx.buf.is_empty(), frame_started) {
-            (true, _) => None,
-            (false, Some(t)) => Some(t),
-            (false, None) => Some(Instant::now()),
-        };
-        if !reading && in_flight.is_empty() {
+        st.track_frame();
+        if !st.reading && in_flight.is_empty() {
             return Ok(());
         }
-        let can_read = reading && in_flight.len() < max_in_flight;
-        let growth = rx.growth(&decoder);
+        let can_read = st.reading && in_flight.len() < limits.max_in_flight;
+        let growth = st.rx.growth(&limits.decoder);
         let permits_wanted = match growth {
-            Some(capacity) if can_read => {
-                let more = charged(capacity).saturating_sub(rx.held_bytes());
-                if more == 0 {
-                    rx.grow(capacity, None);
-                    continue;
-                }
-                more
-            }
+            Some(capacity) if can_read => match st.permits_for(capacity) {
+                Some(more) => more,
+                None => continue,
+            },
             _ => 0,
         };
-        let deadline = next_deadline(
-            frame_started.map(|t| t + frame_timeout),
-            in_flight.is_empty(),
-            last_activity,
-            idle,
-        );
+        let deadline = st.deadline(&limits, in_flight.is_empty());
         tokio::select! {
             permits = request_bytes.clone().acquire_many_owned(permits_wanted as u32), if permits_wanted > 0 => {
                 let permits = permits.expect("the request pool is never closed");
-                rx.grow(growth.expect("growth wanted"), Some(permits));
+                st.rx.grow(growth.expect("growth wanted"), Some(permits));
             }
-            read = reader.read_buf(&mut rx.buf), if can_read && growth.is_none() => {
+            read = reader.read_buf(&mut st.rx.buf), if can_read && growth.is_none() => {
                 if read? == 0 {
-                    reading = false;
+                    st.reading = false;
                 } else {
-                    last_activity = Instant::now();
+                    st.last_activity = Instant::now();
                 }
             }
             Some(done) = in_flight.next(), if !in_flight.is_empty() => {
                 if !respond(&mut writer, done, peer).await? {
                     return Ok(());
                 }
-                last_activity = Instant::now();
+                st.last_activity = Instant::now();
             }
             _ = tokio::time::sleep_until(deadline) => {
-                if frame_started.is_some_and(|t| t + frame_timeout <= Instant::now()) {
-                    crate::warn_limited!(%peer, timeout_ms = frame_timeout.as_millis() as u64, pending_bytes = rx.buf.len(), "closing connection: a request did not arrive whole within socket.request.read.timeout.ms");
-                    return Ok(());
-                }
-                if in_flight.is_empty() && last_activity + idle <= Instant::now() {
-                    tracing::debug!(%peer, "closing idle connection (connections.max.idle.ms)");
+                if st.expired(&limits, in_flight.is_empty(), peer) {
                     return Ok(());
                 }
             }

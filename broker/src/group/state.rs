@@ -332,6 +332,12 @@ impl Group {
             self.leader = Some(first_joined);
         }
         self.transition(GroupState::CompletingRebalance, now_ms);
+        self.answer_joins(now);
+        false
+    }
+
+    /// Answers every waiting JoinGroup with the new generation; the leader gets the roster.
+    fn answer_joins(&mut self, now: Instant) {
         let leader = self.leader.clone().unwrap_or_default();
         let protocol = self.protocol.clone().unwrap_or_default();
         let roster: Vec<(String, Option<String>, Bytes)> = self
@@ -366,7 +372,6 @@ impl Group {
                 });
             }
         }
-        false
     }
 
     /// Removes a member, answering its waiting requests with UNKNOWN_MEMBER_ID.
