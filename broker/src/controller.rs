@@ -313,8 +313,7 @@ impl Controller {
         Ok(())
     }
 
-    /// Deletes a topic: the record is committed, then the topic's logs go (see
-    /// [`Metadata::serve`]).
+    /// Deletes a topic: the record is committed, then the publish removes the topic's logs.
     pub fn delete_topic(&self, name: &str) -> Result<(), MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
         if self.metadata.topic(name).is_none() {

@@ -2,13 +2,15 @@
 //!
 //! - The storage engine is the `quipu-storage` crate (`quipu_storage::log`).
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
-//! - [`metadata`]: topics and their settings, kept as an append-only metadata log.
+//! - [`controller`]: the one writer of the metadata log; [`image`]: what its records add up to;
+//!   [`publisher`]: hands committed batches to [`metadata`] (the served topics and the
+//!   [`replica_manager`]) and to the group coordinator.
 //! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
 //!   policy and recovery points; [`log_cleaner`]: compaction of compacted topics;
 //!   checkpoint files (`quipu_storage::checkpoint`).
 //! - [`group`]: the group coordinator: consumer groups and committed offsets, kept in
 //!   `__consumer_offsets`.
-//! - [`broker`]: the state handlers share.
+//! - [`broker`]: the broker's state; [`request_context`]: the part of it handlers reach.
 //! - [`lifecycle`]: open, run the background tasks, serve, close.
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
