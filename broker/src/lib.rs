@@ -33,4 +33,5 @@ pub mod replica_manager;
 pub mod request_context;
 pub mod retention;
 pub mod server;
+pub mod snapshot;
 pub mod work_pool;
