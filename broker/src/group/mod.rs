@@ -1234,6 +1234,56 @@ mod tests {
         assert!(b.requests.groups.list().is_empty());
     }
 
+    /// The image with partition `index` of `__consumer_offsets` led by `leader`, and the
+    /// change that says so, as the publisher hands them over.
+    fn led_by(b: &Broker, index: i32, leader: i32) -> (MetadataImage, Vec<Change>) {
+        let mut image = (*b.requests.metadata.image()).clone();
+        let record = crate::metadata_log::record::MetadataRecord::Partition(
+            crate::metadata_log::record::PartitionRecord {
+                leader,
+                leader_epoch: leader,
+                ..crate::metadata_log::record::PartitionRecord::on_one_node(
+                    offsets_topic::TOPIC,
+                    index,
+                    0,
+                )
+            },
+        );
+        let change = image.apply(&record).unwrap();
+        (image, vec![change])
+    }
+
+    #[test]
+    fn groups_go_with_leadership_of_their_offsets_partition_and_come_back_replayed() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let groups = &b.requests.groups;
+        assert_eq!(commit(&b, "moving", 11), vec![NONE]);
+        let index = offsets_topic::partition_for("moving", 3);
+        // Another broker leads the partition now: its groups are no longer ours.
+        let (image, changes) = led_by(&b, index, 2);
+        groups.on_metadata(&image, &changes);
+        assert_eq!(commit(&b, "moving", 12), vec![NOT_COORDINATOR]);
+        assert_eq!(
+            groups.fetch_offsets("moving", None).err(),
+            Some(NOT_COORDINATOR)
+        );
+        assert!(groups.list().iter().all(|(id, _, _)| id != "moving"));
+        // A group on another partition is untouched.
+        let other = (0..)
+            .map(|n| format!("other-{n}"))
+            .find(|g| offsets_topic::partition_for(g, 3) != index)
+            .unwrap();
+        assert_eq!(commit(&b, &other, 5), vec![NONE]);
+        // Leadership back: the partition is replayed, and the commit made before is there.
+        let (image, changes) = led_by(&b, index, 0);
+        groups.on_metadata(&image, &changes);
+        assert_eq!(offset(&b, "moving"), Some(11));
+        assert_eq!(commit(&b, "moving", 13), vec![NONE]);
+        assert_eq!(offset(&b, "moving"), Some(13));
+        assert_eq!(offset(&b, &other), Some(5));
+    }
+
     #[test]
     fn a_group_is_bounded_by_group_max_size() {
         let dir = tempfile::tempdir().unwrap();
