@@ -1,19 +1,43 @@
-//! FindCoordinator: this broker coordinates every group, so it names itself for any group key
-//! (creating `__consumer_offsets` on first use, as Kafka does). Transactions are not supported:
-//! a transaction coordinator is never available, and clients are told so at once.
+//! FindCoordinator: a group's coordinator is the leader of the `__consumer_offsets` partition
+//! that holds the group (the topic is created on first use, as Kafka does). Transactions are not
+//! supported: a transaction coordinator is never available, and clients are told so at once.
 
 use quipu_protocol::messages::find_coordinator_response::Coordinator;
 use quipu_protocol::messages::*;
 use quipu_protocol::StrBytes;
 
 use super::str_bytes;
+use crate::group::offsets_topic::partition_for;
 use crate::group::state::COORDINATOR_NOT_AVAILABLE;
+use crate::metadata::OFFSETS_TOPIC;
 use crate::request_context::RequestContext;
 
 const GROUP_KEY_TYPE: i8 = 0;
 
 /// Kafka's CLUSTER_AUTHORIZATION_FAILED.
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
+
+/// `Ok` when this broker leads the offsets partition of group `key`; otherwise why no
+/// coordinator can be named (this broker knows no other broker's address yet).
+fn group_coordinator(ctx: &RequestContext, key: &str) -> Result<(), String> {
+    let topic = ctx
+        .groups
+        .create_offsets_topic(&ctx.controller)
+        .map_err(|e| format!("the group coordinator is not available: {e}"))?;
+    let index = partition_for(key, topic.partition_count);
+    let image = ctx.metadata.image();
+    let leader = image
+        .topic(OFFSETS_TOPIC)
+        .and_then(|t| t.partitions.get(index as usize))
+        .map_or(-1, |p| p.leader);
+    if leader == ctx.config.node_id {
+        Ok(())
+    } else {
+        Err(format!(
+            "partition {index} of {OFFSETS_TOPIC} is led by broker {leader}, not this one"
+        ))
+    }
+}
 
 pub fn find_coordinator(
     ctx: &RequestContext,
@@ -23,17 +47,20 @@ pub fn find_coordinator(
     let answer = |key: &StrBytes| -> Coordinator {
         let mut c = Coordinator::default();
         c.key = key.clone();
-        let available = request.key_type == GROUP_KEY_TYPE
-            && ctx.groups.create_offsets_topic(&ctx.controller).is_ok();
-        if available {
-            c.node_id = BrokerId(ctx.config.node_id);
-            c.host = str_bytes(&ctx.identity.advertised_host);
-            c.port = i32::from(ctx.identity.advertised_port);
-        } else if request.key_type == GROUP_KEY_TYPE {
-            c.node_id = BrokerId(-1);
-            c.port = -1;
-            c.error_code = COORDINATOR_NOT_AVAILABLE;
-            c.error_message = Some(str_bytes("the group coordinator is not available"));
+        if request.key_type == GROUP_KEY_TYPE {
+            match group_coordinator(ctx, key) {
+                Ok(()) => {
+                    c.node_id = BrokerId(ctx.config.node_id);
+                    c.host = str_bytes(&ctx.identity.advertised_host);
+                    c.port = i32::from(ctx.identity.advertised_port);
+                }
+                Err(why) => {
+                    c.node_id = BrokerId(-1);
+                    c.port = -1;
+                    c.error_code = COORDINATOR_NOT_AVAILABLE;
+                    c.error_message = Some(str_bytes(&why));
+                }
+            }
         } else {
             // No transaction (or share) coordinator exists: answer with an error clients treat as
             // fatal (librdkafka and the Java producer fail at once and show the message), not

@@ -163,3 +163,38 @@ async fn partitions_that_cannot_be_reached_get_kafkas_errors() {
         "not created until a group needs it"
     );
 }
+
+async fn find_group_coordinator(ctx: &Arc<RequestContext>, group: &str) -> (i16, i32) {
+    let mut r = FindCoordinatorRequest::default();
+    r.coordinator_keys = vec![StrBytes::from_string(group.to_string())];
+    let resp: FindCoordinatorResponse = call(ctx, ApiKey::FindCoordinator, 4, &r).await;
+    let c = &resp.coordinators[0];
+    (c.error_code, c.node_id.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_coordinator_named_is_the_leader_of_the_groups_offsets_partition() {
+    let dir = tempfile::tempdir().unwrap();
+    let b = ctx(dir.path());
+    assert_eq!(find_group_coordinator(&b, "g").await, (0, 0));
+    // Another broker leads the group's partition: this one names no coordinator it cannot
+    // give an address for.
+    let index =
+        crate::group::offsets_topic::partition_for("g", b.config.offsets_topic_num_partitions);
+    let mut image = (*b.metadata.image()).clone();
+    let moved = crate::metadata_log::record::PartitionRecord {
+        leader: 2,
+        leader_epoch: 1,
+        ..crate::metadata_log::record::PartitionRecord::on_one_node("__consumer_offsets", index, 0)
+    };
+    image
+        .apply(&crate::metadata_log::record::MetadataRecord::Partition(
+            moved,
+        ))
+        .unwrap();
+    b.metadata.swap_image(Arc::new(image));
+    assert_eq!(
+        find_group_coordinator(&b, "g").await,
+        (ResponseError::CoordinatorNotAvailable.code(), -1)
+    );
+}
