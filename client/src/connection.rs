@@ -162,16 +162,11 @@ impl Connection {
 
     /// Sends `request` at `version` and decodes the response.
     pub async fn send_version<R: Request>(&self, request: &R, version: i16) -> Result<R::Response> {
-        let mut body = self
+        let body = self
             .enqueue::<R>(request, version, self.request_timeout_ms)
             .await?
             .await?;
-        R::Response::decode(&mut body, version).map_err(|e| {
-            Error::Protocol(format!(
-                "cannot decode response to API key {}: {e:#}",
-                R::KEY
-            ))
-        })
+        decode_response::<R>(body, version)
     }
 
     /// Sends `request` at the highest common version and waits up to `timeout_ms` for the
@@ -182,16 +177,11 @@ impl Connection {
         timeout_ms: u64,
     ) -> Result<R::Response> {
         let version = self.version_for::<R>()?;
-        let mut body = self
+        let body = self
             .enqueue::<R>(request, version, timeout_ms)
             .await?
             .await?;
-        R::Response::decode(&mut body, version).map_err(|e| {
-            Error::Protocol(format!(
-                "cannot decode response to API key {}: {e:#}",
-                R::KEY
-            ))
-        })
+        decode_response::<R>(body, version)
     }
 
     /// Hands a request body, encoded as chunks, to the writer now (waiting for a free in-flight
@@ -206,13 +196,8 @@ impl Connection {
             .enqueue_chunks::<R>(body, version, Some(self.request_timeout_ms))
             .await?;
         Ok(async move {
-            let mut body = reply.await?;
-            R::Response::decode(&mut body, version).map_err(|e| {
-                Error::Protocol(format!(
-                    "cannot decode response to API key {}: {e:#}",
-                    R::KEY
-                ))
-            })
+            let body = reply.await?;
+            decode_response::<R>(body, version)
         })
     }
 
@@ -459,4 +444,14 @@ fn fail_pending(addr: &str, pending: &Mutex<VecDeque<Pending>>, reason: &str) {
             reason: reason.to_string(),
         }));
     }
+}
+
+/// A response body decoded as `R`'s response at `version`.
+fn decode_response<R: Request>(mut body: Bytes, version: i16) -> Result<R::Response> {
+    R::Response::decode(&mut body, version).map_err(|e| {
+        Error::Protocol(format!(
+            "cannot decode response to API key {}: {e:#}",
+            R::KEY
+        ))
+    })
 }
