@@ -48,6 +48,11 @@ impl Broker {
             vec![groups.clone()],
         )?;
         let background = Arc::new(WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?);
+        controller.register_broker(
+            config.node_id,
+            &identity.advertised_host,
+            i32::from(identity.advertised_port),
+        )?;
         let io_threads = config.num_io_threads as usize;
         let requests = Arc::new(RequestContext {
             io: WorkPool::new("quipu-io", io_threads, io_threads)?,

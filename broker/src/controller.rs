@@ -146,6 +146,38 @@ impl Controller {
         Ok(())
     }
 
+    /// Registers broker `node_id` at `host:port`, unfenced (a single node's registration at
+    /// start); a new registration, at the next broker epoch, only when the address changed or
+    /// the broker is fenced.
+    pub fn register_broker(
+        &self,
+        node_id: i32,
+        host: &str,
+        port: i32,
+    ) -> Result<(), MetadataError> {
+        let _change = self.changes.lock().expect("metadata change lock");
+        let image = self.metadata.image();
+        let current = image.broker(node_id);
+        if current.is_some_and(|b| b.host == host && b.port == port && !b.fenced) {
+            return Ok(());
+        }
+        let broker_epoch = current.map_or(1, |b| b.broker_epoch + 1);
+        self.commit(&[
+            MetadataRecord::BrokerRegistered {
+                node_id,
+                broker_epoch,
+                host: host.to_string(),
+                port,
+            },
+            MetadataRecord::BrokerFencing {
+                node_id,
+                fenced: false,
+            },
+        ])?;
+        tracing::info!(node_id, broker_epoch, host, port, "registered broker");
+        Ok(())
+    }
+
     /// A producer id never handed out before, reserving a new block in the metadata log when the
     /// current one is used up.
     pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
@@ -356,6 +388,34 @@ mod tests {
         let replicas = Arc::new(ReplicaManager::new(b.node_id, logs.clone()));
         let (meta, controller) = open_local(b, logs, replicas.clone(), Vec::new())?;
         Ok((meta, controller, replicas))
+    }
+
+    #[test]
+    fn a_broker_registers_once_per_address_and_a_new_address_takes_the_next_epoch() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = broker(dir.path());
+        let registered = |meta: &Metadata| {
+            let image = meta.image();
+            let me = image.broker(b.node_id).unwrap();
+            (me.broker_epoch, me.host.clone(), me.port, me.fenced)
+        };
+        {
+            let (meta, c, _) = open(&b).unwrap();
+            assert!(meta.image().broker(b.node_id).is_none());
+            c.register_broker(b.node_id, "h1", 9092).unwrap();
+            c.register_broker(b.node_id, "h1", 9092).unwrap();
+            assert_eq!(registered(&meta), (1, "h1".into(), 9092, false));
+        }
+        let (meta, c, _) = open(&b).unwrap();
+        assert_eq!(registered(&meta), (1, "h1".into(), 9092, false), "replayed");
+        c.register_broker(b.node_id, "h1", 9092).unwrap();
+        assert_eq!(
+            registered(&meta),
+            (1, "h1".into(), 9092, false),
+            "no new record"
+        );
+        c.register_broker(b.node_id, "h2", 9093).unwrap();
+        assert_eq!(registered(&meta), (2, "h2".into(), 9093, false));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
     topics: BTreeMap<String, Arc<TopicImage>>,
+    /// Registered brokers by id.
+    brokers: BTreeMap<i32, BrokerImage>,
     /// Producer ids below this are taken.
     producer_ids_end: i64,
 }
@@ -30,6 +32,17 @@ pub struct TopicImage {
     /// The topic's config overrides, as set (the broker's defaults fill the rest).
     pub configs: BTreeMap<String, String>,
     pub partitions: Vec<PartitionImage>,
+}
+
+/// A registered broker: how clients reach it, its registration's epoch, and whether it is
+/// fenced (a fenced broker leads nothing and is not listed to clients).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerImage {
+    pub node_id: i32,
+    pub broker_epoch: i64,
+    pub host: String,
+    pub port: i32,
+    pub fenced: bool,
 }
 
 /// Where a partition's replicas are and which one leads, as Kafka's metadata says it.
@@ -57,6 +70,8 @@ pub enum Change {
     TopicDeleted(Arc<TopicImage>),
     ConfigChanged(String),
     ProducerIds,
+    /// A broker registered, or was fenced or unfenced.
+    Broker(i32),
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -72,6 +87,14 @@ pub enum ApplyError {
         topic: String,
         partition: i32,
         count: usize,
+    },
+    #[error("broker {0} is not registered")]
+    UnknownBroker(i32),
+    #[error("broker {node_id} registers at epoch {epoch}, not above its epoch {current}")]
+    StaleBrokerEpoch {
+        node_id: i32,
+        epoch: i64,
+        current: i64,
     },
     #[error("producer id block end {0} is below the ids already taken")]
     ProducerIdsBack(i64),
@@ -92,6 +115,15 @@ impl MetadataImage {
 
     pub fn producer_ids_end(&self) -> i64 {
         self.producer_ids_end
+    }
+
+    pub fn broker(&self, node_id: i32) -> Option<&BrokerImage> {
+        self.brokers.get(&node_id)
+    }
+
+    /// Every registered broker, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerImage> {
+        self.brokers.values()
     }
 
     /// Applies one record, or refuses it and changes nothing.
@@ -125,7 +157,43 @@ impl MetadataImage {
                 self.producer_ids_end = *block_end;
                 Ok(Change::ProducerIds)
             }
+            MetadataRecord::BrokerRegistered {
+                node_id,
+                broker_epoch,
+                host,
+                port,
+            } => self.register_broker(BrokerImage {
+                node_id: *node_id,
+                broker_epoch: *broker_epoch,
+                host: host.clone(),
+                port: *port,
+                fenced: true,
+            }),
+            MetadataRecord::BrokerFencing { node_id, fenced } => {
+                let broker = self
+                    .brokers
+                    .get_mut(node_id)
+                    .ok_or(ApplyError::UnknownBroker(*node_id))?;
+                broker.fenced = *fenced;
+                Ok(Change::Broker(*node_id))
+            }
         }
+    }
+
+    /// A registration replaces the broker's last one only at a higher epoch.
+    fn register_broker(&mut self, broker: BrokerImage) -> Result<Change, ApplyError> {
+        if let Some(current) = self.brokers.get(&broker.node_id) {
+            if broker.broker_epoch <= current.broker_epoch {
+                return Err(ApplyError::StaleBrokerEpoch {
+                    node_id: broker.node_id,
+                    epoch: broker.broker_epoch,
+                    current: current.broker_epoch,
+                });
+            }
+        }
+        let node_id = broker.node_id;
+        self.brokers.insert(node_id, broker);
+        Ok(Change::Broker(node_id))
     }
 
     /// Applies records in order, all or none: on a refusal the image is left as it was.

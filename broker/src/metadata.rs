@@ -232,7 +232,7 @@ impl MetadataSubscriber for Metadata {
                 Change::TopicCreated(name) | Change::ConfigChanged(name) => touched.push(name),
                 Change::Partition { topic, .. } => touched.push(topic),
                 Change::TopicDeleted(gone) => self.unserve(gone),
-                Change::ProducerIds => {}
+                Change::ProducerIds | Change::Broker(_) => {}
             }
         }
         touched.dedup();

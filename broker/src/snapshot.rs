@@ -2,7 +2,8 @@
 //! replay can start from a snapshot instead of the log's first record, and a digest of an image
 //! that nodes compare to show they agree.
 //!
-//! A snapshot lists, for each topic in name order, its creation record, then its partitions in
+//! A snapshot lists the registered brokers (each registration, then its unfencing if it is
+//! unfenced), then, for each topic in name order, its creation record, then its partitions in
 //! order, then (last) the producer-id block. Replaying it into an empty image gives an image
 //! equal to the one it was taken from; its encoding is the same bytes for equal images, so the
 //! digest of the encoding is the digest of the image.
@@ -16,6 +17,20 @@ use crate::metadata_log::record::{encode_all, MetadataRecord, PartitionRecord};
 /// The records that rebuild `image` from an empty one.
 pub fn records_of(image: &MetadataImage) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
+    for b in image.brokers() {
+        records.push(MetadataRecord::BrokerRegistered {
+            node_id: b.node_id,
+            broker_epoch: b.broker_epoch,
+            host: b.host.clone(),
+            port: b.port,
+        });
+        if !b.fenced {
+            records.push(MetadataRecord::BrokerFencing {
+                node_id: b.node_id,
+                fenced: false,
+            });
+        }
+    }
     for topic in image.topics() {
         records.push(MetadataRecord::TopicCreated {
             name: topic.name.to_string(),
@@ -91,6 +106,16 @@ mod tests {
             (name, configs)
                 .prop_map(|(name, configs)| MetadataRecord::TopicConfigChanged { name, configs }),
             (0i64..5000).prop_map(|block_end| MetadataRecord::ProducerIdsAllocated { block_end }),
+            (1i32..4, 0i64..6, 9092i32..9095).prop_map(|(node_id, broker_epoch, port)| {
+                MetadataRecord::BrokerRegistered {
+                    node_id,
+                    broker_epoch,
+                    host: format!("b{node_id}"),
+                    port,
+                }
+            }),
+            (1i32..4, any::<bool>())
+                .prop_map(|(node_id, fenced)| MetadataRecord::BrokerFencing { node_id, fenced }),
         ]
     }
 
@@ -109,7 +134,10 @@ mod tests {
                 .map(|t| (t.name.to_string(), (**t).clone()))
                 .collect()
         };
-        topics(a) == topics(b) && a.producer_ids_end() == b.producer_ids_end()
+        let brokers = |i: &MetadataImage| i.brokers().cloned().collect::<Vec<_>>();
+        topics(a) == topics(b)
+            && a.producer_ids_end() == b.producer_ids_end()
+            && brokers(a) == brokers(b)
     }
 
     proptest! {

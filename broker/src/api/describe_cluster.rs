@@ -39,11 +39,19 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
     let node = BrokerId(ctx.config.node_id);
     response.cluster_id = StrBytes::from_string(ctx.identity.cluster_id.clone());
     response.controller_id = node;
-    let mut b = DescribeClusterBroker::default();
-    b.broker_id = node;
-    b.host = StrBytes::from_string(ctx.identity.advertised_host.clone());
-    b.port = ctx.identity.advertised_port as i32;
-    response.brokers.push(b);
+    // v2 may ask for fenced brokers too (KIP-1073), marked as such.
+    let with_fenced = request.include_fenced_brokers;
+    for registered in ctx.metadata.image().brokers() {
+        if registered.fenced && !with_fenced {
+            continue;
+        }
+        let mut b = DescribeClusterBroker::default();
+        b.broker_id = BrokerId(registered.node_id);
+        b.host = StrBytes::from_string(registered.host.clone());
+        b.port = registered.port;
+        b.is_fenced = registered.fenced;
+        response.brokers.push(b);
+    }
     response.cluster_authorized_operations = authorized_operations::when(
         request.include_cluster_authorized_operations,
         authorized_operations::CLUSTER,

@@ -17,9 +17,9 @@ const GROUP_KEY_TYPE: i8 = 0;
 /// Kafka's CLUSTER_AUTHORIZATION_FAILED.
 const CLUSTER_AUTHORIZATION_FAILED: i16 = 31;
 
-/// `Ok` when this broker leads the offsets partition of group `key`; otherwise why no
-/// coordinator can be named (this broker knows no other broker's address yet).
-fn group_coordinator(ctx: &RequestContext, key: &str) -> Result<(), String> {
+/// The broker that leads the offsets partition of group `key`, as (id, host, port); otherwise
+/// why no coordinator can be named.
+fn group_coordinator(ctx: &RequestContext, key: &str) -> Result<(i32, String, i32), String> {
     let topic = ctx
         .groups
         .create_offsets_topic(&ctx.controller)
@@ -30,12 +30,11 @@ fn group_coordinator(ctx: &RequestContext, key: &str) -> Result<(), String> {
         .topic(OFFSETS_TOPIC)
         .and_then(|t| t.partitions.get(index as usize))
         .map_or(-1, |p| p.leader);
-    if leader == ctx.config.node_id {
-        Ok(())
-    } else {
-        Err(format!(
-            "partition {index} of {OFFSETS_TOPIC} is led by broker {leader}, not this one"
-        ))
+    match image.broker(leader) {
+        Some(b) if !b.fenced => Ok((b.node_id, b.host.clone(), b.port)),
+        _ => Err(format!(
+            "partition {index} of {OFFSETS_TOPIC} is led by broker {leader}, which is not registered and unfenced"
+        )),
     }
 }
 
@@ -49,10 +48,10 @@ pub fn find_coordinator(
         c.key = key.clone();
         if request.key_type == GROUP_KEY_TYPE {
             match group_coordinator(ctx, key) {
-                Ok(()) => {
-                    c.node_id = BrokerId(ctx.config.node_id);
-                    c.host = str_bytes(&ctx.identity.advertised_host);
-                    c.port = i32::from(ctx.identity.advertised_port);
+                Ok((node_id, host, port)) => {
+                    c.node_id = BrokerId(node_id);
+                    c.host = str_bytes(&host);
+                    c.port = port;
                 }
                 Err(why) => {
                     c.node_id = BrokerId(-1);

@@ -70,16 +70,19 @@ pub async fn handle(
     response
 }
 
-/// The response's cluster part: this broker, the cluster id, the controller, and the cluster's
+/// The response's cluster part: the brokers, the cluster id, the controller, and the cluster's
 /// authorized operations where the version carries them.
 fn cluster(ctx: &RequestContext, request: &MetadataRequest, version: i16) -> MetadataResponse {
     let node = BrokerId(ctx.config.node_id);
     let mut response = MetadataResponse::default();
-    let mut b = MetadataResponseBroker::default();
-    b.node_id = node;
-    b.host = StrBytes::from_string(ctx.identity.advertised_host.clone());
-    b.port = ctx.identity.advertised_port as i32;
-    response.brokers.push(b);
+    // As Kafka: the registered brokers that are not fenced.
+    for registered in ctx.metadata.image().brokers().filter(|b| !b.fenced) {
+        let mut b = MetadataResponseBroker::default();
+        b.node_id = BrokerId(registered.node_id);
+        b.host = StrBytes::from_string(registered.host.clone());
+        b.port = registered.port;
+        response.brokers.push(b);
+    }
     response.cluster_id = Some(StrBytes::from_string(ctx.identity.cluster_id.clone()));
     if version >= 1 {
         response.controller_id = node;

@@ -11,6 +11,7 @@ use quipu_protocol::messages::*;
 use quipu_protocol::{Decodable, Encodable, ResponseError, StrBytes};
 
 use super::{handle, Handled};
+use crate::metadata_log::record::MetadataRecord;
 use crate::request_context::RequestContext;
 
 fn ctx(dir: &std::path::Path) -> Arc<RequestContext> {
@@ -196,5 +197,30 @@ async fn the_coordinator_named_is_the_leader_of_the_groups_offsets_partition() {
     assert_eq!(
         find_group_coordinator(&b, "g").await,
         (ResponseError::CoordinatorNotAvailable.code(), -1)
+    );
+    // Once broker 2 is registered and unfenced, it is named.
+    let mut image = (*b.metadata.image()).clone();
+    for record in [
+        MetadataRecord::BrokerRegistered {
+            node_id: 2,
+            broker_epoch: 1,
+            host: "two.local".into(),
+            port: 9192,
+        },
+        MetadataRecord::BrokerFencing {
+            node_id: 2,
+            fenced: false,
+        },
+    ] {
+        image.apply(&record).unwrap();
+    }
+    b.metadata.swap_image(Arc::new(image));
+    assert_eq!(find_group_coordinator(&b, "g").await, (0, 2));
+    let md: MetadataResponse = call(&b, ApiKey::Metadata, 12, &MetadataRequest::default()).await;
+    let listed: Vec<_> = md.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    assert_eq!(
+        listed,
+        vec![(0, 9092), (2, 9192)],
+        "every unfenced broker, by id"
     );
 }

@@ -40,6 +40,20 @@ pub enum MetadataRecord {
     ProducerIdsAllocated {
         block_end: i64,
     },
+    /// A broker registered, at `broker_epoch`, reachable at `host:port` (Kafka's
+    /// RegisterBrokerRecord); a new registration of the same id replaces the old. It starts
+    /// fenced.
+    BrokerRegistered {
+        node_id: i32,
+        broker_epoch: i64,
+        host: String,
+        port: i32,
+    },
+    /// A registered broker was fenced or unfenced (Kafka's BrokerRegistrationChangeRecord).
+    BrokerFencing {
+        node_id: i32,
+        fenced: bool,
+    },
 }
 
 /// A partition's placement and leadership, as Kafka's PartitionRecord and PartitionChangeRecord.
@@ -79,6 +93,8 @@ pub enum RecordError {
     UnknownVersion { kind: u8, version: u8 },
     #[error("a string is not UTF-8")]
     NotUtf8,
+    #[error("a flag is {0}, not 0 or 1")]
+    BadFlag(u8),
     #[error("{0} bytes left after the record")]
     TrailingBytes(usize),
 }
@@ -88,6 +104,10 @@ const PARTITION: u8 = 2;
 const TOPIC_DELETED: u8 = 3;
 const TOPIC_CONFIG_CHANGED: u8 = 4;
 const PRODUCER_IDS_ALLOCATED: u8 = 5;
+const BROKER_REGISTERED: u8 = 6;
+const BROKER_FENCING: u8 = 7;
+/// The highest record type known.
+const LAST_TYPE: u8 = BROKER_FENCING;
 /// Every record type is at version 0 so far.
 const VERSION_0: u8 = 0;
 
@@ -128,6 +148,23 @@ impl MetadataRecord {
                 out.put_slice(&[PRODUCER_IDS_ALLOCATED, VERSION_0]);
                 out.put_i64(*block_end);
             }
+            MetadataRecord::BrokerRegistered {
+                node_id,
+                broker_epoch,
+                host,
+                port,
+            } => {
+                out.put_slice(&[BROKER_REGISTERED, VERSION_0]);
+                out.put_i32(*node_id);
+                out.put_i64(*broker_epoch);
+                put_string(out, host);
+                out.put_i32(*port);
+            }
+            MetadataRecord::BrokerFencing { node_id, fenced } => {
+                out.put_slice(&[BROKER_FENCING, VERSION_0]);
+                out.put_i32(*node_id);
+                out.put_u8(u8::from(*fenced));
+            }
         }
     }
 
@@ -135,14 +172,12 @@ impl MetadataRecord {
     pub fn decode(buf: &mut &[u8]) -> Result<Self, RecordError> {
         let kind = take_u8(buf)?;
         let version = take_u8(buf)?;
-        if version != VERSION_0 || !(TOPIC_CREATED..=PRODUCER_IDS_ALLOCATED).contains(&kind) {
-            return Err(
-                if (TOPIC_CREATED..=PRODUCER_IDS_ALLOCATED).contains(&kind) {
-                    RecordError::UnknownVersion { kind, version }
-                } else {
-                    RecordError::UnknownType(kind)
-                },
-            );
+        if version != VERSION_0 || !(TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
+            return Err(if (TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
+                RecordError::UnknownVersion { kind, version }
+            } else {
+                RecordError::UnknownType(kind)
+            });
         }
         Ok(match kind {
             TOPIC_CREATED => MetadataRecord::TopicCreated {
@@ -166,8 +201,22 @@ impl MetadataRecord {
                 name: take_string(buf)?,
                 configs: take_map(buf)?,
             },
-            _ => MetadataRecord::ProducerIdsAllocated {
+            PRODUCER_IDS_ALLOCATED => MetadataRecord::ProducerIdsAllocated {
                 block_end: take_i64(buf)?,
+            },
+            BROKER_REGISTERED => MetadataRecord::BrokerRegistered {
+                node_id: take_i32(buf)?,
+                broker_epoch: take_i64(buf)?,
+                host: take_string(buf)?,
+                port: take_i32(buf)?,
+            },
+            _ => MetadataRecord::BrokerFencing {
+                node_id: take_i32(buf)?,
+                fenced: match take_u8(buf)? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(RecordError::BadFlag(other)),
+                },
             },
         })
     }
@@ -304,7 +353,25 @@ mod tests {
                 name: "orders".into(),
             },
             MetadataRecord::ProducerIdsAllocated { block_end: 4000 },
+            MetadataRecord::BrokerRegistered {
+                node_id: 2,
+                broker_epoch: 17,
+                host: "broker-2.local".into(),
+                port: 9092,
+            },
+            MetadataRecord::BrokerFencing {
+                node_id: 2,
+                fenced: false,
+            },
         ]
+    }
+
+    #[test]
+    fn a_fencing_flag_other_than_0_or_1_is_an_error() {
+        let mut bytes = vec![BROKER_FENCING, VERSION_0];
+        bytes.extend(2i32.to_be_bytes());
+        bytes.push(7);
+        assert_eq!(decode_all(&bytes), Err(RecordError::BadFlag(7)));
     }
 
     #[test]
