@@ -22,10 +22,8 @@ pub fn describe_groups(
             authorized_operations::GROUP,
         );
         match ctx.groups.describe(&id.0) {
-            Err(code) => {
-                g.group_state = str_bytes("Dead");
-                g.error_code = code;
-            }
+            // As Kafka's groupError: an empty (unknown) state.
+            Err(code) => g.error_code = code,
             Ok(None) => {
                 g.group_state = str_bytes("Dead");
                 if version >= 6 {
