@@ -46,7 +46,6 @@ pub struct Controller {
     log: Box<dyn MetadataLog>,
     metadata: Arc<Metadata>,
     logs: Arc<LogManager>,
-    replicas: Arc<ReplicaManager>,
     /// Hands each committed batch to the served topics, the replica manager and the groups.
     publisher: Publisher,
     /// Held from the check against the image to the publish, so records are appended, applied
@@ -81,13 +80,7 @@ pub fn open_local(
     subscribers.extend(more_subscribers);
     let publisher = Publisher::new(subscribers);
     publisher.publish_start(&metadata.image());
-    let controller = Controller::new(
-        broker,
-        Box::new(log),
-        (metadata.clone(), publisher),
-        logs,
-        replicas,
-    );
+    let controller = Controller::new(broker, Box::new(log), (metadata.clone(), publisher), logs);
     Ok((metadata, controller))
 }
 
@@ -99,7 +92,6 @@ impl Controller {
         log: Box<dyn MetadataLog>,
         (metadata, publisher): (Arc<Metadata>, Publisher),
         logs: Arc<LogManager>,
-        replicas: Arc<ReplicaManager>,
     ) -> Self {
         // Ids of a block reserved before a restart are never handed out again.
         let taken = metadata.image().producer_ids_end();
@@ -109,7 +101,6 @@ impl Controller {
             log,
             metadata,
             logs,
-            replicas,
             publisher,
             commit_lock: Mutex::new(()),
             changes: Mutex::new(()),
@@ -118,11 +109,6 @@ impl Controller {
                 block_end: taken,
             }),
         }
-    }
-
-    /// The partitions this node hosts.
-    pub fn replicas(&self) -> &ReplicaManager {
-        &self.replicas
     }
 
     /// The metadata this controller's commits reach.

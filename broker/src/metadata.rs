@@ -105,8 +105,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), MetadataError> {
 
 pub struct Metadata {
     broker: BrokerConfig,
-    /// The logs of the topics' partitions.
-    logs: Arc<LogManager>,
     /// Where the partitions this broker hosts are served.
     replicas: Arc<ReplicaManager>,
     image: RwLock<Arc<MetadataImage>>,
@@ -140,7 +138,6 @@ impl Metadata {
         logs.load(&live, crate::clock::now_ms())?;
         Ok(Self {
             broker: broker.clone(),
-            logs,
             replicas,
             image: RwLock::new(Arc::new(image)),
             topics: RwLock::new(BTreeMap::new()),
@@ -214,11 +211,6 @@ impl Metadata {
 
     pub fn broker_config(&self) -> &BrokerConfig {
         &self.broker
-    }
-
-    /// The LogManager holding the partitions' logs.
-    pub fn logs(&self) -> &LogManager {
-        &self.logs
     }
 }
 
