@@ -23,9 +23,11 @@ use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
+use crate::applier::Applier;
+use crate::image::ApplyError;
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
-use crate::metadata_log::MetadataLog;
+use crate::metadata_log::{CommitError, FileMetadataLog, MetadataLog};
 use crate::publisher::{MetadataSubscriber, Publisher};
 use crate::replica_manager::ReplicaManager;
 
@@ -46,11 +48,6 @@ pub struct Controller {
     log: Box<dyn MetadataLog>,
     metadata: Arc<Metadata>,
     logs: Arc<LogManager>,
-    /// Hands each committed batch to the served topics, the replica manager and the groups.
-    publisher: Publisher,
-    /// Held from the check against the image to the publish, so records are appended, applied
-    /// and published in one order.
-    commit_lock: Mutex<()>,
     /// Serializes topic changes, which check, make directories and then commit; held across
     /// that slow work, so that producer-id allocation, which only commits, never waits on it.
     changes: Mutex<()>,
@@ -68,29 +65,41 @@ pub fn open_local(
 ) -> Result<(Arc<Metadata>, Controller), MetadataError> {
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
-    let (log, records) =
-        crate::metadata_log::FileMetadataLog::open(&dir.join("metadata.log"), broker.node_id)?;
-    let metadata = Arc::new(Metadata::open(
-        broker,
-        logs.clone(),
-        replicas.clone(),
-        &records,
-    )?);
+    let path = dir.join("metadata.log");
+    let records = FileMetadataLog::replay(&path, broker.node_id)?;
+    let applier = open_applier(broker, (logs.clone(), replicas), &records, more_subscribers)?;
+    let metadata = applier.metadata().clone();
+    let log = FileMetadataLog::open(&path, applier)?;
+    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs);
+    Ok((metadata, controller))
+}
+
+/// The image `records` give, with the logs of its live partitions opened, published once to the
+/// served topics and then `more_subscribers`; returned as the applier later batches go through.
+pub fn open_applier(
+    broker: &BrokerConfig,
+    (logs, replicas): (Arc<LogManager>, Arc<ReplicaManager>),
+    records: &[MetadataRecord],
+    more_subscribers: Vec<Arc<dyn MetadataSubscriber>>,
+) -> Result<Applier, MetadataError> {
+    let metadata = Arc::new(Metadata::open(broker, logs, replicas, records)?);
     let mut subscribers: Vec<Arc<dyn MetadataSubscriber>> = vec![metadata.clone()];
     subscribers.extend(more_subscribers);
     let publisher = Publisher::new(subscribers);
     publisher.publish_start(&metadata.image());
-    let controller = Controller::new(broker, Box::new(log), (metadata.clone(), publisher), logs);
-    Ok((metadata, controller))
+    Ok(Applier::new(metadata, publisher))
 }
 
+/// Attempts at a change refused only because another controller's change came first.
+const COMMIT_ATTEMPTS: usize = 10;
+
 impl Controller {
-    /// The controller of a single node over its metadata log; `metadata` holds the image the
-    /// log's records gave at start, already published by `publisher`.
+    /// The controller over a metadata log; `metadata` holds the image the log's records gave at
+    /// start and receives every batch the log commits.
     pub fn new(
         broker: &BrokerConfig,
         log: Box<dyn MetadataLog>,
-        (metadata, publisher): (Arc<Metadata>, Publisher),
+        metadata: Arc<Metadata>,
         logs: Arc<LogManager>,
     ) -> Self {
         // Ids of a block reserved before a restart are never handed out again.
@@ -101,8 +110,6 @@ impl Controller {
             log,
             metadata,
             logs,
-            publisher,
-            commit_lock: Mutex::new(()),
             changes: Mutex::new(()),
             producer_ids: Mutex::new(ProducerIds {
                 next: taken,
@@ -116,20 +123,10 @@ impl Controller {
         &self.metadata
     }
 
-    /// Checks `records` against the current image, appends them, and applies them; then the
-    /// metadata serves what they changed.
+    /// Commits `records` through the metadata log; once it returns, this node's metadata serves
+    /// what they changed.
     fn commit(&self, records: &[MetadataRecord]) -> Result<(), MetadataError> {
-        // Held through the publish, so subscribers see batches in log order.
-        let _commit = self.commit_lock.lock().expect("commit lock");
-        let mut next = (*self.metadata.image()).clone();
-        let changes = next
-            .apply_all(records)
-            .map_err(|e| MetadataError::Damaged(format!("a change that does not apply: {e}")))?;
-        self.log.append(records)?;
-        let next = Arc::new(next);
-        self.metadata.swap_image(next.clone());
-        self.publisher.publish(&next, &changes);
-        Ok(())
+        self.log.commit(records).map_err(MetadataError::from)
     }
 
     /// Registers broker `node_id` at `host:port`, unfenced (a single node's registration at
@@ -168,10 +165,23 @@ impl Controller {
     /// current one is used up.
     pub fn allocate_producer_id(&self) -> Result<i64, MetadataError> {
         let mut ids = self.producer_ids.lock().expect("producer ids lock");
-        if ids.next >= ids.block_end {
+        let mut attempts = 0;
+        while ids.next >= ids.block_end {
+            // Another controller may have reserved blocks since: start after them.
+            ids.next = ids.next.max(self.metadata.image().producer_ids_end());
             let block_end = ids.next + PRODUCER_ID_BLOCK_SIZE;
-            self.commit(&[MetadataRecord::ProducerIdsAllocated { block_end }])?;
-            ids.block_end = block_end;
+            match self
+                .log
+                .commit(&[MetadataRecord::ProducerIdsAllocated { block_end }])
+            {
+                Ok(()) => ids.block_end = block_end,
+                Err(CommitError::Refused(ApplyError::ProducerIdsBack(_)))
+                    if attempts < COMMIT_ATTEMPTS =>
+                {
+                    attempts += 1
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         let id = ids.next;
         ids.next += 1;
@@ -206,26 +216,60 @@ impl Controller {
         } else {
             replication_factor
         };
-        if rf != 1 {
-            return Err(MetadataError::InvalidReplicationFactor(format!(
-                "unable to replicate the partition {rf} time(s): the target replication factor of {rf} cannot be reached because only 1 broker(s) are registered"
-            )));
-        }
+        self.placement_brokers(rf)?;
         let config = TopicConfig::with_overrides(&self.broker, overrides)?;
         Ok((partitions, config))
     }
 
-    /// The records placing partitions `from..to` of `topic` on this node, at the first epochs.
-    fn place(&self, topic: &str, (from, to): (i32, i32)) -> Vec<MetadataRecord> {
-        (from..to)
-            .map(|p| {
-                MetadataRecord::Partition(PartitionRecord::on_one_node(topic, p, self.node_id))
-            })
-            .collect()
+    /// The brokers replicas may be placed on (this node alone on a single node; otherwise the
+    /// registered, unfenced brokers, by id), if there are at least `rf` of them.
+    fn placement_brokers(&self, rf: i16) -> Result<Vec<i32>, MetadataError> {
+        let brokers: Vec<i32> = if self.log.is_single_node() {
+            vec![self.node_id]
+        } else {
+            let image = self.metadata.image();
+            image
+                .brokers()
+                .filter(|b| !b.fenced)
+                .map(|b| b.node_id)
+                .collect()
+        };
+        if rf < 1 || rf as usize > brokers.len() {
+            return Err(MetadataError::InvalidReplicationFactor(format!(
+                "unable to replicate the partition {rf} time(s): the target replication factor of {rf} cannot be reached because only {} broker(s) are registered",
+                brokers.len()
+            )));
+        }
+        Ok(brokers)
     }
 
-    /// Makes the logs of partitions `from..to` first, then commits `records`; if the commit
-    /// fails, the logs are removed and nothing of the change is left.
+    /// The records placing partitions `from..to` of `topic`, `rf` replicas each, at the first
+    /// epochs. Replica lists rotate over the brokers from a random start, so leaders (the first
+    /// replica) spread evenly. Until followers replicate (the replication issue), the in-sync
+    /// set is the leader alone: no other replica holds anything yet.
+    fn place(
+        &self,
+        topic: &str,
+        (from, to): (i32, i32),
+        rf: i16,
+    ) -> Result<Vec<MetadataRecord>, MetadataError> {
+        let brokers = self.placement_brokers(rf)?;
+        let start = Uuid::new_v4().as_u128() as usize % brokers.len();
+        Ok((from..to)
+            .map(|p| {
+                let replicas: Vec<i32> = (0..rf as usize)
+                    .map(|k| brokers[(start + p as usize + k) % brokers.len()])
+                    .collect();
+                let mut record = PartitionRecord::on_one_node(topic, p, replicas[0]);
+                record.replicas = replicas;
+                MetadataRecord::Partition(record)
+            })
+            .collect())
+    }
+
+    /// On a single node, makes the logs of partitions `from..to` first, then commits `records`;
+    /// if the commit fails, the logs are removed and nothing of the change is left. In a
+    /// cluster, commits only: each replica's broker makes its log when it applies the records.
     fn commit_with_logs(
         &self,
         name: &Arc<str>,
@@ -234,6 +278,9 @@ impl Controller {
         config: &TopicConfig,
         records: &[MetadataRecord],
     ) -> Result<(), MetadataError> {
+        if !self.log.is_single_node() {
+            return self.commit(records);
+        }
         let made = self
             .logs
             .create_logs(name, id, range, config, crate::clock::now_ms())?;
@@ -257,13 +304,18 @@ impl Controller {
         let _change = self.changes.lock().expect("metadata change lock");
         let (partitions, config) =
             self.check_new_topic(name, partitions, replication_factor, &overrides)?;
+        let rf = if replication_factor == -1 {
+            self.broker.default_replication_factor
+        } else {
+            replication_factor
+        };
         let id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::TopicCreated {
             name: name.to_string(),
             topic_id: id,
             configs: overrides,
         }];
-        records.extend(self.place(name, (0, partitions)));
+        records.extend(self.place(name, (0, partitions), rf)?);
         self.commit_with_logs(&name.into(), id, (0, partitions), &config, &records)?;
         tracing::info!(topic = %name, partitions, %id, "created topic");
         Ok(self
@@ -301,7 +353,13 @@ impl Controller {
         let _change = self.changes.lock().expect("metadata change lock");
         let topic = self.check_new_partitions(name, count)?;
         let range = (topic.partition_count, count);
-        let records = self.place(name, range);
+        let rf = self
+            .metadata
+            .image()
+            .topic(name)
+            .and_then(|t| t.partitions.first())
+            .map_or(1, |p| p.replicas.len() as i16);
+        let records = self.place(name, range, rf)?;
         self.commit_with_logs(&topic.name, topic.id, range, &topic.config, &records)?;
         tracing::info!(topic = name, partitions = count, "created partitions");
         Ok(())
@@ -342,6 +400,22 @@ impl Controller {
         }])?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+}
+
+impl From<CommitError> for MetadataError {
+    fn from(e: CommitError) -> Self {
+        match e {
+            CommitError::Refused(ApplyError::TopicExists(name)) => MetadataError::TopicExists(name),
+            CommitError::Refused(ApplyError::UnknownTopic(name)) => {
+                MetadataError::UnknownTopic(name)
+            }
+            CommitError::Refused(e) => {
+                MetadataError::Damaged(format!("a change that does not apply: {e}"))
+            }
+            CommitError::Io(e) => MetadataError::Io(e),
+            CommitError::NoController(why) => MetadataError::NotController(why),
+        }
     }
 }
 

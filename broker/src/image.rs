@@ -74,7 +74,7 @@ pub enum Change {
     Broker(i32),
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ApplyError {
     #[error("topic '{0}' already exists")]
     TopicExists(String),
@@ -96,7 +96,7 @@ pub enum ApplyError {
         epoch: i64,
         current: i64,
     },
-    #[error("producer id block end {0} is below the ids already taken")]
+    #[error("producer id block end {0} is not above the ids already taken")]
     ProducerIdsBack(i64),
 }
 
@@ -151,7 +151,9 @@ impl MetadataImage {
                 Ok(Change::ConfigChanged(name.clone()))
             }
             MetadataRecord::ProducerIdsAllocated { block_end } => {
-                if *block_end < self.producer_ids_end {
+                // Equal is refused too: two controllers reserving the same block would hand
+                // out the same ids.
+                if *block_end <= self.producer_ids_end {
                     return Err(ApplyError::ProducerIdsBack(*block_end));
                 }
                 self.producer_ids_end = *block_end;

@@ -16,6 +16,7 @@
 //! - [`api`]: one handler per Kafka API.
 
 pub mod api;
+pub mod applier;
 pub mod broker;
 pub mod clock;
 pub mod controller;

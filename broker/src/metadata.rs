@@ -57,6 +57,9 @@ pub enum MetadataError {
     Log(#[from] MetadataLogError),
     #[error("{0}")]
     Damaged(String),
+    /// No active controller took the change in time.
+    #[error("no active controller: {0}")]
+    NotController(String),
 }
 
 impl From<LogManagerError> for MetadataError {

@@ -193,6 +193,33 @@ const DAY_MS: i64 = 24 * 3_600_000;
 broker_keys! {
     /// This broker's id in the cluster.
     "node.id" node_id: i32 = 0, Check::AtLeast(0);
+    /// What this node is: `broker,controller` (combined: it serves clients and is a voter of
+    /// the metadata quorum); the only form so far.
+    "process.roles" process_roles: String = "broker,controller".into(),
+        Check::Parsed(process_roles);
+    /// The voters of the metadata quorum, `id@host:port,...` (their controller listeners).
+    /// Empty: this node is a single-node cluster, its own quorum of one.
+    "controller.quorum.voters" controller_quorum_voters: String = String::new(),
+        Check::Parsed(voters);
+    /// Address the controller listens on for the quorum's traffic, `host:port`; its port is
+    /// this node's in `controller.quorum.voters`. Unused without voters.
+    "controller.listener" controller_listener: String = "localhost:9093".into(),
+        Check::Parsed(listener);
+    /// Leader elections of the metadata quorum start after this long without a leader's heartbeat
+    /// (a random time up to twice this, so voters seldom tie).
+    "controller.quorum.election.timeout.ms" controller_quorum_election_timeout_ms: u64 = 1_000,
+        Check::Between(100, 60_000);
+    /// The cluster this node belongs to, kept in `meta.properties`; unset, a single node makes one
+    /// at its first start and a quorum takes one derived from its voter list.
+    "cluster.id" cluster_id: Option<String> = None, Check::Parsed(cluster_id);
+    /// Metadata records applied between two snapshots of the image; a restart loads the newest
+    /// snapshot and replays only what follows it.
+    "metadata.log.max.records.between.snapshots" metadata_log_max_records_between_snapshots: u64 =
+        20_000, Check::Between(10, 100_000_000);
+    /// How often a broker tells the controller it is alive.
+    "broker.heartbeat.interval.ms" broker_heartbeat_interval_ms: u64 = 2_000, Check::AtLeast(10);
+    /// A broker not heard from for this long is fenced: no longer offered to clients.
+    "broker.session.timeout.ms" broker_session_timeout_ms: u64 = 9_000, Check::AtLeast(100);
     /// Address to bind: `host:port` or `PLAINTEXT://host:port`.
     "listeners" listeners: String = "localhost:9092".into(), Check::Parsed(listener);
     /// Address clients are told to connect to, in Metadata.
@@ -204,7 +231,7 @@ broker_keys! {
     "num.partitions" num_partitions: i32 = 1, Check::AtLeast(1);
     /// Replication factor of a topic created automatically or with -1.
     "default.replication.factor" default_replication_factor: i16 = 1,
-        Check::Only(1, "a single broker");
+        Check::Between(1, i16::MAX as i64);
     /// Create a topic when a client asks Metadata for one that does not exist.
     "auto.create.topics.enable" auto_create_topics_enable: bool = true, Check::Any;
     /// Largest request frame accepted; a larger one closes the connection.
@@ -327,6 +354,33 @@ fn connection_limits(text: &str) -> Result<(), String> {
     parse_connection_limits(text).map(drop)
 }
 
+fn process_roles(text: &str) -> Result<(), String> {
+    let mut roles: Vec<&str> = text.split(',').map(str::trim).collect();
+    roles.sort_unstable();
+    if roles == ["broker", "controller"] {
+        return Ok(());
+    }
+    Err(
+        "`broker,controller` (a combined node; separate brokers and controllers are not built yet)"
+            .into(),
+    )
+}
+
+fn voters(text: &str) -> Result<(), String> {
+    crate::parse_voters(text).map(drop)
+}
+
+fn cluster_id(text: &str) -> Result<(), String> {
+    let ok = (1..=64).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if ok {
+        return Ok(());
+    }
+    Err("1 to 64 ASCII letters, digits, '-' or '_'".into())
+}
+
 /// A rule that spans keys; its error names the key to change.
 type CrossCheck = fn(&BrokerConfig) -> Result<(), ConfigError>;
 
@@ -335,6 +389,8 @@ const CROSS_CHECKS: &[CrossCheck] = &[
     request_pool_holds_the_largest_request,
     session_timeouts_are_ordered,
     topic_defaults_follow_the_topic_rules,
+    this_node_is_a_voter,
+    heartbeats_come_within_the_session,
 ];
 
 /// Bytes the server reads from a socket at a time (its `READ_CHUNK_BYTES`), outside the pool.
@@ -369,6 +425,51 @@ fn session_timeouts_are_ordered(config: &BrokerConfig) -> Result<(), ConfigError
         "group.min.session.timeout.ms",
         min,
         format!("at most group.max.session.timeout.ms ({max})"),
+    ))
+}
+
+/// With a quorum, this node is one of its voters, listening where the voter list says.
+fn this_node_is_a_voter(config: &BrokerConfig) -> Result<(), ConfigError> {
+    let voters = crate::parse_voters(&config.controller_quorum_voters).expect("checked");
+    if voters.is_empty() {
+        return Ok(());
+    }
+    let Some(me) = voters.iter().find(|v| v.node_id == config.node_id) else {
+        return Err(invalid(
+            "node.id",
+            config.node_id,
+            format!(
+                "one of the voters' ids in controller.quorum.voters ({})",
+                config.controller_quorum_voters
+            ),
+        ));
+    };
+    let (_, port) = parse_listener(&config.controller_listener).expect("checked");
+    if port == me.port {
+        return Ok(());
+    }
+    Err(invalid(
+        "controller.listener",
+        &config.controller_listener,
+        format!(
+            "port {} (node {}'s port in controller.quorum.voters)",
+            me.port, me.node_id
+        ),
+    ))
+}
+
+fn heartbeats_come_within_the_session(config: &BrokerConfig) -> Result<(), ConfigError> {
+    let (beat, session) = (
+        config.broker_heartbeat_interval_ms,
+        config.broker_session_timeout_ms,
+    );
+    if beat < session {
+        return Ok(());
+    }
+    Err(invalid(
+        "broker.heartbeat.interval.ms",
+        beat,
+        format!("less than broker.session.timeout.ms ({session})"),
     ))
 }
 

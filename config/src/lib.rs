@@ -190,6 +190,59 @@ pub fn parse_listener(s: &str) -> Result<(String, u16), String> {
     ))
 }
 
+/// One voter of the metadata quorum: its node id and its controller listener.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Voter {
+    pub node_id: i32,
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `controller.quorum.voters`: `id@host:port,...`, each id and each address once; empty
+/// for none.
+pub fn parse_voters(text: &str) -> Result<Vec<Voter>, String> {
+    let mut voters: Vec<Voter> = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (id, address) = entry
+            .split_once('@')
+            .ok_or_else(|| format!("`{entry}` is not `id@host:port`"))?;
+        let node_id: i32 = id
+            .parse()
+            .ok()
+            .filter(|n| *n >= 0)
+            .ok_or_else(|| format!("`{id}` in `{entry}` is not a node id (a number >= 0)"))?;
+        let (host, port) = parse_listener(address).map_err(|e| format!("`{entry}`: {e}"))?;
+        let voter = Voter {
+            node_id,
+            host,
+            port,
+        };
+        if voters.iter().any(|v| v.node_id == node_id) {
+            return Err(format!("node id {node_id} is listed twice"));
+        }
+        if voters
+            .iter()
+            .any(|v| (&v.host, v.port) == (&voter.host, voter.port))
+        {
+            return Err(format!("address {address} is listed twice"));
+        }
+        voters.push(voter);
+    }
+    Ok(voters)
+}
+
+impl BrokerConfig {
+    /// The voters of the metadata quorum, in the order given; empty for a single node.
+    pub fn quorum_voters(&self) -> Vec<Voter> {
+        parse_voters(&self.controller_quorum_voters).expect("validated at load")
+    }
+
+    /// The controller listener's address.
+    pub fn controller_host_port(&self) -> (String, u16) {
+        parse_listener(&self.controller_listener).expect("validated at load")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,6 +252,59 @@ mod tests {
         let mut f = tempfile::Builder::new().suffix(".toml").tempfile().unwrap();
         f.write_all(text.as_bytes()).unwrap();
         f
+    }
+
+    fn with(pairs: &[(&str, &str)]) -> Result<BrokerConfig, ConfigError> {
+        load(&Sources {
+            overrides: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn a_quorum_lists_each_voter_once_and_this_node_among_them() {
+        let voters = "1@localhost:9101, 2@127.0.0.1:9102,3@[::1]:9103";
+        let c = with(&[
+            ("controller.quorum.voters", voters),
+            ("node.id", "2"),
+            ("controller.listener", "0.0.0.0:9102"),
+        ])
+        .unwrap();
+        let parsed = c.quorum_voters();
+        assert_eq!(parsed.len(), 3);
+        assert_eq!(
+            (parsed[2].node_id, parsed[2].host.as_str(), parsed[2].port),
+            (3, "::1", 9103)
+        );
+        let refused = |pairs: &[(&str, &str)]| with(pairs).unwrap_err().to_string();
+        for (bad, says) in [
+            ("1@a:1,1@b:2", "listed twice"),
+            ("1@a:1,2@a:1", "listed twice"),
+            ("x@a:1", "not a node id"),
+            ("1a:1", "not `id@host:port`"),
+            ("1@a", "host:port"),
+        ] {
+            let e = refused(&[("controller.quorum.voters", bad)]);
+            assert!(
+                e.contains(says) && e.contains("controller.quorum.voters"),
+                "{bad}: {e}"
+            );
+        }
+        let e = refused(&[("controller.quorum.voters", "1@a:9101"), ("node.id", "4")]);
+        assert!(e.contains("node.id"), "{e}");
+        let e = refused(&[("controller.quorum.voters", "1@a:9101"), ("node.id", "1")]);
+        assert!(
+            e.contains("controller.listener") && e.contains("9101"),
+            "{e}"
+        );
+        let e = refused(&[("process.roles", "broker")]);
+        assert!(e.contains("process.roles"), "{e}");
+        let e = refused(&[("broker.heartbeat.interval.ms", "9000")]);
+        assert!(e.contains("broker.session.timeout.ms"), "{e}");
+        assert!(refused(&[("cluster.id", "a b")]).contains("cluster.id"));
     }
 
     #[test]

@@ -277,6 +277,7 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::Io(_) | MetadataError::Log(_) | MetadataError::Damaged(_) => {
             ResponseError::KafkaStorageError
         }
+        MetadataError::NotController(_) => ResponseError::NotController,
     }
 }
 

@@ -25,6 +25,9 @@ use std::sync::Mutex;
 use legacy::{LegacyRecord, Upgrader};
 use record::{decode_all, encode_all, MetadataRecord};
 
+use crate::applier::{Applier, ApplyFailure};
+use crate::image::ApplyError;
+
 const HEADER_BYTES: usize = 9;
 /// A frame of JSON, one legacy record (read only).
 const VERSION_JSON: u8 = 1;
@@ -45,42 +48,82 @@ pub enum MetadataLogError {
     Io(#[from] std::io::Error),
 }
 
-/// Where committed metadata records go: appended in batches, each durable (and, in a cluster,
-/// committed by the quorum) before `append` returns, in one order every node replays.
-pub trait MetadataLog: Send + Sync {
-    /// Appends the records of one change as a batch: after a crash, all of them or none.
-    fn append(&self, records: &[MetadataRecord]) -> std::io::Result<()>;
+/// Why a batch was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum CommitError {
+    /// The batch does not apply to the image the log's records give; nothing was committed.
+    #[error("a change that does not apply: {0}")]
+    Refused(#[from] ApplyError),
+    #[error("metadata log: {0}")]
+    Io(#[from] std::io::Error),
+    /// No active controller could take the batch in time; it may or may not be committed.
+    #[error("{0}")]
+    NoController(String),
 }
 
-/// The metadata log of a single node: one file of framed batches, fsynced on each append.
-pub struct FileMetadataLog {
-    file: Mutex<File>,
-}
-
-impl FileMetadataLog {
-    /// Opens the file at `path` (made if missing) and returns it with every record it holds,
-    /// a torn tail cut; legacy records are upgraded with `node_id` as their replica.
-    pub fn open(
-        path: &Path,
-        node_id: i32,
-    ) -> Result<(Self, Vec<MetadataRecord>), MetadataLogError> {
-        let records = replay(path, node_id)?;
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok((
-            Self {
-                file: Mutex::new(file),
-            },
-            records,
-        ))
+impl From<ApplyFailure> for CommitError {
+    fn from(e: ApplyFailure) -> Self {
+        match e {
+            ApplyFailure::Refused(e) => Self::Refused(e),
+            ApplyFailure::Io(e) => Self::Io(e),
+        }
     }
 }
 
-impl MetadataLog for FileMetadataLog {
+/// Where committed metadata records go: in batches, each durable (and, in a cluster,
+/// committed by the quorum) before it takes effect, in one order every node applies.
+pub trait MetadataLog: Send + Sync {
+    /// Commits the records of one change as a batch (after a crash, all of them or none) and
+    /// returns once this node's image has them.
+    fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError>;
+
+    /// Whether this node is the whole cluster: it hosts every replica, so the controller makes a
+    /// new partition's log before committing it (all or nothing).
+    fn is_single_node(&self) -> bool;
+}
+
+/// The metadata log of a single node: one file of framed batches, fsynced on each append, and
+/// the applier each appended batch goes through.
+pub struct FileMetadataLog {
+    file: Mutex<File>,
+    applier: Applier,
+}
+
+impl FileMetadataLog {
+    /// Reads the file at `path` (made if missing): every record it holds, a torn tail cut;
+    /// legacy records are upgraded with `node_id` as their replica.
+    pub fn replay(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, MetadataLogError> {
+        replay(path, node_id)
+    }
+
+    /// Opens the file at `path` for appending, after [`FileMetadataLog::replay`] read it;
+    /// appended batches are applied through `applier`.
+    pub fn open(path: &Path, applier: Applier) -> Result<Self, MetadataLogError> {
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(Self {
+            file: Mutex::new(file),
+            applier,
+        })
+    }
+
     fn append(&self, records: &[MetadataRecord]) -> std::io::Result<()> {
-        let framed = frame(VERSION_BATCH, &encode_all(records));
-        let mut file = self.file.lock().expect("metadata log lock");
-        file.write_all(&framed)?;
-        file.sync_data()
+        append_batch(&mut self.file.lock().expect("metadata log lock"), records)
+    }
+}
+
+/// Appends `records` to `file` as one frame and syncs it.
+fn append_batch(file: &mut File, records: &[MetadataRecord]) -> std::io::Result<()> {
+    file.write_all(&frame(VERSION_BATCH, &encode_all(records)))?;
+    file.sync_data()
+}
+
+impl MetadataLog for FileMetadataLog {
+    fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
+        Ok(self.applier.apply(records, || self.append(records))?)
+    }
+
+    fn is_single_node(&self) -> bool {
+        true
     }
 }
 
@@ -130,7 +173,7 @@ fn replay(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, MetadataLogE
 }
 
 /// The records of framed metadata-log bytes and how many bytes they fill (what follows is a
-/// torn tail), as [`FileMetadataLog::open`] reads a file; for the fuzz target.
+/// torn tail), as [`FileMetadataLog::replay`] reads a file; for the fuzz target.
 pub fn records_in(bytes: &[u8]) -> Result<(Vec<MetadataRecord>, usize), MetadataLogError> {
     parse(Path::new("<bytes>"), bytes, 0)
 }
@@ -243,15 +286,19 @@ mod tests {
     /// A file of one batch per number, and its bytes.
     fn write(path: &Path, batches: &[u32]) -> Vec<u8> {
         let _ = std::fs::remove_file(path);
-        let (log, _) = FileMetadataLog::open(path, 1).unwrap();
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         for n in batches {
-            log.append(&[deleted(*n), deleted(*n + 100)]).unwrap();
+            append_batch(&mut log, &[deleted(*n), deleted(*n + 100)]).unwrap();
         }
         std::fs::read(path).unwrap()
     }
 
     fn replayed(path: &Path) -> Vec<MetadataRecord> {
-        FileMetadataLog::open(path, 1).unwrap().1
+        FileMetadataLog::replay(path, 1).unwrap()
     }
 
     #[test]
@@ -284,7 +331,7 @@ mod tests {
             let mut damaged = whole.clone();
             damaged[at] ^= 0x40;
             std::fs::write(&path, &damaged).unwrap();
-            let e = FileMetadataLog::open(&path, 1).err().unwrap().to_string();
+            let e = FileMetadataLog::replay(&path, 1).err().unwrap().to_string();
             assert!(e.contains(&format!("at byte {second}")), "{e}");
             assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing is cut");
         }
@@ -300,13 +347,14 @@ mod tests {
         );
         let grown = "{\"type\":\"PartitionsCreated\",\"name\":\"a\",\"partitions\":2}\n";
         std::fs::write(&path, format!("{created}{grown}{{\"type\":")).unwrap();
-        let (log, records) = FileMetadataLog::open(&path, 7).unwrap();
+        let records = FileMetadataLog::replay(&path, 7).unwrap();
         assert_eq!(records.len(), 3, "{records:?}");
         let MetadataRecord::Partition(p) = &records[2] else {
             panic!("{records:?}")
         };
         assert_eq!((p.partition, p.leader, &p.replicas[..]), (1, 7, &[7][..]));
-        log.append(&[deleted(1)]).unwrap();
+        let mut log = OpenOptions::new().append(true).open(&path).unwrap();
+        append_batch(&mut log, &[deleted(1)]).unwrap();
         drop(log);
         let again = replayed(&path);
         assert_eq!(again.len(), 4);
@@ -318,7 +366,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            FileMetadataLog::open(&path, 1).is_err(),
+            FileMetadataLog::replay(&path, 1).is_err(),
             "a damaged middle line stops the start"
         );
     }
