@@ -4,7 +4,6 @@
 //! Invariant: the data directory is locked before anything in it is read or written, and stays
 //! locked while the broker lives.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use quipu_config::BrokerConfig;
@@ -12,6 +11,8 @@ use quipu_storage::log_manager::LogManager;
 
 use crate::group::GroupCoordinator;
 use crate::metadata::MetadataError;
+use crate::publisher::MetadataSubscriber;
+use crate::quorum::Quorum;
 use crate::replica_manager::ReplicaManager;
 use crate::request_context::{Identity, RequestContext};
 use crate::work_pool::WorkPool;
@@ -28,6 +29,8 @@ pub struct Broker {
     pub background: Arc<WorkPool>,
     /// The log cleaner's passes, on a thread of their own so a long clean delays nothing else.
     pub cleaner: WorkPool,
+    /// This node's part of the metadata quorum; `None` for a single node.
+    pub quorum: Option<Quorum>,
 }
 
 impl Broker {
@@ -41,18 +44,25 @@ impl Broker {
         let identity = identity(&config, bound_port)?;
         let replicas = Arc::new(ReplicaManager::new(config.node_id, logs.clone()));
         let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
-        let (metadata, controller) = crate::controller::open_local(
-            &config,
-            logs.clone(),
-            replicas.clone(),
-            vec![groups.clone()],
-        )?;
+        let subscribers: Vec<Arc<dyn MetadataSubscriber>> = vec![groups.clone()];
+        let (metadata, controller, quorum) = if config.quorum_voters().is_empty() {
+            let (metadata, controller) = crate::controller::open_local(
+                &config,
+                logs.clone(),
+                replicas.clone(),
+                subscribers,
+            )?;
+            (metadata, controller, None)
+        } else {
+            let (metadata, controller, quorum) = crate::quorum::open(
+                &config,
+                &identity.cluster_id,
+                (logs.clone(), replicas.clone()),
+                subscribers,
+            )?;
+            (metadata, controller, Some(quorum))
+        };
         let background = Arc::new(WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?);
-        controller.register_broker(
-            config.node_id,
-            &identity.advertised_host,
-            i32::from(identity.advertised_port),
-        )?;
         let io_threads = config.num_io_threads as usize;
         let requests = Arc::new(RequestContext {
             io: WorkPool::new("quipu-io", io_threads, io_threads)?,
@@ -64,12 +74,30 @@ impl Broker {
             replicas,
             groups,
         });
-        Ok(Self {
+        let broker = Self {
             requests,
             logs,
             background,
             cleaner: WorkPool::new("quipu-cleaner", 1, 0)?,
-        })
+            quorum,
+        };
+        // A single node is its own controller: it registers before it serves. In a cluster
+        // the quorum may have no leader yet, so the lifecycle registers in the background.
+        if broker.quorum.is_none() {
+            broker.register()?;
+        }
+        Ok(broker)
+    }
+
+    /// Registers this broker with the controller at its advertised address (blocking: in a
+    /// cluster, until the quorum has committed it).
+    pub fn register(&self) -> Result<(), MetadataError> {
+        let identity = &self.requests.identity;
+        self.requests.controller.register_broker(
+            self.config().node_id,
+            &identity.advertised_host,
+            i32::from(identity.advertised_port),
+        )
     }
 
     pub fn config(&self) -> &BrokerConfig {
@@ -78,8 +106,8 @@ impl Broker {
 }
 
 /// The cluster id from the data directory and the address clients are told to use.
-fn identity(config: &BrokerConfig, bound_port: u16) -> std::io::Result<Identity> {
-    let cluster_id = cluster_id(&config.log_dirs, config.node_id)?;
+fn identity(config: &BrokerConfig, bound_port: u16) -> Result<Identity, MetadataError> {
+    let cluster_id = cluster_id(config)?;
     let (advertised_host, mut advertised_port) = config.advertised_host_port();
     if config.advertised_listeners.is_none() && advertised_port == 0 {
         advertised_port = bound_port;
@@ -91,15 +119,57 @@ fn identity(config: &BrokerConfig, bound_port: u16) -> std::io::Result<Identity>
     })
 }
 
-/// Reads the cluster id from `meta.properties` (Kafka's file and keys), writing one on first start.
-fn cluster_id(dir: &Path, node_id: i32) -> std::io::Result<String> {
+/// The cluster this node is configured for: `cluster.id`, else in a quorum one derived from the
+/// voter list (so every voter given the same list agrees without a format step), else `None`.
+fn configured_cluster_id(config: &BrokerConfig) -> Option<String> {
+    if let Some(id) = &config.cluster_id {
+        return Some(id.clone());
+    }
+    let voters = config.quorum_voters();
+    if voters.is_empty() {
+        return None;
+    }
+    let mut listed: Vec<String> = voters
+        .iter()
+        .map(|v| format!("{}@{}:{}", v.node_id, v.host, v.port))
+        .collect();
+    listed.sort();
+    Some(format!(
+        "quipu-{:08x}",
+        crc32c::crc32c(listed.join(",").as_bytes())
+    ))
+}
+
+/// Reads the cluster id from `meta.properties` (Kafka's file and keys), writing one on first
+/// start; a directory of another cluster or another node id stops the start.
+fn cluster_id(config: &BrokerConfig) -> Result<String, MetadataError> {
+    let (dir, node_id) = (&config.log_dirs, config.node_id);
     let path = dir.join("meta.properties");
+    let configured = configured_cluster_id(config);
     if let Ok(text) = std::fs::read_to_string(&path) {
-        if let Some(id) = text.lines().find_map(|l| l.strip_prefix("cluster.id=")) {
-            return Ok(id.trim().to_string());
+        let value = |key: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+                .map(|v| v.trim().to_string())
+        };
+        if let Some(id) = value("cluster.id") {
+            if configured.as_ref().is_some_and(|c| *c != id) {
+                return Err(MetadataError::Damaged(format!(
+                    "{} belongs to cluster {id}, but this node is configured for cluster {} (cluster.id, or the one controller.quorum.voters gives): a directory of another cluster, or voter lists that disagree",
+                    path.display(),
+                    configured.unwrap_or_default()
+                )));
+            }
+            if let Some(stored) = value("node.id").filter(|n| *n != node_id.to_string()) {
+                return Err(MetadataError::Damaged(format!(
+                    "{} belongs to node {stored}, but this node is configured as node.id {node_id}",
+                    path.display()
+                )));
+            }
+            return Ok(id);
         }
     }
-    let id = uuid::Uuid::new_v4().simple().to_string();
+    let id = configured.unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
     let tmp = dir.join("meta.properties.tmp");
     std::fs::write(
         &tmp,

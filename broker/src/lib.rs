@@ -30,6 +30,7 @@ pub mod metadata;
 pub mod metadata_log;
 pub mod partition;
 pub mod publisher;
+pub mod quorum;
 pub mod replica_manager;
 pub mod request_context;
 pub mod retention;

@@ -21,6 +21,11 @@ pub async fn run(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, bound.port())
     })?);
+    // A single node registered as it opened; in a cluster the quorum may not have a leader yet.
+    let registration = broker.quorum.is_some().then(|| {
+        let broker = broker.clone();
+        tokio::task::spawn_blocking(move || register_until_done(&broker))
+    });
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
     let retention = tokio::spawn(crate::retention::run(broker.clone()));
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
@@ -31,6 +36,14 @@ pub async fn run(
     flusher.abort();
     cleaner.abort();
     group_timers.abort();
+    if let Some(r) = registration {
+        r.abort();
+    }
+    if let Some(quorum) = &broker.quorum {
+        if let Err(e) = quorum.raft.shutdown().await {
+            tracing::warn!(error = %e, "the quorum did not stop cleanly");
+        }
+    }
     tracing::info!("shutting down: closing logs");
     if broker.logs.close(crate::clock::now_ms()) {
         tracing::info!("shut down cleanly");
@@ -38,6 +51,21 @@ pub async fn run(
         tracing::error!("shut down with errors: the next start recovers the logs");
     }
     Ok(())
+}
+
+/// Registers with the quorum's controller, retrying with backoff until it is committed.
+fn register_until_done(broker: &Broker) {
+    let mut backoff = std::time::Duration::from_millis(100);
+    loop {
+        match broker.register() {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker registration not committed yet");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
 }
 
 /// The coordinator's timers: sessions and rebalances every 100 ms, offset expiry every

@@ -32,7 +32,11 @@ const HEADER_BYTES: usize = 9;
 /// A frame of JSON, one legacy record (read only).
 const VERSION_JSON: u8 = 1;
 /// A frame holding one batch of binary records.
-const VERSION_BATCH: u8 = 2;
+pub(crate) const VERSION_BATCH: u8 = 2;
+/// A frame holding one Raft log entry as JSON (the quorum's log).
+pub(crate) const VERSION_RAFT_ENTRY: u8 = 3;
+/// A frame holding a snapshot's metadata as JSON (the quorum's snapshot file).
+pub(crate) const VERSION_SNAPSHOT_META: u8 = 4;
 /// Largest record accepted: a bound on what a damaged length can make the start allocate.
 pub const MAX_RECORD_BYTES: usize = 16 * 1024 * 1024;
 
@@ -128,7 +132,7 @@ impl MetadataLog for FileMetadataLog {
 }
 
 /// A payload as a frame of `version`.
-fn frame(version: u8, payload: &[u8]) -> Vec<u8> {
+pub(crate) fn frame(version: u8, payload: &[u8]) -> Vec<u8> {
     assert!(
         payload.len() < MAX_RECORD_BYTES,
         "a metadata batch is bounded by the largest change (a topic of 10000 partitions)"
@@ -186,6 +190,43 @@ fn parse(
 ) -> Result<(Vec<MetadataRecord>, usize), MetadataLogError> {
     let mut upgrader = Upgrader::new(node_id);
     let mut records = Vec::new();
+    let (frames, valid_bytes) = frames(path, bytes)?;
+    for frame in frames {
+        let damaged = |reason: String| MetadataLogError::Damaged {
+            path: path.display().to_string(),
+            at: frame.at as u64,
+            reason,
+        };
+        match frame.version {
+            VERSION_BATCH => records.extend(
+                decode_all(frame.payload)
+                    .map_err(|e| damaged(format!("cannot read the records: {e}")))?,
+            ),
+            VERSION_JSON => {
+                let legacy: LegacyRecord = serde_json::from_slice(frame.payload)
+                    .map_err(|e| damaged(format!("cannot read the record: {e}")))?;
+                records.extend(upgrader.upgrade(legacy));
+            }
+            other => return Err(damaged(format!("unknown record version {other}"))),
+        }
+    }
+    Ok((records, valid_bytes))
+}
+
+/// One frame of a file: where it starts, its version and its payload.
+pub(crate) struct Frame<'a> {
+    pub at: usize,
+    pub version: u8,
+    pub payload: &'a [u8],
+}
+
+/// The frames of `bytes` whose CRCs hold, and how many bytes they fill; what follows is a torn
+/// tail. Damage before the last frame is an error naming its byte offset.
+pub(crate) fn frames<'a>(
+    path: &Path,
+    bytes: &'a [u8],
+) -> Result<(Vec<Frame<'a>>, usize), MetadataLogError> {
+    let mut frames = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
         let rest = &bytes[at..];
@@ -215,21 +256,14 @@ fn parse(
             }
             return Err(damaged("CRC mismatch".into()));
         }
-        match body[0] {
-            VERSION_BATCH => records.extend(
-                decode_all(&body[1..])
-                    .map_err(|e| damaged(format!("cannot read the records: {e}")))?,
-            ),
-            VERSION_JSON => {
-                let legacy: LegacyRecord = serde_json::from_slice(&body[1..])
-                    .map_err(|e| damaged(format!("cannot read the record: {e}")))?;
-                records.extend(upgrader.upgrade(legacy));
-            }
-            other => return Err(damaged(format!("unknown record version {other}"))),
-        }
+        frames.push(Frame {
+            at,
+            version: body[0],
+            payload: &body[1..],
+        });
         at = end;
     }
-    Ok((records, at))
+    Ok((frames, at))
 }
 
 /// Whether `rest` holds nothing a later record could have written: only zeros, as a file

@@ -37,7 +37,7 @@ pub struct BrokerProcess {
 /// client socket's source port can take it, and a test that restarts its broker gets the same
 /// port back). Taking `bind(0)` ports instead let two tests running at once get the same port
 /// after one broker stopped, and a test then talked to another test's broker.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU32, Ordering};
     const FIRST: u32 = 20_000;
     const SPAN: u32 = 12_000;
@@ -201,7 +201,9 @@ impl BrokerProcess {
 
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
-        self.child.as_mut().unwrap().try_wait().unwrap().is_none()
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
     }
 
     /// Stops the broker with SIGTERM (clean shutdown) and starts it again on the same data.
@@ -268,6 +270,19 @@ impl Drop for BrokerProcess {
         // A failing test shows what the broker said, the last of it.
         if std::thread::panicking() {
             let log = self.log();
+            let lines: Vec<&str> = log.lines().collect();
+            for (at, _) in lines
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains("panicked at"))
+            {
+                let end = (at + 3).min(lines.len());
+                eprintln!(
+                    "broker on port {} panicked:\n{}",
+                    self.port,
+                    lines[at..end].join("\n")
+                );
+            }
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
             eprintln!("--- broker log (last {} lines) ---", tail.len());
             for line in tail.into_iter().rev() {

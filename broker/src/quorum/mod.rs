@@ -1,0 +1,332 @@
+//! The metadata quorum: the metadata log replicated by openraft among the voters of
+//! `controller.quorum.voters`, behind the same [`MetadataLog`] interface as a single node's file.
+//!
+//! - [`types`]: openraft's types (a log entry's data is a batch of metadata records);
+//! - [`log_store`]: the Raft log, vote and commit point on disk;
+//! - [`state_machine`]: committed batches applied to the image on every node, and snapshots;
+//! - [`rpc`] and [`network`]: the controllers' wire and openraft's network over it.
+//!
+//! A controller commits a batch by proposing it to the leader, itself or, forwarded on the
+//! controller listener, another voter; the call returns once this node has applied the batch, so a
+//! client that changed metadata through any node reads the change back from that node.
+//!
+//! At start the node applies, before Raft runs, its newest snapshot and the entries it knows are
+//! committed, so the partition logs are opened against the image they belong to; a node with an
+//! empty directory joins as the voters list says (`initialize`, the same membership on every
+//! voter) and is brought up to date by the leader, from a snapshot if the log it needs is purged.
+//!
+//! Invariants: a batch takes effect on a node only once committed by a majority; every node
+//! applies the same batches in the same order, refusing alike the ones the image refuses; a
+//! forwarded batch that may have reached the leader is never sent again (its caller is told the
+//! outcome is unknown); the data directory belongs to one cluster (`meta.properties`), and a
+//! voter of another cluster is refused.
+
+pub mod log_store;
+pub mod network;
+pub mod rpc;
+pub mod state_machine;
+pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, EntryPayload, SnapshotPolicy};
+use quipu_config::BrokerConfig;
+use quipu_storage::log_manager::LogManager;
+
+use crate::controller::{open_applier, Controller};
+use crate::metadata::{Metadata, MetadataError, METADATA_DIR};
+use crate::metadata_log::record::MetadataRecord;
+use crate::metadata_log::{CommitError, MetadataLog};
+use crate::publisher::MetadataSubscriber;
+use crate::replica_manager::ReplicaManager;
+use log_store::LogStore;
+use rpc::{Connection, Envelope, NodeStatus, Request, Response};
+use state_machine::{Applied, StateMachine};
+use types::{NodeId, Raft, RecordBatch};
+
+/// The quorum's directory, inside the metadata directory.
+pub const QUORUM_DIR: &str = "quorum";
+/// How long a change waits for a leader to commit it before the caller is told NOT_CONTROLLER.
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long one forwarded batch may take.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between attempts while no leader is known.
+const NO_LEADER_BACKOFF: Duration = Duration::from_millis(50);
+
+/// A running member of the quorum: its Raft and state machine.
+#[derive(Clone)]
+pub struct Quorum {
+    pub raft: Raft,
+    machine: StateMachine,
+    cluster_id: Arc<str>,
+    runtime: tokio::runtime::Handle,
+}
+
+/// Opens this node's part of the quorum: the image from its snapshot and committed entries
+/// (the partition logs opened against it), Raft started, the controller listener answering, and
+/// the quorum formed from `controller.quorum.voters` if this directory has never been part of it.
+/// Must run on a multi-threaded runtime, from a thread that may block.
+pub fn open(
+    broker: &BrokerConfig,
+    cluster_id: &str,
+    (logs, replicas): (Arc<LogManager>, Arc<ReplicaManager>),
+    more_subscribers: Vec<Arc<dyn MetadataSubscriber>>,
+) -> Result<(Arc<Metadata>, Controller, Quorum), MetadataError> {
+    let meta_dir = broker.log_dirs.join(METADATA_DIR);
+    if meta_dir.join("metadata.log").exists() {
+        return Err(MetadataError::Damaged(format!(
+            "{} holds a single node's metadata log: a quorum member starts from a data directory of its own cluster (move it away, or start without controller.quorum.voters)",
+            meta_dir.display()
+        )));
+    }
+    let dir = meta_dir.join(QUORUM_DIR);
+    let store = LogStore::open(&dir)?;
+    let (applied, records) = replay(&dir, &store)?;
+    let applier = open_applier(broker, (logs.clone(), replicas), &records, more_subscribers)?;
+    let metadata = applier.metadata().clone();
+    let machine = StateMachine::new(applier, &dir, applied);
+    let runtime = tokio::runtime::Handle::current();
+    let cluster_id: Arc<str> = cluster_id.into();
+    let raft = runtime.block_on(start_raft(broker, &cluster_id, store, machine.clone()))?;
+    let quorum = Quorum {
+        raft,
+        machine,
+        cluster_id,
+        runtime,
+    };
+    let controller = Controller::new(broker, Box::new(quorum.clone()), metadata.clone(), logs);
+    Ok((metadata, controller, quorum))
+}
+
+/// What a restart applies before Raft runs: the newest snapshot, then the entries known
+/// committed after it. Returns where that leaves the state machine and the image's records.
+fn replay(
+    dir: &std::path::Path,
+    store: &LogStore,
+) -> Result<(Applied, Vec<MetadataRecord>), MetadataError> {
+    let mut applied = Applied::default();
+    let mut image = crate::image::MetadataImage::default();
+    if let Some((meta, records)) = state_machine::load_snapshot(dir)? {
+        image = state_machine::image_of(&records)?;
+        applied.last_applied = meta.last_log_id;
+        applied.membership = meta.last_membership;
+    }
+    let (committed, entries) = store.committed_entries(applied.last_applied.map(|l| l.index));
+    for entry in entries {
+        match entry.payload {
+            EntryPayload::Normal(batch) => {
+                // Refused alike when it was first applied: it changed nothing then either.
+                let _ = image.apply_all(&batch.0);
+            }
+            EntryPayload::Membership(m) => {
+                applied.membership = openraft::StoredMembership::new(Some(entry.log_id), m)
+            }
+            EntryPayload::Blank => {}
+        }
+        applied.last_applied = Some(entry.log_id);
+    }
+    if let (Some(c), Some(a)) = (committed, applied.last_applied) {
+        tracing::info!(
+            committed = c.index,
+            applied = a.index,
+            "replayed the metadata quorum's log"
+        );
+    }
+    Ok((applied, crate::snapshot::records_of(&image)))
+}
+
+fn raft_config(broker: &BrokerConfig, cluster_id: &str) -> Result<openraft::Config, MetadataError> {
+    let election_ms = broker.controller_quorum_election_timeout_ms;
+    let between = broker.metadata_log_max_records_between_snapshots;
+    openraft::Config {
+        cluster_name: cluster_id.to_string(),
+        heartbeat_interval: (election_ms / 5).max(20),
+        election_timeout_min: election_ms,
+        election_timeout_max: election_ms * 2,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(between),
+        max_in_snapshot_log_to_keep: between.min(1000),
+        snapshot_max_chunk_size: 1024 * 1024,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| MetadataError::Damaged(format!("quorum settings: {e}")))
+}
+
+async fn start_raft(
+    broker: &BrokerConfig,
+    cluster_id: &Arc<str>,
+    store: LogStore,
+    machine: StateMachine,
+) -> Result<Raft, MetadataError> {
+    let (host, port) = broker.controller_host_port();
+    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| {
+            MetadataError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on controller.listener {host}:{port}: {e}"),
+            ))
+        })?;
+    let network = network::Network {
+        cluster_id: cluster_id.clone(),
+    };
+    let node_id = broker.node_id as NodeId;
+    let config = Arc::new(raft_config(broker, cluster_id)?);
+    let raft = Raft::new(node_id, config, network, store, machine.clone())
+        .await
+        .map_err(|e| MetadataError::Damaged(format!("cannot start the quorum: {e}")))?;
+    let server = Arc::new(Server {
+        raft: raft.clone(),
+        machine,
+    });
+    tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
+    let voters: BTreeMap<NodeId, BasicNode> = broker
+        .quorum_voters()
+        .into_iter()
+        .map(|v| {
+            let addr = format!("{}:{}", v.host, v.port);
+            (v.node_id as NodeId, BasicNode { addr })
+        })
+        .collect();
+    let initialized = raft
+        .is_initialized()
+        .await
+        .map_err(|e| MetadataError::Damaged(format!("quorum: {e}")))?;
+    if !initialized {
+        // Every voter starts from the same membership, so the first entry is the same on all.
+        if let Err(e) = raft.initialize(voters.clone()).await {
+            tracing::info!(error = %e, "quorum membership already set");
+        }
+        tracing::info!(?voters, "formed the metadata quorum");
+    }
+    Ok(raft)
+}
+
+impl Quorum {
+    /// Runs `work` to completion from a thread that may block (an io thread, or the start).
+    fn block_on<F: std::future::Future>(&self, work: F) -> F::Output {
+        match tokio::runtime::Handle::try_current() {
+            Ok(_) => tokio::task::block_in_place(|| self.runtime.block_on(work)),
+            Err(_) => self.runtime.block_on(work),
+        }
+    }
+
+    /// This node's status: its view of the quorum and of the image.
+    pub fn status(&self) -> NodeStatus {
+        status(&self.raft, &self.machine)
+    }
+
+    async fn propose(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
+        let deadline = Instant::now() + COMMIT_TIMEOUT;
+        loop {
+            let batch = RecordBatch(records.to_vec());
+            let leader = match self.raft.client_write(batch.clone()).await {
+                Ok(written) => return written.data.map_err(CommitError::Refused),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => f.leader_node,
+                Err(e) => return Err(CommitError::NoController(format!("quorum: {e}"))),
+            };
+            if let Some(leader) = leader {
+                if let Some(result) = self.forward(&leader.addr, batch).await? {
+                    return result;
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(CommitError::NoController(format!(
+                    "no leader of the metadata quorum committed the change within {COMMIT_TIMEOUT:?}"
+                )));
+            }
+            tokio::time::sleep(NO_LEADER_BACKOFF).await;
+        }
+    }
+
+    /// Sends `batch` to the leader at `address`; `None` when it was not proposed (the node is no
+    /// longer the leader), so it may be sent again. Once the leader has committed it, waits for
+    /// this node to apply it.
+    async fn forward(
+        &self,
+        address: &str,
+        batch: RecordBatch,
+    ) -> Result<Option<Result<(), CommitError>>, CommitError> {
+        let request = Envelope {
+            cluster_id: self.cluster_id.to_string(),
+            body: Request::Propose(batch),
+        };
+        let mut connection = Connection::new(address.to_string());
+        let (index, outcome) = match connection.call(&request, FORWARD_TIMEOUT).await {
+            Ok(Response::Proposed(Ok(proposed))) => proposed,
+            Ok(Response::Proposed(Err(_))) => return Ok(None),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => return Ok(None),
+            Ok(other) => {
+                return Err(CommitError::NoController(format!(
+                    "the leader at {address} answered {other:?}"
+                )))
+            }
+            Err(e) => {
+                return Err(CommitError::NoController(format!(
+                    "the change was sent to the leader at {address}, which did not answer ({e}): it may or may not be committed"
+                )))
+            }
+        };
+        let mut applied = self.machine.applied_end();
+        let caught_up = tokio::time::timeout(FORWARD_TIMEOUT, applied.wait_for(|end| *end > index))
+            .await
+            .is_ok_and(|r| r.is_ok());
+        match caught_up {
+            true => Ok(Some(outcome.map_err(CommitError::Refused))),
+            false => Err(CommitError::NoController(format!(
+                "committed at index {index}, but this node has not applied it within {FORWARD_TIMEOUT:?}"
+            ))),
+        }
+    }
+}
+
+impl MetadataLog for Quorum {
+    fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
+        self.block_on(self.propose(records))
+    }
+
+    fn is_single_node(&self) -> bool {
+        false
+    }
+}
+
+fn status(raft: &Raft, machine: &StateMachine) -> NodeStatus {
+    let metrics = raft.metrics().borrow().clone();
+    let image = machine.applier().metadata().image();
+    NodeStatus {
+        node_id: metrics.id,
+        leader: metrics.current_leader,
+        term: metrics.current_term,
+        last_applied: machine.last_applied().map(|l| l.index),
+        image_digest: crate::snapshot::digest(&image),
+        topics: image.topics().count(),
+    }
+}
+
+/// Answers the controller listener's requests.
+struct Server {
+    raft: Raft,
+    machine: StateMachine,
+}
+
+impl rpc::Handler for Server {
+    async fn handle(&self, request: Request) -> Response {
+        match request {
+            Request::AppendEntries(r) => Response::AppendEntries(self.raft.append_entries(r).await),
+            Request::Vote(r) => Response::Vote(self.raft.vote(r).await),
+            Request::InstallSnapshot(r) => {
+                Response::InstallSnapshot(self.raft.install_snapshot(r).await)
+            }
+            Request::Propose(batch) => {
+                Response::Proposed(match self.raft.client_write(batch).await {
+                    Ok(written) => Ok((written.log_id.index, written.data)),
+                    Err(e) => Err(e.to_string()),
+                })
+            }
+            Request::Status => Response::Status(status(&self.raft, &self.machine)),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! A cluster of combined nodes on loopback, each its own `quipu` process with its own ports and
+//! data directory: the metadata quorum survives its leader's `kill -9`, admin changes work
+//! through every node, and every node ends with the same image (compared by digest).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::{free_port, name, BrokerProcess, Conn};
+use quipu_broker::quorum::rpc::{self, NodeStatus};
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
+use quipu_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    MetadataRequest, MetadataResponse,
+};
+
+/// Kafka's error codes the test tells apart.
+const NONE: i16 = 0;
+const TOPIC_ALREADY_EXISTS: i16 = 36;
+const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+
+struct Cluster {
+    nodes: Vec<BrokerProcess>,
+    controller_ports: Vec<u16>,
+    cluster_id: String,
+    runtime: tokio::runtime::Runtime,
+}
+
+impl Cluster {
+    /// `count` combined nodes, ids 1..=count, snapshots every `snapshot_records` records.
+    fn start(count: usize, snapshot_records: u64) -> Self {
+        let controller_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
+        let voters: Vec<String> = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+            .collect();
+        let voters = voters.join(",");
+        let nodes = controller_ports
+            .iter()
+            .enumerate()
+            .map(|(i, port)| {
+                let settings = [
+                    format!("node.id={}", i + 1),
+                    format!("controller.quorum.voters={voters}"),
+                    format!("controller.listener=127.0.0.1:{port}"),
+                    format!("metadata.log.max.records.between.snapshots={snapshot_records}"),
+                    "controller.quorum.election.timeout.ms=500".to_string(),
+                ];
+                let args: Vec<String> = settings
+                    .iter()
+                    .flat_map(|s| ["--set".to_string(), s.clone()])
+                    .collect();
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                BrokerProcess::start(&args)
+            })
+            .collect::<Vec<BrokerProcess>>();
+        let text = std::fs::read_to_string(nodes[0].data_dir().join("meta.properties")).unwrap();
+        let cluster_id = text
+            .lines()
+            .find_map(|l| l.strip_prefix("cluster.id="))
+            .unwrap()
+            .to_string();
+        Self {
+            nodes,
+            controller_ports,
+            cluster_id,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        }
+    }
+
+    /// Node `i`'s status, if it answers.
+    fn status(&self, i: usize) -> Option<NodeStatus> {
+        let address = format!("127.0.0.1:{}", self.controller_ports[i]);
+        self.runtime
+            .block_on(rpc::status(
+                &address,
+                &self.cluster_id,
+                Duration::from_secs(2),
+            ))
+            .ok()
+    }
+
+    /// Waits until every node is a registered broker, as node 0's Metadata lists them.
+    fn registered(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut r = MetadataRequest::default();
+            r.topics = Some(Vec::new());
+            let resp: MetadataResponse = self.nodes[0].connect().call(ApiKey::Metadata, 12, &r);
+            if resp.brokers.len() == self.nodes.len() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "brokers not registered: {:?}",
+                resp.brokers
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn alive(&mut self) -> Vec<usize> {
+        (0..self.nodes.len())
+            .filter(|i| self.nodes[*i].alive())
+            .collect()
+    }
+
+    /// The index of the node every live node names as leader, once they agree.
+    fn leader(&mut self) -> usize {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let alive = self.alive();
+            let leaders: BTreeSet<Option<u64>> = alive
+                .iter()
+                .map(|i| self.status(*i).and_then(|s| s.leader))
+                .collect();
+            if let [Some(id)] = leaders.iter().collect::<Vec<_>>()[..] {
+                let index = *id as usize - 1;
+                if alive.contains(&index) {
+                    return index;
+                }
+            }
+            assert!(Instant::now() < deadline, "no agreed leader: {leaders:?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until every node has applied the same entries, and returns their statuses.
+    fn converged(&self) -> Vec<NodeStatus> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let statuses: Vec<Option<NodeStatus>> =
+                (0..self.nodes.len()).map(|i| self.status(i)).collect();
+            let applied: BTreeSet<_> = statuses
+                .iter()
+                .map(|s| s.as_ref().map(|s| s.last_applied))
+                .collect();
+            if applied.len() == 1 && statuses.iter().all(Option::is_some) {
+                return statuses.into_iter().flatten().collect();
+            }
+            assert!(Instant::now() < deadline, "never converged: {statuses:?}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn create(conn: &mut Conn, topic: &str, replication_factor: i16) -> i16 {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = 2;
+    t.replication_factor = replication_factor;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 20_000;
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
+    resp.topics[0].error_code
+}
+
+fn delete(conn: &mut Conn, topic: &str) -> i16 {
+    let mut t = DeleteTopicState::default();
+    t.name = Some(name(topic));
+    let mut r = DeleteTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 20_000;
+    let resp: DeleteTopicsResponse = conn.call(ApiKey::DeleteTopics, 6, &r);
+    resp.responses[0].error_code
+}
+
+/// The topics node `node` serves, as Metadata lists them.
+fn topics(node: &BrokerProcess) -> BTreeSet<String> {
+    let mut r = MetadataRequest::default();
+    r.topics = None;
+    let resp: MetadataResponse = node.connect().call(ApiKey::Metadata, 12, &r);
+    resp.topics
+        .iter()
+        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+        .collect()
+}
+
+/// Runs `change` until it gives an answer other than NOT_CONTROLLER or a timeout, as an admin
+/// client retries; returns the last code and whether an earlier try may have taken effect.
+fn with_retries(mut change: impl FnMut() -> i16) -> (i16, bool) {
+    let mut maybe = false;
+    for _ in 0..20 {
+        let code = change();
+        // NOT_CONTROLLER (41) or REQUEST_TIMED_OUT (7): the change may have been committed.
+        if code != 41 && code != 7 {
+            return (code, maybe);
+        }
+        maybe = true;
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    panic!("the change never went through");
+}
+
+#[test]
+fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
+    let mut cluster = Cluster::start(3, 50);
+    cluster.registered();
+    let mut live: BTreeSet<String> = BTreeSet::new();
+    let mut gone: BTreeSet<String> = BTreeSet::new();
+    for round in 0..10 {
+        for i in cluster.alive() {
+            let topic = format!("r{round}-n{i}");
+            let (code, maybe) = with_retries(|| create(&mut cluster.nodes[i].connect(), &topic, 3));
+            assert!(
+                code == NONE || (maybe && code == TOPIC_ALREADY_EXISTS),
+                "{topic}: {code}"
+            );
+            live.insert(topic);
+        }
+        if round > 0 {
+            let victim = format!("r{}-n0", round - 1);
+            let via = cluster.alive()[round % cluster.alive().len()];
+            let (code, maybe) = with_retries(|| delete(&mut cluster.nodes[via].connect(), &victim));
+            assert!(
+                code == NONE || (maybe && code == UNKNOWN_TOPIC_OR_PARTITION),
+                "{victim}: {code}"
+            );
+            live.remove(&victim);
+            gone.insert(victim);
+        }
+        let leader = cluster.leader();
+        cluster.nodes[leader].kill();
+        // The two left elect a leader and take changes while the third is down.
+        let survivor = cluster.alive()[0];
+        let topic = format!("r{round}-while-down");
+        let (code, maybe) =
+            with_retries(|| create(&mut cluster.nodes[survivor].connect(), &topic, 2));
+        assert!(
+            code == NONE || (maybe && code == TOPIC_ALREADY_EXISTS),
+            "{topic}: {code}"
+        );
+        live.insert(topic);
+        cluster.nodes[leader].start_again();
+    }
+    let statuses = cluster.converged();
+    let digests: BTreeSet<u32> = statuses.iter().map(|s| s.image_digest).collect();
+    assert_eq!(digests.len(), 1, "the images differ: {statuses:?}");
+    for node in &cluster.nodes {
+        let served = topics(node);
+        let missing: Vec<_> = live.difference(&served).collect();
+        assert!(
+            missing.is_empty(),
+            "acknowledged topics missing: {missing:?}"
+        );
+        let back: Vec<_> = gone.intersection(&served).collect();
+        assert!(back.is_empty(), "deleted topics are back: {back:?}");
+    }
+    assert_eq!(
+        statuses[0].topics,
+        live.len(),
+        "no topic is applied twice or lost"
+    );
+}
+
+#[test]
+fn a_node_whose_data_directory_is_gone_rejoins_from_a_snapshot() {
+    let mut cluster = Cluster::start(3, 10);
+    cluster.leader();
+    for n in 0..30 {
+        let (code, _) =
+            with_retries(|| create(&mut cluster.nodes[n % 3].connect(), &format!("t{n}"), 1));
+        assert_eq!(code, NONE);
+    }
+    let victim = (cluster.leader() + 1) % 3;
+    cluster.nodes[victim].kill();
+    std::fs::remove_dir_all(cluster.nodes[victim].data_dir()).unwrap();
+    std::fs::create_dir_all(cluster.nodes[victim].data_dir()).unwrap();
+    cluster.nodes[victim].start_again();
+    let statuses = cluster.converged();
+    let digests: BTreeSet<u32> = statuses.iter().map(|s| s.image_digest).collect();
+    assert_eq!(digests.len(), 1, "the images differ: {statuses:?}");
+    assert_eq!(topics(&cluster.nodes[victim]).len(), 30);
+    let log = cluster.nodes[victim].log();
+    assert!(log.contains("installed a metadata snapshot"), "{log}");
+}
