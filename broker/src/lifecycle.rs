@@ -26,6 +26,13 @@ pub async fn run(
         let broker = broker.clone();
         tokio::task::spawn_blocking(move || register_until_done(&broker))
     });
+    let liveness = broker.quorum.clone().map(|q| {
+        let node_id = broker.config().node_id;
+        (
+            tokio::spawn(q.clone().run_heartbeats(node_id)),
+            tokio::spawn(q.run_fencing()),
+        )
+    });
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
     let retention = tokio::spawn(crate::retention::run(broker.clone()));
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
@@ -38,6 +45,10 @@ pub async fn run(
     group_timers.abort();
     if let Some(r) = registration {
         r.abort();
+    }
+    if let Some((heartbeats, fencing)) = liveness {
+        heartbeats.abort();
+        fencing.abort();
     }
     if let Some(quorum) = &broker.quorum {
         if let Err(e) = quorum.raft.shutdown().await {

@@ -30,7 +30,7 @@ struct Cluster {
 
 impl Cluster {
     /// `count` combined nodes, ids 1..=count, snapshots every `snapshot_records` records.
-    fn start(count: usize, snapshot_records: u64) -> Self {
+    fn start(count: usize, snapshot_records: u64, extra: &[&str]) -> Self {
         let controller_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
         let voters: Vec<String> = controller_ports
             .iter()
@@ -51,6 +51,13 @@ impl Cluster {
                 ];
                 let args: Vec<String> = settings
                     .iter()
+                    .chain(
+                        extra
+                            .iter()
+                            .map(|e| e.to_string())
+                            .collect::<Vec<_>>()
+                            .iter(),
+                    )
                     .flat_map(|s| ["--set".to_string(), s.clone()])
                     .collect();
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -88,17 +95,22 @@ impl Cluster {
 
     /// Waits until every node is a registered broker, as node 0's Metadata lists them.
     fn registered(&self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.brokers_listed_by(0, self.nodes.len());
+    }
+
+    /// Waits until node `i`'s Metadata lists `count` brokers (the unfenced ones).
+    fn brokers_listed_by(&self, i: usize, count: usize) -> Duration {
+        let start = Instant::now();
         loop {
             let mut r = MetadataRequest::default();
             r.topics = Some(Vec::new());
-            let resp: MetadataResponse = self.nodes[0].connect().call(ApiKey::Metadata, 12, &r);
-            if resp.brokers.len() == self.nodes.len() {
-                return;
+            let resp: MetadataResponse = self.nodes[i].connect().call(ApiKey::Metadata, 12, &r);
+            if resp.brokers.len() == count {
+                return start.elapsed();
             }
             assert!(
-                Instant::now() < deadline,
-                "brokers not registered: {:?}",
+                start.elapsed() < Duration::from_secs(30),
+                "node {i} lists {:?}",
                 resp.brokers
             );
             std::thread::sleep(Duration::from_millis(50));
@@ -201,7 +213,7 @@ fn with_retries(mut change: impl FnMut() -> i16) -> (i16, bool) {
 
 #[test]
 fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
-    let mut cluster = Cluster::start(3, 50);
+    let mut cluster = Cluster::start(3, 50, &[]);
     cluster.registered();
     let mut live: BTreeSet<String> = BTreeSet::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
@@ -262,7 +274,7 @@ fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
 
 #[test]
 fn a_node_whose_data_directory_is_gone_rejoins_from_a_snapshot() {
-    let mut cluster = Cluster::start(3, 10);
+    let mut cluster = Cluster::start(3, 10, &[]);
     cluster.leader();
     for n in 0..30 {
         let (code, _) =
@@ -280,4 +292,33 @@ fn a_node_whose_data_directory_is_gone_rejoins_from_a_snapshot() {
     assert_eq!(topics(&cluster.nodes[victim]).len(), 30);
     let log = cluster.nodes[victim].log();
     assert!(log.contains("installed a metadata snapshot"), "{log}");
+}
+
+#[test]
+fn a_broker_stopped_past_its_session_is_fenced_and_unfenced_when_it_resumes() {
+    let session = [
+        "broker.heartbeat.interval.ms=200",
+        "broker.session.timeout.ms=1500",
+    ];
+    let mut cluster = Cluster::start(3, 1000, &session);
+    cluster.registered();
+    let leader = cluster.leader();
+    let victim = (leader + 1) % 3;
+    let pid = cluster.nodes[victim].pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let fenced_after = cluster.brokers_listed_by(leader, 2);
+    assert!(
+        fenced_after >= Duration::from_millis(1000),
+        "fenced too soon: {fenced_after:?}"
+    );
+    let other = 3 - leader - victim;
+    cluster.brokers_listed_by(other, 2);
+    // A fenced broker gets no new replicas.
+    let (code, _) = with_retries(|| create(&mut cluster.nodes[leader].connect(), "three", 3));
+    assert_eq!(code, 38, "INVALID_REPLICATION_FACTOR with a broker fenced");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    cluster.brokers_listed_by(leader, 3);
+    cluster.brokers_listed_by(victim, 3);
+    let (code, _) = with_retries(|| create(&mut cluster.nodes[victim].connect(), "three", 3));
+    assert_eq!(code, NONE);
 }

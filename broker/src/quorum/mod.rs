@@ -21,6 +21,7 @@
 //! outcome is unknown); the data directory belongs to one cluster (`meta.properties`), and a
 //! voter of another cluster is refused.
 
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod rpc;
@@ -42,6 +43,7 @@ use crate::metadata_log::record::MetadataRecord;
 use crate::metadata_log::{CommitError, MetadataLog};
 use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
+use liveness::Liveness;
 use log_store::LogStore;
 use rpc::{Connection, Envelope, NodeStatus, Request, Response};
 use state_machine::{Applied, StateMachine};
@@ -62,6 +64,9 @@ pub struct Quorum {
     pub raft: Raft,
     machine: StateMachine,
     cluster_id: Arc<str>,
+    node_id: NodeId,
+    liveness: Arc<Liveness>,
+    heartbeat_interval: Duration,
     runtime: tokio::runtime::Handle,
 }
 
@@ -90,11 +95,22 @@ pub fn open(
     let machine = StateMachine::new(applier, &dir, applied);
     let runtime = tokio::runtime::Handle::current();
     let cluster_id: Arc<str> = cluster_id.into();
-    let raft = runtime.block_on(start_raft(broker, &cluster_id, store, machine.clone()))?;
+    let liveness = Arc::new(Liveness::new(Duration::from_millis(
+        broker.broker_session_timeout_ms,
+    )));
+    let raft = runtime.block_on(start_raft(
+        broker,
+        &cluster_id,
+        store,
+        (machine.clone(), liveness.clone()),
+    ))?;
     let quorum = Quorum {
         raft,
         machine,
         cluster_id,
+        node_id: broker.node_id as NodeId,
+        liveness,
+        heartbeat_interval: Duration::from_millis(broker.broker_heartbeat_interval_ms),
         runtime,
     };
     let controller = Controller::new(broker, Box::new(quorum.clone()), metadata.clone(), logs);
@@ -159,7 +175,7 @@ async fn start_raft(
     broker: &BrokerConfig,
     cluster_id: &Arc<str>,
     store: LogStore,
-    machine: StateMachine,
+    (machine, liveness): (StateMachine, Arc<Liveness>),
 ) -> Result<Raft, MetadataError> {
     let (host, port) = broker.controller_host_port();
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
@@ -181,6 +197,7 @@ async fn start_raft(
     let server = Arc::new(Server {
         raft: raft.clone(),
         machine,
+        liveness,
     });
     tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
     let voters: BTreeMap<NodeId, BasicNode> = broker
@@ -217,6 +234,80 @@ impl Quorum {
     /// This node's status: its view of the quorum and of the image.
     pub fn status(&self) -> NodeStatus {
         status(&self.raft, &self.machine)
+    }
+
+    /// Tells the active controller this broker is alive, every `broker.heartbeat.interval.ms`,
+    /// until the task is dropped. Before the broker is registered there is nothing to say.
+    pub async fn run_heartbeats(self, node_id: i32) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut connection: Option<(NodeId, Connection)> = None;
+        loop {
+            ticker.tick().await;
+            let image = self.machine.applier().metadata().image();
+            let Some(broker_epoch) = image.broker(node_id).map(|b| b.broker_epoch) else {
+                continue;
+            };
+            let Some((leader, address)) = self.leader() else {
+                continue;
+            };
+            if leader == self.node_id {
+                self.liveness.heard(node_id, broker_epoch, Instant::now());
+                continue;
+            }
+            if connection.as_ref().is_none_or(|(id, _)| *id != leader) {
+                connection = Some((leader, Connection::new(address)));
+            }
+            let request = Envelope {
+                cluster_id: self.cluster_id.to_string(),
+                body: Request::Heartbeat {
+                    node_id,
+                    broker_epoch,
+                },
+            };
+            let (_, c) = connection.as_mut().expect("made above");
+            match c.call(&request, self.heartbeat_interval).await {
+                Ok(Response::Heartbeat(Ok(()))) => {}
+                other => tracing::debug!(leader, answer = ?other, "heartbeat not heard"),
+            }
+        }
+    }
+
+    /// As the active controller, fences brokers silent past their session and unfences those
+    /// heard from again; checks twice a heartbeat interval, until the task is dropped.
+    pub async fn run_fencing(self) {
+        let mut ticker = tokio::time::interval(self.heartbeat_interval / 2);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let term = {
+                let metrics = self.raft.metrics();
+                let m = metrics.borrow();
+                (m.current_leader == Some(self.node_id)).then_some(m.current_term)
+            };
+            let Some(term) = term else {
+                self.liveness.not_leading();
+                continue;
+            };
+            let image = self.machine.applier().metadata().image();
+            let changes = self.liveness.changes(term, &image, Instant::now());
+            if changes.is_empty() {
+                continue;
+            }
+            match self.propose(&changes).await {
+                Ok(()) => tracing::info!(?changes, "broker fencing changed"),
+                Err(e) => tracing::warn!(error = %e, "broker fencing not committed"),
+            }
+        }
+    }
+
+    /// The leader's id and controller address, if one is known.
+    fn leader(&self) -> Option<(NodeId, String)> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow();
+        let leader = m.current_leader?;
+        let node = m.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
     }
 
     async fn propose(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
@@ -293,6 +384,12 @@ impl MetadataLog for Quorum {
     }
 }
 
+fn is_leader(raft: &Raft) -> bool {
+    let metrics = raft.metrics();
+    let m = metrics.borrow();
+    m.current_leader == Some(m.id)
+}
+
 fn status(raft: &Raft, machine: &StateMachine) -> NodeStatus {
     let metrics = raft.metrics().borrow().clone();
     let image = machine.applier().metadata().image();
@@ -310,6 +407,7 @@ fn status(raft: &Raft, machine: &StateMachine) -> NodeStatus {
 struct Server {
     raft: Raft,
     machine: StateMachine,
+    liveness: Arc<Liveness>,
 }
 
 impl rpc::Handler for Server {
@@ -326,6 +424,15 @@ impl rpc::Handler for Server {
                     Err(e) => Err(e.to_string()),
                 })
             }
+            Request::Heartbeat {
+                node_id,
+                broker_epoch,
+            } => Response::Heartbeat(if is_leader(&self.raft) {
+                self.liveness.heard(node_id, broker_epoch, Instant::now());
+                Ok(())
+            } else {
+                Err("not the active controller".into())
+            }),
             Request::Status => Response::Status(status(&self.raft, &self.machine)),
         }
     }

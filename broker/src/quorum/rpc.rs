@@ -42,6 +42,11 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<QuorumTypes>),
     /// A batch for the leader to commit, from a controller that is not the leader.
     Propose(RecordBatch),
+    /// A broker is alive, at its registration `broker_epoch` (Kafka's BrokerHeartbeat).
+    Heartbeat {
+        node_id: i32,
+        broker_epoch: i64,
+    },
     Status,
 }
 
@@ -55,6 +60,8 @@ pub enum Response {
     /// The index the batch was committed at and its outcome; or why it was not proposed (this
     /// node is not the leader), so it may be sent again.
     Proposed(Result<(u64, Outcome), String>),
+    /// Heard; or why not (this node is not the leader).
+    Heartbeat(Result<(), String>),
     Status(NodeStatus),
     /// Not handed to Raft: the sender belongs to another cluster.
     Refused(String),

@@ -1,0 +1,146 @@
+//! Broker liveness, kept by the active controller (Kafka's BrokerHeartbeatManager): when it last
+//! heard from each broker, and the fencing that follows. A broker silent for
+//! `broker.session.timeout.ms` is fenced (no longer offered to clients or given new replicas); a
+//! fenced broker heard from again, at its current registration, is unfenced.
+//!
+//! Invariants: only the leader fences or unfences, and only through committed records; a new
+//! leader starts every broker's clock afresh (it cannot know what its predecessor heard), so a
+//! change of leader never fences a live broker; the table holds at most one entry per broker id.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::image::MetadataImage;
+use crate::metadata_log::record::MetadataRecord;
+
+pub struct Liveness {
+    session_timeout: Duration,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// The term in which the clocks were started; `None` while this node does not lead.
+    term: Option<u64>,
+    /// When each broker was last heard from, with the registration epoch it named.
+    heard: BTreeMap<i32, (Instant, i64)>,
+}
+
+impl Liveness {
+    pub fn new(session_timeout: Duration) -> Self {
+        Self {
+            session_timeout,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    /// Records a heartbeat of `node_id` at `broker_epoch`.
+    pub fn heard(&self, node_id: i32, broker_epoch: i64, now: Instant) {
+        let mut state = self.state.lock().expect("liveness lock");
+        state.heard.insert(node_id, (now, broker_epoch));
+    }
+
+    /// Forgets what was heard: this node does not lead (or no longer does).
+    pub fn not_leading(&self) {
+        *self.state.lock().expect("liveness lock") = State::default();
+    }
+
+    /// As the leader in `term`, the fencing changes `image` needs at `now`: brokers silent past
+    /// the session fenced, fenced brokers heard from at their current epoch unfenced.
+    pub fn changes(&self, term: u64, image: &MetadataImage, now: Instant) -> Vec<MetadataRecord> {
+        let mut state = self.state.lock().expect("liveness lock");
+        if state.term != Some(term) {
+            // A new term: every unfenced broker gets a full session from now; a fenced one stays
+            // fenced until this leader hears from it.
+            state.term = Some(term);
+            state.heard = image
+                .brokers()
+                .filter(|b| !b.fenced)
+                .map(|b| (b.node_id, (now, b.broker_epoch)))
+                .collect();
+        }
+        let mut changes = Vec::new();
+        for broker in image.brokers() {
+            let live = state.heard.get(&broker.node_id).is_some_and(|(at, epoch)| {
+                *epoch == broker.broker_epoch && now.duration_since(*at) < self.session_timeout
+            });
+            if live == broker.fenced {
+                changes.push(MetadataRecord::BrokerFencing {
+                    node_id: broker.node_id,
+                    fenced: !live,
+                });
+            }
+        }
+        state.heard.retain(|id, _| image.broker(*id).is_some());
+        changes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(fenced: bool) -> MetadataImage {
+        let mut image = MetadataImage::default();
+        image
+            .apply_all(&[
+                MetadataRecord::BrokerRegistered {
+                    node_id: 1,
+                    broker_epoch: 3,
+                    host: "h".into(),
+                    port: 1,
+                },
+                MetadataRecord::BrokerFencing { node_id: 1, fenced },
+            ])
+            .unwrap();
+        image
+    }
+
+    #[test]
+    fn a_silent_broker_is_fenced_after_its_session_and_unfenced_when_heard_again() {
+        let live = Liveness::new(Duration::from_secs(9));
+        let t0 = Instant::now();
+        let at = |s: u64| t0 + Duration::from_secs(s);
+        assert!(
+            live.changes(1, &image(false), at(0)).is_empty(),
+            "a new leader gives a full session"
+        );
+        live.heard(1, 3, at(5));
+        assert!(live.changes(1, &image(false), at(13)).is_empty());
+        let fence = live.changes(1, &image(false), at(14));
+        assert_eq!(
+            fence,
+            vec![MetadataRecord::BrokerFencing {
+                node_id: 1,
+                fenced: true
+            }]
+        );
+        assert!(
+            live.changes(1, &image(true), at(15)).is_empty(),
+            "stays fenced while silent"
+        );
+        live.heard(1, 2, at(16));
+        assert!(
+            live.changes(1, &image(true), at(16)).is_empty(),
+            "an old registration's heartbeat does not count"
+        );
+        live.heard(1, 3, at(17));
+        let unfence = live.changes(1, &image(true), at(17));
+        assert_eq!(
+            unfence,
+            vec![MetadataRecord::BrokerFencing {
+                node_id: 1,
+                fenced: false
+            }]
+        );
+        assert!(
+            live.changes(2, &image(true), at(40)).is_empty(),
+            "a new leader does not unfence a broker it has not heard from"
+        );
+        assert!(
+            live.changes(3, &image(false), at(80)).is_empty(),
+            "a new leader gives unfenced brokers a full session"
+        );
+    }
+}
