@@ -73,6 +73,7 @@ impl Broker {
             controller,
             replicas,
             groups,
+            quorum: quorum.clone(),
         });
         let broker = Self {
             requests,

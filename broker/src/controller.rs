@@ -118,6 +118,11 @@ impl Controller {
         }
     }
 
+    /// How many entries the metadata log has committed.
+    pub fn committed_end(&self) -> i64 {
+        self.log.committed_end()
+    }
+
     /// The metadata this controller's commits reach.
     pub fn metadata(&self) -> &Metadata {
         &self.metadata

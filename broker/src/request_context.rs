@@ -15,6 +15,7 @@ use quipu_config::BrokerConfig;
 use crate::controller::Controller;
 use crate::group::GroupCoordinator;
 use crate::metadata::Metadata;
+use crate::quorum::Quorum;
 use crate::replica_manager::ReplicaManager;
 use crate::work_pool::{WorkError, WorkPool};
 
@@ -36,6 +37,8 @@ pub struct RequestContext {
     pub replicas: Arc<ReplicaManager>,
     /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
     pub groups: Arc<GroupCoordinator>,
+    /// This node's part of the metadata quorum; `None` for a single node.
+    pub quorum: Option<Quorum>,
     /// Request work kept off the runtime ([`RequestContext::off_runtime`]): `num.io.threads`.
     pub(crate) io: WorkPool,
     /// Flushes before an acknowledgement; shared with the log tasks' blocking passes.
@@ -43,6 +46,15 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// The node clients are told is the controller: the quorum's leader (-1 while there is
+    /// none), or this node when it is a single node.
+    pub fn controller_id(&self) -> i32 {
+        match &self.quorum {
+            Some(q) => q.leader_id().unwrap_or(-1),
+            None => self.config.node_id,
+        }
+    }
+
     /// Runs request work that blocks or runs long (decompression, topic changes) on one of
     /// the `num.io.threads` threads, so that the network runtime never waits on it.
     pub async fn off_runtime<R: Send + 'static>(

@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 26);
+            assert_eq!(r.api_keys.len(), 27);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -642,6 +642,28 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             assert!(!resp.cluster_id.is_empty());
             assert_eq!(resp.controller_id, resp.brokers[0].broker_id);
             assert_eq!(resp.cluster_authorized_operations, 8096);
+        }
+        ApiKey::DescribeQuorum => {
+            let mut p = describe_quorum_request::PartitionData::default();
+            p.partition_index = 0;
+            let mut other = describe_quorum_request::PartitionData::default();
+            other.partition_index = 1;
+            let mut t = describe_quorum_request::TopicData::default();
+            t.topic_name = name("__cluster_metadata");
+            t.partitions = vec![p, other];
+            let mut r = DescribeQuorumRequest::default();
+            r.topics = vec![t];
+            let resp: DescribeQuorumResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            let parts = &resp.topics[0].partitions;
+            assert_eq!((parts[0].error_code, parts[0].leader_id.0), (0, 0), "v{v}");
+            assert!(parts[0].high_watermark > 0, "the node's own records");
+            assert_eq!(parts[0].current_voters.len(), 1);
+            assert_eq!(
+                parts[0].current_voters[0].log_end_offset,
+                parts[0].high_watermark
+            );
+            assert_eq!(parts[1].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
         }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }

@@ -25,7 +25,7 @@ SERVED = [
     "delete_records", "alter_configs", "incremental_alter_configs", "offset_for_leader_epoch",
     "init_producer_id", "find_coordinator", "join_group", "sync_group", "heartbeat",
     "leave_group", "offset_commit", "offset_fetch", "offset_delete", "list_groups",
-    "describe_groups", "delete_groups",
+    "describe_groups", "delete_groups", "describe_quorum",
 ]
 
 # Other messages the broker decodes from client bytes: a consumer's subscription, which a
@@ -43,7 +43,7 @@ SCALARS = {
 
 def crate_messages():
     if len(sys.argv) > 1:
-        return Path(sys.argv[1])
+        return Path(sys.argv[1]), "given"
     lock = (ROOT / "Cargo.lock").read_text()
     version = re.search(r'name = "kafka-protocol"\nversion = "([^"]+)"', lock).group(1)
     home = Path(os.environ.get("CARGO_HOME", Path.home() / ".cargo"))

@@ -36,9 +36,8 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
             return response;
         }
     }
-    let node = BrokerId(ctx.config.node_id);
     response.cluster_id = StrBytes::from_string(ctx.identity.cluster_id.clone());
-    response.controller_id = node;
+    response.controller_id = BrokerId(ctx.controller_id());
     // v2 may ask for fenced brokers too (KIP-1073), marked as such.
     let with_fenced = request.include_fenced_brokers;
     for registered in ctx.metadata.image().brokers() {

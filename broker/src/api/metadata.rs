@@ -73,7 +73,6 @@ pub async fn handle(
 /// The response's cluster part: the brokers, the cluster id, the controller, and the cluster's
 /// authorized operations where the version carries them.
 fn cluster(ctx: &RequestContext, request: &MetadataRequest, version: i16) -> MetadataResponse {
-    let node = BrokerId(ctx.config.node_id);
     let mut response = MetadataResponse::default();
     // As Kafka: the registered brokers that are not fenced.
     for registered in ctx.metadata.image().brokers().filter(|b| !b.fenced) {
@@ -85,7 +84,7 @@ fn cluster(ctx: &RequestContext, request: &MetadataRequest, version: i16) -> Met
     }
     response.cluster_id = Some(StrBytes::from_string(ctx.identity.cluster_id.clone()));
     if version >= 1 {
-        response.controller_id = node;
+        response.controller_id = BrokerId(ctx.controller_id());
     }
     // Kafka fills the cluster set only from v8 to v10 (v11 moved it to DescribeCluster).
     response.cluster_authorized_operations = ops::when(

@@ -15,6 +15,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 pub mod handler;
@@ -78,6 +79,7 @@ registry![
     delete_topics,
     describe_configs,
     describe_cluster,
+    describe_quorum,
     create_partitions,
     delete_records,
     alter_configs,

@@ -84,6 +84,9 @@ pub trait MetadataLog: Send + Sync {
     /// Whether this node is the whole cluster: it hosts every replica, so the controller makes a
     /// new partition's log before committing it (all or nothing).
     fn is_single_node(&self) -> bool;
+
+    /// How many entries the log has committed: the offset the next one takes.
+    fn committed_end(&self) -> i64;
 }
 
 /// The metadata log of a single node: one file of framed batches, fsynced on each append, and
@@ -91,6 +94,8 @@ pub trait MetadataLog: Send + Sync {
 pub struct FileMetadataLog {
     file: Mutex<File>,
     applier: Applier,
+    /// Frames in the file (batches, or legacy records).
+    frames: std::sync::atomic::AtomicI64,
 }
 
 impl FileMetadataLog {
@@ -103,10 +108,16 @@ impl FileMetadataLog {
     /// Opens the file at `path` for appending, after [`FileMetadataLog::replay`] read it;
     /// appended batches are applied through `applier`.
     pub fn open(path: &Path, applier: Applier) -> Result<Self, MetadataLogError> {
+        let existing = match std::fs::read(path) {
+            Ok(bytes) => frames(path, &bytes)?.0.len() as i64,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(e.into()),
+        };
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             file: Mutex::new(file),
             applier,
+            frames: existing.into(),
         })
     }
 
@@ -123,11 +134,18 @@ fn append_batch(file: &mut File, records: &[MetadataRecord]) -> std::io::Result<
 
 impl MetadataLog for FileMetadataLog {
     fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
-        Ok(self.applier.apply(records, || self.append(records))?)
+        self.applier.apply(records, || self.append(records))?;
+        self.frames
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
     }
 
     fn is_single_node(&self) -> bool {
         true
+    }
+
+    fn committed_end(&self) -> i64 {
+        self.frames.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 

@@ -5,7 +5,8 @@
 //!
 //! Invariants: only the leader fences or unfences, and only through committed records; a new
 //! leader starts every broker's clock afresh (it cannot know what its predecessor heard), so a
-//! change of leader never fences a live broker; the table holds at most one entry per broker id.
+//! change of leader never fences a live broker, nor does a registration it has not yet heard a
+//! heartbeat for; the table holds at most one entry per registered broker id.
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -62,6 +63,17 @@ impl Liveness {
         }
         let mut changes = Vec::new();
         for broker in image.brokers() {
+            // Registered (or registered anew) unfenced since the clocks started: a full session
+            // from its registration, as from a heartbeat.
+            if !broker.fenced {
+                let heard = state
+                    .heard
+                    .entry(broker.node_id)
+                    .or_insert((now, broker.broker_epoch));
+                if heard.1 < broker.broker_epoch {
+                    *heard = (now, broker.broker_epoch);
+                }
+            }
             let live = state.heard.get(&broker.node_id).is_some_and(|(at, epoch)| {
                 *epoch == broker.broker_epoch && now.duration_since(*at) < self.session_timeout
             });
@@ -142,5 +154,27 @@ mod tests {
             live.changes(3, &image(false), at(80)).is_empty(),
             "a new leader gives unfenced brokers a full session"
         );
+        let mut registered_later = image(false);
+        registered_later
+            .apply_all(&[
+                MetadataRecord::BrokerRegistered {
+                    node_id: 2,
+                    broker_epoch: 1,
+                    host: "h".into(),
+                    port: 2,
+                },
+                MetadataRecord::BrokerFencing {
+                    node_id: 2,
+                    fenced: false,
+                },
+            ])
+            .unwrap();
+        live.heard(1, 3, at(86));
+        assert!(
+            live.changes(3, &registered_later, at(85)).is_empty(),
+            "a broker registered during the term gets a full session from then"
+        );
+        let fenced = live.changes(3, &registered_later, at(94));
+        assert_eq!(fenced.len(), 1, "{fenced:?}");
     }
 }

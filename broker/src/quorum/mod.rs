@@ -45,7 +45,7 @@ use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
 use liveness::Liveness;
 use log_store::LogStore;
-use rpc::{Connection, Envelope, NodeStatus, Request, Response};
+use rpc::{Connection, Envelope, NodeStatus, QuorumDescription, Request, Response, VoterProgress};
 use state_machine::{Applied, StateMachine};
 use types::{NodeId, Raft, RecordBatch};
 
@@ -66,6 +66,7 @@ pub struct Quorum {
     cluster_id: Arc<str>,
     node_id: NodeId,
     liveness: Arc<Liveness>,
+    heard_from: network::HeardFrom,
     heartbeat_interval: Duration,
     runtime: tokio::runtime::Handle,
 }
@@ -98,11 +99,12 @@ pub fn open(
     let liveness = Arc::new(Liveness::new(Duration::from_millis(
         broker.broker_session_timeout_ms,
     )));
+    let heard_from = network::HeardFrom::default();
     let raft = runtime.block_on(start_raft(
         broker,
         &cluster_id,
         store,
-        (machine.clone(), liveness.clone()),
+        (machine.clone(), liveness.clone(), heard_from.clone()),
     ))?;
     let quorum = Quorum {
         raft,
@@ -110,6 +112,7 @@ pub fn open(
         cluster_id,
         node_id: broker.node_id as NodeId,
         liveness,
+        heard_from,
         heartbeat_interval: Duration::from_millis(broker.broker_heartbeat_interval_ms),
         runtime,
     };
@@ -175,7 +178,7 @@ async fn start_raft(
     broker: &BrokerConfig,
     cluster_id: &Arc<str>,
     store: LogStore,
-    (machine, liveness): (StateMachine, Arc<Liveness>),
+    (machine, liveness, heard_from): (StateMachine, Arc<Liveness>, network::HeardFrom),
 ) -> Result<Raft, MetadataError> {
     let (host, port) = broker.controller_host_port();
     let listener = tokio::net::TcpListener::bind((host.as_str(), port))
@@ -188,6 +191,7 @@ async fn start_raft(
         })?;
     let network = network::Network {
         cluster_id: cluster_id.clone(),
+        heard_from: heard_from.clone(),
     };
     let node_id = broker.node_id as NodeId;
     let config = Arc::new(raft_config(broker, cluster_id)?);
@@ -198,6 +202,7 @@ async fn start_raft(
         raft: raft.clone(),
         machine,
         liveness,
+        heard_from,
     });
     tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
     let voters: BTreeMap<NodeId, BasicNode> = broker
@@ -301,6 +306,38 @@ impl Quorum {
         }
     }
 
+    /// The quorum as its leader sees it, asked of the leader when it is another node.
+    pub async fn describe(&self) -> Result<QuorumDescription, String> {
+        let Some((leader, address)) = self.leader() else {
+            return Err("the metadata quorum has no leader".into());
+        };
+        if leader == self.node_id {
+            return describe(&self.raft, &self.heard_from)
+                .ok_or_else(|| "leadership moved".to_string());
+        }
+        let request = Envelope {
+            cluster_id: self.cluster_id.to_string(),
+            body: Request::DescribeQuorum,
+        };
+        match Connection::new(address)
+            .call(&request, FORWARD_TIMEOUT)
+            .await
+        {
+            Ok(Response::Quorum(description)) => description,
+            Ok(other) => Err(format!("the leader answered {other:?}")),
+            Err(e) => Err(format!("the leader did not answer: {e}")),
+        }
+    }
+
+    /// The active controller's node id, if one is known.
+    pub fn leader_id(&self) -> Option<i32> {
+        self.raft
+            .metrics()
+            .borrow()
+            .current_leader
+            .map(|id| id as i32)
+    }
+
     /// The leader's id and controller address, if one is known.
     fn leader(&self) -> Option<(NodeId, String)> {
         let metrics = self.raft.metrics();
@@ -382,6 +419,68 @@ impl MetadataLog for Quorum {
     fn is_single_node(&self) -> bool {
         false
     }
+
+    fn committed_end(&self) -> i64 {
+        self.machine
+            .last_applied()
+            .map_or(0, |l| l.index as i64 + 1)
+    }
+}
+
+/// The quorum as this node sees it, if it leads.
+fn describe(raft: &Raft, heard_from: &network::HeardFrom) -> Option<QuorumDescription> {
+    let m = raft.metrics().borrow().clone();
+    if m.current_leader != Some(m.id) {
+        return None;
+    }
+    let now = crate::clock::now_ms();
+    let end = m.last_log_index.map_or(0, |i| i as i64 + 1);
+    let heard = heard_from.lock().expect("heard-from lock").clone();
+    let matched = m.replication.clone().unwrap_or_default();
+    let membership = m.membership_config.membership();
+    let voters = membership
+        .voter_ids()
+        .map(|id| {
+            if id == m.id {
+                return VoterProgress {
+                    node_id: id as i32,
+                    log_end_offset: end,
+                    last_fetch_ms: now,
+                    last_caught_up_ms: now,
+                };
+            }
+            let log_end_offset = matched
+                .get(&id)
+                .copied()
+                .flatten()
+                .map_or(-1, |l| l.index as i64 + 1);
+            let last_fetch_ms = heard.get(&id).copied().unwrap_or(-1);
+            VoterProgress {
+                node_id: id as i32,
+                log_end_offset,
+                last_fetch_ms,
+                last_caught_up_ms: if log_end_offset == end {
+                    last_fetch_ms
+                } else {
+                    -1
+                },
+            }
+        })
+        .collect();
+    let listeners = membership
+        .nodes()
+        .filter_map(|(id, node)| {
+            let (host, port) = node.addr.rsplit_once(':')?;
+            Some((*id as i32, host.to_string(), port.parse().ok()?))
+        })
+        .collect();
+    Some(QuorumDescription {
+        leader_id: m.id as i32,
+        leader_epoch: m.current_term as i32,
+        high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
+        voters,
+        listeners,
+    })
 }
 
 fn is_leader(raft: &Raft) -> bool {
@@ -408,6 +507,7 @@ struct Server {
     raft: Raft,
     machine: StateMachine,
     liveness: Arc<Liveness>,
+    heard_from: network::HeardFrom,
 }
 
 impl rpc::Handler for Server {
@@ -433,6 +533,9 @@ impl rpc::Handler for Server {
             } else {
                 Err("not the active controller".into())
             }),
+            Request::DescribeQuorum => Response::Quorum(
+                describe(&self.raft, &self.heard_from).ok_or_else(|| "not the leader".to_string()),
+            ),
             Request::Status => Response::Status(status(&self.raft, &self.machine)),
         }
     }

@@ -29,15 +29,21 @@ use super::types::{NodeId, QuorumTypes};
 type RpcResult<T, E = openraft::error::Infallible> =
     Result<T, RPCError<NodeId, BasicNode, RaftError<NodeId, E>>>;
 
+/// When each voter last answered an AppendEntries, in wall-clock milliseconds (what Kafka's
+/// DescribeQuorum calls a voter's last fetch).
+pub type HeardFrom = Arc<std::sync::Mutex<std::collections::BTreeMap<NodeId, i64>>>;
+
 /// Makes the peers openraft sends to.
 pub struct Network {
     pub cluster_id: Arc<str>,
+    pub heard_from: HeardFrom,
 }
 
 pub struct Peer {
     target: NodeId,
     cluster_id: Arc<str>,
     connection: Connection,
+    heard_from: HeardFrom,
 }
 
 impl RaftNetworkFactory<QuorumTypes> for Network {
@@ -48,6 +54,7 @@ impl RaftNetworkFactory<QuorumTypes> for Network {
             target,
             cluster_id: self.cluster_id.clone(),
             connection: Connection::new(node.addr.clone()),
+            heard_from: self.heard_from.clone(),
         }
     }
 }
@@ -101,7 +108,13 @@ impl RaftNetwork<QuorumTypes> for Peer {
         option: RPCOption,
     ) -> RpcResult<AppendEntriesResponse<NodeId>> {
         match self.send(Request::AppendEntries(rpc), &option).await? {
-            Response::AppendEntries(r) => self.remote(r),
+            Response::AppendEntries(r) => {
+                if r.is_ok() {
+                    let mut heard = self.heard_from.lock().expect("heard-from lock");
+                    heard.insert(self.target, crate::clock::now_ms());
+                }
+                self.remote(r)
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -47,6 +47,8 @@ pub enum Request {
         node_id: i32,
         broker_epoch: i64,
     },
+    /// The leader's view of the quorum (Kafka's DescribeQuorum, forwarded).
+    DescribeQuorum,
     Status,
 }
 
@@ -62,6 +64,8 @@ pub enum Response {
     Proposed(Result<(u64, Outcome), String>),
     /// Heard; or why not (this node is not the leader).
     Heartbeat(Result<(), String>),
+    /// The quorum as the leader sees it; or why not (this node is not the leader).
+    Quorum(Result<QuorumDescription, String>),
     Status(NodeStatus),
     /// Not handed to Raft: the sender belongs to another cluster.
     Refused(String),
@@ -78,6 +82,27 @@ pub struct NodeStatus {
     /// CRC-32C of the image's records (`snapshot::digest`): equal on nodes with equal images.
     pub image_digest: u32,
     pub topics: usize,
+}
+
+/// The metadata quorum as its leader sees it (what Kafka's DescribeQuorum reports).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuorumDescription {
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    /// The offset (index) just past the last committed entry.
+    pub high_watermark: i64,
+    pub voters: Vec<VoterProgress>,
+    /// Each voter's id and controller listener.
+    pub listeners: Vec<(i32, String, u16)>,
+}
+
+/// How far one voter's log is, as the leader knows it; -1 where it does not know.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VoterProgress {
+    pub node_id: i32,
+    pub log_end_offset: i64,
+    pub last_fetch_ms: i64,
+    pub last_caught_up_ms: i64,
 }
 
 /// Handles one request (Raft, a forwarded batch or a status question).

@@ -1977,6 +1977,52 @@ pub static DELETE_GROUPS_REQUEST: Shape = Shape {
     tagged: &[],
 };
 
+/// `DescribeQuorumRequest`.
+pub static DESCRIBE_QUORUM_REQUEST: Shape = Shape {
+    name: "DescribeQuorumRequest",
+    versions: (0, 2),
+    fields: &[Field {
+        name: "topics",
+        versions: (0, 32767),
+        wire: Wire::CompactArray(&Wire::Struct(&DESCRIBE_QUORUM__TOPIC_DATA)),
+    }],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `PartitionData`.
+pub static DESCRIBE_QUORUM__PARTITION_DATA: Shape = Shape {
+    name: "PartitionData",
+    versions: (0, 2),
+    fields: &[Field {
+        name: "partition_index",
+        versions: (0, 32767),
+        wire: Wire::I32,
+    }],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `TopicData`.
+pub static DESCRIBE_QUORUM__TOPIC_DATA: Shape = Shape {
+    name: "TopicData",
+    versions: (0, 2),
+    fields: &[
+        Field {
+            name: "topic_name",
+            versions: (0, 32767),
+            wire: Wire::CompactStr,
+        },
+        Field {
+            name: "partitions",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&DESCRIBE_QUORUM__PARTITION_DATA)),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
 /// `ConsumerProtocolSubscription`.
 pub static CONSUMER_PROTOCOL_SUBSCRIPTION: Shape = Shape {
     name: "ConsumerProtocolSubscription",
@@ -2064,6 +2110,7 @@ pub fn request(api: kafka_protocol::messages::ApiKey) -> Option<&'static Shape> 
         K::ListGroups => &LIST_GROUPS_REQUEST,
         K::DescribeGroups => &DESCRIBE_GROUPS_REQUEST,
         K::DeleteGroups => &DELETE_GROUPS_REQUEST,
+        K::DescribeQuorum => &DESCRIBE_QUORUM_REQUEST,
         _ => return None,
     })
 }

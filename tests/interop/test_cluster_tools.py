@@ -1,0 +1,108 @@
+"""Apache Kafka's own tools (kafka-tools 4.3.1 from Maven Central) and confluent-kafka's AdminClient
+against a 3-node Quipu cluster (combined nodes, a Raft metadata quorum) on loopback: topics created
+with replication factor 3 through any node, the quorum described, the cluster id read back."""
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from confluent_kafka.admin import AdminClient
+
+from conftest import Broker, free_port
+
+KAFKA_LIB = Path(__file__).parent / "kafka" / "target" / "lib"
+NODES = 3
+
+
+def tool(main_class: str, *args) -> str:
+    out = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, f"{main_class} {args}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
+    return out.stdout
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    assert KAFKA_LIB.exists(), "tests/interop/kafka is not built: tests/run.sh builds it"
+    ports = [free_port() for _ in range(NODES)]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
+    nodes = []
+    for i, port in enumerate(ports):
+        settings = [f"node.id={i + 1}", f"controller.quorum.voters={voters}",
+                    f"controller.listener=127.0.0.1:{port}", "num.partitions=3"]
+        args = [a for s in settings for a in ("--set", s)]
+        nodes.append(Broker(tmp_path / f"node{i + 1}" / "data", args))
+    try:
+        for n in nodes:
+            n.data_dir.parent.mkdir(parents=True)
+            n.start()
+        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
+        deadline = time.time() + 30
+        while len(admin.list_topics(timeout=10).brokers) < NODES:
+            assert time.time() < deadline, "the brokers never all registered"
+            time.sleep(0.1)
+        yield nodes
+    finally:
+        for n in nodes:
+            n.stop()
+
+
+def test_kafka_topics_creates_and_describes_replicated_topics_through_any_node(cluster):
+    for i, node in enumerate(cluster):
+        tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", node.bootstrap, "--create",
+             "--topic", f"replicated-{i}", "--partitions", "6", "--replication-factor", "3")
+    out = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[2].bootstrap,
+               "--describe", "--topic", "replicated-0")
+    assert "ReplicationFactor: 3" in out, out
+    rows = [l for l in out.splitlines() if "Partition:" in l and "Leader:" in l]
+    assert len(rows) == 6, out
+    leaders = set()
+    for row in rows:
+        replicas = re.search(r"Replicas: ([\d,]+)", row).group(1).split(",")
+        assert sorted(replicas) == ["1", "2", "3"], row
+        leaders.add(re.search(r"Leader: (\d+)", row).group(1))
+    assert leaders == {"1", "2", "3"}, f"leaders are spread over the brokers: {out}"
+    # A factor above the brokers is refused, as Kafka refuses it.
+    bad = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", "org.apache.kafka.tools.TopicCommand",
+                          "--bootstrap-server", cluster[1].bootstrap, "--create", "--topic", "too-many",
+                          "--partitions", "1", "--replication-factor", "4"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "only 3 broker(s) are registered" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    listed = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[1].bootstrap, "--list")
+    assert {f"replicated-{i}" for i in range(NODES)} <= set(listed.split()), listed
+
+
+def test_kafka_metadata_quorum_describes_the_leader_and_every_voter(cluster):
+    status = tool("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-server", cluster[1].bootstrap,
+                  "describe", "--status")
+    leader = int(re.search(r"LeaderId:\s+(\d+)", status).group(1))
+    assert leader in (1, 2, 3), status
+    assert int(re.search(r"LeaderEpoch:\s+(\d+)", status).group(1)) >= 1, status
+    assert int(re.search(r"HighWatermark:\s+(\d+)", status).group(1)) > 0, status
+    voters = re.search(r"CurrentVoters:\s+(.*)", status).group(1)
+    assert all(f'"id": {i}' in voters or f"{i}" in voters for i in (1, 2, 3)), status
+    replication = tool("org.apache.kafka.tools.MetadataQuorumCommand", "--bootstrap-server",
+                       cluster[0].bootstrap, "describe", "--replication")
+    rows = [l.split() for l in replication.splitlines()[1:] if l.strip()]
+    assert sorted(int(r[0]) for r in rows) == [1, 2, 3], replication
+    assert any(r[-1] == "Leader" for r in rows) and sum(r[-1] == "Follower" for r in rows) == 2, replication
+    ends = [int(r[2]) for r in rows]
+    assert min(ends) > 0, f"every voter has the log: {replication}"
+
+
+def test_kafka_cluster_id_and_confluent_admin_see_one_cluster(cluster):
+    text = (cluster[0].data_dir / "meta.properties").read_text()
+    cluster_id = re.search(r"cluster.id=(\S+)", text).group(1)
+    for node in cluster:
+        out = tool("org.apache.kafka.tools.ClusterTool", "cluster-id", "--bootstrap-server", node.bootstrap)
+        assert f"Cluster ID: {cluster_id}" in out, out
+        assert cluster_id in (node.data_dir / "meta.properties").read_text()
+    admin = AdminClient({"bootstrap.servers": cluster[2].bootstrap})
+    described = admin.describe_cluster().result(timeout=30)
+    assert described.cluster_id == cluster_id
+    assert sorted(n.id for n in described.nodes) == [1, 2, 3]
+    assert described.controller is not None and described.controller.id in (1, 2, 3)
+    meta = admin.list_topics(timeout=10)
+    assert sorted(meta.brokers) == [1, 2, 3]
+    assert meta.controller_id == described.controller.id
