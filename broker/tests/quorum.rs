@@ -4,17 +4,23 @@
 
 mod common;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use common::{free_port, name, BrokerProcess, Conn};
 use quipu_broker::quorum::rpc::{self, NodeStatus};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
+use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use quipu_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use quipu_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    MetadataRequest, MetadataResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, MetadataRequest, MetadataResponse,
 };
+use quipu_protocol::StrBytes;
 
 /// Kafka's error codes the test tells apart.
 const NONE: i16 = 0;
@@ -184,6 +190,38 @@ fn delete(conn: &mut Conn, topic: &str) -> i16 {
     resp.responses[0].error_code
 }
 
+/// Sets `retention.ms` of `topic` (IncrementalAlterConfigs SET).
+fn set_retention(conn: &mut Conn, topic: &str, retention_ms: i64) -> i16 {
+    let mut c = AlterableConfig::default();
+    c.name = StrBytes::from_static_str("retention.ms");
+    c.config_operation = 0;
+    c.value = Some(StrBytes::from_string(retention_ms.to_string()));
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configs = vec![c];
+    let mut r = IncrementalAlterConfigsRequest::default();
+    r.resources = vec![res];
+    let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &r);
+    resp.responses[0].error_code
+}
+
+/// `retention.ms` of `topic` as node `node` describes it.
+fn retention(node: &BrokerProcess, topic: &str) -> String {
+    let mut res = DescribeConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configuration_keys = Some(vec![StrBytes::from_static_str("retention.ms")]);
+    let mut r = DescribeConfigsRequest::default();
+    r.resources = vec![res];
+    let resp: DescribeConfigsResponse = node.connect().call(ApiKey::DescribeConfigs, 4, &r);
+    resp.results[0].configs[0]
+        .value
+        .as_deref()
+        .unwrap_or("")
+        .to_string()
+}
+
 /// The topics node `node` serves, as Metadata lists them.
 fn topics(node: &BrokerProcess) -> BTreeSet<String> {
     let mut r = MetadataRequest::default();
@@ -211,13 +249,16 @@ fn with_retries(mut change: impl FnMut() -> i16) -> (i16, bool) {
     panic!("the change never went through");
 }
 
-#[test]
-fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
-    let mut cluster = Cluster::start(3, 50, &[]);
+/// Kills the leader of a cluster of `count` nodes with -9 `kills` times, while topics are
+/// created, re-configured and deleted through every live node; then checks that every
+/// acknowledged change is on every node, none is there twice, and the images are identical.
+fn leader_kills_lose_nothing(count: usize, kills: usize) {
+    let mut cluster = Cluster::start(count, 50, &[]);
     cluster.registered();
     let mut live: BTreeSet<String> = BTreeSet::new();
     let mut gone: BTreeSet<String> = BTreeSet::new();
-    for round in 0..10 {
+    let mut retention_of: BTreeMap<String, i64> = BTreeMap::new();
+    for round in 0..kills {
         for i in cluster.alive() {
             let topic = format!("r{round}-n{i}");
             let (code, maybe) = with_retries(|| create(&mut cluster.nodes[i].connect(), &topic, 3));
@@ -227,20 +268,29 @@ fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
             );
             live.insert(topic);
         }
+        let alive = cluster.alive();
         if round > 0 {
             let victim = format!("r{}-n0", round - 1);
-            let via = cluster.alive()[round % cluster.alive().len()];
+            let via = alive[round % alive.len()];
             let (code, maybe) = with_retries(|| delete(&mut cluster.nodes[via].connect(), &victim));
             assert!(
                 code == NONE || (maybe && code == UNKNOWN_TOPIC_OR_PARTITION),
                 "{victim}: {code}"
             );
             live.remove(&victim);
+            retention_of.remove(&victim);
             gone.insert(victim);
+            let changed = format!("r{}-n1", round - 1);
+            let via = alive[(round + 1) % alive.len()];
+            let ms = 3_600_000 + round as i64;
+            let (code, _) =
+                with_retries(|| set_retention(&mut cluster.nodes[via].connect(), &changed, ms));
+            assert_eq!(code, NONE, "{changed}");
+            retention_of.insert(changed, ms);
         }
         let leader = cluster.leader();
         cluster.nodes[leader].kill();
-        // The two left elect a leader and take changes while the third is down.
+        // The nodes left elect a leader and take changes while the old one is down.
         let survivor = cluster.alive()[0];
         let topic = format!("r{round}-while-down");
         let (code, maybe) =
@@ -264,12 +314,25 @@ fn the_quorum_keeps_every_acknowledged_change_through_ten_leader_kills() {
         );
         let back: Vec<_> = gone.intersection(&served).collect();
         assert!(back.is_empty(), "deleted topics are back: {back:?}");
+        for (topic, ms) in &retention_of {
+            assert_eq!(retention(node, topic), ms.to_string(), "{topic}");
+        }
     }
     assert_eq!(
         statuses[0].topics,
         live.len(),
         "no topic is applied twice or lost"
     );
+}
+
+#[test]
+fn three_nodes_keep_every_acknowledged_change_through_ten_leader_kills() {
+    leader_kills_lose_nothing(3, 10);
+}
+
+#[test]
+fn five_nodes_keep_every_acknowledged_change_through_ten_leader_kills() {
+    leader_kills_lose_nothing(5, 10);
 }
 
 #[test]
