@@ -10,6 +10,9 @@ use std::sync::Arc;
 use crate::broker::Broker;
 use crate::request_context::RequestContext;
 
+/// How long a broker of a cluster waits at shutdown for the quorum to fence it.
+const CONTROLLED_SHUTDOWN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Runs a broker on `listener` until `shutdown` resolves.
 pub async fn run(
     config: quipu_config::BrokerConfig,
@@ -39,6 +42,11 @@ pub async fn run(
     let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
     let group_timers = tokio::spawn(run_group_timers(broker.requests.clone()));
     crate::server::serve(broker.requests.clone(), listener, shutdown).await;
+    if let Some(quorum) = &broker.quorum {
+        quorum
+            .shut_down_broker(broker.config().node_id, CONTROLLED_SHUTDOWN_TIMEOUT)
+            .await;
+    }
     retention.abort();
     flusher.abort();
     cleaner.abort();

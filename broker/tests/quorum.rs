@@ -385,3 +385,20 @@ fn a_broker_stopped_past_its_session_is_fenced_and_unfenced_when_it_resumes() {
     let (code, _) = with_retries(|| create(&mut cluster.nodes[victim].connect(), "three", 3));
     assert_eq!(code, NONE);
 }
+
+#[test]
+fn a_broker_shut_down_cleanly_is_fenced_at_once_and_comes_back_registered() {
+    let mut cluster = Cluster::start(3, 1000, &[]);
+    cluster.registered();
+    for victim in [(cluster.leader() + 1) % 3, cluster.leader()] {
+        cluster.nodes[victim].terminate();
+        let other = (victim + 1) % 3;
+        let fenced_after = cluster.brokers_listed_by(other, 2);
+        assert!(
+            fenced_after < Duration::from_secs(5),
+            "fenced by the controlled shutdown, not the 9 s session: {fenced_after:?}"
+        );
+        cluster.nodes[victim].start_again();
+        cluster.brokers_listed_by(other, 3);
+    }
+}

@@ -306,6 +306,29 @@ impl Quorum {
         }
     }
 
+    /// Controlled shutdown (Kafka's want_shut_down): fences this broker through the quorum so
+    /// that clients stop being sent to it now rather than after its session runs out. Gives up
+    /// after `timeout` (no quorum to commit it): the session timeout then fences it.
+    pub async fn shut_down_broker(&self, node_id: i32, timeout: Duration) {
+        let image = self.machine.applier().metadata().image();
+        if image.broker(node_id).is_none_or(|b| b.fenced) {
+            return;
+        }
+        let fence = [MetadataRecord::BrokerFencing {
+            node_id,
+            fenced: true,
+        }];
+        match tokio::time::timeout(timeout, self.propose(&fence)).await {
+            Ok(Ok(())) => tracing::info!(node_id, "controlled shutdown: fenced"),
+            Ok(Err(e)) => tracing::warn!(node_id, error = %e, "controlled shutdown: not fenced"),
+            Err(_) => tracing::warn!(
+                node_id,
+                ?timeout,
+                "controlled shutdown: no quorum to fence this broker"
+            ),
+        }
+    }
+
     /// The quorum as its leader sees it, asked of the leader when it is another node.
     pub async fn describe(&self) -> Result<QuorumDescription, String> {
         let Some((leader, address)) = self.leader() else {
