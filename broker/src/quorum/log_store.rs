@@ -124,6 +124,16 @@ impl LogStore {
         (Some(committed), entries)
     }
 
+    /// Appends `entries` and marks the last of them committed (to build a log for a test).
+    #[cfg(test)]
+    pub(crate) fn append_committed(&self, entries: Vec<Entry>) {
+        let mut files = self.files();
+        files.committed = entries.last().map(|e| e.log_id);
+        let committed = files.committed;
+        files.append(entries).unwrap();
+        write_json(&files.dir.join(COMMITTED_FILE), &committed, false).unwrap();
+    }
+
     /// The entries in `range`, cloned.
     fn entries_in(&self, range: impl RangeBounds<u64>) -> Vec<Entry> {
         self.files()
