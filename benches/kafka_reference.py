@@ -30,9 +30,22 @@ def ensure_jars():
     return f"{LIB}/*"
 
 
+def random_cluster_id() -> str:
+    out = subprocess.run(["java", "-cp", ensure_jars(), "kafka.tools.StorageTool", "random-uuid"],
+                         capture_output=True, text=True, check=True)
+    return out.stdout.split()[-1]
+
+
 class KafkaReference:
-    def __init__(self, port: int, directory: Path, heap: str = "1G"):
+    """One combined KRaft node: alone (the defaults), or node `node_id` of the quorum `voters`
+    (`id@host:port,...`, the controller ports) formatted with the shared `cluster_id`."""
+
+    def __init__(self, port: int, directory: Path, heap: str = "1G", node_id: int = 1, voters: str = None,
+                 cluster_id: str = None, controller_port: int = None):
         self.port, self.dir, self.heap = port, Path(directory), heap
+        self.node_id, self.cluster_id = node_id, cluster_id
+        self.controller_port = controller_port or port + 1
+        self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
         self.proc = None
 
     @property
@@ -40,11 +53,11 @@ class KafkaReference:
         return f"127.0.0.1:{self.port}"
 
     def _properties(self) -> Path:
-        controller = self.port + 1
+        controller = self.controller_port
         props = self.dir / "server.properties"
         props.write_text(f"""process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
+node.id={self.node_id}
+controller.quorum.voters={self.voters}
 listeners=PLAINTEXT://127.0.0.1:{self.port},CONTROLLER://127.0.0.1:{controller}
 advertised.listeners=PLAINTEXT://127.0.0.1:{self.port}
 controller.listener.names=CONTROLLER
@@ -57,19 +70,22 @@ group.initial.rebalance.delay.ms=0
 """)
         return props
 
-    def start(self, timeout_s=90):
+    def start(self, timeout_s=90, wait=True):
+        """Starts the broker; returns once it answers (with `wait`; a node of a quorum answers only
+        once a majority of the voters run, so a cluster starts every node first)."""
         cp = ensure_jars()
         self.dir.mkdir(parents=True, exist_ok=True)
         props = self._properties()
         if not (self.dir / "data" / "meta.properties").exists():
-            cluster_id = subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "random-uuid"],
-                                        capture_output=True, text=True, check=True).stdout.split()[-1]
+            cluster_id = self.cluster_id or random_cluster_id()
             subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
                            capture_output=True, check=True)
         log = open(self.dir / "kafka.log", "ab")
         self.proc = subprocess.Popen(["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-cp", cp, "kafka.Kafka", str(props)],
                                      stdout=log, stderr=log)
         (self.dir / "kafka.pid").write_text(str(self.proc.pid))
+        if not wait:
+            return self
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             assert self.proc.poll() is None, (self.dir / "kafka.log").read_text()[-3000:]

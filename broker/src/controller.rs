@@ -24,12 +24,13 @@ use quipu_storage::log_manager::LogManager;
 use uuid::Uuid;
 
 use crate::applier::Applier;
+use crate::commit_log::{CommitError, MetadataLog};
 use crate::image::ApplyError;
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
-use crate::metadata_log::{CommitError, FileMetadataLog, MetadataLog};
 use crate::publisher::{MetadataSubscriber, Publisher};
 use crate::replica_manager::ReplicaManager;
+use crate::single_node_log::FileMetadataLog;
 
 /// Producer ids reserved in the metadata log at a time.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -66,7 +67,7 @@ pub fn open_local(
     let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("metadata.log");
-    let records = FileMetadataLog::replay(&path, broker.node_id)?;
+    let records = crate::metadata_log::read_log(&path, broker.node_id)?;
     let applier = open_applier(broker, (logs.clone(), replicas), &records, more_subscribers)?;
     let metadata = applier.metadata().clone();
     let log = FileMetadataLog::open(&path, applier)?;

@@ -42,8 +42,9 @@ fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
-                // openraft narrates every vote at info and every retry to a peer that is down at warn.
-                .unwrap_or_else(|_| "info,openraft=error".into()),
+                // openraft narrates every vote at info and logs every retry to a peer that is
+                // down at error; the quorum's network logs those itself, rate-limited.
+                .unwrap_or_else(|_| "info,openraft=error,openraft::replication=off".into()),
         )
         .with_ansi(colour)
         .with_writer(move || {

@@ -46,13 +46,12 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
-    /// The node clients are told is the controller: the quorum's leader (-1 while there is
-    /// none), or this node when it is a single node.
+    /// The node clients are told is the controller (Metadata, DescribeCluster): this broker.
+    /// As in KRaft, where a broker names a live broker rather than the active controller,
+    /// admin requests sent to it are forwarded to the quorum's leader; naming the leader instead
+    /// left librdkafka's admin client sending to a dead leader until its next metadata refresh.
     pub fn controller_id(&self) -> i32 {
-        match &self.quorum {
-            Some(q) => q.leader_id().unwrap_or(-1),
-            None => self.config.node_id,
-        }
+        self.config.node_id
     }
 
     /// Runs request work that blocks or runs long (decompression, topic changes) on one of

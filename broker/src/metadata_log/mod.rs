@@ -1,6 +1,5 @@
-//! The metadata log: the [`MetadataLog`] interface the controller appends committed record
-//! batches through, and its local form, a file of framed batches (`FileMetadataLog`). The
-//! Raft-replicated log of a cluster takes the same place behind the same interface.
+//! The metadata log's file format: framed batches of records, as a single node keeps its log
+//! (`single_node_log` appends to it) and whose framing the quorum's files reuse.
 //!
 //! Frame: `length u32 | crc32c u32 | version u8 | payload`, big-endian, where `length` counts the
 //! version and the payload and the CRC covers them. The payload of version 2 is a batch of
@@ -20,13 +19,9 @@ pub mod record;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::Mutex;
 
 use legacy::{LegacyRecord, Upgrader};
 use record::{decode_all, encode_all, MetadataRecord};
-
-use crate::applier::{Applier, ApplyFailure};
-use crate::image::ApplyError;
 
 const HEADER_BYTES: usize = 9;
 /// A frame of JSON, one legacy record (read only).
@@ -52,101 +47,25 @@ pub enum MetadataLogError {
     Io(#[from] std::io::Error),
 }
 
-/// Why a batch was not committed.
-#[derive(Debug, thiserror::Error)]
-pub enum CommitError {
-    /// The batch does not apply to the image the log's records give; nothing was committed.
-    #[error("a change that does not apply: {0}")]
-    Refused(#[from] ApplyError),
-    #[error("metadata log: {0}")]
-    Io(#[from] std::io::Error),
-    /// No active controller could take the batch in time; it may or may not be committed.
-    #[error("{0}")]
-    NoController(String),
+/// Reads the metadata log file at `path` (none if it does not exist): every record it holds, a
+/// torn tail cut; legacy records are upgraded with `node_id` as their replica.
+pub fn read_log(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, MetadataLogError> {
+    replay(path, node_id)
 }
 
-impl From<ApplyFailure> for CommitError {
-    fn from(e: ApplyFailure) -> Self {
-        match e {
-            ApplyFailure::Refused(e) => Self::Refused(e),
-            ApplyFailure::Io(e) => Self::Io(e),
-        }
-    }
-}
-
-/// Where committed metadata records go: in batches, each durable (and, in a cluster,
-/// committed by the quorum) before it takes effect, in one order every node applies.
-pub trait MetadataLog: Send + Sync {
-    /// Commits the records of one change as a batch (after a crash, all of them or none) and
-    /// returns once this node's image has them.
-    fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError>;
-
-    /// Whether this node is the whole cluster: it hosts every replica, so the controller makes a
-    /// new partition's log before committing it (all or nothing).
-    fn is_single_node(&self) -> bool;
-
-    /// How many entries the log has committed: the offset the next one takes.
-    fn committed_end(&self) -> i64;
-}
-
-/// The metadata log of a single node: one file of framed batches, fsynced on each append, and
-/// the applier each appended batch goes through.
-pub struct FileMetadataLog {
-    file: Mutex<File>,
-    applier: Applier,
-    /// Frames in the file (batches, or legacy records).
-    frames: std::sync::atomic::AtomicI64,
-}
-
-impl FileMetadataLog {
-    /// Reads the file at `path` (made if missing): every record it holds, a torn tail cut;
-    /// legacy records are upgraded with `node_id` as their replica.
-    pub fn replay(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, MetadataLogError> {
-        replay(path, node_id)
-    }
-
-    /// Opens the file at `path` for appending, after [`FileMetadataLog::replay`] read it;
-    /// appended batches are applied through `applier`.
-    pub fn open(path: &Path, applier: Applier) -> Result<Self, MetadataLogError> {
-        let existing = match std::fs::read(path) {
-            Ok(bytes) => frames(path, &bytes)?.0.len() as i64,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
-            Err(e) => return Err(e.into()),
-        };
-        let file = OpenOptions::new().create(true).append(true).open(path)?;
-        Ok(Self {
-            file: Mutex::new(file),
-            applier,
-            frames: existing.into(),
-        })
-    }
-
-    fn append(&self, records: &[MetadataRecord]) -> std::io::Result<()> {
-        append_batch(&mut self.file.lock().expect("metadata log lock"), records)
+/// How many frames (batches, or legacy records) the file at `path` holds.
+pub fn frame_count(path: &Path) -> Result<i64, MetadataLogError> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(frames(path, &bytes)?.0.len() as i64),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e.into()),
     }
 }
 
 /// Appends `records` to `file` as one frame and syncs it.
-fn append_batch(file: &mut File, records: &[MetadataRecord]) -> std::io::Result<()> {
+pub fn append_batch(file: &mut File, records: &[MetadataRecord]) -> std::io::Result<()> {
     file.write_all(&frame(VERSION_BATCH, &encode_all(records)))?;
     file.sync_data()
-}
-
-impl MetadataLog for FileMetadataLog {
-    fn commit(&self, records: &[MetadataRecord]) -> Result<(), CommitError> {
-        self.applier.apply(records, || self.append(records))?;
-        self.frames
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn is_single_node(&self) -> bool {
-        true
-    }
-
-    fn committed_end(&self) -> i64 {
-        self.frames.load(std::sync::atomic::Ordering::Relaxed)
-    }
 }
 
 /// A payload as a frame of `version`.
@@ -195,7 +114,7 @@ fn replay(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, MetadataLogE
 }
 
 /// The records of framed metadata-log bytes and how many bytes they fill (what follows is a
-/// torn tail), as [`FileMetadataLog::replay`] reads a file; for the fuzz target.
+/// torn tail), as [`read_log`] reads a file; for the fuzz target.
 pub fn records_in(bytes: &[u8]) -> Result<(Vec<MetadataRecord>, usize), MetadataLogError> {
     parse(Path::new("<bytes>"), bytes, 0)
 }
@@ -350,7 +269,7 @@ mod tests {
     }
 
     fn replayed(path: &Path) -> Vec<MetadataRecord> {
-        FileMetadataLog::replay(path, 1).unwrap()
+        read_log(path, 1).unwrap()
     }
 
     #[test]
@@ -383,7 +302,7 @@ mod tests {
             let mut damaged = whole.clone();
             damaged[at] ^= 0x40;
             std::fs::write(&path, &damaged).unwrap();
-            let e = FileMetadataLog::replay(&path, 1).err().unwrap().to_string();
+            let e = read_log(&path, 1).err().unwrap().to_string();
             assert!(e.contains(&format!("at byte {second}")), "{e}");
             assert_eq!(std::fs::read(&path).unwrap(), damaged, "nothing is cut");
         }
@@ -399,7 +318,7 @@ mod tests {
         );
         let grown = "{\"type\":\"PartitionsCreated\",\"name\":\"a\",\"partitions\":2}\n";
         std::fs::write(&path, format!("{created}{grown}{{\"type\":")).unwrap();
-        let records = FileMetadataLog::replay(&path, 7).unwrap();
+        let records = read_log(&path, 7).unwrap();
         assert_eq!(records.len(), 3, "{records:?}");
         let MetadataRecord::Partition(p) = &records[2] else {
             panic!("{records:?}")
@@ -418,7 +337,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            FileMetadataLog::replay(&path, 1).is_err(),
+            read_log(&path, 1).is_err(),
             "a damaged middle line stops the start"
         );
     }

@@ -37,10 +37,10 @@ use openraft::{BasicNode, EntryPayload, SnapshotPolicy};
 use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 
+use crate::commit_log::{CommitError, MetadataLog};
 use crate::controller::{open_applier, Controller};
 use crate::metadata::{Metadata, MetadataError, METADATA_DIR};
 use crate::metadata_log::record::MetadataRecord;
-use crate::metadata_log::{CommitError, MetadataLog};
 use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
 use liveness::Liveness;

@@ -44,7 +44,12 @@ pub struct Peer {
     cluster_id: Arc<str>,
     connection: Connection,
     heard_from: HeardFrom,
+    /// When a failure to reach the target was last logged, and how many since went unlogged.
+    last_logged: Option<(std::time::Instant, u64)>,
 }
+
+/// Least time between two log lines about one unreachable peer.
+const UNREACHABLE_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 impl RaftNetworkFactory<QuorumTypes> for Network {
     type Network = Peer;
@@ -55,6 +60,7 @@ impl RaftNetworkFactory<QuorumTypes> for Network {
             cluster_id: self.cluster_id.clone(),
             connection: Connection::new(node.addr.clone()),
             heard_from: self.heard_from.clone(),
+            last_logged: None,
         }
     }
 }
@@ -77,11 +83,35 @@ impl Peer {
                     &std::io::Error::other(why),
                 )))
             }
-            Ok(response) => Ok(response),
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                Err(RPCError::Unreachable(Unreachable::new(&e)))
+            Ok(response) => {
+                if self.last_logged.take().is_some() {
+                    tracing::info!(target = self.target, "voter reachable again");
+                }
+                Ok(response)
             }
-            Err(e) => Err(RPCError::Network(NetworkError::new(&e))),
+            Err(e) => {
+                self.log_failure(&e);
+                if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                    Err(RPCError::Unreachable(Unreachable::new(&e)))
+                } else {
+                    Err(RPCError::Network(NetworkError::new(&e)))
+                }
+            }
+        }
+    }
+
+    /// Logs a failure to reach the target at most once per [`UNREACHABLE_LOG_INTERVAL`].
+    fn log_failure(&mut self, e: &std::io::Error) {
+        let now = std::time::Instant::now();
+        match &mut self.last_logged {
+            Some((at, suppressed)) if now.duration_since(*at) < UNREACHABLE_LOG_INTERVAL => {
+                *suppressed += 1
+            }
+            last => {
+                let suppressed = last.map_or(0, |(_, n)| n);
+                tracing::warn!(target = self.target, error = %e, suppressed, "cannot reach a voter; retrying");
+                *last = Some((now, 0));
+            }
         }
     }
 
