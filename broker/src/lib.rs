@@ -2,9 +2,12 @@
 //!
 //! - The storage engine is the `quipu-storage` crate (`quipu_storage::log`).
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
-//! - [`controller`]: the one writer of the metadata log; [`image`]: what its records add up to;
-//!   [`publisher`]: hands committed batches to [`metadata`] (the served topics and the
-//!   [`replica_manager`]) and to the group coordinator.
+//! - [`controller`]: turns admin changes into metadata records and commits them through a
+//!   [`commit_log::MetadataLog`]: a single node's file ([`single_node_log`], in the
+//!   [`metadata_log`] format) or the Raft [`quorum`]; [`applier`]: the one path from a committed
+//!   batch to the image; [`image`]: what the records add up to; [`snapshot`]: an image as
+//!   records, and its digest; [`publisher`]: hands committed batches to [`metadata`] (the served
+//!   topics and the [`replica_manager`]) and to the group coordinator.
 //! - [`retention`]: deletes segments that retention no longer keeps; [`flusher`]: the flush
 //!   policy and recovery points; [`log_cleaner`]: compaction of compacted topics;
 //!   checkpoint files (`quipu_storage::checkpoint`).
