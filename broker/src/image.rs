@@ -6,8 +6,9 @@
 //! runtime. Readers share published images as `Arc<MetadataImage>` and never see one change;
 //! a writer applies records to its own copy and publishes the result.
 //!
-//! Invariants: topic names and ids are unique; a topic's partitions are numbered `0..n` with no
-//! gap and only grow; a record that does not fit the image is refused whole and changes nothing.
+//! Invariants: topic names and ids are unique, and the id index names exactly the live topics; a
+//! topic's partitions are numbered `0..n` with no gap and only grow; a record that does not fit
+//! the image is refused whole and changes nothing.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 #[derive(Debug, Clone, Default)]
 pub struct MetadataImage {
     topics: BTreeMap<String, Arc<TopicImage>>,
+    /// The live topics' names by id: `topics` indexed the other way, kept with it.
+    names_by_id: BTreeMap<Uuid, String>,
     /// Registered brokers by id.
     brokers: BTreeMap<i32, BrokerImage>,
     /// Producer ids below this are taken.
@@ -106,7 +109,7 @@ impl MetadataImage {
     }
 
     pub fn topic_by_id(&self, id: Uuid) -> Option<&Arc<TopicImage>> {
-        self.topics.values().find(|t| t.id == id)
+        self.topics.get(self.names_by_id.get(&id)?)
     }
 
     pub fn topics(&self) -> impl Iterator<Item = &Arc<TopicImage>> {
@@ -140,6 +143,7 @@ impl MetadataImage {
                     .topics
                     .remove(name)
                     .ok_or_else(|| ApplyError::UnknownTopic(name.clone()))?;
+                self.names_by_id.remove(&gone.id);
                 Ok(Change::TopicDeleted(gone))
             }
             MetadataRecord::TopicConfigChanged { name, configs } => {
@@ -205,6 +209,11 @@ impl MetadataImage {
             .iter()
             .map(|r| next.apply(r))
             .collect::<Result<Vec<_>, _>>()?;
+        assert_eq!(
+            next.names_by_id.len(),
+            next.topics.len(),
+            "the id index names exactly the live topics"
+        );
         *self = next;
         Ok(changes)
     }
@@ -228,6 +237,7 @@ impl MetadataImage {
             partitions: Vec::new(),
         };
         self.topics.insert(name.to_string(), Arc::new(topic));
+        self.names_by_id.insert(id, name.to_string());
         Ok(Change::TopicCreated(name.to_string()))
     }
 
