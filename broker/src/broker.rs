@@ -9,6 +9,7 @@ use std::sync::Arc;
 use quipu_config::BrokerConfig;
 use quipu_storage::log_manager::LogManager;
 
+use crate::commit_log::MetadataLog;
 use crate::group::GroupCoordinator;
 use crate::metadata::MetadataError;
 use crate::publisher::MetadataSubscriber;
@@ -29,8 +30,8 @@ pub struct Broker {
     pub background: Arc<WorkPool>,
     /// The log cleaner's passes, on a thread of their own so a long clean delays nothing else.
     pub cleaner: WorkPool,
-    /// This node's part of the metadata quorum; `None` for a single node.
-    pub quorum: Option<Quorum>,
+    /// This node's part of the metadata quorum (all of it, on a single node).
+    pub quorum: Quorum,
 }
 
 impl Broker {
@@ -45,23 +46,12 @@ impl Broker {
         let replicas = Arc::new(ReplicaManager::new(config.node_id, logs.clone()));
         let groups = Arc::new(GroupCoordinator::new(&config, replicas.clone()));
         let subscribers: Vec<Arc<dyn MetadataSubscriber>> = vec![groups.clone()];
-        let (metadata, controller, quorum) = if config.quorum_voters().is_empty() {
-            let (metadata, controller) = crate::controller::open_local(
-                &config,
-                logs.clone(),
-                replicas.clone(),
-                subscribers,
-            )?;
-            (metadata, controller, None)
-        } else {
-            let (metadata, controller, quorum) = crate::quorum::open(
-                &config,
-                &identity.cluster_id,
-                (logs.clone(), replicas.clone()),
-                subscribers,
-            )?;
-            (metadata, controller, Some(quorum))
-        };
+        let (metadata, controller, quorum) = crate::quorum::open(
+            &config,
+            &identity.cluster_id,
+            (logs.clone(), replicas.clone()),
+            subscribers,
+        )?;
         let background = Arc::new(WorkPool::new("quipu-background", BACKGROUND_THREADS, 16)?);
         let io_threads = config.num_io_threads as usize;
         let requests = Arc::new(RequestContext {
@@ -84,7 +74,7 @@ impl Broker {
         };
         // A single node is its own controller: it registers before it serves. In a cluster
         // the quorum may have no leader yet, so the lifecycle registers in the background.
-        if broker.quorum.is_none() {
+        if broker.quorum.is_single_node() {
             broker.register()?;
         }
         Ok(broker)
@@ -179,4 +169,47 @@ fn cluster_id(config: &BrokerConfig) -> Result<String, MetadataError> {
     std::fs::File::open(&tmp)?.sync_all()?;
     std::fs::rename(&tmp, &path)?;
     Ok(id)
+}
+
+/// A broker for a unit test, on a runtime of its own (the quorum needs one); dropping it stops
+/// the quorum, so the directory can be opened again.
+#[cfg(test)]
+pub(crate) struct TestBroker {
+    broker: Option<Broker>,
+    runtime: tokio::runtime::Runtime,
+}
+
+#[cfg(test)]
+impl TestBroker {
+    pub fn open(config: BrokerConfig) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("a runtime");
+        let entered = runtime.enter();
+        let broker = Broker::open(config, 9092).expect("the broker opens");
+        drop(entered);
+        Self {
+            broker: Some(broker),
+            runtime,
+        }
+    }
+}
+
+#[cfg(test)]
+impl std::ops::Deref for TestBroker {
+    type Target = Broker;
+    fn deref(&self) -> &Broker {
+        self.broker.as_ref().expect("open until dropped")
+    }
+}
+
+#[cfg(test)]
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        if let Some(b) = self.broker.take() {
+            let _ = self.runtime.block_on(b.quorum.raft.shutdown());
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! The interface the controller commits metadata batches through ([`MetadataLog`]), and why a
-//! commit fails ([`CommitError`]). A single node's file (`single_node_log`) and the Raft quorum
-//! (`quorum`) implement it, so the controller does not know which one it has.
+//! commit fails ([`CommitError`]). The Raft quorum (`quorum`, of one voter on a single node)
+//! implements it; the controller knows only whether this node is the whole cluster.
 //!
 //! Invariant: a commit that returns `Ok` is durable (on a quorum, held by a majority) and applied
 //! to this node's image; one that returns an error other than `NoController` changed nothing.

@@ -30,7 +30,6 @@ use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 use crate::publisher::{MetadataSubscriber, Publisher};
 use crate::replica_manager::ReplicaManager;
-use crate::single_node_log::FileMetadataLog;
 
 /// Producer ids reserved in the metadata log at a time.
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -43,6 +42,28 @@ struct ProducerIds {
     block_end: i64,
 }
 
+/// Where a new topic's (or new partitions') replicas go.
+#[derive(Debug, Clone)]
+pub enum Placement {
+    /// `partitions` partitions of `replication_factor` replicas each, placed by the controller;
+    /// -1 takes the broker's default.
+    Auto {
+        partitions: i32,
+        replication_factor: i16,
+    },
+    /// The replicas of each partition in order, the first the preferred leader.
+    Manual(Vec<Vec<i32>>),
+}
+
+impl Placement {
+    pub fn auto(partitions: i32, replication_factor: i16) -> Self {
+        Self::Auto {
+            partitions,
+            replication_factor,
+        }
+    }
+}
+
 pub struct Controller {
     node_id: i32,
     broker: BrokerConfig,
@@ -53,26 +74,6 @@ pub struct Controller {
     /// that slow work, so that producer-id allocation, which only commits, never waits on it.
     changes: Mutex<()>,
     producer_ids: Mutex<ProducerIds>,
-}
-
-/// Opens a single node's metadata: its metadata log file (made if missing), replayed into the
-/// image, the live partitions' logs opened, and the controller that writes the log from now on.
-/// Committed batches reach the served topics first, then `more_subscribers` in order.
-pub fn open_local(
-    broker: &BrokerConfig,
-    logs: Arc<LogManager>,
-    replicas: Arc<ReplicaManager>,
-    more_subscribers: Vec<Arc<dyn MetadataSubscriber>>,
-) -> Result<(Arc<Metadata>, Controller), MetadataError> {
-    let dir = broker.log_dirs.join(crate::metadata::METADATA_DIR);
-    std::fs::create_dir_all(&dir)?;
-    let path = dir.join("metadata.log");
-    let records = crate::metadata_log::read_log(&path, broker.node_id)?;
-    let applier = open_applier(broker, (logs.clone(), replicas), &records, more_subscribers)?;
-    let metadata = applier.metadata().clone();
-    let log = FileMetadataLog::open(&path, applier)?;
-    let controller = Controller::new(broker, Box::new(log), metadata.clone(), logs);
-    Ok((metadata, controller))
 }
 
 /// The image `records` give, with the logs of its live partitions opened, published once to the
@@ -199,14 +200,24 @@ impl Controller {
     pub fn check_new_topic(
         &self,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        placement: &Placement,
         overrides: &BTreeMap<String, String>,
     ) -> Result<(i32, TopicConfig), MetadataError> {
         validate_topic_name(name)?;
         if self.metadata.topic(name).is_some() {
             return Err(MetadataError::TopicExists(name.to_string()));
         }
+        let (partitions, replication_factor) = match placement {
+            Placement::Auto {
+                partitions,
+                replication_factor,
+            } => (*partitions, *replication_factor),
+            Placement::Manual(assignment) => {
+                self.check_assignment(assignment, None)?;
+                let config = TopicConfig::with_overrides(&self.broker, overrides)?;
+                return Ok((assignment.len() as i32, config));
+            }
+        };
         let partitions = if partitions == -1 {
             self.broker.num_partitions
         } else {
@@ -225,6 +236,50 @@ impl Controller {
         self.placement_brokers(rf)?;
         let config = TopicConfig::with_overrides(&self.broker, overrides)?;
         Ok((partitions, config))
+    }
+
+    /// Checks a manual assignment as Kafka's controller does: each partition's replicas are
+    /// registered brokers, none twice, all partitions with `rf` replicas (that of the first, or
+    /// of the topic's existing partitions), and at least one unfenced.
+    fn check_assignment(
+        &self,
+        assignment: &[Vec<i32>],
+        rf: Option<usize>,
+    ) -> Result<(), MetadataError> {
+        let image = self.metadata.image();
+        let invalid = |m: String| Err(MetadataError::InvalidReplicaAssignment(m));
+        let Some(first) = assignment.first() else {
+            return invalid("the manual partition assignment is empty".into());
+        };
+        let rf = rf.unwrap_or(first.len());
+        for (p, replicas) in assignment.iter().enumerate() {
+            if replicas.is_empty() {
+                return invalid(
+                    "The manual partition assignment includes an empty replica list.".into(),
+                );
+            }
+            if replicas.len() != rf {
+                return invalid(format!("The manual partition assignment includes a partition with {} replica(s), but this is not consistent with previous partitions, which have {rf} replica(s).", replicas.len()));
+            }
+            let mut seen = std::collections::HashSet::new();
+            for &b in replicas {
+                if !seen.insert(b) {
+                    return invalid(format!(
+                        "The manual partition assignment includes the broker {b} more than once."
+                    ));
+                }
+                if image.broker(b).is_none() {
+                    return invalid(format!("The manual partition assignment includes broker {b}, but no such broker is registered."));
+                }
+            }
+            if replicas
+                .iter()
+                .all(|b| image.broker(*b).is_some_and(|r| r.fenced))
+            {
+                return invalid(format!("All brokers specified in the manual partition assignment for partition {p} are fenced or in controlled shutdown."));
+            }
+        }
+        Ok(())
     }
 
     /// The brokers replicas may be placed on (this node alone on a single node; otherwise the
@@ -303,25 +358,31 @@ impl Controller {
     pub fn create_topic(
         &self,
         name: &str,
-        partitions: i32,
-        replication_factor: i16,
+        placement: &Placement,
         overrides: BTreeMap<String, String>,
     ) -> Result<Arc<Topic>, MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
-        let (partitions, config) =
-            self.check_new_topic(name, partitions, replication_factor, &overrides)?;
-        let rf = if replication_factor == -1 {
-            self.broker.default_replication_factor
-        } else {
-            replication_factor
-        };
+        let (partitions, config) = self.check_new_topic(name, placement, &overrides)?;
         let id = Uuid::new_v4();
         let mut records = vec![MetadataRecord::TopicCreated {
             name: name.to_string(),
             topic_id: id,
             configs: overrides,
         }];
-        records.extend(self.place(name, (0, partitions), rf)?);
+        records.extend(match placement {
+            Placement::Auto {
+                replication_factor: -1,
+                ..
+            } => self.place(
+                name,
+                (0, partitions),
+                self.broker.default_replication_factor,
+            )?,
+            Placement::Auto {
+                replication_factor, ..
+            } => self.place(name, (0, partitions), *replication_factor)?,
+            Placement::Manual(assignment) => self.assigned(name, 0, assignment),
+        });
         self.commit_with_logs(&name.into(), id, (0, partitions), &config, &records)?;
         tracing::info!(topic = %name, partitions, %id, "created topic");
         Ok(self
@@ -330,11 +391,29 @@ impl Controller {
             .expect("a committed topic is served"))
     }
 
+    /// The records placing partitions from `from` on as `assignment` says (checked), each led by
+    /// its first unfenced replica, which is also its in-sync set until followers replicate.
+    fn assigned(&self, topic: &str, from: i32, assignment: &[Vec<i32>]) -> Vec<MetadataRecord> {
+        let image = self.metadata.image();
+        let unfenced = |b: &i32| image.broker(*b).is_some_and(|r| !r.fenced);
+        assignment
+            .iter()
+            .enumerate()
+            .map(|(i, replicas)| {
+                let leader = *replicas.iter().find(|b| unfenced(b)).expect("checked");
+                let mut record = PartitionRecord::on_one_node(topic, from + i as i32, leader);
+                record.replicas = replicas.clone();
+                MetadataRecord::Partition(record)
+            })
+            .collect()
+    }
+
     /// Checks a CreatePartitions entry.
     pub fn check_new_partitions(
         &self,
         name: &str,
         count: i32,
+        assignment: Option<&[Vec<i32>]>,
     ) -> Result<Arc<Topic>, MetadataError> {
         let topic = self
             .metadata
@@ -351,24 +430,47 @@ impl Controller {
                 "number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}"
             )));
         }
+        if let Some(a) = assignment {
+            let added = count - current;
+            if a.len() as i32 != added {
+                return Err(MetadataError::InvalidReplicaAssignment(format!(
+                    "Attempted to add {added} additional partition(s), but only {} assignment(s) were specified.",
+                    a.len()
+                )));
+            }
+            self.check_assignment(a, Some(self.replication_factor_of(name) as usize))?;
+        }
         Ok(topic)
     }
 
-    /// Grows a topic to `count` partitions, all or nothing, as [`Controller::create_topic`].
-    pub fn create_partitions(&self, name: &str, count: i32) -> Result<(), MetadataError> {
+    /// Grows a topic to `count` partitions, all or nothing, as [`Controller::create_topic`]: the
+    /// new ones placed by the controller, or as `assignment` says (one entry per new partition,
+    /// with as many replicas as the topic's partitions have).
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        assignment: Option<&[Vec<i32>]>,
+    ) -> Result<(), MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
-        let topic = self.check_new_partitions(name, count)?;
+        let topic = self.check_new_partitions(name, count, assignment)?;
         let range = (topic.partition_count, count);
-        let rf = self
-            .metadata
-            .image()
-            .topic(name)
-            .and_then(|t| t.partitions.first())
-            .map_or(1, |p| p.replicas.len() as i16);
-        let records = self.place(name, range, rf)?;
+        let records = match assignment {
+            Some(a) => self.assigned(name, range.0, a),
+            None => self.place(name, range, self.replication_factor_of(name))?,
+        };
         self.commit_with_logs(&topic.name, topic.id, range, &topic.config, &records)?;
         tracing::info!(topic = name, partitions = count, "created partitions");
         Ok(())
+    }
+
+    /// How many replicas the partitions of topic `name` have.
+    fn replication_factor_of(&self, name: &str) -> i16 {
+        self.metadata
+            .image()
+            .topic(name)
+            .and_then(|t| t.partitions.first())
+            .map_or(1, |p| p.replicas.len() as i16)
     }
 
     /// Replaces a topic's overrides: checks them, then commits the change, which every
@@ -435,25 +537,47 @@ impl From<crate::image::ApplyError> for MetadataError {
 mod tests {
     use super::*;
 
-    use std::path::Path;
-
-    use crate::metadata::METADATA_DIR;
-
-    fn broker(dir: &Path) -> BrokerConfig {
+    fn broker(dir: &std::path::Path) -> BrokerConfig {
         BrokerConfig {
             log_dirs: dir.to_path_buf(),
             ..Default::default()
         }
     }
 
+    /// A node of a quorum of one, opened as the broker opens it, on a runtime of its own.
+    struct Node {
+        meta: Arc<Metadata>,
+        controller: Controller,
+        replicas: Arc<ReplicaManager>,
+        quorum: crate::quorum::Quorum,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    impl Drop for Node {
+        fn drop(&mut self) {
+            let _ = self.runtime.block_on(self.quorum.raft.shutdown());
+        }
+    }
+
     /// Locks the data directory and opens the metadata and its controller, as the broker does.
-    fn open(
-        b: &BrokerConfig,
-    ) -> Result<(Arc<Metadata>, Controller, Arc<ReplicaManager>), MetadataError> {
+    fn open(b: &BrokerConfig) -> Result<Node, MetadataError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()?;
+        let entered = runtime.enter();
         let logs = Arc::new(LogManager::lock(&b.log_dirs, 1)?);
         let replicas = Arc::new(ReplicaManager::new(b.node_id, logs.clone()));
-        let (meta, controller) = open_local(b, logs, replicas.clone(), Vec::new())?;
-        Ok((meta, controller, replicas))
+        let (meta, controller, quorum) =
+            crate::quorum::open(b, "test", (logs, replicas.clone()), Vec::new())?;
+        drop(entered);
+        Ok(Node {
+            meta,
+            controller,
+            replicas,
+            quorum,
+            runtime,
+        })
     }
 
     #[test]
@@ -466,38 +590,41 @@ mod tests {
             (me.broker_epoch, me.host.clone(), me.port, me.fenced)
         };
         {
-            let (meta, c, _) = open(&b).unwrap();
+            let node = open(&b).unwrap();
+            let (meta, c) = (&node.meta, &node.controller);
             assert!(meta.image().broker(b.node_id).is_none());
             c.register_broker(b.node_id, "h1", 9092).unwrap();
             c.register_broker(b.node_id, "h1", 9092).unwrap();
-            assert_eq!(registered(&meta), (1, "h1".into(), 9092, false));
+            assert_eq!(registered(meta), (1, "h1".into(), 9092, false));
         }
-        let (meta, c, _) = open(&b).unwrap();
-        assert_eq!(registered(&meta), (1, "h1".into(), 9092, false), "replayed");
+        let node = open(&b).unwrap();
+        let (meta, c) = (&node.meta, &node.controller);
+        assert_eq!(registered(meta), (1, "h1".into(), 9092, false), "replayed");
         c.register_broker(b.node_id, "h1", 9092).unwrap();
         assert_eq!(
-            registered(&meta),
+            registered(meta),
             (1, "h1".into(), 9092, false),
             "no new record"
         );
         c.register_broker(b.node_id, "h2", 9093).unwrap();
-        assert_eq!(registered(&meta), (2, "h2".into(), 9093, false));
+        assert_eq!(registered(meta), (2, "h2".into(), 9093, false));
     }
 
     #[test]
     fn topics_survive_restart_and_deleted_ones_stay_deleted() {
         let dir = tempfile::tempdir().unwrap();
         let b = broker(dir.path());
-        let (meta, m, replicas) = open(&b).unwrap();
-        m.create_topic("a", 2, 1, BTreeMap::new()).unwrap();
+        let node = open(&b).unwrap();
+        let (meta, m, replicas) = (&node.meta, &node.controller, &node.replicas);
+        m.create_topic("a", &Placement::auto(2, 1), BTreeMap::new())
+            .unwrap();
         m.create_topic(
             "b",
-            -1,
-            -1,
+            &Placement::auto(-1, -1),
             [("segment.bytes".to_string(), "100000".to_string())].into(),
         )
         .unwrap();
-        m.create_partitions("a", 4).unwrap();
+        m.create_partitions("a", 4, None).unwrap();
         m.delete_topic("b").unwrap();
         m.set_topic_overrides(
             "a",
@@ -523,12 +650,13 @@ mod tests {
             5000
         );
         assert!(matches!(
-            m.create_topic("a", 1, 1, BTreeMap::new()),
+            m.create_topic("a", &Placement::auto(1, 1), BTreeMap::new()),
             Err(MetadataError::TopicExists(_))
         ));
         let id = meta.topic("a").unwrap().id;
-        drop((meta, m, replicas));
-        let (meta, _controller, replicas) = open(&b).unwrap();
+        drop(node);
+        let node = open(&b).unwrap();
+        let (meta, replicas) = (&node.meta, &node.replicas);
         let a = meta.topic("a").unwrap();
         assert_eq!((a.partition_count, a.id), (4, id));
         assert_eq!(a.config.retention_ms, 5000);
@@ -543,54 +671,5 @@ mod tests {
         );
         assert!(meta.topic("b").is_none());
         assert!(!dir.path().join("b-0").exists());
-    }
-
-    #[test]
-    fn damage_before_the_last_record_stops_the_start_and_drops_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
-        let (meta, m, replicas) = open(&b).unwrap();
-        for name in ["a", "b", "c"] {
-            m.create_topic(name, 1, 1, BTreeMap::new()).unwrap();
-        }
-        drop((meta, m, replicas));
-        let path = dir.path().join(METADATA_DIR).join("metadata.log");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let first = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize + 8;
-        bytes[first + 20] ^= 1; // inside record 2 of 3
-        std::fs::write(&path, &bytes).unwrap();
-        let e = open(&b).err().expect("the start stops").to_string();
-        assert!(e.contains("damaged record at byte"), "{e}");
-        assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
-        bytes[first + 20] ^= 1;
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(open(&b).unwrap().0.topics().len(), 3);
-    }
-
-    #[test]
-    fn torn_last_record_is_cut() {
-        let dir = tempfile::tempdir().unwrap();
-        let b = broker(dir.path());
-        let (meta, m, replicas) = open(&b).unwrap();
-        m.create_topic("a", 1, 1, BTreeMap::new()).unwrap();
-        drop((meta, m, replicas));
-        let path = dir.path().join(METADATA_DIR).join("metadata.log");
-        let whole = std::fs::read(&path).unwrap();
-        // A deletion whose frame was torn: the start cuts it and the topic stays.
-        let (meta, m, replicas) = open(&b).unwrap();
-        m.delete_topic("a").unwrap();
-        drop((meta, m, replicas));
-        let torn = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &torn[..torn.len() - 3]).unwrap();
-        let (meta, m, replicas) = open(&b).unwrap();
-        assert_eq!(meta.topics().len(), 1);
-        assert_eq!(
-            std::fs::read(&path).unwrap(),
-            whole,
-            "the torn frame is cut"
-        );
-        m.create_topic("c", 1, 1, BTreeMap::new()).unwrap();
-        drop((meta, m, replicas));
-        assert_eq!(open(&b).unwrap().0.topics().len(), 2);
     }
 }

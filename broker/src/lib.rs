@@ -3,8 +3,8 @@
 //! - The storage engine is the `quipu-storage` crate (`quipu_storage::log`).
 //! - [`partition`]: a partition's log with its high watermark and the waiters on it.
 //! - [`controller`]: turns admin changes into metadata records and commits them through a
-//!   [`commit_log::MetadataLog`]: a single node's file ([`single_node_log`], in the
-//!   [`metadata_log`] format) or the Raft [`quorum`]; [`applier`]: the one path from a committed
+//!   [`commit_log::MetadataLog`]: the Raft [`quorum`] (of one voter on a single node, which
+//!   upgrades a [`metadata_log`] file of an earlier release); [`applier`]: the one path from a committed
 //!   batch to the image; [`image`]: what the records add up to; [`snapshot`]: an image as
 //!   records, and its digest; [`publisher`]: hands committed batches to [`metadata`] (the served
 //!   topics and the [`replica_manager`]) and to the group coordinator.
@@ -39,6 +39,5 @@ pub mod replica_manager;
 pub mod request_context;
 pub mod retention;
 pub mod server;
-pub mod single_node_log;
 pub mod snapshot;
 pub mod work_pool;

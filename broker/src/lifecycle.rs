@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::broker::Broker;
+use crate::commit_log::MetadataLog;
 use crate::request_context::RequestContext;
 
 /// How long a broker of a cluster waits at shutdown for the quorum to fence it.
@@ -24,13 +25,15 @@ pub async fn run(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, bound.port())
     })?);
-    // A single node registered as it opened; in a cluster the quorum may not have a leader yet.
-    let registration = broker.quorum.is_some().then(|| {
+    // A single node registered as it opened, and is never fenced: it is the whole cluster. In
+    // a cluster the quorum may not have a leader yet.
+    let cluster = !broker.quorum.is_single_node();
+    let registration = cluster.then(|| {
         let broker = broker.clone();
         tokio::task::spawn_blocking(move || register_until_done(&broker))
     });
-    let liveness = broker.quorum.clone().map(|q| {
-        let node_id = broker.config().node_id;
+    let liveness = cluster.then(|| {
+        let (q, node_id) = (broker.quorum.clone(), broker.config().node_id);
         (
             tokio::spawn(q.clone().run_heartbeats(node_id)),
             tokio::spawn(q.run_fencing()),
@@ -42,8 +45,9 @@ pub async fn run(
     let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
     let group_timers = tokio::spawn(run_group_timers(broker.requests.clone()));
     crate::server::serve(broker.requests.clone(), listener, shutdown).await;
-    if let Some(quorum) = &broker.quorum {
-        quorum
+    if cluster {
+        broker
+            .quorum
             .shut_down_broker(broker.config().node_id, CONTROLLED_SHUTDOWN_TIMEOUT)
             .await;
     }
@@ -58,10 +62,8 @@ pub async fn run(
         heartbeats.abort();
         fencing.abort();
     }
-    if let Some(quorum) = &broker.quorum {
-        if let Err(e) = quorum.raft.shutdown().await {
-            tracing::warn!(error = %e, "the quorum did not stop cleanly");
-        }
+    if let Err(e) = broker.quorum.raft.shutdown().await {
+        tracing::warn!(error = %e, "the quorum did not stop cleanly");
     }
     tracing::info!("shutting down: closing logs");
     if broker.logs.close(crate::clock::now_ms()) {

@@ -50,6 +50,8 @@ pub enum MetadataError {
     #[error("{0}")]
     InvalidReplicationFactor(String),
     #[error("{0}")]
+    InvalidReplicaAssignment(String),
+    #[error("{0}")]
     InvalidConfig(#[from] TopicConfigError),
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),

@@ -37,8 +37,8 @@ pub struct RequestContext {
     pub replicas: Arc<ReplicaManager>,
     /// Consumer groups and committed offsets, derived from `__consumer_offsets`.
     pub groups: Arc<GroupCoordinator>,
-    /// This node's part of the metadata quorum; `None` for a single node.
-    pub quorum: Option<Quorum>,
+    /// This node's part of the metadata quorum (all of it, on a single node).
+    pub quorum: Quorum,
     /// Request work kept off the runtime ([`RequestContext::off_runtime`]): `num.io.threads`.
     pub(crate) io: WorkPool,
     /// Flushes before an acknowledgement; shared with the log tasks' blocking passes.

@@ -183,6 +183,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             let mut t = CreatePartitionsTopic::default();
             t.name = name(&topic);
             t.count = 3;
+            t.assignments = None; // as clients send it: an empty list is a (wrong) assignment
             let mut r = CreatePartitionsRequest::default();
             r.topics = vec![t];
             let resp: CreatePartitionsResponse = conn.call(api, v, &r);

@@ -7,7 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
 from conftest import Broker, free_port
 
@@ -106,3 +107,46 @@ def test_kafka_cluster_id_and_confluent_admin_see_one_cluster(cluster):
     meta = admin.list_topics(timeout=10)
     assert sorted(meta.brokers) == [1, 2, 3]
     assert meta.controller_id == described.controller.id
+
+
+def describe_rows(bootstrap, topic):
+    out = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--describe",
+               "--topic", topic)
+    rows = {}
+    for l in out.splitlines():
+        if "Partition:" in l and "Leader:" in l:
+            p = int(re.search(r"Partition: (\d+)", l).group(1))
+            rows[p] = (re.search(r"Leader: (\d+)", l).group(1), re.search(r"Replicas: ([\d,]+)", l).group(1))
+    return rows
+
+
+def topic_command_fails(bootstrap, *args) -> str:
+    bad = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", "org.apache.kafka.tools.TopicCommand",
+                          "--bootstrap-server", bootstrap, *args], capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0, bad.stdout
+    return bad.stdout + bad.stderr
+
+
+def test_kafka_topics_manual_replica_assignments_are_kept_and_checked(cluster):
+    tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[1].bootstrap, "--create",
+         "--topic", "manual", "--replica-assignment", "2:3,3:1,1:2")
+    assert describe_rows(cluster[0].bootstrap, "manual") == {
+        0: ("2", "2,3"), 1: ("3", "3,1"), 2: ("1", "1,2")}
+    # New partitions as assigned, with as many replicas as the topic's others.
+    tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[2].bootstrap, "--alter",
+         "--topic", "manual", "--partitions", "4", "--replica-assignment", "2:3,3:1,1:2,3:2")
+    assert describe_rows(cluster[2].bootstrap, "manual")[3] == ("3", "3,2")
+    # The broker checks what kafka-topics checks too, for clients that do not.
+    admin = AdminClient({"bootstrap.servers": cluster[0].bootstrap})
+    with pytest.raises(KafkaException) as refused:
+        admin.create_partitions([NewPartitions("manual", 5, replica_assignment=[[1]])])["manual"].result(30)
+    assert refused.value.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, refused.value
+    with pytest.raises(KafkaException) as refused:
+        admin.create_topics([NewTopic("twice", 1, replica_assignment=[[1, 1]])])["twice"].result(30)
+    assert refused.value.args[0].code() == KafkaError.INVALID_REPLICA_ASSIGNMENT, refused.value
+    # A broker that is not registered, as Kafka's controller refuses it.
+    out = topic_command_fails(cluster[0].bootstrap, "--create", "--topic", "nowhere",
+                              "--replica-assignment", "1:7")
+    assert "no such broker is registered" in out, out
+    listed = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[1].bootstrap, "--list")
+    assert "nowhere" not in listed.split()

@@ -1,8 +1,10 @@
-//! CreateTopics: creates topics (or, with `validate_only`, checks that they could be created).
+//! CreateTopics: creates topics (or, with `validate_only`, checks that they could be created),
+//! placed by the controller or as the request's manual assignment says.
 
 use std::collections::BTreeMap;
 
 use quipu_config::topic::TOPIC_CONFIG_KEYS;
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult,
 };
@@ -10,6 +12,7 @@ use quipu_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use quipu_protocol::{ResponseError, StrBytes};
 
 use super::metadata_error_code;
+use crate::controller::Placement;
 use crate::metadata::MetadataError;
 use crate::request_context::RequestContext;
 
@@ -62,7 +65,7 @@ type Created = (uuid::Uuid, i32, BTreeMap<String, String>);
 
 fn create_one(
     ctx: &RequestContext,
-    t: &quipu_protocol::messages::create_topics_request::CreatableTopic,
+    t: &CreatableTopic,
     validate_only: bool,
     seen: &mut std::collections::HashSet<String>,
 ) -> Result<Created, (ResponseError, String)> {
@@ -87,46 +90,45 @@ fn create_one(
             }
         }
     }
-    let mut partitions = t.num_partitions;
-    let mut replication_factor = t.replication_factor;
-    if !t.assignments.is_empty() {
-        if partitions != -1 || replication_factor != -1 {
-            return Err((
-                ResponseError::InvalidRequest,
-                "both numPartitions or replicationFactor and replicasAssignments were set".into(),
-            ));
-        }
-        let node = ctx.config.node_id;
-        for (i, a) in t.assignments.iter().enumerate() {
-            if a.partition_index != i as i32 {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    "partitions must be assigned in order from 0".into(),
-                ));
-            }
-            if a.broker_ids.len() != 1 || a.broker_ids[0].0 != node {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("replicas must be exactly [{node}] on a single broker"),
-                ));
-            }
-        }
-        partitions = t.assignments.len() as i32;
-        replication_factor = 1;
-    }
+    let placement = placement_of(t)?;
     let err = |e: MetadataError| (metadata_error_code(&e), e.to_string());
     let (partitions, _) = ctx
         .controller
-        .check_new_topic(&name, partitions, replication_factor, &overrides)
+        .check_new_topic(&name, &placement, &overrides)
         .map_err(err)?;
     if validate_only {
         return Ok((uuid::Uuid::nil(), partitions, overrides));
     }
     let topic = ctx
         .controller
-        .create_topic(&name, partitions, replication_factor, overrides.clone())
+        .create_topic(&name, &placement, overrides.clone())
         .map_err(err)?;
     Ok((topic.id, partitions, overrides))
+}
+
+/// The entry's placement: a count and factor, or the replicas of each partition (from 0, in
+/// order, with the count and factor left at -1, as Kafka requires).
+fn placement_of(t: &CreatableTopic) -> Result<Placement, (ResponseError, String)> {
+    if t.assignments.is_empty() {
+        return Ok(Placement::auto(t.num_partitions, t.replication_factor));
+    }
+    if t.num_partitions != -1 || t.replication_factor != -1 {
+        return Err((
+            ResponseError::InvalidRequest,
+            "A manual partition assignment was specified, but numPartitions or replicationFactor was not set to -1.".into(),
+        ));
+    }
+    let mut assignment = Vec::with_capacity(t.assignments.len());
+    for (i, a) in t.assignments.iter().enumerate() {
+        if a.partition_index != i as i32 {
+            return Err((
+                ResponseError::InvalidReplicaAssignment,
+                "partitions should be a consecutive 0-based integer sequence".into(),
+            ));
+        }
+        assignment.push(a.broker_ids.iter().map(|b| b.0).collect());
+    }
+    Ok(Placement::Manual(assignment))
 }
 
 fn configs_of(

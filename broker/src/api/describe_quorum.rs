@@ -5,7 +5,7 @@
 //!
 //! Invariants: only `__cluster_metadata` partition 0 is described (another partition gets
 //! UNKNOWN_TOPIC_OR_PARTITION, as in Kafka); with no leader known the partition gets
-//! NOT_LEADER_OR_FOLLOWER; a single node describes itself as the one voter of its log.
+//! NOT_LEADER_OR_FOLLOWER. A single node is the one voter of its quorum.
 
 use quipu_protocol::messages::describe_quorum_response::{
     Listener, Node, PartitionData, ReplicaState, TopicData,
@@ -16,25 +16,6 @@ use quipu_protocol::{ResponseError, StrBytes};
 use crate::metadata::METADATA_DIR;
 use crate::quorum::rpc::{QuorumDescription, VoterProgress};
 use crate::request_context::RequestContext;
-
-/// The quorum as a single node is it: itself the leader and only voter, at epoch 0.
-fn single_node(ctx: &RequestContext) -> QuorumDescription {
-    let end = ctx.controller.committed_end();
-    let now = crate::clock::now_ms();
-    let id = ctx.config.node_id;
-    QuorumDescription {
-        leader_id: id,
-        leader_epoch: 0,
-        high_watermark: end,
-        voters: vec![VoterProgress {
-            node_id: id,
-            log_end_offset: end,
-            last_fetch_ms: now,
-            last_caught_up_ms: now,
-        }],
-        listeners: Vec::new(),
-    }
-}
 
 fn replica(v: &VoterProgress) -> ReplicaState {
     let mut r = ReplicaState::default();
@@ -81,11 +62,12 @@ fn nodes(description: &QuorumDescription) -> Vec<Node> {
         .collect()
 }
 
-async fn handle(ctx: &RequestContext, request: DescribeQuorumRequest) -> DescribeQuorumResponse {
-    let description = match &ctx.quorum {
-        Some(q) => q.describe().await,
-        None => Ok(single_node(ctx)),
-    };
+async fn handle(
+    ctx: &RequestContext,
+    request: DescribeQuorumRequest,
+    version: i16,
+) -> DescribeQuorumResponse {
+    let description = ctx.quorum.describe().await;
     let mut response = DescribeQuorumResponse::default();
     for t in request.topics {
         let mut topic = TopicData::default();
@@ -103,7 +85,8 @@ async fn handle(ctx: &RequestContext, request: DescribeQuorumRequest) -> Describ
         topic.topic_name = t.topic_name;
         response.topics.push(topic);
     }
-    if let Ok(d) = &description {
+    // The voters' listeners are a field of v2 (KIP-853).
+    if let (Ok(d), true) = (&description, version >= 2) {
         response.nodes = nodes(d);
     }
     response
@@ -113,5 +96,8 @@ super::handler::api!(
     DescribeQuorum,
     0..=2,
     DescribeQuorumRequest,
-    |ctx, request, meta| { meta.reply(&handle(&ctx, request).await) }
+    |ctx, request, meta| {
+        let version = meta.version;
+        meta.reply(&handle(&ctx, request, version).await)
+    }
 );

@@ -129,7 +129,9 @@ async fn create_automatically(
 ) -> Result<Arc<Topic>, crate::metadata::MetadataError> {
     let name = name.to_string();
     super::blocking(ctx, move |b| {
-        b.controller.create_topic(&name, -1, -1, BTreeMap::new())
+        let placement = crate::controller::Placement::auto(-1, -1);
+        b.controller
+            .create_topic(&name, &placement, BTreeMap::new())
     })
     .await
 }

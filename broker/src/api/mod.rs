@@ -275,6 +275,7 @@ pub fn metadata_error_code(e: &MetadataError) -> ResponseError {
         MetadataError::InvalidTopic(_) => ResponseError::InvalidTopicException,
         MetadataError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
         MetadataError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        MetadataError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         MetadataError::InvalidConfig(_) => ResponseError::InvalidConfig,
         MetadataError::Io(_) | MetadataError::Log(_) | MetadataError::Damaged(_) => {
             ResponseError::KafkaStorageError

@@ -19,7 +19,10 @@ fn ctx(dir: &std::path::Path) -> Arc<RequestContext> {
         log_dirs: dir.to_path_buf(),
         ..BrokerConfig::default()
     };
-    crate::broker::Broker::open(config, 9092).unwrap().requests
+    // On the test's runtime, as the lifecycle opens it.
+    tokio::task::block_in_place(|| crate::broker::Broker::open(config, 9092))
+        .unwrap()
+        .requests
 }
 
 /// Sends `request` as `api` v`version` and decodes the response.

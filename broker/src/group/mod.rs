@@ -27,7 +27,7 @@ use quipu_protocol::records::{Compression, RecordBatchDecoder};
 use tokio::sync::oneshot;
 
 use crate::clock::now_ms;
-use crate::controller::Controller;
+use crate::controller::{Controller, Placement};
 use crate::image::{Change, MetadataImage};
 use crate::metadata::MetadataError;
 use crate::partition::Partition;
@@ -180,12 +180,8 @@ impl GroupCoordinator {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        match controller.create_topic(
-            offsets_topic::TOPIC,
-            self.config.offsets_topic_num_partitions,
-            -1,
-            overrides,
-        ) {
+        let placement = Placement::auto(self.config.offsets_topic_num_partitions, -1);
+        match controller.create_topic(offsets_topic::TOPIC, &placement, overrides) {
             Err(MetadataError::TopicExists(_)) => controller
                 .metadata()
                 .topic(offsets_topic::TOPIC)
@@ -1157,19 +1153,19 @@ fn commit_refusal(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::Broker;
+    use crate::broker::{Broker, TestBroker};
 
-    fn broker(dir: &std::path::Path) -> Broker {
+    fn broker(dir: &std::path::Path) -> TestBroker {
         let config = BrokerConfig {
             log_dirs: dir.to_path_buf(),
             offsets_topic_num_partitions: 3,
             ..BrokerConfig::default()
         };
-        coordinating(Broker::open(config, 9092).unwrap())
+        coordinating(TestBroker::open(config))
     }
 
     /// `b` with `__consumer_offsets` made, as the first FindCoordinator makes it.
-    fn coordinating(b: Broker) -> Broker {
+    fn coordinating(b: TestBroker) -> TestBroker {
         let ctx = &b.requests;
         ctx.groups.create_offsets_topic(&ctx.controller).unwrap();
         b
@@ -1294,7 +1290,7 @@ mod tests {
             group_initial_rebalance_delay_ms: 0,
             ..BrokerConfig::default()
         };
-        let b = coordinating(Broker::open(config, 9092).unwrap());
+        let b = coordinating(TestBroker::open(config));
         let join = |member: &str| JoinRequest {
             group_id: "bounded".into(),
             member_id: member.into(),

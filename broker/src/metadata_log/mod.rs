@@ -1,5 +1,6 @@
-//! The metadata log's file format: framed batches of records, as a single node keeps its log
-//! (`single_node_log` appends to it) and whose framing the quorum's files reuse.
+//! The metadata log's file format: framed batches of records, as a single node kept its log
+//! before the quorum (read once, to upgrade it: `quorum::upgrade`), and whose framing the
+//! quorum's files reuse.
 //!
 //! Frame: `length u32 | crc32c u32 | version u8 | payload`, big-endian, where `length` counts the
 //! version and the payload and the CRC covers them. The payload of version 2 is a batch of
@@ -21,7 +22,7 @@ use std::io::{Read, Write};
 use std::path::Path;
 
 use legacy::{LegacyRecord, Upgrader};
-use record::{decode_all, encode_all, MetadataRecord};
+use record::{decode_all, MetadataRecord};
 
 const HEADER_BYTES: usize = 9;
 /// A frame of JSON, one legacy record (read only).
@@ -53,18 +54,10 @@ pub fn read_log(path: &Path, node_id: i32) -> Result<Vec<MetadataRecord>, Metada
     replay(path, node_id)
 }
 
-/// How many frames (batches, or legacy records) the file at `path` holds.
-pub fn frame_count(path: &Path) -> Result<i64, MetadataLogError> {
-    match std::fs::read(path) {
-        Ok(bytes) => Ok(frames(path, &bytes)?.0.len() as i64),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// Appends `records` to `file` as one frame and syncs it.
+/// Appends `records` to `file` as one frame and syncs it (as a single node did).
+#[cfg(test)]
 pub fn append_batch(file: &mut File, records: &[MetadataRecord]) -> std::io::Result<()> {
-    file.write_all(&frame(VERSION_BATCH, &encode_all(records)))?;
+    file.write_all(&frame(VERSION_BATCH, &record::encode_all(records)))?;
     file.sync_data()
 }
 
@@ -246,6 +239,7 @@ fn rewrite_json_lines(path: &Path, bytes: &[u8]) -> Result<(), MetadataLogError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use record::encode_all;
     use uuid::Uuid;
 
     fn deleted(n: u32) -> MetadataRecord {

@@ -216,6 +216,16 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, M
     }
 }
 
+/// Makes `dir` the directory of a log that starts after `last_purged` (whose entries up to it a
+/// snapshot holds), durably: as a purge up to it would leave it.
+pub fn start_after(dir: &Path, last_purged: LogId) -> std::io::Result<()> {
+    let state = DurableState {
+        vote: None,
+        last_purged: Some(last_purged),
+    };
+    write_json(&dir.join(STATE_FILE), &state, true)
+}
+
 /// Replaces the file at `path` by `value` as JSON: whole or not at all; durable if `sync`.
 pub(crate) fn write_json<T: Serialize>(path: &Path, value: &T, sync: bool) -> std::io::Result<()> {
     let tmp = path.with_extension("tmp");

@@ -27,6 +27,7 @@ pub mod network;
 pub mod rpc;
 pub mod state_machine;
 pub mod types;
+pub mod upgrade;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -65,6 +66,8 @@ pub struct Quorum {
     machine: StateMachine,
     cluster_id: Arc<str>,
     node_id: NodeId,
+    /// Whether this node is the whole quorum (and so the whole cluster).
+    single: bool,
     liveness: Arc<Liveness>,
     heard_from: network::HeardFrom,
     heartbeat_interval: Duration,
@@ -82,13 +85,19 @@ pub fn open(
     more_subscribers: Vec<Arc<dyn MetadataSubscriber>>,
 ) -> Result<(Arc<Metadata>, Controller, Quorum), MetadataError> {
     let meta_dir = broker.log_dirs.join(METADATA_DIR);
-    if meta_dir.join("metadata.log").exists() {
+    let dir = meta_dir.join(QUORUM_DIR);
+    let voters = voters(broker);
+    let single = voters.len() == 1;
+    if single {
+        let (id, voter) = voters.iter().next().expect("one voter");
+        upgrade::upgrade_if_needed(&meta_dir, &dir, (*id as i32, voter.clone()))?;
+    } else if meta_dir.join(upgrade::LEGACY_LOG).exists() {
         return Err(MetadataError::Damaged(format!(
-            "{} holds a single node's metadata log: a quorum member starts from a data directory of its own cluster (move it away, or start without controller.quorum.voters)",
-            meta_dir.display()
+            "{} holds a single node's metadata log: a member of a quorum of {} voters starts from a data directory of its own cluster (move it away, or start without controller.quorum.voters)",
+            meta_dir.display(),
+            voters.len()
         )));
     }
-    let dir = meta_dir.join(QUORUM_DIR);
     let store = LogStore::open(&dir)?;
     let (applied, records) = replay(&dir, &store)?;
     let applier = open_applier(broker, (logs.clone(), replicas), &records, more_subscribers)?;
@@ -102,7 +111,7 @@ pub fn open(
     let heard_from = network::HeardFrom::default();
     let raft = runtime.block_on(start_raft(
         broker,
-        &cluster_id,
+        (&cluster_id, voters),
         store,
         (machine.clone(), liveness.clone(), heard_from.clone()),
     ))?;
@@ -111,6 +120,7 @@ pub fn open(
         machine,
         cluster_id,
         node_id: broker.node_id as NodeId,
+        single,
         liveness,
         heard_from,
         heartbeat_interval: Duration::from_millis(broker.broker_heartbeat_interval_ms),
@@ -118,6 +128,24 @@ pub fn open(
     };
     let controller = Controller::new(broker, Box::new(quorum.clone()), metadata.clone(), logs);
     Ok((metadata, controller, quorum))
+}
+
+/// The voters: `controller.quorum.voters`, or, on a single node, this node alone at its
+/// controller listener (the quorum of one a single node is).
+fn voters(broker: &BrokerConfig) -> BTreeMap<NodeId, BasicNode> {
+    let configured = broker.quorum_voters();
+    if configured.is_empty() {
+        let (host, port) = broker.controller_host_port();
+        let addr = format!("{host}:{port}");
+        return [(broker.node_id as NodeId, BasicNode { addr })].into();
+    }
+    configured
+        .into_iter()
+        .map(|v| {
+            let addr = format!("{}:{}", v.host, v.port);
+            (v.node_id as NodeId, BasicNode { addr })
+        })
+        .collect()
 }
 
 /// What a restart applies before Raft runs: the newest snapshot, then the entries known
@@ -176,19 +204,15 @@ fn raft_config(broker: &BrokerConfig, cluster_id: &str) -> Result<openraft::Conf
 
 async fn start_raft(
     broker: &BrokerConfig,
-    cluster_id: &Arc<str>,
+    (cluster_id, voters): (&Arc<str>, BTreeMap<NodeId, BasicNode>),
     store: LogStore,
     (machine, liveness, heard_from): (StateMachine, Arc<Liveness>, network::HeardFrom),
 ) -> Result<Raft, MetadataError> {
-    let (host, port) = broker.controller_host_port();
-    let listener = tokio::net::TcpListener::bind((host.as_str(), port))
-        .await
-        .map_err(|e| {
-            MetadataError::Io(std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on controller.listener {host}:{port}: {e}"),
-            ))
-        })?;
+    // A single node without configured voters has no peer to answer: it binds no listener.
+    let listener = match broker.quorum_voters().is_empty() {
+        true => None,
+        false => Some(bind_controller_listener(broker).await?),
+    };
     let network = network::Network {
         cluster_id: cluster_id.clone(),
         heard_from: heard_from.clone(),
@@ -198,21 +222,15 @@ async fn start_raft(
     let raft = Raft::new(node_id, config, network, store, machine.clone())
         .await
         .map_err(|e| MetadataError::Damaged(format!("cannot start the quorum: {e}")))?;
-    let server = Arc::new(Server {
-        raft: raft.clone(),
-        machine,
-        liveness,
-        heard_from,
-    });
-    tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
-    let voters: BTreeMap<NodeId, BasicNode> = broker
-        .quorum_voters()
-        .into_iter()
-        .map(|v| {
-            let addr = format!("{}:{}", v.host, v.port);
-            (v.node_id as NodeId, BasicNode { addr })
-        })
-        .collect();
+    if let Some(listener) = listener {
+        let server = Arc::new(Server {
+            raft: raft.clone(),
+            machine,
+            liveness,
+            heard_from,
+        });
+        tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
+    }
     let initialized = raft
         .is_initialized()
         .await
@@ -224,7 +242,41 @@ async fn start_raft(
         }
         tracing::info!(?voters, "formed the metadata quorum");
     }
+    if voters.len() == 1 {
+        lead_alone(&raft, node_id).await?;
+    }
     Ok(raft)
+}
+
+async fn bind_controller_listener(
+    broker: &BrokerConfig,
+) -> Result<tokio::net::TcpListener, MetadataError> {
+    let (host, port) = broker.controller_host_port();
+    tokio::net::TcpListener::bind((host.as_str(), port))
+        .await
+        .map_err(|e| {
+            MetadataError::Io(std::io::Error::new(
+                e.kind(),
+                format!("cannot listen on controller.listener {host}:{port}: {e}"),
+            ))
+        })
+}
+
+/// The one voter of a quorum of one takes the lead now rather than after an election timeout:
+/// it has no one to wait for.
+async fn lead_alone(raft: &Raft, node_id: NodeId) -> Result<(), MetadataError> {
+    let leading = |m: &openraft::RaftMetrics<NodeId, BasicNode>| m.current_leader == Some(node_id);
+    if !leading(&raft.metrics().borrow()) {
+        raft.trigger()
+            .elect()
+            .await
+            .map_err(|e| MetadataError::Damaged(format!("quorum: {e}")))?;
+    }
+    raft.wait(Some(COMMIT_TIMEOUT))
+        .metrics(leading, "this node leads its quorum of one")
+        .await
+        .map(|_| ())
+        .map_err(|e| MetadataError::Damaged(format!("the quorum of one did not elect itself: {e}")))
 }
 
 impl Quorum {
@@ -440,7 +492,7 @@ impl MetadataLog for Quorum {
     }
 
     fn is_single_node(&self) -> bool {
-        false
+        self.single
     }
 
     fn committed_end(&self) -> i64 {
@@ -624,7 +676,8 @@ mod tests {
             last_membership: Default::default(),
             snapshot_id: "s".into(),
         };
-        state_machine::write_snapshot(dir.path(), &meta, &crate::snapshot::records_of(&at_30));
+        state_machine::write_snapshot(dir.path(), &meta, &crate::snapshot::records_of(&at_30))
+            .unwrap();
         let (applied, records) = replay(dir.path(), &LogStore::open(dir.path()).unwrap()).unwrap();
         assert_eq!(applied.last_applied.map(|l| l.index), Some(49));
         let image = state_machine::image_of(&records).unwrap();
@@ -650,7 +703,7 @@ mod tests {
             last_membership: Default::default(),
             snapshot_id: "s".into(),
         };
-        state_machine::write_snapshot(dir.path(), &meta, &records);
+        state_machine::write_snapshot(dir.path(), &meta, &records).unwrap();
         // As after a purge: the entries the snapshot covers are gone from the log.
         std::fs::remove_file(dir.path().join("raft.log")).unwrap();
         let started = Instant::now();

@@ -184,10 +184,13 @@ pub fn image_of(records: &[MetadataRecord]) -> Result<MetadataImage, crate::imag
     Ok(image)
 }
 
-/// Writes a snapshot of `records` at `meta` into `dir` (to build a directory for a test).
-#[cfg(test)]
-pub(crate) fn write_snapshot(dir: &Path, meta: &SnapshotMeta, records: &[MetadataRecord]) {
-    keep_snapshot(dir, &encode_snapshot(meta, records).unwrap()).unwrap();
+/// Writes a snapshot of `records` at `meta` into `dir`, durably, replacing the one there.
+pub fn write_snapshot(
+    dir: &Path,
+    meta: &SnapshotMeta,
+    records: &[MetadataRecord],
+) -> std::io::Result<()> {
+    keep_snapshot(dir, &encode_snapshot(meta, records)?)
 }
 
 fn keep_snapshot(dir: &Path, bytes: &[u8]) -> std::io::Result<()> {
