@@ -6,7 +6,8 @@
 
 The jars (kafka_2.13 and kafka-tools 4.3.1 with their dependencies) come from Maven Central through
 tests/interop/kafka/pom.xml, built here when missing. The broker gets its own port, a controller
-port next to it, its own data directory, and a 1 GiB heap; `start` returns once it answers.
+port next to it, its own data directory, and a 1 GiB heap; `start` returns once it answers. The
+broker logs (log4j 2, INFO) to server.log in its directory, its stdout and stderr go to kafka.log.
 Benchmarks and tests import `KafkaReference` for the same.
 """
 import argparse
@@ -21,6 +22,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 POM = ROOT / "tests" / "interop" / "kafka" / "pom.xml"
 LIB = POM.parent / "target" / "lib"
+# The SLF4J 1.x binding for the broker's log4j-core (same version as the one kafka_2.13 brings),
+# kept out of LIB: on the tools' classpath it would make them log, and tests parse their output.
+LOG4J_VERSION = "2.25.4"
+LOG_BINDING = POM.parent / "target" / "log-binding"
 
 
 def ensure_jars():
@@ -28,6 +33,17 @@ def ensure_jars():
         subprocess.run(["mvn", "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
                         f"-DoutputDirectory={LIB}"], check=True)
     return f"{LIB}/*"
+
+
+def ensure_log_binding():
+    """The broker's classpath: LIB plus log4j-slf4j-impl, without which SLF4J has no binding and the
+    broker logs nothing at all."""
+    jar = LOG_BINDING / f"log4j-slf4j-impl-{LOG4J_VERSION}.jar"
+    if not jar.exists():
+        subprocess.run(["mvn", "-q", "-B", "-f", str(POM), "dependency:copy",
+                        f"-Dartifact=org.apache.logging.log4j:log4j-slf4j-impl:{LOG4J_VERSION}",
+                        f"-DoutputDirectory={LOG_BINDING}"], check=True)
+    return f"{ensure_jars()}{os.pathsep}{jar}"
 
 
 def random_cluster_id() -> str:
@@ -41,8 +57,9 @@ class KafkaReference:
     (`id@host:port,...`, the controller ports) formatted with the shared `cluster_id`."""
 
     def __init__(self, port: int, directory: Path, heap: str = "1G", node_id: int = 1, voters: str = None,
-                 cluster_id: str = None, controller_port: int = None):
+                 cluster_id: str = None, controller_port: int = None, extra_properties: dict = None):
         self.port, self.dir, self.heap = port, Path(directory), heap
+        self.extra_properties = extra_properties or {}
         self.node_id, self.cluster_id = node_id, cluster_id
         self.controller_port = controller_port or port + 1
         self.voters = voters or f"{node_id}@127.0.0.1:{self.controller_port}"
@@ -67,8 +84,23 @@ offsets.topic.replication.factor=1
 transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
-""")
+""" + "".join(f"{key}={value}\n" for key, value in self.extra_properties.items()))
         return props
+
+    def _log_config(self) -> Path:
+        """Log4j 2 configuration: INFO and above to server.log in the node's directory (stdout and
+        stderr go to kafka.log)."""
+        config = self.dir / "log4j2.properties"
+        config.write_text(f"""status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {self.dir / 'server.log'}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.file.ref = file
+""")
+        return config
 
     def start(self, timeout_s=90, wait=True):
         """Starts the broker; returns once it answers (with `wait`; a node of a quorum answers only
@@ -81,7 +113,9 @@ group.initial.rebalance.delay.ms=0
             subprocess.run(["java", "-cp", cp, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
                            capture_output=True, check=True)
         log = open(self.dir / "kafka.log", "ab")
-        self.proc = subprocess.Popen(["java", f"-Xmx{self.heap}", f"-Xms{self.heap}", "-cp", cp, "kafka.Kafka", str(props)],
+        self.proc = subprocess.Popen(["java", f"-Xmx{self.heap}", f"-Xms{self.heap}",
+                                      f"-Dlog4j2.configurationFile={self._log_config()}",
+                                      "-cp", ensure_log_binding(), "kafka.Kafka", str(props)],
                                      stdout=log, stderr=log)
         (self.dir / "kafka.pid").write_text(str(self.proc.pid))
         if not wait:
