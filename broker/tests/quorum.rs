@@ -12,13 +12,15 @@ use quipu_broker::quorum::rpc::{self, NodeStatus};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
 use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
+use quipu_protocol::messages::describe_quorum_request;
 use quipu_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use quipu_protocol::messages::{
     ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, MetadataRequest, MetadataResponse,
+    DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    MetadataResponse,
 };
 use quipu_protocol::StrBytes;
 
@@ -37,34 +39,45 @@ struct Cluster {
 impl Cluster {
     /// `count` combined nodes, ids 1..=count, snapshots every `snapshot_records` records.
     fn start(count: usize, snapshot_records: u64, extra: &[&str]) -> Self {
-        let controller_ports: Vec<u16> = (0..count).map(|_| free_port()).collect();
-        let voters: Vec<String> = controller_ports
+        Self::with_observers(count, 0, snapshot_records, extra)
+    }
+
+    /// `voters` combined nodes (ids 1..=voters), then `observers` broker-only nodes.
+    fn with_observers(
+        voters: usize,
+        observers: usize,
+        snapshot_records: u64,
+        extra: &[&str],
+    ) -> Self {
+        let controller_ports: Vec<u16> = (0..voters + observers).map(|_| free_port()).collect();
+        let voter_list: Vec<String> = controller_ports[..voters]
             .iter()
             .enumerate()
             .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
             .collect();
-        let voters = voters.join(",");
+        let voter_list = voter_list.join(",");
         let nodes = controller_ports
             .iter()
             .enumerate()
             .map(|(i, port)| {
+                let roles = if i < voters {
+                    "broker,controller"
+                } else {
+                    "broker"
+                };
                 let settings = [
                     format!("node.id={}", i + 1),
-                    format!("controller.quorum.voters={voters}"),
+                    format!("process.roles={roles}"),
+                    format!("controller.quorum.voters={voter_list}"),
                     format!("controller.listener=127.0.0.1:{port}"),
                     format!("metadata.log.max.records.between.snapshots={snapshot_records}"),
                     "controller.quorum.election.timeout.ms=500".to_string(),
                 ];
                 let args: Vec<String> = settings
                     .iter()
-                    .chain(
-                        extra
-                            .iter()
-                            .map(|e| e.to_string())
-                            .collect::<Vec<_>>()
-                            .iter(),
-                    )
-                    .flat_map(|s| ["--set".to_string(), s.clone()])
+                    .cloned()
+                    .chain(extra.iter().map(|e| e.to_string()))
+                    .flat_map(|s| ["--set".to_string(), s])
                     .collect();
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
                 BrokerProcess::start(&args)
@@ -401,4 +414,66 @@ fn a_broker_shut_down_cleanly_is_fenced_at_once_and_comes_back_registered() {
         cluster.nodes[victim].start_again();
         cluster.brokers_listed_by(other, 3);
     }
+}
+
+#[test]
+fn broker_only_nodes_follow_the_log_host_replicas_and_forward_changes() {
+    let mut cluster = Cluster::with_observers(3, 2, 20, &[]);
+    cluster.leader();
+    // Every node, observers too, lists all five brokers once they registered.
+    cluster.registered();
+    cluster.brokers_listed_by(4, 5);
+    for n in 0..30 {
+        let via = 3 + n % 2; // through the observers: forwarded to the active controller
+        let (code, maybe) =
+            with_retries(|| create(&mut cluster.nodes[via].connect(), &format!("t{n}"), 5));
+        assert!(
+            code == NONE || (maybe && code == TOPIC_ALREADY_EXISTS),
+            "{code}"
+        );
+    }
+    let leader = cluster.leader();
+    cluster.nodes[leader].kill();
+    cluster.nodes[leader].start_again();
+    let (code, maybe) = with_retries(|| create(&mut cluster.nodes[3].connect(), "after", 3));
+    assert!(
+        code == NONE || (maybe && code == TOPIC_ALREADY_EXISTS),
+        "{code}"
+    );
+    // An observer whose directory is gone catches up again, from a snapshot.
+    cluster.nodes[4].kill();
+    std::fs::remove_dir_all(cluster.nodes[4].data_dir()).unwrap();
+    std::fs::create_dir_all(cluster.nodes[4].data_dir()).unwrap();
+    cluster.nodes[4].start_again();
+    let statuses = cluster.converged();
+    let digests: BTreeSet<u32> = statuses.iter().map(|s| s.image_digest).collect();
+    assert_eq!(digests.len(), 1, "the images differ: {statuses:?}");
+    assert_eq!(topics(&cluster.nodes[4]).len(), 31);
+    // Replicas are placed on observers as on voters (replication factor 5 of 5 brokers).
+    let mut r = MetadataRequest::default();
+    r.topics = None;
+    let meta: MetadataResponse = cluster.nodes[3].connect().call(ApiKey::Metadata, 12, &r);
+    let leaders: BTreeSet<i32> = meta
+        .topics
+        .iter()
+        .flat_map(|t| t.partitions.iter().map(|p| p.leader_id.0))
+        .collect();
+    assert!(leaders.contains(&4) || leaders.contains(&5), "{leaders:?}");
+    // DescribeQuorum lists the observers (kafka-metadata-quorum's CurrentObservers).
+    let mut partition = describe_quorum_request::PartitionData::default();
+    partition.partition_index = 0;
+    let mut topic = describe_quorum_request::TopicData::default();
+    topic.topic_name = name("__cluster_metadata");
+    topic.partitions = vec![partition];
+    let mut r = DescribeQuorumRequest::default();
+    r.topics = vec![topic];
+    let resp: DescribeQuorumResponse =
+        cluster.nodes[3]
+            .connect()
+            .call(ApiKey::DescribeQuorum, 2, &r);
+    let p = &resp.topics[0].partitions[0];
+    let observers: BTreeSet<i32> = p.observers.iter().map(|o| o.replica_id.0).collect();
+    assert_eq!(observers, [4, 5].into(), "{resp:?}");
+    let voters: BTreeSet<i32> = p.current_voters.iter().map(|o| o.replica_id.0).collect();
+    assert_eq!(voters, [1, 2, 3].into(), "{resp:?}");
 }

@@ -194,7 +194,8 @@ broker_keys! {
     /// This broker's id in the cluster.
     "node.id" node_id: i32 = 0, Check::AtLeast(0);
     /// What this node is: `broker,controller` (combined: it serves clients and is a voter of
-    /// the metadata quorum); the only form so far.
+    /// the metadata quorum), or `broker` (it serves clients and follows the metadata log as an
+    /// observer of the quorum, which needs `controller.quorum.voters`).
     "process.roles" process_roles: String = "broker,controller".into(),
         Check::Parsed(process_roles);
     /// The voters of the metadata quorum, `id@host:port,...` (their controller listeners).
@@ -357,13 +358,10 @@ fn connection_limits(text: &str) -> Result<(), String> {
 fn process_roles(text: &str) -> Result<(), String> {
     let mut roles: Vec<&str> = text.split(',').map(str::trim).collect();
     roles.sort_unstable();
-    if roles == ["broker", "controller"] {
+    if roles == ["broker", "controller"] || roles == ["broker"] {
         return Ok(());
     }
-    Err(
-        "`broker,controller` (a combined node; separate brokers and controllers are not built yet)"
-            .into(),
-    )
+    Err("`broker,controller` (a combined node) or `broker` (a broker-only node); controller-only nodes are not built yet".into())
 }
 
 fn voters(text: &str) -> Result<(), String> {
@@ -431,6 +429,9 @@ fn session_timeouts_are_ordered(config: &BrokerConfig) -> Result<(), ConfigError
 /// With a quorum, this node is one of its voters, listening where the voter list says.
 fn this_node_is_a_voter(config: &BrokerConfig) -> Result<(), ConfigError> {
     let voters = crate::parse_voters(&config.controller_quorum_voters).expect("checked");
+    if !config.is_controller() {
+        return a_broker_only_node_is_not_a_voter(config, &voters);
+    }
     if voters.is_empty() {
         return Ok(());
     }
@@ -456,6 +457,33 @@ fn this_node_is_a_voter(config: &BrokerConfig) -> Result<(), ConfigError> {
             me.port, me.node_id
         ),
     ))
+}
+
+/// A broker-only node follows a quorum it is not part of: there must be voters, and its id must
+/// be none of theirs.
+fn a_broker_only_node_is_not_a_voter(
+    config: &BrokerConfig,
+    voters: &[crate::Voter],
+) -> Result<(), ConfigError> {
+    if voters.is_empty() {
+        return Err(invalid(
+            "controller.quorum.voters",
+            "",
+            "the voters of the quorum a broker-only node (process.roles=broker) follows"
+                .to_string(),
+        ));
+    }
+    if voters.iter().any(|v| v.node_id == config.node_id) {
+        return Err(invalid(
+            "node.id",
+            config.node_id,
+            format!(
+                "an id that is not a voter's ({}): a broker-only node is not a voter",
+                config.controller_quorum_voters
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn heartbeats_come_within_the_session(config: &BrokerConfig) -> Result<(), ConfigError> {

@@ -237,6 +237,13 @@ impl BrokerConfig {
         parse_voters(&self.controller_quorum_voters).expect("validated at load")
     }
 
+    /// Whether this node is a voter of the metadata quorum (`controller` in `process.roles`).
+    pub fn is_controller(&self) -> bool {
+        self.process_roles
+            .split(',')
+            .any(|r| r.trim() == "controller")
+    }
+
     /// The controller listener's address.
     pub fn controller_host_port(&self) -> (String, u16) {
         parse_listener(&self.controller_listener).expect("validated at load")
@@ -300,8 +307,16 @@ mod tests {
             e.contains("controller.listener") && e.contains("9101"),
             "{e}"
         );
-        let e = refused(&[("process.roles", "broker")]);
+        let e = refused(&[("process.roles", "controller")]);
         assert!(e.contains("process.roles"), "{e}");
+        let e = refused(&[("process.roles", "broker")]);
+        assert!(e.contains("controller.quorum.voters"), "{e}");
+        let e = refused(&[
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@a:9101"),
+            ("node.id", "1"),
+        ]);
+        assert!(e.contains("node.id") && e.contains("not a voter"), "{e}");
         let e = refused(&[("broker.heartbeat.interval.ms", "9000")]);
         assert!(e.contains("broker.session.timeout.ms"), "{e}");
         assert!(refused(&[("cluster.id", "a b")]).contains("cluster.id"));

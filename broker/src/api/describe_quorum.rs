@@ -34,6 +34,7 @@ fn partition(description: &Result<QuorumDescription, String>) -> PartitionData {
             p.leader_epoch = d.leader_epoch;
             p.high_watermark = d.high_watermark;
             p.current_voters = d.voters.iter().map(replica).collect();
+            p.observers = d.observers.iter().map(replica).collect();
         }
         Err(why) => {
             p.error_code = ResponseError::NotLeaderOrFollower.code();

@@ -116,6 +116,11 @@ impl LogStore {
             return (None, Vec::new());
         };
         let from = after.map_or(0, |a| a + 1);
+        // A snapshot may be ahead of the commit point on disk (`committed.json` is not synced,
+        // and a crash can come between the snapshot and its next write): nothing to replay.
+        if from > committed.index {
+            return (Some(committed), Vec::new());
+        }
         let entries = files
             .entries
             .range(from..=committed.index)
@@ -381,6 +386,18 @@ mod tests {
             indexes(&LogStore::open(dir.path()).unwrap()),
             vec![4, 5, 6, 7]
         );
+    }
+
+    #[test]
+    fn a_snapshot_ahead_of_the_commit_point_on_disk_leaves_nothing_to_replay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LogStore::open(dir.path()).unwrap();
+        store.append_committed((0..6).map(|i| entry(1, i)).collect());
+        let (committed, entries) = store.committed_entries(Some(9));
+        assert_eq!(committed.map(|c| c.index), Some(5));
+        assert!(entries.is_empty());
+        assert_eq!(store.committed_entries(Some(5)).1.len(), 0);
+        assert_eq!(store.committed_entries(Some(3)).1.len(), 2);
     }
 
     #[test]

@@ -87,7 +87,8 @@ pub fn open(
     let meta_dir = broker.log_dirs.join(METADATA_DIR);
     let dir = meta_dir.join(QUORUM_DIR);
     let voters = voters(broker);
-    let single = voters.len() == 1;
+    let observer = !broker.is_controller();
+    let single = !observer && voters.len() == 1;
     if single {
         let (id, voter) = voters.iter().next().expect("one voter");
         upgrade::upgrade_if_needed(&meta_dir, &dir, (*id as i32, voter.clone()))?;
@@ -111,7 +112,7 @@ pub fn open(
     let heard_from = network::HeardFrom::default();
     let raft = runtime.block_on(start_raft(
         broker,
-        (&cluster_id, voters),
+        (&cluster_id, voters, observer),
         store,
         (machine.clone(), liveness.clone(), heard_from.clone()),
     ))?;
@@ -204,7 +205,7 @@ fn raft_config(broker: &BrokerConfig, cluster_id: &str) -> Result<openraft::Conf
 
 async fn start_raft(
     broker: &BrokerConfig,
-    (cluster_id, voters): (&Arc<str>, BTreeMap<NodeId, BasicNode>),
+    (cluster_id, voters, observer): (&Arc<str>, BTreeMap<NodeId, BasicNode>, bool),
     store: LogStore,
     (machine, liveness, heard_from): (StateMachine, Arc<Liveness>, network::HeardFrom),
 ) -> Result<Raft, MetadataError> {
@@ -231,6 +232,17 @@ async fn start_raft(
         });
         tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
     }
+    if observer {
+        let (host, port) = broker.controller_host_port();
+        let me = (node_id, BasicNode::new(format!("{host}:{port}")));
+        tokio::spawn(join_as_observer(
+            raft.clone(),
+            cluster_id.clone(),
+            me,
+            voters,
+        ));
+        return Ok(raft);
+    }
     let initialized = raft
         .is_initialized()
         .await
@@ -246,6 +258,51 @@ async fn start_raft(
         lead_alone(&raft, node_id).await?;
     }
     Ok(raft)
+}
+
+/// A broker-only node asks the voters in turn, with backoff, until it is in the quorum's
+/// membership as a learner (an observer, in Kafka's words): from then on the leader replicates
+/// the log to it, from a snapshot if it is far behind. Ends once this node sees itself a member.
+async fn join_as_observer(
+    raft: Raft,
+    cluster_id: Arc<str>,
+    (node_id, me): (NodeId, BasicNode),
+    voters: BTreeMap<NodeId, BasicNode>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let member = |raft: &Raft| {
+        let metrics = raft.metrics();
+        let m = metrics.borrow();
+        m.membership_config
+            .membership()
+            .get_node(&node_id)
+            .is_some()
+    };
+    while !member(&raft) {
+        let request = Envelope {
+            cluster_id: cluster_id.to_string(),
+            body: Request::AddObserver {
+                node_id,
+                addr: me.addr.clone(),
+            },
+        };
+        for voter in voters.values() {
+            let answer = Connection::new(voter.addr.clone())
+                .call(&request, FORWARD_TIMEOUT)
+                .await;
+            match answer {
+                Ok(Response::Observer(Ok(()))) => {
+                    tracing::info!(leader = %voter.addr, "joined the metadata quorum as an observer");
+                    break;
+                }
+                other => {
+                    tracing::debug!(voter = %voter.addr, answer = ?other, "not added as an observer")
+                }
+            }
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
 }
 
 async fn bind_controller_listener(
@@ -512,48 +569,43 @@ fn describe(raft: &Raft, heard_from: &network::HeardFrom) -> Option<QuorumDescri
     let end = m.last_log_index.map_or(0, |i| i as i64 + 1);
     let heard = heard_from.lock().expect("heard-from lock").clone();
     let matched = m.replication.clone().unwrap_or_default();
-    let membership = m.membership_config.membership();
-    let voters = membership
-        .voter_ids()
-        .map(|id| {
-            if id == m.id {
-                return VoterProgress {
-                    node_id: id as i32,
-                    log_end_offset: end,
-                    last_fetch_ms: now,
-                    last_caught_up_ms: now,
-                };
-            }
-            let log_end_offset = matched
-                .get(&id)
-                .copied()
-                .flatten()
-                .map_or(-1, |l| l.index as i64 + 1);
-            let last_fetch_ms = heard.get(&id).copied().unwrap_or(-1);
-            VoterProgress {
+    let progress = |id: NodeId| {
+        if id == m.id {
+            return VoterProgress {
                 node_id: id as i32,
-                log_end_offset,
-                last_fetch_ms,
-                last_caught_up_ms: if log_end_offset == end {
-                    last_fetch_ms
-                } else {
-                    -1
-                },
-            }
-        })
-        .collect();
+                log_end_offset: end,
+                last_fetch_ms: now,
+                last_caught_up_ms: now,
+            };
+        }
+        let log_end_offset = matched
+            .get(&id)
+            .copied()
+            .flatten()
+            .map_or(-1, |l| l.index as i64 + 1);
+        let last_fetch_ms = heard.get(&id).copied().unwrap_or(-1);
+        let caught_up = log_end_offset == end;
+        VoterProgress {
+            node_id: id as i32,
+            log_end_offset,
+            last_fetch_ms,
+            last_caught_up_ms: if caught_up { last_fetch_ms } else { -1 },
+        }
+    };
+    let membership = m.membership_config.membership();
     let listeners = membership
-        .nodes()
-        .filter_map(|(id, node)| {
-            let (host, port) = node.addr.rsplit_once(':')?;
-            Some((*id as i32, host.to_string(), port.parse().ok()?))
+        .voter_ids()
+        .filter_map(|id| {
+            let (host, port) = membership.get_node(&id)?.addr.rsplit_once(':')?;
+            Some((id as i32, host.to_string(), port.parse().ok()?))
         })
         .collect();
     Some(QuorumDescription {
         leader_id: m.id as i32,
         leader_epoch: m.current_term as i32,
         high_watermark: m.last_applied.map_or(0, |l| l.index as i64 + 1),
-        voters,
+        voters: membership.voter_ids().map(progress).collect(),
+        observers: membership.learner_ids().map(progress).collect(),
         listeners,
     })
 }
@@ -612,7 +664,37 @@ impl rpc::Handler for Server {
                 describe(&self.raft, &self.heard_from).ok_or_else(|| "not the leader".to_string()),
             ),
             Request::Status => Response::Status(status(&self.raft, &self.machine)),
+            Request::AddObserver { node_id, addr } => {
+                Response::Observer(self.add_observer(node_id, addr).await)
+            }
         }
+    }
+}
+
+impl Server {
+    /// As the leader, adds a broker-only node to the membership as a learner (once: a member
+    /// already is one), without waiting for it to catch up.
+    async fn add_observer(&self, node_id: NodeId, addr: String) -> Result<(), String> {
+        let membership = {
+            let metrics = self.raft.metrics();
+            let m = metrics.borrow();
+            if m.current_leader != Some(m.id) {
+                return Err("not the leader".into());
+            }
+            m.membership_config.membership().clone()
+        };
+        if membership.voter_ids().any(|v| v == node_id) {
+            return Err(format!("node {node_id} is a voter, not an observer"));
+        }
+        if membership.get_node(&node_id).is_some() {
+            return Ok(());
+        }
+        tracing::info!(node_id, %addr, "adding an observer to the metadata quorum");
+        self.raft
+            .add_learner(node_id, BasicNode::new(addr), false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

@@ -50,6 +50,11 @@ pub enum Request {
     /// The leader's view of the quorum (Kafka's DescribeQuorum, forwarded).
     DescribeQuorum,
     Status,
+    /// A broker-only node asks to follow the log (as a learner of the membership).
+    AddObserver {
+        node_id: NodeId,
+        addr: String,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -67,6 +72,8 @@ pub enum Response {
     /// The quorum as the leader sees it; or why not (this node is not the leader).
     Quorum(Result<QuorumDescription, String>),
     Status(NodeStatus),
+    /// Added (or already a member); or why not (this node is not the leader).
+    Observer(Result<(), String>),
     /// Not handed to Raft: the sender belongs to another cluster.
     Refused(String),
 }
@@ -92,6 +99,9 @@ pub struct QuorumDescription {
     /// The offset (index) just past the last committed entry.
     pub high_watermark: i64,
     pub voters: Vec<VoterProgress>,
+    /// The broker-only nodes that follow the log.
+    #[serde(default)]
+    pub observers: Vec<VoterProgress>,
     /// Each voter's id and controller listener.
     pub listeners: Vec<(i32, String, u16)>,
 }
