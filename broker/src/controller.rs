@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::applier::Applier;
 use crate::commit_log::{CommitError, MetadataLog};
-use crate::image::ApplyError;
+use crate::image::{ApplyError, MetadataImage};
 use crate::metadata::{validate_topic_name, Metadata, MetadataError, Topic};
 use crate::metadata_log::record::{MetadataRecord, PartitionRecord};
 use crate::publisher::{MetadataSubscriber, Publisher};
@@ -92,6 +92,34 @@ pub fn open_applier(
     Ok(Applier::new(metadata, publisher))
 }
 
+/// The records registering broker `node_id` at `host:port` (unfenced) and the epoch they give
+/// it; `None` when `image` has it so already. A new epoch each time it registers anew.
+pub fn registration(
+    image: &MetadataImage,
+    node_id: i32,
+    host: &str,
+    port: i32,
+) -> Option<(i64, Vec<MetadataRecord>)> {
+    let current = image.broker(node_id);
+    if current.is_some_and(|b| b.host == host && b.port == port && !b.fenced) {
+        return None;
+    }
+    let broker_epoch = current.map_or(1, |b| b.broker_epoch + 1);
+    let records = vec![
+        MetadataRecord::BrokerRegistered {
+            node_id,
+            broker_epoch,
+            host: host.to_string(),
+            port,
+        },
+        MetadataRecord::BrokerFencing {
+            node_id,
+            fenced: false,
+        },
+    ];
+    Some((broker_epoch, records))
+}
+
 /// Attempts at a change refused only because another controller's change came first.
 const COMMIT_ATTEMPTS: usize = 10;
 
@@ -147,23 +175,10 @@ impl Controller {
     ) -> Result<(), MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
         let image = self.metadata.image();
-        let current = image.broker(node_id);
-        if current.is_some_and(|b| b.host == host && b.port == port && !b.fenced) {
+        let Some((broker_epoch, records)) = registration(&image, node_id, host, port) else {
             return Ok(());
-        }
-        let broker_epoch = current.map_or(1, |b| b.broker_epoch + 1);
-        self.commit(&[
-            MetadataRecord::BrokerRegistered {
-                node_id,
-                broker_epoch,
-                host: host.to_string(),
-                port,
-            },
-            MetadataRecord::BrokerFencing {
-                node_id,
-                fenced: false,
-            },
-        ])?;
+        };
+        self.commit(&records)?;
         tracing::info!(node_id, broker_epoch, host, port, "registered broker");
         Ok(())
     }

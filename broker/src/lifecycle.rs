@@ -28,9 +28,14 @@ pub async fn run(
     // A single node registered as it opened, and is never fenced: it is the whole cluster. In
     // a cluster the quorum may not have a leader yet.
     let cluster = !broker.quorum.is_single_node();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
     let registration = cluster.then(|| {
-        let broker = broker.clone();
-        tokio::task::spawn_blocking(move || register_until_done(&broker))
+        let (quorum, me) = (broker.quorum.clone(), registration_of(&broker));
+        tokio::spawn(async move {
+            if let Err(reason) = quorum.register(me).await {
+                let _ = stop_tx.send(reason);
+            }
+        })
     });
     let liveness = cluster.then(|| {
         let (q, node_id) = (broker.quorum.clone(), broker.config().node_id);
@@ -44,7 +49,17 @@ pub async fn run(
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
     let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
     let group_timers = tokio::spawn(run_group_timers(broker.requests.clone()));
-    crate::server::serve(broker.requests.clone(), listener, shutdown).await;
+    let mut fatal = None;
+    let until = async {
+        tokio::select! {
+            () = shutdown => {}
+            Ok(reason) = stop_rx => {
+                tracing::error!(%reason, "stopping");
+                fatal = Some(reason);
+            }
+        }
+    };
+    crate::server::serve(broker.requests.clone(), listener, until).await;
     if cluster {
         broker
             .quorum
@@ -71,21 +86,22 @@ pub async fn run(
     } else {
         tracing::error!("shut down with errors: the next start recovers the logs");
     }
-    Ok(())
+    match fatal {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
 }
 
-/// Registers with the quorum's controller, retrying with backoff until it is committed.
-fn register_until_done(broker: &Broker) {
-    let mut backoff = std::time::Duration::from_millis(100);
-    loop {
-        match broker.register() {
-            Ok(()) => return,
-            Err(e) => {
-                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "broker registration not committed yet");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(std::time::Duration::from_secs(5));
-            }
-        }
+/// What this broker registers with: its id, cluster, a new incarnation id, and the address
+/// clients are told to use.
+fn registration_of(broker: &Broker) -> crate::quorum::broker_api::Registration {
+    let identity = &broker.requests.identity;
+    crate::quorum::broker_api::Registration {
+        node_id: broker.config().node_id,
+        cluster_id: identity.cluster_id.clone(),
+        incarnation: uuid::Uuid::new_v4(),
+        host: identity.advertised_host.clone(),
+        port: identity.advertised_port,
     }
 }
 

@@ -12,15 +12,16 @@ use quipu_broker::quorum::rpc::{self, NodeStatus};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
 use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use quipu_protocol::messages::describe_quorum_request;
 use quipu_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
+use quipu_protocol::messages::{broker_registration_request, describe_quorum_request};
 use quipu_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest, DescribeQuorumResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
-    MetadataResponse,
+    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
+    BrokerRegistrationResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
+    DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    MetadataRequest, MetadataResponse,
 };
 use quipu_protocol::StrBytes;
 
@@ -28,6 +29,10 @@ use quipu_protocol::StrBytes;
 const NONE: i16 = 0;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
+const NOT_CONTROLLER: i16 = 41;
+const STALE_BROKER_EPOCH: i16 = 77;
+const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
+const INCONSISTENT_CLUSTER_ID: i16 = 104;
 
 struct Cluster {
     nodes: Vec<BrokerProcess>,
@@ -112,9 +117,12 @@ impl Cluster {
             .ok()
     }
 
-    /// Waits until every node is a registered broker, as node 0's Metadata lists them.
+    /// Waits until every node is a registered broker, as every node's Metadata lists them
+    /// (each node places replicas over the brokers its own image has).
     fn registered(&self) {
-        self.brokers_listed_by(0, self.nodes.len());
+        for i in 0..self.nodes.len() {
+            self.brokers_listed_by(i, self.nodes.len());
+        }
     }
 
     /// Waits until node `i`'s Metadata lists `count` brokers (the unfenced ones).
@@ -476,4 +484,106 @@ fn broker_only_nodes_follow_the_log_host_replicas_and_forward_changes() {
     assert_eq!(observers, [4, 5].into(), "{resp:?}");
     let voters: BTreeSet<i32> = p.current_voters.iter().map(|o| o.replica_id.0).collect();
     assert_eq!(voters, [1, 2, 3].into(), "{resp:?}");
+}
+
+/// BrokerRegistration and BrokerHeartbeat in Kafka's encoding on the controller listener: the
+/// leader answers them, the others say NOT_CONTROLLER, and bad ones get Kafka's errors.
+#[test]
+fn the_controller_listener_answers_kafkas_broker_lifecycle_apis() {
+    let mut cluster = Cluster::start(3, 1000, &[]);
+    cluster.registered();
+    let leader = cluster.leader();
+    let at = |i: usize| {
+        let address = format!("127.0.0.1:{}", cluster.controller_ports[i]);
+        Conn::new(std::net::TcpStream::connect(address).unwrap())
+    };
+    let mut listener = broker_registration_request::Listener::default();
+    listener.name = StrBytes::from_static_str("PLAINTEXT");
+    listener.host = StrBytes::from_static_str("127.0.0.1");
+    listener.port = 1;
+    let mut r = BrokerRegistrationRequest::default();
+    r.broker_id = BrokerId(9);
+    r.cluster_id = StrBytes::from_static_str("another-cluster");
+    r.incarnation_id = uuid::Uuid::new_v4();
+    r.listeners = vec![listener];
+    let resp: BrokerRegistrationResponse = at(leader).call(ApiKey::BrokerRegistration, 4, &r);
+    assert_eq!(resp.error_code, INCONSISTENT_CLUSTER_ID);
+    r.cluster_id = StrBytes::from_string(cluster.cluster_id.clone());
+    let follower = (leader + 1) % 3;
+    let resp: BrokerRegistrationResponse = at(follower).call(ApiKey::BrokerRegistration, 0, &r);
+    assert_eq!(resp.error_code, NOT_CONTROLLER);
+    let resp: BrokerRegistrationResponse = at(leader).call(ApiKey::BrokerRegistration, 0, &r);
+    assert_eq!(resp.error_code, NONE);
+    let epoch = resp.broker_epoch;
+    assert!(epoch >= 1);
+    cluster.brokers_listed_by(0, 4);
+    // Another run of broker 9, while the first is live, is a duplicate.
+    let mut other = r.clone();
+    other.incarnation_id = uuid::Uuid::new_v4();
+    let resp: BrokerRegistrationResponse = at(leader).call(ApiKey::BrokerRegistration, 4, &other);
+    assert_eq!(resp.error_code, DUPLICATE_BROKER_REGISTRATION);
+    let mut beat = BrokerHeartbeatRequest::default();
+    beat.broker_id = BrokerId(9);
+    beat.broker_epoch = epoch + 5;
+    let resp: BrokerHeartbeatResponse = at(leader).call(ApiKey::BrokerHeartbeat, 1, &beat);
+    assert_eq!(resp.error_code, STALE_BROKER_EPOCH);
+    // Controlled shutdown: fenced, and told it may go.
+    beat.broker_epoch = epoch;
+    beat.want_shut_down = true;
+    let resp: BrokerHeartbeatResponse = at(leader).call(ApiKey::BrokerHeartbeat, 0, &beat);
+    assert_eq!(
+        (resp.error_code, resp.should_shut_down, resp.is_fenced),
+        (NONE, true, true)
+    );
+    cluster.brokers_listed_by(0, 3);
+    // A frame that is neither JSON nor a Kafka API the listener answers closes the connection.
+    let mut conn = at(leader);
+    conn.send(ApiKey::Metadata, 12, &MetadataRequest::default());
+    assert!(conn.is_closed());
+}
+
+/// Two brokers started with the same node.id: the second is refused while the first is live,
+/// and stops with a message naming the id.
+#[test]
+fn a_second_broker_with_a_live_brokers_id_stops_naming_it() {
+    let session = [
+        "broker.session.timeout.ms=1500",
+        "broker.heartbeat.interval.ms=300",
+    ];
+    let cluster = Cluster::with_observers(3, 1, 1000, &session);
+    cluster.registered();
+    let voters: Vec<String> = cluster.controller_ports[..3]
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("{}@127.0.0.1:{p}", i + 1))
+        .collect();
+    let settings = [
+        "node.id=4".to_string(),
+        "process.roles=broker".to_string(),
+        format!("controller.quorum.voters={}", voters.join(",")),
+        format!("controller.listener=127.0.0.1:{}", free_port()),
+        session[0].to_string(),
+        session[1].to_string(),
+    ];
+    let args: Vec<String> = settings
+        .iter()
+        .flat_map(|s| ["--set".to_string(), s.clone()])
+        .collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut twin = BrokerProcess::start(&args);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while twin.alive() {
+        assert!(
+            Instant::now() < deadline,
+            "the twin kept running: {}",
+            twin.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let log = twin.log();
+    assert!(
+        log.contains("node.id 4 is registered by another live broker"),
+        "{log}"
+    );
+    cluster.brokers_listed_by(0, 4);
 }

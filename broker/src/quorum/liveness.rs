@@ -1,7 +1,8 @@
 //! Broker liveness, kept by the active controller (Kafka's BrokerHeartbeatManager): when it last
 //! heard from each broker, and the fencing that follows. A broker silent for
 //! `broker.session.timeout.ms` is fenced (no longer offered to clients or given new replicas); a
-//! fenced broker heard from again, at its current registration, is unfenced.
+//! fenced broker heard from again, at its current registration, is unfenced. A registration of
+//! a live broker's id by another run (incarnation) is refused while that broker is live.
 //!
 //! Invariants: only the leader fences or unfences, and only through committed records; a new
 //! leader starts every broker's clock afresh (it cannot know what its predecessor heard), so a
@@ -26,6 +27,8 @@ struct State {
     term: Option<u64>,
     /// When each broker was last heard from, with the registration epoch it named.
     heard: BTreeMap<i32, (Instant, i64)>,
+    /// The run (incarnation id) each broker id last registered from, as this leader saw it.
+    incarnations: BTreeMap<i32, uuid::Uuid>,
 }
 
 impl Liveness {
@@ -40,6 +43,32 @@ impl Liveness {
     pub fn heard(&self, node_id: i32, broker_epoch: i64, now: Instant) {
         let mut state = self.state.lock().expect("liveness lock");
         state.heard.insert(node_id, (now, broker_epoch));
+    }
+
+    /// Whether a registration of `node_id` by the run `incarnation` may go ahead at `now`: not
+    /// while another run of that id is live (`live`: unfenced, and heard from within its
+    /// session), as Kafka refuses a duplicate broker id. Records the run when it may.
+    pub fn registering(
+        &self,
+        node_id: i32,
+        incarnation: uuid::Uuid,
+        live: bool,
+        now: Instant,
+    ) -> bool {
+        let mut state = self.state.lock().expect("liveness lock");
+        let heard_recently = state
+            .heard
+            .get(&node_id)
+            .is_some_and(|(at, _)| now.duration_since(*at) < self.session_timeout);
+        let another_run = state
+            .incarnations
+            .get(&node_id)
+            .is_some_and(|known| *known != incarnation);
+        if live && heard_recently && another_run {
+            return false;
+        }
+        state.incarnations.insert(node_id, incarnation);
+        true
     }
 
     /// Forgets what was heard: this node does not lead (or no longer does).
@@ -85,6 +114,9 @@ impl Liveness {
             }
         }
         state.heard.retain(|id, _| image.broker(*id).is_some());
+        state
+            .incarnations
+            .retain(|id, _| image.broker(*id).is_some());
         changes
     }
 }
@@ -176,5 +208,23 @@ mod tests {
         );
         let fenced = live.changes(3, &registered_later, at(94));
         assert_eq!(fenced.len(), 1, "{fenced:?}");
+    }
+
+    #[test]
+    fn another_run_of_a_live_broker_id_is_refused_until_its_session_runs_out() {
+        let liveness = Liveness::new(Duration::from_secs(9));
+        let (first, second) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let start = Instant::now();
+        assert!(liveness.registering(1, first, false, start));
+        liveness.heard(1, 1, start);
+        assert!(
+            liveness.registering(1, first, true, start),
+            "the same run again"
+        );
+        assert!(!liveness.registering(1, second, true, start + Duration::from_secs(1)));
+        // Fenced (a clean shutdown), or silent past its session (killed): the new run may.
+        assert!(liveness.registering(1, second, false, start + Duration::from_secs(1)));
+        assert!(!liveness.registering(1, first, true, start + Duration::from_secs(2)));
+        assert!(liveness.registering(1, first, true, start + Duration::from_secs(10)));
     }
 }

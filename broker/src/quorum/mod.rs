@@ -21,6 +21,7 @@
 //! outcome is unknown); the data directory belongs to one cluster (`meta.properties`), and a
 //! voter of another cluster is refused.
 
+pub mod broker_api;
 pub mod liveness;
 pub mod log_store;
 pub mod network;
@@ -30,12 +31,14 @@ pub mod types;
 pub mod upgrade;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, EntryPayload, SnapshotPolicy};
 use quipu_config::BrokerConfig;
+use quipu_protocol::ResponseError;
 use quipu_storage::log_manager::LogManager;
 
 use crate::commit_log::{CommitError, MetadataLog};
@@ -71,6 +74,12 @@ pub struct Quorum {
     liveness: Arc<Liveness>,
     heard_from: network::HeardFrom,
     heartbeat_interval: Duration,
+    session_timeout: Duration,
+    /// This broker's registration epoch once the controller answered it; -1 before.
+    broker_epoch: Arc<AtomicI64>,
+    /// The voters' controller listeners, tried in turn while no leader is known.
+    voter_addresses: Arc<[String]>,
+    next_voter: Arc<AtomicUsize>,
     runtime: tokio::runtime::Handle,
 }
 
@@ -110,6 +119,7 @@ pub fn open(
         broker.broker_session_timeout_ms,
     )));
     let heard_from = network::HeardFrom::default();
+    let voter_addresses: Arc<[String]> = voters.values().map(|v| v.addr.clone()).collect();
     let raft = runtime.block_on(start_raft(
         broker,
         (&cluster_id, voters, observer),
@@ -125,6 +135,10 @@ pub fn open(
         liveness,
         heard_from,
         heartbeat_interval: Duration::from_millis(broker.broker_heartbeat_interval_ms),
+        session_timeout: Duration::from_millis(broker.broker_session_timeout_ms),
+        broker_epoch: Arc::new(AtomicI64::new(-1)),
+        voter_addresses,
+        next_voter: Arc::default(),
         runtime,
     };
     let controller = Controller::new(broker, Box::new(quorum.clone()), metadata.clone(), logs);
@@ -226,6 +240,7 @@ async fn start_raft(
     if let Some(listener) = listener {
         let server = Arc::new(Server {
             raft: raft.clone(),
+            cluster_id: cluster_id.clone(),
             machine,
             liveness,
             heard_from,
@@ -350,39 +365,75 @@ impl Quorum {
         status(&self.raft, &self.machine)
     }
 
-    /// Tells the active controller this broker is alive, every `broker.heartbeat.interval.ms`,
-    /// until the task is dropped. Before the broker is registered there is nothing to say.
+    /// Registers this broker with the active controller (BrokerRegistration), retrying with
+    /// backoff until it is committed. Another live broker with this id (DUPLICATE_BROKER_
+    /// REGISTRATION for longer than twice the session: not merely this broker's previous run)
+    /// or a controller of another cluster ends it with the reason the node must stop.
+    pub async fn register(&self, me: broker_api::Registration) -> Result<(), String> {
+        let mut backoff = Duration::from_millis(100);
+        let mut duplicate_since: Option<Instant> = None;
+        loop {
+            let address = self.controller_address();
+            let answer = match &address {
+                Some(a) => Some(broker_api::send_registration(a, &me, FORWARD_TIMEOUT).await),
+                None => None,
+            };
+            match answer {
+                Some(Ok(Ok(epoch))) => {
+                    self.broker_epoch.store(epoch, Ordering::Relaxed);
+                    return Ok(());
+                }
+                Some(Ok(Err(ResponseError::DuplicateBrokerRegistration))) => {
+                    let since = *duplicate_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() > self.session_timeout * 2 {
+                        return Err(format!("node.id {} is registered by another live broker: every broker of a cluster needs an id of its own", me.node_id));
+                    }
+                }
+                Some(Ok(Err(ResponseError::InconsistentClusterId))) => {
+                    return Err(format!(
+                        "the controller at {} belongs to another cluster than {}",
+                        address.unwrap_or_default(),
+                        me.cluster_id
+                    ));
+                }
+                other => tracing::debug!(answer = ?other, "broker registration not committed yet"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// The controller listener of the active controller, or of a voter while none is known.
+    fn controller_address(&self) -> Option<String> {
+        if let Some((_, address)) = self.leader() {
+            return Some(address);
+        }
+        let n = self.voter_addresses.len();
+        let next = self.next_voter.fetch_add(1, Ordering::Relaxed);
+        (n > 0).then(|| self.voter_addresses[next % n].clone())
+    }
+
+    /// Tells the active controller this broker is alive (BrokerHeartbeat), every
+    /// `broker.heartbeat.interval.ms`, until the task is dropped; nothing before it registered.
     pub async fn run_heartbeats(self, node_id: i32) {
         let mut ticker = tokio::time::interval(self.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut connection: Option<(NodeId, Connection)> = None;
         loop {
             ticker.tick().await;
-            let image = self.machine.applier().metadata().image();
-            let Some(broker_epoch) = image.broker(node_id).map(|b| b.broker_epoch) else {
+            let epoch = self.broker_epoch.load(Ordering::Relaxed);
+            let Some(address) = self.controller_address().filter(|_| epoch >= 0) else {
                 continue;
             };
-            let Some((leader, address)) = self.leader() else {
-                continue;
-            };
-            if leader == self.node_id {
-                self.liveness.heard(node_id, broker_epoch, Instant::now());
-                continue;
-            }
-            if connection.as_ref().is_none_or(|(id, _)| *id != leader) {
-                connection = Some((leader, Connection::new(address)));
-            }
-            let request = Envelope {
-                cluster_id: self.cluster_id.to_string(),
-                body: Request::Heartbeat {
-                    node_id,
-                    broker_epoch,
-                },
-            };
-            let (_, c) = connection.as_mut().expect("made above");
-            match c.call(&request, self.heartbeat_interval).await {
-                Ok(Response::Heartbeat(Ok(()))) => {}
-                other => tracing::debug!(leader, answer = ?other, "heartbeat not heard"),
+            let answer = broker_api::send_heartbeat(
+                &address,
+                (node_id, epoch),
+                false,
+                self.heartbeat_interval,
+            )
+            .await;
+            match answer {
+                Ok(r) if r.error_code == 0 => {}
+                other => tracing::debug!(%address, answer = ?other, "heartbeat not heard"),
             }
         }
     }
@@ -415,27 +466,36 @@ impl Quorum {
         }
     }
 
-    /// Controlled shutdown (Kafka's want_shut_down): fences this broker through the quorum so
-    /// that clients stop being sent to it now rather than after its session runs out. Gives up
-    /// after `timeout` (no quorum to commit it): the session timeout then fences it.
+    /// Controlled shutdown: a heartbeat with `want_shut_down`, which has the active controller
+    /// fence this broker so that clients stop being sent to it now rather than after its
+    /// session runs out. Gives up after `timeout` (no controller to fence it): the session
+    /// timeout then fences it.
     pub async fn shut_down_broker(&self, node_id: i32, timeout: Duration) {
-        let image = self.machine.applier().metadata().image();
-        if image.broker(node_id).is_none_or(|b| b.fenced) {
+        let epoch = self.broker_epoch.load(Ordering::Relaxed);
+        if epoch < 0 {
             return;
         }
-        let fence = [MetadataRecord::BrokerFencing {
-            node_id,
-            fenced: true,
-        }];
-        match tokio::time::timeout(timeout, self.propose(&fence)).await {
-            Ok(Ok(())) => tracing::info!(node_id, "controlled shutdown: fenced"),
-            Ok(Err(e)) => tracing::warn!(node_id, error = %e, "controlled shutdown: not fenced"),
-            Err(_) => tracing::warn!(
-                node_id,
-                ?timeout,
-                "controlled shutdown: no quorum to fence this broker"
-            ),
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            let Some(address) = self.controller_address() else {
+                tokio::time::sleep(NO_LEADER_BACKOFF).await;
+                continue;
+            };
+            let left = deadline.saturating_duration_since(Instant::now());
+            match broker_api::send_heartbeat(&address, (node_id, epoch), true, left).await {
+                Ok(r) if r.should_shut_down => {
+                    tracing::info!(node_id, "controlled shutdown: fenced");
+                    return;
+                }
+                other => tracing::debug!(node_id, answer = ?other, "controlled shutdown: not yet"),
+            }
+            tokio::time::sleep(NO_LEADER_BACKOFF).await;
         }
+        tracing::warn!(
+            node_id,
+            ?timeout,
+            "controlled shutdown: no controller fenced this broker"
+        );
     }
 
     /// The quorum as its leader sees it, asked of the leader when it is another node.
@@ -632,6 +692,7 @@ fn status(raft: &Raft, machine: &StateMachine) -> NodeStatus {
 /// Answers the controller listener's requests.
 struct Server {
     raft: Raft,
+    cluster_id: Arc<str>,
     machine: StateMachine,
     liveness: Arc<Liveness>,
     heard_from: network::HeardFrom,
@@ -651,15 +712,6 @@ impl rpc::Handler for Server {
                     Err(e) => Err(e.to_string()),
                 })
             }
-            Request::Heartbeat {
-                node_id,
-                broker_epoch,
-            } => Response::Heartbeat(if is_leader(&self.raft) {
-                self.liveness.heard(node_id, broker_epoch, Instant::now());
-                Ok(())
-            } else {
-                Err("not the active controller".into())
-            }),
             Request::DescribeQuorum => Response::Quorum(
                 describe(&self.raft, &self.heard_from).ok_or_else(|| "not the leader".to_string()),
             ),
@@ -668,6 +720,10 @@ impl rpc::Handler for Server {
                 Response::Observer(self.add_observer(node_id, addr).await)
             }
         }
+    }
+
+    async fn handle_kafka(&self, frame: bytes::Bytes) -> Option<Vec<u8>> {
+        self.answer_kafka(frame).await
     }
 }
 

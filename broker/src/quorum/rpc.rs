@@ -1,9 +1,12 @@
 //! The quorum's wire: what controllers say to each other on their controller listeners (Raft's
-//! AppendEntries, Vote and InstallSnapshot, a batch forwarded to the leader, a node's status),
+//! AppendEntries, Vote and InstallSnapshot, a batch forwarded to the leader, a node's status,
+//! an observer's request to follow the log),
 //! the framing, the client side of one connection and the server that answers on the listener.
 //!
 //! Frame: `length u32 | JSON`, big-endian; a request is an [`Envelope`] naming the sender's
-//! cluster, answered by exactly one response on the same connection, in order.
+//! cluster, answered by exactly one response on the same connection, in order. A frame whose
+//! payload does not start with `{` is a Kafka request (`broker_api`: BrokerRegistration and
+//! BrokerHeartbeat), answered in Kafka's encoding.
 //!
 //! Invariants: a frame longer than [`MAX_FRAME_BYTES`] closes the connection before anything is
 //! allocated for it; a request from another cluster is refused, never handed to Raft; at most
@@ -42,11 +45,6 @@ pub enum Request {
     InstallSnapshot(InstallSnapshotRequest<QuorumTypes>),
     /// A batch for the leader to commit, from a controller that is not the leader.
     Propose(RecordBatch),
-    /// A broker is alive, at its registration `broker_epoch` (Kafka's BrokerHeartbeat).
-    Heartbeat {
-        node_id: i32,
-        broker_epoch: i64,
-    },
     /// The leader's view of the quorum (Kafka's DescribeQuorum, forwarded).
     DescribeQuorum,
     Status,
@@ -67,8 +65,6 @@ pub enum Response {
     /// The index the batch was committed at and its outcome; or why it was not proposed (this
     /// node is not the leader), so it may be sent again.
     Proposed(Result<(u64, Outcome), String>),
-    /// Heard; or why not (this node is not the leader).
-    Heartbeat(Result<(), String>),
     /// The quorum as the leader sees it; or why not (this node is not the leader).
     Quorum(Result<QuorumDescription, String>),
     Status(NodeStatus),
@@ -118,6 +114,12 @@ pub struct VoterProgress {
 /// Handles one request (Raft, a forwarded batch or a status question).
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, request: Request) -> impl std::future::Future<Output = Response> + Send;
+    /// Answers a request in Kafka's encoding (a frame whose payload is not JSON): the response
+    /// frame, or `None` to close the connection.
+    fn handle_kafka(
+        &self,
+        frame: bytes::Bytes,
+    ) -> impl std::future::Future<Output = Option<Vec<u8>>> + Send;
 }
 
 /// One connection to a peer's controller listener, made on first use and after a failure.
@@ -181,8 +183,15 @@ async fn write_frame<T: Serialize>(stream: &mut TcpStream, value: &T) -> std::io
     stream.write_all(&out).await
 }
 
-/// Reads one frame, refusing a length above [`MAX_FRAME_BYTES`] before allocating for it.
+/// Reads one frame as JSON, refusing a length above [`MAX_FRAME_BYTES`] before allocating.
 async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<T> {
+    let body = read_raw_frame(stream).await?;
+    serde_json::from_slice(&body)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Reads one frame's payload, refusing a length above [`MAX_FRAME_BYTES`] before allocating.
+pub(crate) async fn read_raw_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let length = stream.read_u32().await? as usize;
     if length > MAX_FRAME_BYTES {
         return Err(std::io::Error::new(
@@ -192,8 +201,7 @@ async fn read_frame<T: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> s
     }
     let mut body = vec![0; length];
     stream.read_exact(&mut body).await?;
-    serde_json::from_slice(&body)
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    Ok(body)
 }
 
 /// Answers requests on `listener` until the task is dropped.
@@ -231,7 +239,17 @@ async fn answer<H: Handler>(
 ) -> std::io::Result<()> {
     stream.set_nodelay(true)?;
     loop {
-        let request: Envelope = read_frame(&mut stream).await?;
+        let frame = read_raw_frame(&mut stream).await?;
+        if frame.first() != Some(&b'{') {
+            // Kafka's encoding (an API key, never `{`): BrokerRegistration and BrokerHeartbeat.
+            let Some(response) = handler.handle_kafka(frame.into()).await else {
+                return Ok(());
+            };
+            stream.write_all(&response).await?;
+            continue;
+        }
+        let request: Envelope = serde_json::from_slice(&frame)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         let response = if request.cluster_id == cluster_id {
             handler.handle(request.body).await
         } else {
