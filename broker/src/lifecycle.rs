@@ -27,9 +27,15 @@ pub async fn run(
     })?);
     // A single node registered as it opened, and is never fenced: it is the whole cluster. In
     // a cluster the quorum may not have a leader yet.
+    // A controller-only node neither registers as a broker nor serves clients.
+    let broker_role = broker.config().is_broker();
     let cluster = !broker.quorum.is_single_node();
+    let (beats, fences) = (
+        cluster && broker_role,
+        cluster && broker.config().is_controller(),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
-    let registration = cluster.then(|| {
+    let registration = beats.then(|| {
         let (quorum, me) = (broker.quorum.clone(), registration_of(&broker));
         tokio::spawn(async move {
             if let Err(reason) = quorum.register(me).await {
@@ -37,13 +43,11 @@ pub async fn run(
             }
         })
     });
-    let liveness = cluster.then(|| {
+    let heartbeats = beats.then(|| {
         let (q, node_id) = (broker.quorum.clone(), broker.config().node_id);
-        (
-            tokio::spawn(q.clone().run_heartbeats(node_id)),
-            tokio::spawn(q.run_fencing()),
-        )
+        tokio::spawn(q.run_heartbeats(node_id))
     });
+    let fencing = fences.then(|| tokio::spawn(broker.quorum.clone().run_fencing()));
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
     let retention = tokio::spawn(crate::retention::run(broker.clone()));
     let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
@@ -59,8 +63,13 @@ pub async fn run(
             }
         }
     };
-    crate::server::serve(broker.requests.clone(), listener, until).await;
-    if cluster {
+    if broker_role {
+        crate::server::serve(broker.requests.clone(), listener, until).await;
+    } else {
+        drop(listener);
+        until.await;
+    }
+    if beats {
         broker
             .quorum
             .shut_down_broker(broker.config().node_id, CONTROLLED_SHUTDOWN_TIMEOUT)
@@ -73,9 +82,8 @@ pub async fn run(
     if let Some(r) = registration {
         r.abort();
     }
-    if let Some((heartbeats, fencing)) = liveness {
-        heartbeats.abort();
-        fencing.abort();
+    for task in [heartbeats, fencing].into_iter().flatten() {
+        task.abort();
     }
     if let Err(e) = broker.quorum.raft.shutdown().await {
         tracing::warn!(error = %e, "the quorum did not stop cleanly");

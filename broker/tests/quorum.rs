@@ -30,6 +30,7 @@ const NONE: i16 = 0;
 const TOPIC_ALREADY_EXISTS: i16 = 36;
 const UNKNOWN_TOPIC_OR_PARTITION: i16 = 3;
 const NOT_CONTROLLER: i16 = 41;
+const INVALID_REPLICATION_FACTOR: i16 = 38;
 const STALE_BROKER_EPOCH: i16 = 77;
 const DUPLICATE_BROKER_REGISTRATION: i16 = 101;
 const INCONSISTENT_CLUSTER_ID: i16 = 104;
@@ -54,6 +55,21 @@ impl Cluster {
         snapshot_records: u64,
         extra: &[&str],
     ) -> Self {
+        Self::with_roles(
+            "broker,controller",
+            (voters, observers),
+            snapshot_records,
+            extra,
+        )
+    }
+
+    /// `voters` nodes of `voter_roles` (ids 1..=voters), then `observers` broker-only nodes.
+    fn with_roles(
+        voter_roles: &str,
+        (voters, observers): (usize, usize),
+        snapshot_records: u64,
+        extra: &[&str],
+    ) -> Self {
         let controller_ports: Vec<u16> = (0..voters + observers).map(|_| free_port()).collect();
         let voter_list: Vec<String> = controller_ports[..voters]
             .iter()
@@ -65,11 +81,7 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, port)| {
-                let roles = if i < voters {
-                    "broker,controller"
-                } else {
-                    "broker"
-                };
+                let roles = if i < voters { voter_roles } else { "broker" };
                 let settings = [
                     format!("node.id={}", i + 1),
                     format!("process.roles={roles}"),
@@ -85,7 +97,10 @@ impl Cluster {
                     .flat_map(|s| ["--set".to_string(), s])
                     .collect();
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
-                BrokerProcess::start(&args)
+                match roles {
+                    "controller" => BrokerProcess::start_controller(&args, *port),
+                    _ => BrokerProcess::start(&args),
+                }
             })
             .collect::<Vec<BrokerProcess>>();
         let text = std::fs::read_to_string(nodes[0].data_dir().join("meta.properties")).unwrap();
@@ -586,4 +601,44 @@ fn a_second_broker_with_a_live_brokers_id_stops_naming_it() {
         "{log}"
     );
     cluster.brokers_listed_by(0, 4);
+}
+
+/// Separate controllers: three controller-only voters serve no clients and host nothing; two
+/// broker-only nodes register with them, take every replica, and keep working through a kill
+/// of the active controller.
+#[test]
+fn controller_only_voters_and_broker_only_nodes_make_a_cluster() {
+    let mut cluster = Cluster::with_roles("controller", (3, 2), 1000, &[]);
+    cluster.leader();
+    cluster.brokers_listed_by(3, 2);
+    cluster.brokers_listed_by(4, 2);
+    for i in 0..3 {
+        let port = cluster.nodes[i].port;
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "controller {i} serves no clients"
+        );
+    }
+    let (code, _) = with_retries(|| create(&mut cluster.nodes[3].connect(), "a", 2));
+    assert_eq!(code, NONE);
+    let (code, _) = with_retries(|| create(&mut cluster.nodes[4].connect(), "too-many", 3));
+    assert_eq!(
+        code, INVALID_REPLICATION_FACTOR,
+        "only the two brokers take replicas"
+    );
+    let leader = cluster.leader();
+    cluster.nodes[leader].kill();
+    let (code, maybe) = with_retries(|| create(&mut cluster.nodes[4].connect(), "b", 2));
+    assert!(
+        code == NONE || (maybe && code == TOPIC_ALREADY_EXISTS),
+        "{code}"
+    );
+    cluster.nodes[leader].start_again();
+    let statuses = cluster.converged();
+    let digests: BTreeSet<u32> = statuses.iter().map(|s| s.image_digest).collect();
+    assert_eq!(digests.len(), 1, "the images differ: {statuses:?}");
+    assert_eq!(
+        topics(&cluster.nodes[3]),
+        ["a", "b"].map(String::from).into()
+    );
 }

@@ -194,8 +194,9 @@ broker_keys! {
     /// This broker's id in the cluster.
     "node.id" node_id: i32 = 0, Check::AtLeast(0);
     /// What this node is: `broker,controller` (combined: it serves clients and is a voter of
-    /// the metadata quorum), or `broker` (it serves clients and follows the metadata log as an
-    /// observer of the quorum, which needs `controller.quorum.voters`).
+    /// the metadata quorum), `broker` (it serves clients and follows the metadata log as an
+    /// observer of the quorum, which needs `controller.quorum.voters`), or `controller` (a voter
+    /// that serves no clients and hosts no replicas; it needs `controller.quorum.voters`).
     "process.roles" process_roles: String = "broker,controller".into(),
         Check::Parsed(process_roles);
     /// The voters of the metadata quorum, `id@host:port,...` (their controller listeners).
@@ -358,10 +359,10 @@ fn connection_limits(text: &str) -> Result<(), String> {
 fn process_roles(text: &str) -> Result<(), String> {
     let mut roles: Vec<&str> = text.split(',').map(str::trim).collect();
     roles.sort_unstable();
-    if roles == ["broker", "controller"] || roles == ["broker"] {
+    if roles == ["broker", "controller"] || roles == ["broker"] || roles == ["controller"] {
         return Ok(());
     }
-    Err("`broker,controller` (a combined node) or `broker` (a broker-only node); controller-only nodes are not built yet".into())
+    Err("`broker,controller` (a combined node), `broker` (a broker-only node) or `controller` (a controller-only node)".into())
 }
 
 fn voters(text: &str) -> Result<(), String> {
@@ -431,6 +432,14 @@ fn this_node_is_a_voter(config: &BrokerConfig) -> Result<(), ConfigError> {
     let voters = crate::parse_voters(&config.controller_quorum_voters).expect("checked");
     if !config.is_controller() {
         return a_broker_only_node_is_not_a_voter(config, &voters);
+    }
+    if voters.is_empty() && !config.is_broker() {
+        return Err(invalid(
+            "controller.quorum.voters",
+            "",
+            "the voters of the quorum a controller-only node (process.roles=controller) is part of"
+                .to_string(),
+        ));
     }
     if voters.is_empty() {
         return Ok(());

@@ -244,6 +244,11 @@ impl BrokerConfig {
             .any(|r| r.trim() == "controller")
     }
 
+    /// Whether this node serves clients and hosts replicas (`broker` in `process.roles`).
+    pub fn is_broker(&self) -> bool {
+        self.process_roles.split(',').any(|r| r.trim() == "broker")
+    }
+
     /// The controller listener's address.
     pub fn controller_host_port(&self) -> (String, u16) {
         parse_listener(&self.controller_listener).expect("validated at load")
@@ -308,6 +313,8 @@ mod tests {
             "{e}"
         );
         let e = refused(&[("process.roles", "controller")]);
+        assert!(e.contains("controller.quorum.voters"), "{e}");
+        let e = refused(&[("process.roles", "broker,broker")]);
         assert!(e.contains("process.roles"), "{e}");
         let e = refused(&[("process.roles", "broker")]);
         assert!(e.contains("controller.quorum.voters"), "{e}");

@@ -97,7 +97,7 @@ pub fn open(
     let dir = meta_dir.join(QUORUM_DIR);
     let voters = voters(broker);
     let observer = !broker.is_controller();
-    let single = !observer && voters.len() == 1;
+    let single = !observer && broker.is_broker() && voters.len() == 1;
     if single {
         let (id, voter) = voters.iter().next().expect("one voter");
         upgrade::upgrade_if_needed(&meta_dir, &dir, (*id as i32, voter.clone()))?;

@@ -31,6 +31,9 @@ pub struct BrokerProcess {
     pub fd_limit: Option<u64>,
     /// RLIMIT_AS (bytes of address space) the broker runs under, when set.
     pub address_space_limit: Option<u64>,
+    /// A controller-only node serves no clients: it is ready once this port (its controller
+    /// listener) accepts connections.
+    pub ready_port: Option<u16>,
 }
 
 /// A port no other test of this process is given, below the kernel's ephemeral range (so no
@@ -84,6 +87,27 @@ impl BrokerProcess {
                 .collect(),
             fd_limit: None,
             address_space_limit: None,
+            ready_port: None,
+        };
+        b.spawn();
+        b
+    }
+
+    /// Starts a controller-only node (it serves no clients), ready once its controller
+    /// listener on `controller_port` accepts connections.
+    pub fn start_controller(args: &[&str], controller_port: u16) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        let mut b = Self {
+            port: free_port(),
+            log_path: dir.path().join("quipu.log"),
+            dir,
+            child: None,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: Vec::new(),
+            fd_limit: None,
+            address_space_limit: None,
+            ready_port: Some(controller_port),
         };
         b.spawn();
         b
@@ -162,7 +186,11 @@ impl BrokerProcess {
             // when the kernel picks the same port as its source): that is not the broker.
             // The port listens before the broker has opened its data (start-up work such as
             // recovery and removing leftovers runs first): ready means it answers a request.
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|s| {
+            if let Some(port) = self.ready_port {
+                if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return;
+                }
+            } else if TcpStream::connect(("127.0.0.1", self.port)).is_ok_and(|s| {
                 s.local_addr().is_ok_and(|a| a.port() != self.port) && answers_api_versions(s)
             }) {
                 return;
