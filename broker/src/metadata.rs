@@ -118,7 +118,7 @@ pub struct Metadata {
 
 impl Metadata {
     /// Replays `records` into the image, then has the LogManager open the log of every live
-    /// partition; the publisher's first batch serves them.
+    /// partition with a replica on this broker; the publisher's first batch serves them.
     pub fn open(
         broker: &BrokerConfig,
         logs: Arc<LogManager>,
@@ -135,7 +135,9 @@ impl Metadata {
                 Ok(LiveTopic {
                     name: t.name.clone(),
                     id: t.id,
-                    partitions: t.partitions.len() as i32,
+                    partitions: (0..t.partitions.len() as i32)
+                        .filter(|p| t.partitions[*p as usize].replicas.contains(&broker.node_id))
+                        .collect(),
                     config: TopicConfig::with_overrides(broker, &t.configs)?,
                 })
             })

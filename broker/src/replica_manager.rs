@@ -24,7 +24,14 @@ use crate::partition::Partition;
 pub struct ReplicaManager {
     node_id: i32,
     logs: Arc<LogManager>,
-    partitions: RwLock<BTreeMap<String, Vec<Arc<Partition>>>>,
+    partitions: RwLock<BTreeMap<String, Hosted>>,
+}
+
+/// A topic as this broker hosts it: its partition count and the partitions it has a replica of.
+#[derive(Default, Clone)]
+struct Hosted {
+    count: i32,
+    partitions: BTreeMap<i32, Arc<Partition>>,
 }
 
 impl ReplicaManager {
@@ -57,9 +64,19 @@ impl ReplicaManager {
         index: i32,
         current_leader_epoch: i32,
     ) -> Result<Arc<Partition>, ResponseError> {
-        let partition = self
-            .partition(topic, index)
-            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        let partition = {
+            let partitions = self.partitions.read().expect("replica manager lock");
+            let hosted = partitions
+                .get(topic)
+                .filter(|h| (0..h.count).contains(&index))
+                .ok_or(ResponseError::UnknownTopicOrPartition)?;
+            // A partition of the topic with no replica here: another broker's.
+            hosted
+                .partitions
+                .get(&index)
+                .cloned()
+                .ok_or(ResponseError::NotLeaderOrFollower)?
+        };
         if partition.is_offline() {
             return Err(ResponseError::KafkaStorageError);
         }
@@ -78,52 +95,70 @@ impl ReplicaManager {
     /// A hosted partition, whoever leads it (for the broker's own work: groups, log tasks).
     pub fn partition(&self, topic: &str, index: i32) -> Option<Arc<Partition>> {
         let partitions = self.partitions.read().expect("replica manager lock");
-        let index = usize::try_from(index).ok()?;
-        partitions.get(topic)?.get(index).cloned()
+        partitions.get(topic)?.partitions.get(&index).cloned()
     }
 
     /// The hosted partitions of a topic, in index order.
     pub fn partitions_of(&self, topic: &str) -> Vec<Arc<Partition>> {
         let partitions = self.partitions.read().expect("replica manager lock");
-        partitions.get(topic).cloned().unwrap_or_default()
+        partitions
+            .get(topic)
+            .map(|h| h.partitions.values().cloned().collect())
+            .unwrap_or_default()
     }
 
     /// Every hosted partition.
     pub fn all(&self) -> Vec<Arc<Partition>> {
         let partitions = self.partitions.read().expect("replica manager lock");
-        partitions.values().flatten().cloned().collect()
+        partitions
+            .values()
+            .flat_map(|h| h.partitions.values().cloned())
+            .collect()
     }
 
-    /// Serves a committed topic as the image has it: existing partitions take `config` and
-    /// their leadership, new ones are served from the logs the LogManager holds (made before
-    /// the commit) or made now. A partition whose log cannot be opened stays unserved, logged.
+    /// Serves a committed topic as the image has it: of the partitions with a replica on this
+    /// broker, existing ones take `config` and their leadership, new ones are served from the
+    /// logs the LogManager holds (made before the commit) or made now. A partition whose log
+    /// cannot be opened stays unserved, logged; one placed on other brokers only is not hosted.
     pub fn apply_topic(&self, t: &TopicImage, config: &TopicConfig, replaced: bool) {
-        let mut partitions = if replaced {
-            Vec::new()
-        } else {
-            self.partitions_of(&t.name)
+        let existing = match replaced {
+            true => Hosted::default(),
+            false => self.hosted(&t.name),
         };
-        partitions.truncate(t.partitions.len());
-        for (p, image) in partitions.iter().zip(&t.partitions) {
-            p.log().set_config(config.clone());
-            p.set_leadership(image);
-        }
-        for (index, image) in t.partitions.iter().enumerate().skip(partitions.len()) {
+        let mut hosted = Hosted {
+            count: t.partitions.len() as i32,
+            partitions: BTreeMap::new(),
+        };
+        for (index, image) in t.partitions.iter().enumerate() {
             let index = index as i32;
+            if !image.replicas.contains(&self.node_id) {
+                continue;
+            }
+            if let Some(p) = existing.partitions.get(&index) {
+                p.log().set_config(config.clone());
+                p.set_leadership(image);
+                hosted.partitions.insert(index, p.clone());
+                continue;
+            }
             match self.log_of(t, index, config) {
                 Ok(log) => {
-                    partitions.push(Arc::new(Partition::new(t.name.clone(), index, log, image)))
+                    let partition = Partition::new(t.name.clone(), index, log, image);
+                    hosted.partitions.insert(index, Arc::new(partition));
                 }
                 Err(e) => {
-                    tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open the log of a committed partition");
-                    break;
+                    tracing::error!(topic = %t.name, partition = index, error = %e, "cannot open the log of a committed partition")
                 }
             }
         }
         self.partitions
             .write()
             .expect("replica manager lock")
-            .insert(t.name.to_string(), partitions);
+            .insert(t.name.to_string(), hosted);
+    }
+
+    fn hosted(&self, topic: &str) -> Hosted {
+        let partitions = self.partitions.read().expect("replica manager lock");
+        partitions.get(topic).cloned().unwrap_or_default()
     }
 
     fn log_of(

@@ -641,4 +641,9 @@ fn controller_only_voters_and_broker_only_nodes_make_a_cluster() {
         topics(&cluster.nodes[3]),
         ["a", "b"].map(String::from).into()
     );
+    // Only a partition's replicas hold its log: both brokers, no controller.
+    for (i, node) in cluster.nodes.iter().enumerate() {
+        let has_log = node.data_dir().join("a-0").exists();
+        assert_eq!(has_log, i >= 3, "node {i}");
+    }
 }

@@ -44,7 +44,8 @@ impl SharedLog {
 pub struct LiveTopic {
     pub name: Arc<str>,
     pub id: Uuid,
-    pub partitions: i32,
+    /// The partitions of the topic this broker has a replica of.
+    pub partitions: Vec<i32>,
     pub config: TopicConfig,
 }
 
@@ -161,7 +162,7 @@ impl LogManager {
     ) -> Result<(), LogManagerError> {
         let work: Vec<(&LiveTopic, i32)> = live
             .iter()
-            .flat_map(|t| (0..t.partitions).map(move |p| (t, p)))
+            .flat_map(|t| t.partitions.iter().map(move |p| (t, *p)))
             .collect();
         let keys: Vec<LogKey> = work.iter().map(|(t, p)| (t.name.clone(), *p)).collect();
         let opened = crate::parallel::map(work, self.recovery_threads, |(topic, p)| {
@@ -418,9 +419,9 @@ impl LogManager {
     /// Finishes, at start, what a crash interrupted: directories renamed for deletion are
     /// removed, and so is every partition directory that no live partition owns (a topic or
     /// partitions whose record was never written, or a deletion whose record was). A directory
-    /// belongs to a live partition when its name is `<topic>-<index>` of a live topic with more
-    /// than `index` partitions and its marker, if readable, carries that topic's id; those are
-    /// never touched here.
+    /// belongs to a live partition when its name is `<topic>-<index>` of a live topic whose
+    /// partition `index` this broker hosts, and its marker, if readable, carries that topic's
+    /// id; those are never touched here.
     fn remove_orphan_dirs(&self, live: &[LiveTopic]) {
         let Ok(entries) = std::fs::read_dir(&self.data_dir) else {
             return;
@@ -457,8 +458,8 @@ fn is_orphan(name: &str, path: &Path, live: &BTreeMap<&str, &LiveTopic>) -> bool
         return false;
     };
     match (live.get(topic), read_marker(&path.join(PARTITION_MARKER))) {
-        (Some(t), Ok(Some(found))) => found != t.id || p >= t.partitions,
-        (Some(t), _) => p >= t.partitions,
+        (Some(t), Ok(Some(found))) => found != t.id || !t.partitions.contains(&p),
+        (Some(t), _) => !t.partitions.contains(&p),
         (None, _) => true,
     }
 }
