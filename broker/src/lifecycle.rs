@@ -25,34 +25,13 @@ pub async fn run(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, bound.port())
     })?);
-    // A single node registered as it opened, and is never fenced: it is the whole cluster. In
-    // a cluster the quorum may not have a leader yet.
-    // A controller-only node neither registers as a broker nor serves clients.
-    let broker_role = broker.config().is_broker();
-    let cluster = !broker.quorum.is_single_node();
-    let (beats, fences) = (
-        cluster && broker_role,
-        cluster && broker.config().is_controller(),
-    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
-    let registration = beats.then(|| {
-        let (quorum, me) = (broker.quorum.clone(), registration_of(&broker));
-        tokio::spawn(async move {
-            if let Err(reason) = quorum.register(me).await {
-                let _ = stop_tx.send(reason);
-            }
-        })
-    });
-    let heartbeats = beats.then(|| {
-        let (q, node_id) = (broker.quorum.clone(), broker.config().node_id);
-        tokio::spawn(q.run_heartbeats(node_id))
-    });
-    let fencing = fences.then(|| tokio::spawn(broker.quorum.clone().run_fencing()));
+    let mut tasks = cluster_tasks(&broker, stop_tx);
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
-    let retention = tokio::spawn(crate::retention::run(broker.clone()));
-    let flusher = tokio::spawn(crate::flusher::run(broker.clone()));
-    let cleaner = tokio::spawn(crate::log_cleaner::run(broker.clone()));
-    let group_timers = tokio::spawn(run_group_timers(broker.requests.clone()));
+    tasks.push(tokio::spawn(crate::retention::run(broker.clone())));
+    tasks.push(tokio::spawn(crate::flusher::run(broker.clone())));
+    tasks.push(tokio::spawn(crate::log_cleaner::run(broker.clone())));
+    tasks.push(tokio::spawn(run_group_timers(broker.requests.clone())));
     let mut fatal = None;
     let until = async {
         tokio::select! {
@@ -63,26 +42,56 @@ pub async fn run(
             }
         }
     };
-    if broker_role {
+    // A controller-only node serves no clients.
+    if broker.config().is_broker() {
         crate::server::serve(broker.requests.clone(), listener, until).await;
     } else {
         drop(listener);
         until.await;
     }
-    if beats {
+    stop(&broker, tasks).await;
+    match fatal {
+        Some(reason) => Err(anyhow::anyhow!(reason)),
+        None => Ok(()),
+    }
+}
+
+/// A cluster node's own tasks: a broker's registration (which sends `stop` the reason the
+/// node must stop, if it must) and heartbeats; a controller's fencing. A single node registered
+/// as it opened and is never fenced: it is the whole cluster.
+fn cluster_tasks(
+    broker: &Arc<Broker>,
+    stop: tokio::sync::oneshot::Sender<String>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    if broker.quorum.is_single_node() {
+        return tasks;
+    }
+    if broker.config().is_broker() {
+        let (quorum, me) = (broker.quorum.clone(), registration_of(broker));
+        tasks.push(tokio::spawn(async move {
+            if let Err(reason) = quorum.register(me).await {
+                let _ = stop.send(reason);
+            }
+        }));
+        let node_id = broker.config().node_id;
+        tasks.push(tokio::spawn(broker.quorum.clone().run_heartbeats(node_id)));
+    }
+    if broker.config().is_controller() {
+        tasks.push(tokio::spawn(broker.quorum.clone().run_fencing()));
+    }
+    tasks
+}
+
+/// Controlled shutdown (a cluster's broker), then the tasks, the quorum and the logs stopped.
+async fn stop(broker: &Broker, tasks: Vec<tokio::task::JoinHandle<()>>) {
+    if !broker.quorum.is_single_node() && broker.config().is_broker() {
         broker
             .quorum
             .shut_down_broker(broker.config().node_id, CONTROLLED_SHUTDOWN_TIMEOUT)
             .await;
     }
-    retention.abort();
-    flusher.abort();
-    cleaner.abort();
-    group_timers.abort();
-    if let Some(r) = registration {
-        r.abort();
-    }
-    for task in [heartbeats, fencing].into_iter().flatten() {
+    for task in tasks {
         task.abort();
     }
     if let Err(e) = broker.quorum.raft.shutdown().await {
@@ -93,10 +102,6 @@ pub async fn run(
         tracing::info!("shut down cleanly");
     } else {
         tracing::error!("shut down with errors: the next start recovers the logs");
-    }
-    match fatal {
-        Some(reason) => Err(anyhow::anyhow!(reason)),
-        None => Ok(()),
     }
 }
 

@@ -75,6 +75,29 @@ impl FrameDecoder {
     }
 }
 
+/// A response frame: length, the response header of `api` at `version` (correlation id
+/// `correlation_id`), then `body`; or why the body does not encode at that version.
+pub fn response_frame<R: crate::Encodable>(
+    correlation_id: i32,
+    api: crate::messages::ApiKey,
+    version: i16,
+    body: &R,
+) -> Result<BytesMut, String> {
+    use crate::Encodable as _;
+    use bytes::BufMut;
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    let mut header = crate::messages::ResponseHeader::default();
+    header.correlation_id = correlation_id;
+    header
+        .encode(&mut buf, api.response_header_version(version))
+        .map_err(|e| e.to_string())?;
+    body.encode(&mut buf, version).map_err(|e| e.to_string())?;
+    let size = (buf.len() - 4) as i32;
+    buf[..4].copy_from_slice(&size.to_be_bytes());
+    Ok(buf)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -36,9 +36,9 @@ mod sync_group;
 
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use quipu_protocol::header::RequestHeader;
-use quipu_protocol::messages::{ApiKey, ResponseHeader};
+use quipu_protocol::messages::ApiKey;
 use quipu_protocol::{Decodable, Encodable, ResponseError};
 
 use crate::metadata::MetadataError;
@@ -232,21 +232,14 @@ pub fn encode<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Result<Vec<Bytes>, RequestError> {
-    let mut buf = BytesMut::with_capacity(256);
-    buf.put_i32(0);
-    let mut header = ResponseHeader::default();
-    header.correlation_id = correlation_id;
-    let header_version = api.response_header_version(version);
-    let failed = |e: anyhow::Error| RequestError::Encode {
-        api,
-        version,
-        reason: e.to_string(),
-    };
-    header.encode(&mut buf, header_version).map_err(failed)?;
-    body.encode(&mut buf, version).map_err(failed)?;
-    let size = (buf.len() - 4) as i32;
-    buf[..4].copy_from_slice(&size.to_be_bytes());
-    Ok(vec![buf.freeze()])
+    let frame = quipu_protocol::frame::response_frame(correlation_id, api, version, body).map_err(
+        |reason| RequestError::Encode {
+            api,
+            version,
+            reason,
+        },
+    )?;
+    Ok(vec![frame.freeze()])
 }
 
 /// The one place broker errors become Kafka error codes.

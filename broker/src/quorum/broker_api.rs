@@ -187,8 +187,8 @@ fn encode<R: Encodable>(
     version: i16,
     body: &R,
 ) -> Option<Vec<u8>> {
-    let frames = crate::api::encode(correlation_id, api, version, body).ok()?;
-    Some(frames.concat())
+    let frame = quipu_protocol::frame::response_frame(correlation_id, api, version, body);
+    frame.ok().map(|f| f.to_vec())
 }
 
 /// Registers `me` with the controller at `address`: the broker epoch, or the error it answered.
