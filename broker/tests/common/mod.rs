@@ -71,11 +71,26 @@ impl BrokerProcess {
         envs: &[(&str, &str)],
         prepare: impl FnOnce(&std::path::Path),
     ) -> Self {
+        let mut b = Self::unstarted(args, envs);
+        prepare(&b.data_dir());
+        b.spawn();
+        b
+    }
+
+    /// Starts a controller-only node (it serves no clients), ready once its controller
+    /// listener on `controller_port` accepts connections.
+    pub fn start_controller(args: &[&str], controller_port: u16) -> Self {
+        let mut b = Self::unstarted(args, &[]);
+        b.ready_port = Some(controller_port);
+        b.spawn();
+        b
+    }
+
+    /// A broker with its data directory made, not yet started.
+    fn unstarted(args: &[&str], envs: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("data");
-        std::fs::create_dir_all(&data).unwrap();
-        prepare(&data);
-        let mut b = Self {
+        std::fs::create_dir_all(dir.path().join("data")).unwrap();
+        Self {
             port: free_port(),
             log_path: dir.path().join("quipu.log"),
             dir,
@@ -88,29 +103,7 @@ impl BrokerProcess {
             fd_limit: None,
             address_space_limit: None,
             ready_port: None,
-        };
-        b.spawn();
-        b
-    }
-
-    /// Starts a controller-only node (it serves no clients), ready once its controller
-    /// listener on `controller_port` accepts connections.
-    pub fn start_controller(args: &[&str], controller_port: u16) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("data")).unwrap();
-        let mut b = Self {
-            port: free_port(),
-            log_path: dir.path().join("quipu.log"),
-            dir,
-            child: None,
-            args: args.iter().map(|s| s.to_string()).collect(),
-            envs: Vec::new(),
-            fd_limit: None,
-            address_space_limit: None,
-            ready_port: Some(controller_port),
-        };
-        b.spawn();
-        b
+        }
     }
 
     /// Starts the broker with at most `bytes` of address space, as a host with strict
