@@ -213,7 +213,15 @@ fn create(conn: &mut Conn, topic: &str, replication_factor: i16) -> i16 {
     r.topics = vec![t];
     r.timeout_ms = 20_000;
     let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
-    resp.topics[0].error_code
+    let created = &resp.topics[0];
+    if created.error_code == NONE {
+        // The response names the topic's factor and count, as Kafka's does.
+        assert_eq!(
+            (created.replication_factor, created.num_partitions),
+            (replication_factor, 2)
+        );
+    }
+    created.error_code
 }
 
 fn delete(conn: &mut Conn, topic: &str) -> i16 {

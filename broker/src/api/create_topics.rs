@@ -37,13 +37,13 @@ pub fn handle(
         r.error_message = None;
         let result = create_one(ctx, &t, request.validate_only, &mut seen);
         match result {
-            Ok((id, partitions, overrides)) => {
+            Ok((id, partitions, replication_factor, overrides)) => {
                 if version >= 7 {
                     r.topic_id = id;
                 }
                 if version >= 5 {
                     r.num_partitions = partitions;
-                    r.replication_factor = 1;
+                    r.replication_factor = replication_factor;
                     r.configs = Some(configs_of(ctx, &overrides));
                 }
             }
@@ -61,7 +61,9 @@ pub fn handle(
     response
 }
 
-type Created = (uuid::Uuid, i32, BTreeMap<String, String>);
+/// A created (or, validating only, creatable) topic: its id, partition count, replication
+/// factor and overrides.
+type Created = (uuid::Uuid, i32, i16, BTreeMap<String, String>);
 
 fn create_one(
     ctx: &RequestContext,
@@ -96,18 +98,28 @@ fn create_one(
         .controller
         .check_new_topic(&name, &placement, &overrides)
         .map_err(err)?;
+    let replication_factor = match &placement {
+        Placement::Manual(assignment) => assignment[0].len() as i16,
+        Placement::Auto {
+            replication_factor: -1,
+            ..
+        } => ctx.config.default_replication_factor,
+        Placement::Auto {
+            replication_factor, ..
+        } => *replication_factor,
+    };
     if validate_only {
-        return Ok((uuid::Uuid::nil(), partitions, overrides));
+        return Ok((uuid::Uuid::nil(), partitions, replication_factor, overrides));
     }
     let topic = ctx
         .controller
         .create_topic(&name, &placement, overrides.clone())
         .map_err(err)?;
-    Ok((topic.id, partitions, overrides))
+    Ok((topic.id, partitions, replication_factor, overrides))
 }
 
-/// The entry's placement: a count and factor, or the replicas of each partition (from 0, in
-/// order, with the count and factor left at -1, as Kafka requires).
+/// The entry's placement: a count and factor, or the replicas of each partition (indexes 0..n
+/// in any order, with the count and factor left at -1, as Kafka requires).
 fn placement_of(t: &CreatableTopic) -> Result<Placement, (ResponseError, String)> {
     if t.assignments.is_empty() {
         return Ok(Placement::auto(t.num_partitions, t.replication_factor));
@@ -118,16 +130,27 @@ fn placement_of(t: &CreatableTopic) -> Result<Placement, (ResponseError, String)
             "A manual partition assignment was specified, but numPartitions or replicationFactor was not set to -1.".into(),
         ));
     }
-    let mut assignment = Vec::with_capacity(t.assignments.len());
-    for (i, a) in t.assignments.iter().enumerate() {
-        if a.partition_index != i as i32 {
+    // Keyed by partition index, as Kafka's controller takes them: any order, each once, 0..n.
+    let mut by_index = BTreeMap::new();
+    for a in &t.assignments {
+        let replicas: Vec<i32> = a.broker_ids.iter().map(|b| b.0).collect();
+        if by_index.insert(a.partition_index, replicas).is_some() {
             return Err((
                 ResponseError::InvalidReplicaAssignment,
-                "partitions should be a consecutive 0-based integer sequence".into(),
+                format!(
+                    "Found multiple manual partition assignments for partition {}",
+                    a.partition_index
+                ),
             ));
         }
-        assignment.push(a.broker_ids.iter().map(|b| b.0).collect());
     }
+    if by_index.keys().copied().ne(0..by_index.len() as i32) {
+        return Err((
+            ResponseError::InvalidReplicaAssignment,
+            "partitions should be a consecutive 0-based integer sequence".into(),
+        ));
+    }
+    let assignment = by_index.into_values().collect();
     Ok(Placement::Manual(assignment))
 }
 

@@ -73,10 +73,11 @@ impl Server {
     async fn register(&self, r: BrokerRegistrationRequest) -> BrokerRegistrationResponse {
         let mut response = BrokerRegistrationResponse::default();
         let node_id = r.broker_id.0;
-        let code = if *r.cluster_id != *self.cluster_id {
-            Err(ResponseError::InconsistentClusterId)
-        } else if !is_leader(&self.raft) {
+        // Kafka's order: NOT_CONTROLLER, then the cluster id.
+        let code = if !is_leader(&self.raft) {
             Err(ResponseError::NotController)
+        } else if *r.cluster_id != *self.cluster_id {
+            Err(ResponseError::InconsistentClusterId)
         } else {
             self.commit_registration(node_id, &r).await
         };
