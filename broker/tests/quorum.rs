@@ -559,6 +559,20 @@ fn the_controller_listener_answers_kafkas_broker_lifecycle_apis() {
         (NONE, true, true)
     );
     cluster.brokers_listed_by(0, 3);
+    // A registration whose listener count runs past its bytes closes the connection before
+    // anything is allocated for it; the listener goes on answering.
+    let mut hostile = vec![0, 62, 0, 0, 0, 0, 0, 1, 0, 0, 0]; // v0, header v2, no client id
+    hostile.extend_from_slice(&9i32.to_be_bytes());
+    hostile.push(1); // an empty compact cluster id
+    hostile.extend_from_slice(&[0; 16]); // incarnation id
+    hostile.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x07]); // 2^31 listeners
+    let mut frame = (hostile.len() as u32).to_be_bytes().to_vec();
+    frame.extend_from_slice(&hostile);
+    let mut conn = at(leader);
+    conn.send_raw(&frame);
+    assert!(conn.is_closed());
+    let resp: BrokerHeartbeatResponse = at(leader).call(ApiKey::BrokerHeartbeat, 1, &beat);
+    assert_eq!(resp.error_code, NONE);
     // A frame that is neither JSON nor a Kafka API the listener answers closes the connection.
     let mut conn = at(leader);
     conn.send(ApiKey::Metadata, 12, &MetadataRequest::default());

@@ -26,6 +26,8 @@ SERVED = [
     "init_producer_id", "find_coordinator", "join_group", "sync_group", "heartbeat",
     "leave_group", "offset_commit", "offset_fetch", "offset_delete", "list_groups",
     "describe_groups", "delete_groups", "describe_quorum",
+    # Served on the controller listener (broker/src/quorum/broker_api.rs).
+    "broker_registration", "broker_heartbeat",
 ]
 
 # Other messages the broker decodes from client bytes: a consumer's subscription, which a

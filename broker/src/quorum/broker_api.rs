@@ -12,8 +12,8 @@
 //!   once that is committed.
 //!
 //! Invariants: only the leader answers without NOT_CONTROLLER; a registration or fencing takes
-//! effect only as committed records; a request whose frame does not decode closes the
-//! connection.
+//! effect only as committed records; a request is walked against its wire shape before it is
+//! decoded, and one that does not fit, or does not decode, closes the connection.
 
 use std::time::{Duration, Instant};
 
@@ -52,6 +52,13 @@ impl Server {
     pub(super) async fn answer_kafka(&self, mut frame: Bytes) -> Option<Vec<u8>> {
         let header = quipu_protocol::header::decode_request_header(&mut frame).ok()?;
         let version = header.api_version;
+        // Every count the decoder acts on is checked against the bytes first.
+        if let Err(e) =
+            quipu_protocol::request_shape::check_request(header.api_key, version, &frame)
+        {
+            tracing::warn!(api = ?header.api_key, version, error = %e, "controller listener: a malformed request; closing");
+            return None;
+        }
         match header.api_key {
             ApiKey::BrokerRegistration if (0..=REGISTRATION_VERSION).contains(&version) => {
                 let request = BrokerRegistrationRequest::decode(&mut frame, version).ok()?;
