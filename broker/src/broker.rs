@@ -57,6 +57,9 @@ impl Broker {
         let requests = Arc::new(RequestContext {
             io: WorkPool::new("quipu-io", io_threads, io_threads)?,
             background: background.clone(),
+            produce_purgatory: Arc::new(tokio::sync::Semaphore::new(
+                config.produce_purgatory_max_requests as usize,
+            )),
             config,
             identity,
             metadata,

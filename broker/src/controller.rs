@@ -320,9 +320,8 @@ impl Controller {
     }
 
     /// The records placing partitions `from..to` of `topic`, `rf` replicas each, at the first
-    /// epochs. Replica lists rotate over the brokers from a random start, so leaders (the first
-    /// replica) spread evenly. Until followers replicate (the replication issue), the in-sync
-    /// set is the leader alone: no other replica holds anything yet.
+    /// epochs, all in sync. Replica lists rotate over the brokers from a random start, so leaders
+    /// (the first replica) spread evenly.
     fn place(
         &self,
         topic: &str,
@@ -337,6 +336,8 @@ impl Controller {
                     .map(|k| brokers[(start + p as usize + k) % brokers.len()])
                     .collect();
                 let mut record = PartitionRecord::on_one_node(topic, p, replicas[0]);
+                // Every replica of a new partition holds all of it (nothing): all are in sync.
+                record.isr = replicas.clone();
                 record.replicas = replicas;
                 MetadataRecord::Partition(record)
             })
@@ -407,7 +408,7 @@ impl Controller {
     }
 
     /// The records placing partitions from `from` on as `assignment` says (checked), each led by
-    /// its first unfenced replica, which is also its in-sync set until followers replicate.
+    /// its first unfenced replica, with the unfenced replicas in sync.
     fn assigned(&self, topic: &str, from: i32, assignment: &[Vec<i32>]) -> Vec<MetadataRecord> {
         let image = self.metadata.image();
         let unfenced = |b: &i32| image.broker(*b).is_some_and(|r| !r.fenced);
@@ -417,6 +418,7 @@ impl Controller {
             .map(|(i, replicas)| {
                 let leader = *replicas.iter().find(|b| unfenced(b)).expect("checked");
                 let mut record = PartitionRecord::on_one_node(topic, from + i as i32, leader);
+                record.isr = replicas.iter().copied().filter(unfenced).collect();
                 record.replicas = replicas.clone();
                 MetadataRecord::Partition(record)
             })

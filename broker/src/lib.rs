@@ -36,6 +36,7 @@ pub mod partition;
 pub mod publisher;
 pub mod quorum;
 pub mod replica_manager;
+pub mod replica_set;
 pub mod request_context;
 pub mod retention;
 pub mod server;

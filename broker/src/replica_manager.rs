@@ -16,6 +16,7 @@ use std::sync::{Arc, RwLock};
 
 use quipu_config::topic::TopicConfig;
 use quipu_protocol::ResponseError;
+use quipu_storage::checkpoint;
 use quipu_storage::log_manager::{LogManager, LogManagerError, SharedLog};
 
 use crate::image::TopicImage;
@@ -25,7 +26,12 @@ pub struct ReplicaManager {
     node_id: i32,
     logs: Arc<LogManager>,
     partitions: RwLock<BTreeMap<String, Hosted>>,
+    /// The high watermarks checkpointed by the last run, read once at start.
+    checkpointed: checkpoint::Offsets,
 }
+
+/// Kafka's file of every hosted partition's high watermark.
+pub const HIGH_WATERMARK_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// A topic as this broker hosts it: its partition count and the partitions it has a replica of.
 #[derive(Default, Clone)]
@@ -36,11 +42,27 @@ struct Hosted {
 
 impl ReplicaManager {
     pub fn new(node_id: i32, logs: Arc<LogManager>) -> Self {
+        let checkpointed = checkpoint::read(&logs.data_dir().join(HIGH_WATERMARK_CHECKPOINT));
         Self {
             node_id,
             logs,
             partitions: RwLock::new(BTreeMap::new()),
+            checkpointed,
         }
+    }
+
+    /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`, so
+    /// that a restarted replica serves no record it cannot know was committed.
+    pub fn checkpoint_high_watermarks(&self) -> std::io::Result<()> {
+        let offsets: checkpoint::Offsets = self
+            .all()
+            .iter()
+            .map(|p| ((p.topic().to_string(), p.index()), p.high_watermark()))
+            .collect();
+        checkpoint::write(
+            &self.logs.data_dir().join(HIGH_WATERMARK_CHECKPOINT),
+            &offsets,
+        )
     }
 
     /// The broker this manager hosts partitions for.
@@ -142,7 +164,14 @@ impl ReplicaManager {
             }
             match self.log_of(t, index, config) {
                 Ok(log) => {
-                    let partition = Partition::new(t.name.clone(), index, log, image);
+                    let checkpointed = self.checkpointed.get(&(t.name.to_string(), index));
+                    let partition = Partition::new(
+                        (t.name.clone(), index),
+                        self.node_id,
+                        log,
+                        image,
+                        checkpointed.copied(),
+                    );
                     hosted.partitions.insert(index, Arc::new(partition));
                 }
                 Err(e) => {

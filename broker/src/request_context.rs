@@ -43,6 +43,9 @@ pub struct RequestContext {
     pub(crate) io: WorkPool,
     /// Flushes before an acknowledgement; shared with the log tasks' blocking passes.
     pub(crate) background: Arc<WorkPool>,
+    /// Places for acks=all produces waiting on the high watermark
+    /// (`produce.purgatory.max.requests`).
+    pub(crate) produce_purgatory: Arc<tokio::sync::Semaphore>,
 }
 
 impl RequestContext {

@@ -302,7 +302,33 @@ broker_keys! {
     "log.cleanup.policy" log_cleanup_policy: String = "delete".into(), Check::TopicDefault;
     /// Replicas that must hold a write for acks=all, which refuses with NOT_ENOUGH_REPLICAS
     /// below it.
-    "min.insync.replicas" min_insync_replicas: i32 = 1, Check::Only(1, "a single broker");
+    "min.insync.replicas" min_insync_replicas: i32 = 1, Check::TopicDefault;
+    /// A leader may be elected from outside the in-sync replicas when none of them is left,
+    /// losing what only they held (a topic may override it).
+    "unclean.leader.election.enable" unclean_leader_election_enable: bool = false,
+        Check::TopicDefault;
+    /// A follower that has not caught up with its leader's log end for this long leaves the
+    /// in-sync replicas.
+    "replica.lag.time.max.ms" replica_lag_time_max_ms: i64 = 30_000, Check::AtLeast(10);
+    /// Bytes a follower asks of each partition per fetch (a larger first batch still comes).
+    "replica.fetch.max.bytes" replica_fetch_max_bytes: i32 = MIB as i32, Check::AtLeast(1024);
+    /// Bytes a follower asks of one fetch response in all.
+    "replica.fetch.response.max.bytes" replica_fetch_response_max_bytes: i32 = 10 * MIB as i32,
+        Check::AtLeast(1024);
+    /// Longest a follower's fetch waits at the leader for new records.
+    "replica.fetch.wait.max.ms" replica_fetch_wait_max_ms: i32 = 500, Check::Between(0, 30_000);
+    /// Pause of a follower's fetcher after an error before it fetches again.
+    "replica.fetch.backoff.ms" replica_fetch_backoff_ms: u64 = 1_000, Check::AtLeast(1);
+    /// Fetchers per source broker; a follower's partitions of one leader are spread over them.
+    "num.replica.fetchers" num_replica_fetchers: u32 = 1, Check::Between(1, 64);
+    /// How often each partition's high watermark is checkpointed
+    /// (`replication-offset-checkpoint`).
+    "replica.high.watermark.checkpoint.interval.ms" replica_high_watermark_checkpoint_interval_ms:
+        u64 = 5_000, Check::AtLeast(1);
+    /// acks=all produce requests waiting for their records to be replicated, at most; one more
+    /// waits for a place until its timeout.
+    "produce.purgatory.max.requests" produce_purgatory_max_requests: u32 = 10_000,
+        Check::Between(1, 1_000_000);
     /// How long a tombstone outlives its first clean.
     "log.cleaner.delete.retention.ms" log_cleaner_delete_retention_ms: i64 = DAY_MS,
         Check::TopicDefault;
@@ -328,6 +354,10 @@ broker_keys! {
     /// Partitions of `__consumer_offsets`, fixed when the topic is first created.
     "offsets.topic.num.partitions" offsets_topic_num_partitions: i32 = 50,
         Check::Between(1, 1000);
+    /// Replicas of each `__consumer_offsets` partition; the topic is not made while fewer
+    /// brokers are registered (a single node, with no voters configured, uses 1).
+    "offsets.topic.replication.factor" offsets_topic_replication_factor: i16 = 3,
+        Check::Between(1, i16::MAX as i64);
     /// `segment.bytes` of `__consumer_offsets`.
     "offsets.topic.segment.bytes" offsets_topic_segment_bytes: i32 = 100 * MIB as i32, Check::Any;
     /// Smallest session timeout a group member may ask for.

@@ -60,6 +60,7 @@ pub struct TopicConfig {
     pub max_message_bytes: i32,
     pub message_timestamp_type: TimestampType,
     pub min_insync_replicas: i32,
+    pub unclean_leader_election_enable: bool,
     pub retention_bytes: i64,
     pub retention_ms: i64,
     pub segment_bytes: i32,
@@ -120,6 +121,8 @@ impl TopicConfig {
             max_message_bytes: values.int("max.message.bytes")?,
             message_timestamp_type: timestamp_type(&values)?,
             min_insync_replicas: values.int("min.insync.replicas")?,
+            unclean_leader_election_enable: values.text("unclean.leader.election.enable")
+                .eq_ignore_ascii_case("true"),
             retention_bytes: values.long("retention.bytes")?,
             retention_ms: values.long("retention.ms")?,
             segment_bytes: values.int("segment.bytes")?,

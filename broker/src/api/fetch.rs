@@ -4,8 +4,10 @@
 //! Limits: `max_bytes` for the response (capped by the broker's `fetch.max.bytes`) and
 //! `partition_max_bytes` per partition, in whole batches, except that the first batch of the first
 //! partition with data always comes whole (KIP-74), so a batch larger than the limits never stalls
-//! a consumer. Reads stop at the high watermark. Fetch sessions are not kept: a request for a new
-//! session gets session id 0, which clients take as "full fetches only".
+//! a consumer. A consumer's reads stop at the high watermark; a follower's (a replica id) go to
+//! the log end, and its fetch offset tells the leader how far its log reaches. Fetch sessions
+//! are not kept: a request for a new session gets session id 0, which clients take as "full
+//! fetches only".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -59,7 +61,10 @@ pub async fn handle(
         return encode_fetch_response(correlation_id, version, &response);
     }
 
-    let targets = resolve(ctx, &request);
+    // A follower's fetch (KIP-392's consumers send -1): it reads up to the log end, and its
+    // fetch offset is its log end, which moves the high watermark.
+    let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
+    let targets = resolve(ctx, &request, replica);
     let max_bytes = request.max_bytes.clamp(0, ctx.config.fetch_max_bytes) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
@@ -69,6 +74,7 @@ pub async fn handle(
         .iter()
         .flat_map(|t| t.partitions.iter())
         .filter_map(|p| match &p.target {
+            Target::Found(p) if replica.is_some() => Some(p.subscribe_log_end()),
             Target::Found(p) => Some(p.subscribe()),
             Target::Error(_) => None,
         })
@@ -77,7 +83,7 @@ pub async fn handle(
         for w in watchers.iter_mut() {
             w.borrow_and_update();
         }
-        let (response, bytes, errors) = read_all(&targets, max_bytes);
+        let (response, bytes, errors) = read_all(&targets, max_bytes, replica.is_some());
         let waited_enough = tokio::time::Instant::now() >= deadline;
         if bytes >= min_bytes || errors || waited_enough || watchers.is_empty() {
             return encode_fetch_response(correlation_id, version, &response);
@@ -87,7 +93,7 @@ pub async fn handle(
             Ok((Ok(()), _, _)) => continue,
             // A partition went away (topic deleted) or time is up: answer with what there is.
             Ok((Err(_), _, _)) | Err(_) => {
-                let (response, _, _) = read_all(&targets, max_bytes);
+                let (response, _, _) = read_all(&targets, max_bytes, replica.is_some());
                 return encode_fetch_response(correlation_id, version, &response);
             }
         }
@@ -105,8 +111,10 @@ fn session_error(request: &FetchRequest) -> Option<ResponseError> {
     }
 }
 
-/// Every partition of the request resolved once, through the replica manager.
-fn resolve(ctx: &RequestContext, request: &FetchRequest) -> Vec<TopicRead> {
+/// Every partition of the request resolved once, through the replica manager; a follower's
+/// fetch is recorded as its progress (NOT_LEADER_OR_FOLLOWER from a broker that is no replica).
+fn resolve(ctx: &RequestContext, request: &FetchRequest, replica: Option<i32>) -> Vec<TopicRead> {
+    let now = crate::clock::now_ms();
     let mut targets: Vec<TopicRead> = Vec::new();
     for t in &request.topics {
         let topic = ctx.metadata.topic(&t.topic);
@@ -117,7 +125,16 @@ fn resolve(ctx: &RequestContext, request: &FetchRequest) -> Vec<TopicRead> {
                     .replicas
                     .leader_partition(&t.topic, p.partition, p.current_leader_epoch)
                 {
-                    Ok(partition) => Target::Found(partition),
+                    Ok(partition) => match replica {
+                        None => Target::Found(partition),
+                        Some(r) => match partition.record_follower_fetch(r, p.fetch_offset, now) {
+                            Ok(()) => Target::Found(partition),
+                            Err(e) => {
+                                crate::warn_limited!(topic = ?t.topic.0, partition = p.partition, replica = r, "a fetch from a broker that is not a replica");
+                                Target::Error(e)
+                            }
+                        },
+                    },
                     Err(e) => Target::Error(e),
                 };
             parts.push(PartitionRead {
@@ -136,9 +153,14 @@ fn resolve(ctx: &RequestContext, request: &FetchRequest) -> Vec<TopicRead> {
     targets
 }
 
-/// One pass over the partitions; returns the response, its record bytes, and whether any
-/// partition has an error (which answers at once, as Kafka does).
-fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, bool) {
+/// One pass over the partitions, up to the high watermark (up to the log end for a follower);
+/// returns the response, its record bytes, and whether any partition has an error (which
+/// answers at once, as Kafka does).
+fn read_all(
+    targets: &[TopicRead],
+    max_bytes: usize,
+    to_log_end: bool,
+) -> (FetchResponse, usize, bool) {
     let mut response = FetchResponse::default();
     let mut total = 0usize;
     let mut errors = false;
@@ -181,7 +203,11 @@ fn read_all(targets: &[TopicRead], max_bytes: usize) -> (FetchResponse, usize, b
                     out.log_start_offset = log.log_start_offset();
                     // KIP-74: the first batch may exceed `max_bytes`; what is left is then 0, never negative.
                     let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
-                    match log.read(*fetch_offset, high_watermark, budget, total == 0) {
+                    let limit = match to_log_end {
+                        true => log.log_end_offset(),
+                        false => high_watermark,
+                    };
+                    match log.read(*fetch_offset, limit, budget, total == 0) {
                         Ok(Some(bytes)) => {
                             total += bytes.len();
                             out.records = Some(vec![bytes]);

@@ -1,14 +1,16 @@
 //! Produce: validate each partition's batch, append it, answer with its base offset.
 //!
-//! With one broker the in-sync replica set is this broker, so acks=1 and acks=all both answer
-//! once the batch is in the log; acks=all still refuses with NOT_ENOUGH_REPLICAS when the topic's
-//! `min.insync.replicas` asks for more replicas than are in sync. acks=0 gets no response at all.
+//! acks=1 answers once the batch is in the leader's log. acks=all refuses with
+//! NOT_ENOUGH_REPLICAS while fewer replicas are in sync than the topic's `min.insync.replicas`,
+//! and otherwise answers once the batch is below the high watermark (held by every in-sync
+//! replica), as Kafka's delayed produce does, in a bounded purgatory. acks=0 gets no response.
 //!
 //! As in Kafka, a request's batches are keyed by topic-partition: a partition named twice is
 //! appended once, with the last batch named for it, and answered once.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use quipu_protocol::record_batch::RecordBatchView;
@@ -24,7 +26,7 @@ use quipu_protocol::{ResponseError, StrBytes};
 use super::append_error_code;
 use crate::clock::now_ms;
 use crate::metadata::is_internal;
-use crate::partition::Partition;
+use crate::partition::{LeaderAppendError, Partition};
 use crate::request_context::RequestContext;
 use quipu_storage::log::{check_batch, AppendError, AppendInfo, ProducePolicy};
 
@@ -69,9 +71,12 @@ pub async fn handle(
     mut turn: Option<AppendTurn>,
 ) -> Option<ProduceResponse> {
     let acks = request.acks;
+    let timeout = Duration::from_millis(request.timeout_ms.max(0) as u64);
     let mut response = ProduceResponse::default();
     // Partitions whose `flush.messages` came due: flushed before the response leaves.
     let mut to_flush = Vec::new();
+    // acks=all: partitions whose batch must reach the high watermark before the answer.
+    let mut to_replicate = Vec::new();
     for topic_data in one_batch_per_partition(request.topic_data) {
         let topic = ctx.metadata.topic(&topic_data.name);
         let policy = topic
@@ -90,21 +95,25 @@ pub async fn handle(
                 .leader_partition(&topic_data.name, pd.index, -1);
             let result = match admit(acks, &topic_data.name, &partition, pd.records, &topic) {
                 Err(refusal) => Err(refusal),
-                Ok((p, records)) => append(ctx, p, records, policy.expect("the topic exists"), &mut turn).await.map_err(|e| {
-                    crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = %e, "produce refused");
-                    Refusal::append(e)
+                Ok((p, records)) => append(ctx, p, records, policy.expect("the topic exists"), &mut turn).await.inspect_err(|r| {
+                    crate::warn_limited!(topic = ?topic_data.name.0, partition = pd.index, error = ?r.message, "produce refused");
                 }),
             };
+            let at = (response.responses.len(), tr.partition_responses.len());
             match result {
-                Ok(info) => {
+                Ok((info, epoch)) => {
                     pr.base_offset = info.base_offset;
                     pr.log_append_time_ms = info.log_append_time_ms;
                     if version >= 5 {
                         pr.log_start_offset = info.log_start_offset;
                     }
+                    let p = partition.expect("appended to it");
+                    if acks == -1 {
+                        let min_isr = topic.as_ref().map_or(1, |t| t.config.min_insync_replicas);
+                        to_replicate.push((at, p.clone(), (info.last_offset, epoch), min_isr));
+                    }
                     if info.flush_due {
-                        let p = partition.expect("appended to it");
-                        to_flush.push((response.responses.len(), tr.partition_responses.len(), p));
+                        to_flush.push((at, p));
                     }
                 }
                 Err(refusal) => refusal.answer(&mut pr, version),
@@ -115,8 +124,21 @@ pub async fn handle(
     }
     // Every append of this request is done: the connection's next Produce may append.
     drop(turn);
-    // fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
-    for (t, p, partition) in to_flush {
+    flush_before_answer(ctx, to_flush, &mut response).await;
+    wait_replicated(ctx, to_replicate, timeout, &mut response).await;
+    (acks != 0).then_some(response)
+}
+
+/// Where a partition's answer is in the response: topic and partition indexes.
+type AnswerAt = (usize, usize);
+
+/// fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
+async fn flush_before_answer(
+    ctx: &RequestContext,
+    to_flush: Vec<(AnswerAt, Arc<Partition>)>,
+    response: &mut ProduceResponse,
+) {
+    for ((t, p), partition) in to_flush {
         let flushed = ctx.background.run(move || partition.flush(now_ms())).await;
         if !matches!(flushed, Ok(Ok(()))) {
             tracing::error!(?flushed, "flush before acknowledgement failed");
@@ -125,7 +147,41 @@ pub async fn handle(
             pr.base_offset = -1;
         }
     }
-    (acks != 0).then_some(response)
+}
+
+/// acks=all: the delayed produce. Waits, holding one place of the bounded purgatory, until
+/// every appended batch is below its partition's high watermark, or `timeout` runs out
+/// (REQUEST_TIMED_OUT); a partition whose leadership moved meanwhile answers
+/// NOT_LEADER_OR_FOLLOWER, and nothing written under the old epoch is acknowledged.
+async fn wait_replicated(
+    ctx: &RequestContext,
+    to_replicate: Vec<(AnswerAt, Arc<Partition>, (i64, i32), i32)>,
+    timeout: Duration,
+    response: &mut ProduceResponse,
+) {
+    if to_replicate.is_empty() {
+        return;
+    }
+    let deadline = tokio::time::Instant::now() + timeout;
+    let permit = tokio::time::timeout_at(deadline, ctx.produce_purgatory.acquire()).await;
+    let admitted = matches!(permit, Ok(Ok(_)));
+    let waits = to_replicate.iter().map(|(_, p, appended, min_isr)| async move {
+        match admitted {
+            true => p.wait_replicated(*appended, *min_isr, timeout).await,
+            false => Err(ResponseError::RequestTimedOut),
+        }
+    });
+    let outcomes = futures_util::future::join_all(waits).await;
+    drop(permit);
+    for (((t, p), ..), outcome) in to_replicate.iter().zip(outcomes) {
+        if let Err(e) = outcome {
+            let pr = &mut response.responses[*t].partition_responses[*p];
+            pr.error_code = e.code();
+            if e != ResponseError::NotEnoughReplicasAfterAppend {
+                pr.base_offset = -1;
+            }
+        }
+    }
 }
 
 /// What refuses a partition's batch before it is looked at, as Kafka checks it: bad acks, a
@@ -173,22 +229,28 @@ async fn append(
     records: Bytes,
     policy: ProducePolicy,
     turn: &mut Option<AppendTurn>,
-) -> Result<AppendInfo, AppendError> {
+) -> Result<(AppendInfo, i32), Refusal> {
     let heavy = RecordBatchView::parse(&records)
         .is_ok_and(|b| b.compression_codec() != 0 || policy.recompression(0).is_some());
     let checked = if heavy {
         let bytes = records.clone();
         ctx.off_runtime(move || check_batch(&bytes, policy))
             .await
-            .map_err(|e| AppendError::Io(std::io::Error::other(e.to_string())))??
+            .map_err(|e| Refusal::append(AppendError::Io(std::io::Error::other(e.to_string()))))?
     } else {
-        check_batch(&records, policy)?
-    };
+        check_batch(&records, policy)
+    }
+    .map_err(Refusal::append)?;
     if let Some(turn) = turn {
         turn.wait().await;
     }
     let batch = checked.recompressed.as_deref().unwrap_or(&records);
-    partition.append_checked(batch, checked.checked, now_ms())
+    partition
+        .append_checked(batch, checked.checked, now_ms())
+        .map_err(|e| match e {
+            LeaderAppendError::NotLeader => Refusal::of(ResponseError::NotLeaderOrFollower),
+            LeaderAppendError::Append(e) => Refusal::append(e),
+        })
 }
 
 /// Why a partition's batch was refused: its error code, and from Produce v8 on an error message

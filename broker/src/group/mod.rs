@@ -180,7 +180,12 @@ impl GroupCoordinator {
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
         .collect();
-        let placement = Placement::auto(self.config.offsets_topic_num_partitions, -1);
+        // A single node (no voters configured) has one broker to place replicas on.
+        let replication_factor = match self.config.quorum_voters().is_empty() {
+            true => 1,
+            false => self.config.offsets_topic_replication_factor,
+        };
+        let placement = Placement::auto(self.config.offsets_topic_num_partitions, replication_factor);
         match controller.create_topic(offsets_topic::TOPIC, &placement, overrides) {
             Err(MetadataError::TopicExists(_)) => controller
                 .metadata()

@@ -381,9 +381,9 @@ pub const TOPIC_CONFIG_KEYS: &[TopicConfigKey] = &[
     key(
         "unclean.leader.election.enable",
         ConfigType::Boolean,
-        kafka("unclean.leader.election.enable", "false"),
+        Broker("unclean.leader.election.enable"),
         Flag,
-        "no effect yet: a partition has one replica",
+        "a leader may be elected from outside the in-sync replicas when none is left",
     ),
     key(
         "leader.replication.throttled.replicas",

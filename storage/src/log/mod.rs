@@ -8,6 +8,8 @@
 //! next offset; only the last segment is written; `log_start_offset <= log_end_offset`.
 
 pub mod cleaner;
+mod follower;
+pub use follower::ReplicaAppend;
 pub mod index_file;
 pub mod leader_epoch_cache;
 pub mod mapped_file;
@@ -342,7 +344,8 @@ impl Log {
         let base_offset = self.log_end_offset();
         let last_offset = base_offset + batch.last_offset_delta() as i64;
         let stamp = (log_append_time_ms, batch_max_timestamp);
-        self.write_batch(records, (base_offset, last_offset), stamp, now_ms)?;
+        let epoch = self.leader_epoch;
+        self.write_batch(records, (base_offset, last_offset, epoch), stamp, now_ms)?;
         if let Some(p) = &producer {
             self.producers
                 .update(p, base_offset, last_offset, batch_max_timestamp);
@@ -358,12 +361,12 @@ impl Log {
     }
 
     /// Writes `records`, offsets `base_offset..=last_offset` (the log end onwards), in the
-    /// active segment under the current leader epoch, rolling first when the segment is due;
+    /// active segment under leader epoch `epoch`, rolling first when the segment is due;
     /// `stamp` is the log append time to set, if any, and the batch's max timestamp.
     fn write_batch(
         &mut self,
         records: &[u8],
-        (base_offset, last_offset): (i64, i64),
+        (base_offset, last_offset, epoch): (i64, i64, i32),
         (log_append_time_ms, max_timestamp): (Option<i64>, i64),
         now_ms: i64,
     ) -> Result<(), AppendError> {
@@ -380,7 +383,6 @@ impl Log {
         if roll {
             self.roll(records.len(), now_ms)?;
         }
-        let epoch = self.leader_epoch;
         let active = self
             .segments
             .values_mut()

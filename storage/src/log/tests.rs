@@ -706,3 +706,46 @@ fn lookup(log: &Log, timestamp_ms: i64) -> Option<(i64, i64)> {
         .unwrap()
         .map(TimestampLookup::resolve)
 }
+
+#[test]
+fn a_follower_copies_the_leaders_batches_byte_for_byte_with_epochs_and_producers() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = Log::open(leader_dir.path(), config(&[]), Some(0), 0).unwrap();
+    let mut follower = Log::open(follower_dir.path(), config(&[]), Some(0), 0).unwrap();
+    leader.set_leader_epoch(3);
+    leader.append(&batch(4, 1_000, Compression::None), 0).unwrap();
+    let idempotent = quipu_protocol::testing::idempotent_batch(3, 7, 0, 0);
+    leader.append(&idempotent, 0).unwrap();
+    leader.set_leader_epoch(5);
+    leader.append(&batch(2, 2_000, Compression::Lz4), 0).unwrap();
+    let bytes = leader.read(0, leader.log_end_offset(), 1 << 20, true).unwrap().unwrap();
+    // The last batch cut short stays for the next fetch.
+    let cut = &bytes[..bytes.len() - 10];
+    let first = follower.append_as_follower(cut, 0).unwrap().unwrap();
+    assert_eq!((first.first_offset, first.last_offset, first.batches), (0, 6, 2));
+    let rest = leader.read(7, leader.log_end_offset(), 1 << 20, true).unwrap().unwrap();
+    follower.append_as_follower(&rest, 0).unwrap().unwrap();
+    assert_eq!(follower.log_end_offset(), leader.log_end_offset());
+    let copy = follower.read(0, follower.log_end_offset(), 1 << 20, true).unwrap().unwrap();
+    assert_eq!(&copy[..], &bytes[..], "the follower's log is the leader's, byte for byte");
+    assert_eq!(follower.epoch_entries(), leader.epoch_entries());
+    // The producer's batch is known: its retry is a duplicate on the follower too.
+    let retry = follower.append(&idempotent, 0).unwrap();
+    assert!(retry.duplicate);
+    assert_eq!(retry.base_offset, 4);
+    // A batch that does not start at the log end, or has a bad CRC, is refused.
+    assert!(follower.append_as_follower(&rest, 0).is_err());
+    let mut damaged = leader.read(0, 4, 1 << 20, true).unwrap().unwrap().to_vec();
+    damaged[70] ^= 1;
+    let end = follower.log_end_offset();
+    follower.truncate_to(0, 0).unwrap();
+    assert!(follower.append_as_follower(&damaged, 0).is_err());
+    assert_eq!(follower.log_end_offset(), 0);
+    assert!(end > 0);
+    // A follower behind its leader's log start starts over there.
+    follower.append_as_follower(&bytes, 0).unwrap();
+    follower.truncate_fully_and_start_at(100, 0).unwrap();
+    assert_eq!((follower.log_start_offset(), follower.log_end_offset()), (100, 100));
+    assert!(follower.epoch_entries().is_empty());
+    assert!(follower.producer_state().is_empty());
+}

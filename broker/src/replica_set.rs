@@ -1,0 +1,303 @@
+//! A partition's replicas as its leader tracks them, as Kafka's Partition and ReplicaState do:
+//! the replicas and the in-sync set the metadata last committed, the change of the in-sync set
+//! proposed and not yet committed, and for each follower where its log ends and when it last
+//! caught up with the leader. From these come the high watermark the leader may publish and the
+//! in-sync set it should propose (KIP-497: proposed with AlterPartition, acted on once committed).
+//!
+//! It is a plain state machine (no I/O, no clock of its own), driven by the partition under its
+//! lock, so it can be tested, and later simulated, step by step.
+//!
+//! Invariants: a follower counts toward the high watermark only after it fetched from this
+//! leader in its current epoch (its log end is unknown until then); the high watermark is the
+//! smallest log end over the in-sync set, the proposed additions included and the proposed
+//! removals still counted, so that a change in flight never lets it pass what a committed
+//! in-sync replica holds; at most one change of the in-sync set is in flight.
+
+use std::collections::BTreeMap;
+
+use crate::image::PartitionImage;
+
+/// A follower's log end before it has fetched from this leader.
+const UNKNOWN_OFFSET: i64 = -1;
+
+#[derive(Debug, Clone, Copy)]
+struct Follower {
+    log_end_offset: i64,
+    last_caught_up_ms: i64,
+    last_fetch_ms: i64,
+    /// The leader's log end at this follower's previous fetch.
+    last_fetch_leader_log_end_offset: i64,
+}
+
+impl Follower {
+    fn unknown(last_caught_up_ms: i64) -> Self {
+        Self {
+            log_end_offset: UNKNOWN_OFFSET,
+            last_caught_up_ms,
+            last_fetch_ms: -1,
+            last_fetch_leader_log_end_offset: UNKNOWN_OFFSET,
+        }
+    }
+}
+
+/// A change of the in-sync set to send with AlterPartition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IsrProposal {
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+    pub isr: Vec<i32>,
+}
+
+/// The replica a fetch names is not one of the partition's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotAReplica;
+
+#[derive(Debug)]
+pub struct ReplicaSet {
+    local: i32,
+    replicas: Vec<i32>,
+    isr: Vec<i32>,
+    leader_epoch: i32,
+    partition_epoch: i32,
+    leading: bool,
+    /// The log end offset when this broker became leader in its current epoch.
+    leader_epoch_start_offset: i64,
+    followers: BTreeMap<i32, Follower>,
+    pending: Option<Vec<i32>>,
+}
+
+impl ReplicaSet {
+    /// The set of a partition hosted on broker `local`, before any metadata.
+    pub fn new(local: i32) -> Self {
+        Self {
+            local,
+            replicas: Vec::new(),
+            isr: Vec::new(),
+            leader_epoch: -1,
+            partition_epoch: -1,
+            leading: false,
+            leader_epoch_start_offset: 0,
+            followers: BTreeMap::new(),
+            pending: None,
+        }
+    }
+
+    /// Takes a committed partition state. Leadership taken anew (a new epoch) forgets what was
+    /// known of the followers: each counts again only once it fetched at this epoch. A state
+    /// older than the one held is ignored. Returns whether this broker now leads.
+    pub fn update(&mut self, state: &PartitionImage, log_end_offset: i64, now_ms: i64) -> bool {
+        let older = (state.leader_epoch, state.partition_epoch)
+            < (self.leader_epoch, self.partition_epoch);
+        if older {
+            return self.leading;
+        }
+        let leading = state.leader == self.local;
+        let new_term = leading && (!self.leading || state.leader_epoch != self.leader_epoch);
+        if new_term {
+            self.leader_epoch_start_offset = log_end_offset;
+            self.followers.clear();
+        }
+        if leading {
+            self.followers.retain(|id, _| state.replicas.contains(id));
+            for &id in state.replicas.iter().filter(|id| **id != self.local) {
+                let caught_up_ms = if state.isr.contains(&id) { now_ms } else { -1 };
+                self.followers
+                    .entry(id)
+                    .or_insert_with(|| Follower::unknown(caught_up_ms));
+            }
+        } else {
+            self.followers.clear();
+        }
+        if state.partition_epoch != self.partition_epoch || new_term {
+            self.pending = None;
+        }
+        self.replicas = state.replicas.clone();
+        self.isr = state.isr.clone();
+        self.leader_epoch = state.leader_epoch;
+        self.partition_epoch = state.partition_epoch;
+        self.leading = leading;
+        leading
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading
+    }
+
+    pub fn isr(&self) -> &[i32] {
+        &self.isr
+    }
+
+    pub fn replicas(&self) -> &[i32] {
+        &self.replicas
+    }
+
+    /// A follower's fetch at `fetch_offset` (its log end), when the leader's log ended at
+    /// `leader_log_end_offset`: as Kafka's `updateFollowerFetchState`, it has caught up now if
+    /// it reached the leader's end, or at its previous fetch if it reached the end the leader had
+    /// then.
+    pub fn record_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: i64,
+        leader_log_end_offset: i64,
+        now_ms: i64,
+    ) -> Result<(), NotAReplica> {
+        let f = self.followers.get_mut(&replica).ok_or(NotAReplica)?;
+        if fetch_offset >= leader_log_end_offset {
+            f.last_caught_up_ms = now_ms;
+        } else if fetch_offset >= f.last_fetch_leader_log_end_offset && f.last_fetch_ms >= 0 {
+            f.last_caught_up_ms = f.last_caught_up_ms.max(f.last_fetch_ms);
+        }
+        f.last_fetch_leader_log_end_offset = leader_log_end_offset;
+        f.last_fetch_ms = now_ms;
+        f.log_end_offset = fetch_offset;
+        Ok(())
+    }
+
+    /// The high watermark the in-sync set allows, `None` when not leading: the smallest log end
+    /// over the committed in-sync replicas and the proposed additions.
+    pub fn high_watermark(&self, local_log_end_offset: i64) -> Option<i64> {
+        if !self.leading {
+            return None;
+        }
+        let counted = self.isr.iter().chain(self.pending.iter().flatten());
+        let end_of = |id: &i32| match *id == self.local {
+            true => local_log_end_offset,
+            false => self
+                .followers
+                .get(id)
+                .map_or(UNKNOWN_OFFSET, |f| f.log_end_offset),
+        };
+        counted.map(end_of).min()
+    }
+
+    /// The in-sync set to propose, if it should change and no change is in flight: followers
+    /// behind for longer than `lag_max_ms` leave; replicas that reached the high watermark and
+    /// this epoch's start, fetching within `lag_max_ms`, join. The proposal is then in flight
+    /// until a committed state or [`ReplicaSet::proposal_failed`] ends it.
+    pub fn isr_proposal(
+        &mut self,
+        high_watermark: i64,
+        now_ms: i64,
+        lag_max_ms: i64,
+    ) -> Option<IsrProposal> {
+        if !self.leading || self.pending.is_some() {
+            return None;
+        }
+        let in_sync = |id: &i32| -> bool {
+            if *id == self.local {
+                return true;
+            }
+            let Some(f) = self.followers.get(id) else {
+                return false;
+            };
+            let lagging = now_ms - f.last_caught_up_ms > lag_max_ms;
+            if self.isr.contains(id) {
+                return !lagging;
+            }
+            !lagging
+                && f.log_end_offset >= high_watermark
+                && f.log_end_offset >= self.leader_epoch_start_offset
+        };
+        let isr: Vec<i32> = self.replicas.iter().copied().filter(in_sync).collect();
+        let mut current = self.isr.clone();
+        current.sort_unstable();
+        let mut next = isr.clone();
+        next.sort_unstable();
+        if current == next {
+            return None;
+        }
+        self.pending = Some(isr.clone());
+        Some(IsrProposal {
+            leader_epoch: self.leader_epoch,
+            partition_epoch: self.partition_epoch,
+            isr,
+        })
+    }
+
+    /// The controller refused or did not answer the proposal: another may be made.
+    pub fn proposal_failed(&mut self) {
+        self.pending = None;
+    }
+
+    /// Followers' log ends, for DescribeQuorum-like views and tests.
+    pub fn follower_log_end_offset(&self, replica: i32) -> Option<i64> {
+        self.followers.get(&replica).map(|f| f.log_end_offset)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(leader: i32, leader_epoch: i32, isr: &[i32], partition_epoch: i32) -> PartitionImage {
+        PartitionImage {
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch,
+            partition_epoch,
+        }
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_every_in_sync_follower_of_this_epoch() {
+        let mut set = ReplicaSet::new(1);
+        assert!(set.update(&state(1, 5, &[1, 2, 3], 0), 10, 0));
+        // Nobody has fetched at this epoch: nothing may be committed past what was.
+        assert_eq!(set.high_watermark(12), Some(UNKNOWN_OFFSET));
+        set.record_fetch(2, 12, 12, 1).unwrap();
+        assert_eq!(set.high_watermark(12), Some(UNKNOWN_OFFSET));
+        set.record_fetch(3, 11, 12, 1).unwrap();
+        assert_eq!(set.high_watermark(12), Some(11));
+        assert_eq!(set.record_fetch(4, 0, 12, 1), Err(NotAReplica));
+        // A new epoch forgets the followers again.
+        set.update(&state(1, 6, &[1, 2, 3], 1), 12, 2);
+        assert_eq!(set.high_watermark(12), Some(UNKNOWN_OFFSET));
+        // A follower knows no high watermark of its own making.
+        set.update(&state(2, 7, &[1, 2, 3], 2), 12, 3);
+        assert_eq!(set.high_watermark(12), None);
+        // An older state is ignored.
+        assert!(!set.update(&state(1, 6, &[1, 2, 3], 1), 12, 4));
+    }
+
+    #[test]
+    fn a_lagging_follower_leaves_and_a_caught_up_one_joins_one_change_at_a_time() {
+        let mut set = ReplicaSet::new(1);
+        set.update(&state(1, 1, &[1, 2, 3], 0), 0, 0);
+        set.record_fetch(2, 100, 100, 1_000).unwrap();
+        set.record_fetch(3, 50, 100, 1_000).unwrap();
+        assert_eq!(set.isr_proposal(50, 20_000, 30_000), None);
+        // Follower 3 never reaches the end; after the lag time it leaves.
+        set.record_fetch(2, 100, 100, 31_000).unwrap();
+        let shrink = set.isr_proposal(50, 31_001, 30_000).unwrap();
+        assert_eq!(shrink.isr, vec![1, 2]);
+        assert_eq!((shrink.leader_epoch, shrink.partition_epoch), (1, 0));
+        assert_eq!(
+            set.isr_proposal(50, 31_001, 30_000),
+            None,
+            "one change in flight"
+        );
+        // While the shrink is in flight, 3 still counts toward the high watermark.
+        assert_eq!(set.high_watermark(100), Some(50));
+        set.update(&state(1, 1, &[1, 2], 1), 100, 31_002);
+        assert_eq!(set.high_watermark(100), Some(100));
+        // 3 catches up to the high watermark and comes back.
+        set.record_fetch(3, 100, 100, 32_000).unwrap();
+        let expand = set.isr_proposal(100, 32_001, 30_000).unwrap();
+        assert_eq!(expand.isr, vec![1, 2, 3]);
+        set.proposal_failed();
+        assert!(set.isr_proposal(100, 32_001, 30_000).is_some());
+    }
+
+    #[test]
+    fn a_follower_that_reached_the_leaders_previous_end_caught_up_at_that_fetch() {
+        let mut set = ReplicaSet::new(1);
+        set.update(&state(1, 1, &[1, 2], 0), 0, 0);
+        set.record_fetch(2, 10, 20, 1_000).unwrap();
+        // At 25 s it reaches 20, the leader's end at its previous fetch (1 s).
+        set.record_fetch(2, 20, 30, 25_000).unwrap();
+        assert_eq!(set.isr_proposal(0, 30_500, 30_000), None);
+        assert!(set.isr_proposal(0, 31_500, 30_000).is_some());
+    }
+}
