@@ -7,7 +7,8 @@
 //! a writer applies records to its own copy and publishes the result.
 //!
 //! Invariants: topic names and ids are unique, and the id index names exactly the live topics; a
-//! topic's partitions are numbered `0..n` with no gap and only grow; a record that does not fit
+//! topic's partitions are numbered `0..n` with no gap and only grow; a partition's change comes
+//! at a higher partition epoch and never moves its leader epoch back; a record that does not fit
 //! the image is refused whole and changes nothing.
 
 use std::collections::BTreeMap;
@@ -101,6 +102,13 @@ pub enum ApplyError {
     },
     #[error("producer id block end {0} is not above the ids already taken")]
     ProducerIdsBack(i64),
+    #[error("partition {partition} of '{topic}' changes at partition epoch {epoch}, not above its epoch {current}, or moves its leader epoch back")]
+    StalePartitionEpoch {
+        topic: String,
+        partition: i32,
+        epoch: i32,
+        current: i32,
+    },
 }
 
 impl MetadataImage {
@@ -262,8 +270,21 @@ impl MetadataImage {
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
         };
-        let partitions = &mut Arc::make_mut(topic).partitions;
         let created = index == count;
+        if let Some(current) = topic.partitions.get(index) {
+            // A change made from an older state (two proposals from one image) is refused:
+            // partition epochs fence changes of the in-sync set and of leadership.
+            if p.partition_epoch <= current.partition_epoch || p.leader_epoch < current.leader_epoch
+            {
+                return Err(ApplyError::StalePartitionEpoch {
+                    topic: p.topic.clone(),
+                    partition: p.partition,
+                    epoch: p.partition_epoch,
+                    current: current.partition_epoch,
+                });
+            }
+        }
+        let partitions = &mut Arc::make_mut(topic).partitions;
         if created {
             partitions.push(image);
         } else {
@@ -297,7 +318,7 @@ mod tests {
             isr: vec![1],
             leader: 1,
             leader_epoch,
-            partition_epoch: 0,
+            partition_epoch: leader_epoch,
         })
     }
 
@@ -362,5 +383,11 @@ mod tests {
         assert!(image
             .apply(&MetadataRecord::ProducerIdsAllocated { block_end: 1000 })
             .is_err());
+        // A partition change from an older state is refused.
+        image.apply(&partition("a", 0, 4)).unwrap();
+        assert!(matches!(
+            image.apply(&partition("a", 0, 4)),
+            Err(ApplyError::StalePartitionEpoch { .. })
+        ));
     }
 }

@@ -18,12 +18,14 @@
 //! - [`server`]: connections, framing, dispatch, responses in request order.
 //! - [`api`]: one handler per Kafka API.
 
+pub mod alter_partition_manager;
 pub mod api;
 pub mod applier;
 pub mod broker;
 pub mod clock;
 pub mod commit_log;
 pub mod controller;
+pub mod election;
 pub mod flusher;
 pub mod group;
 pub mod image;
@@ -35,6 +37,7 @@ pub mod metadata_log;
 pub mod partition;
 pub mod publisher;
 pub mod quorum;
+pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replica_set;
 pub mod request_context;

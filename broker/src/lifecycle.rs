@@ -76,11 +76,55 @@ fn cluster_tasks(
         }));
         let node_id = broker.config().node_id;
         tasks.push(tokio::spawn(broker.quorum.clone().run_heartbeats(node_id)));
+        tasks.extend(replication_tasks(broker));
     }
     if broker.config().is_controller() {
         tasks.push(tokio::spawn(broker.quorum.clone().run_fencing()));
     }
     tasks
+}
+
+/// A cluster broker's replication: its fetchers (as follower), its in-sync set proposals (as
+/// leader), and the high-watermark checkpoint.
+fn replication_tasks(broker: &Arc<Broker>) -> Vec<tokio::task::JoinHandle<()>> {
+    let ctx = &broker.requests;
+    let fetchers = crate::replica_fetcher::ReplicaFetchers::new(
+        &ctx.config,
+        ctx.replicas.clone(),
+        ctx.metadata.clone(),
+    );
+    let isr = crate::alter_partition_manager::run(
+        ctx.replicas.clone(),
+        ctx.metadata.clone(),
+        broker.quorum.clone(),
+        ctx.config.replica_lag_time_max_ms,
+    );
+    vec![
+        tokio::spawn(fetchers.run()),
+        tokio::spawn(isr),
+        tokio::spawn(checkpoint_high_watermarks(broker.clone())),
+    ]
+}
+
+/// Every `replica.high.watermark.checkpoint.interval.ms`, the hosted partitions' high
+/// watermarks to `replication-offset-checkpoint` (off the runtime: it fsyncs).
+async fn checkpoint_high_watermarks(broker: Arc<Broker>) {
+    let period = broker
+        .config()
+        .replica_high_watermark_checkpoint_interval_ms;
+    let mut ticker = tokio::time::interval(std::time::Duration::from_millis(period));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let replicas = broker.requests.replicas.clone();
+        let written = broker
+            .background
+            .run(move || replicas.checkpoint_high_watermarks())
+            .await;
+        if !matches!(written, Ok(Ok(()))) {
+            crate::warn_limited!(outcome = ?written, "cannot checkpoint the high watermarks");
+        }
+    }
 }
 
 /// Controlled shutdown (a cluster's broker), then the tasks, the quorum and the logs stopped.
@@ -96,6 +140,9 @@ async fn stop(broker: &Broker, tasks: Vec<tokio::task::JoinHandle<()>>) {
     }
     if let Err(e) = broker.quorum.raft.shutdown().await {
         tracing::warn!(error = %e, "the quorum did not stop cleanly");
+    }
+    if let Err(e) = broker.requests.replicas.checkpoint_high_watermarks() {
+        tracing::warn!(error = %e, "cannot checkpoint the high watermarks");
     }
     tracing::info!("shutting down: closing logs");
     if broker.logs.close(crate::clock::now_ms()) {

@@ -70,7 +70,11 @@ impl Partition {
             let l = log.lock();
             (l.log_start_offset(), l.log_end_offset())
         };
-        let fallback = if state.replicas.len() <= 1 { end } else { start };
+        let fallback = if state.replicas.len() <= 1 {
+            end
+        } else {
+            start
+        };
         let hw = checkpointed_high_watermark
             .unwrap_or(fallback)
             .clamp(start, end);
@@ -271,9 +275,9 @@ impl Partition {
             .isr_proposal(high_watermark, now_ms, lag_max_ms)
     }
 
-    /// The proposal sent last was refused or lost.
-    pub fn isr_proposal_failed(&self) {
-        self.replica_set().proposal_failed();
+    /// The proposal sent last was answered or lost: another may be made.
+    pub fn end_isr_proposal(&self) {
+        self.replica_set().end_proposal();
     }
 
     /// The replicas and in-sync replicas, as this broker knows them.
@@ -315,7 +319,11 @@ impl Partition {
 
     /// As follower, cuts the log at `offset` (KIP-101) or, when the leader's log starts past
     /// this one's end, starts it again at the leader's start; the high watermark follows down.
-    pub fn truncate(&self, offset: i64, leader_log_start_offset: Option<i64>) -> std::io::Result<()> {
+    pub fn truncate(
+        &self,
+        offset: i64,
+        leader_log_start_offset: Option<i64>,
+    ) -> std::io::Result<()> {
         let now_ms = crate::clock::now_ms();
         let mut log = self.log();
         match leader_log_start_offset {

@@ -28,6 +28,8 @@ pub struct ReplicaManager {
     partitions: RwLock<BTreeMap<String, Hosted>>,
     /// The high watermarks checkpointed by the last run, read once at start.
     checkpointed: checkpoint::Offsets,
+    /// Told after every committed change the partitions took (the replica fetchers follow it).
+    leadership_changes: Arc<tokio::sync::Notify>,
 }
 
 /// Kafka's file of every hosted partition's high watermark.
@@ -48,7 +50,13 @@ impl ReplicaManager {
             logs,
             partitions: RwLock::new(BTreeMap::new()),
             checkpointed,
+            leadership_changes: Arc::default(),
         }
+    }
+
+    /// Notified after every committed change of the hosted partitions.
+    pub fn leadership_changes(&self) -> Arc<tokio::sync::Notify> {
+        self.leadership_changes.clone()
     }
 
     /// Writes every hosted partition's high watermark to `replication-offset-checkpoint`, so
@@ -183,6 +191,7 @@ impl ReplicaManager {
             .write()
             .expect("replica manager lock")
             .insert(t.name.to_string(), hosted);
+        self.leadership_changes.notify_one();
     }
 
     fn hosted(&self, topic: &str) -> Hosted {

@@ -86,8 +86,8 @@ impl ReplicaSet {
     /// known of the followers: each counts again only once it fetched at this epoch. A state
     /// older than the one held is ignored. Returns whether this broker now leads.
     pub fn update(&mut self, state: &PartitionImage, log_end_offset: i64, now_ms: i64) -> bool {
-        let older = (state.leader_epoch, state.partition_epoch)
-            < (self.leader_epoch, self.partition_epoch);
+        let older =
+            (state.leader_epoch, state.partition_epoch) < (self.leader_epoch, self.partition_epoch);
         if older {
             return self.leading;
         }
@@ -174,7 +174,7 @@ impl ReplicaSet {
     /// The in-sync set to propose, if it should change and no change is in flight: followers
     /// behind for longer than `lag_max_ms` leave; replicas that reached the high watermark and
     /// this epoch's start, fetching within `lag_max_ms`, join. The proposal is then in flight
-    /// until a committed state or [`ReplicaSet::proposal_failed`] ends it.
+    /// until a committed state or [`ReplicaSet::end_proposal`] ends it.
     pub fn isr_proposal(
         &mut self,
         high_watermark: i64,
@@ -215,8 +215,9 @@ impl ReplicaSet {
         })
     }
 
-    /// The controller refused or did not answer the proposal: another may be made.
-    pub fn proposal_failed(&mut self) {
+    /// The controller answered the proposal (its outcome comes as committed metadata) or did not
+    /// answer: another may be made.
+    pub fn end_proposal(&mut self) {
         self.pending = None;
     }
 
@@ -286,7 +287,7 @@ mod tests {
         set.record_fetch(3, 100, 100, 32_000).unwrap();
         let expand = set.isr_proposal(100, 32_001, 30_000).unwrap();
         assert_eq!(expand.isr, vec![1, 2, 3]);
-        set.proposal_failed();
+        set.end_proposal();
         assert!(set.isr_proposal(100, 32_001, 30_000).is_some());
     }
 

@@ -29,11 +29,16 @@ use quipu_protocol::{HeaderVersion, Request};
 
 /// Settings of a connection.
 #[derive(Debug, Clone)]
-pub(crate) struct ConnectionConfig {
+pub struct ConnectionConfig {
+    /// The client id every request header carries.
     pub client_id: String,
+    /// How long connecting may take.
     pub connect_timeout_ms: u64,
+    /// How long a request waits for its response.
     pub request_timeout_ms: u64,
+    /// Requests written and not yet answered, at most.
     pub max_in_flight: usize,
+    /// Largest response accepted; a larger one closes the connection.
     pub max_response_bytes: usize,
 }
 
@@ -59,7 +64,8 @@ struct Pending {
 }
 
 /// A live connection; cheap to share behind an `Arc`.
-pub(crate) struct Connection {
+pub struct Connection {
+    /// The broker's address, as connected to.
     pub addr: String,
     requests: mpsc::UnboundedSender<Outgoing>,
     in_flight: Arc<Semaphore>,

@@ -50,7 +50,7 @@ pub mod admin;
 mod assignor;
 mod cluster;
 pub mod config;
-mod connection;
+pub mod connection;
 pub mod consumer;
 pub mod error;
 mod group_member;

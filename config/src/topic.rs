@@ -121,7 +121,8 @@ impl TopicConfig {
             max_message_bytes: values.int("max.message.bytes")?,
             message_timestamp_type: timestamp_type(&values)?,
             min_insync_replicas: values.int("min.insync.replicas")?,
-            unclean_leader_election_enable: values.text("unclean.leader.election.enable")
+            unclean_leader_election_enable: values
+                .text("unclean.leader.election.enable")
                 .eq_ignore_ascii_case("true"),
             retention_bytes: values.long("retention.bytes")?,
             retention_ms: values.long("retention.ms")?,

@@ -27,7 +27,7 @@ SERVED = [
     "leave_group", "offset_commit", "offset_fetch", "offset_delete", "list_groups",
     "describe_groups", "delete_groups", "describe_quorum",
     # Served on the controller listener (broker/src/quorum/broker_api.rs).
-    "broker_registration", "broker_heartbeat",
+    "broker_registration", "broker_heartbeat", "alter_partition",
 ]
 
 # Other messages the broker decodes from client bytes: a consumer's subscription, which a

@@ -120,23 +120,23 @@ fn resolve(ctx: &RequestContext, request: &FetchRequest, replica: Option<i32>) -
         let topic = ctx.metadata.topic(&t.topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let target =
-                match ctx
-                    .replicas
-                    .leader_partition(&t.topic, p.partition, p.current_leader_epoch)
-                {
-                    Ok(partition) => match replica {
-                        None => Target::Found(partition),
-                        Some(r) => match partition.record_follower_fetch(r, p.fetch_offset, now) {
-                            Ok(()) => Target::Found(partition),
-                            Err(e) => {
-                                crate::warn_limited!(topic = ?t.topic.0, partition = p.partition, replica = r, "a fetch from a broker that is not a replica");
-                                Target::Error(e)
-                            }
-                        },
+            let target = match ctx.replicas.leader_partition(
+                &t.topic,
+                p.partition,
+                p.current_leader_epoch,
+            ) {
+                Ok(partition) => match replica {
+                    None => Target::Found(partition),
+                    Some(r) => match partition.record_follower_fetch(r, p.fetch_offset, now) {
+                        Ok(()) => Target::Found(partition),
+                        Err(e) => {
+                            crate::warn_limited!(topic = ?t.topic.0, partition = p.partition, replica = r, "a fetch from a broker that is not a replica");
+                            Target::Error(e)
+                        }
                     },
-                    Err(e) => Target::Error(e),
-                };
+                },
+                Err(e) => Target::Error(e),
+            };
             parts.push(PartitionRead {
                 index: p.partition,
                 fetch_offset: p.fetch_offset,

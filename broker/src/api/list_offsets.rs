@@ -31,8 +31,9 @@ pub async fn handle(
         let mut tr = ListOffsetsTopicResponse::default();
         tr.name = t.name.clone();
         for p in t.partitions {
+            let replica = request.replica_id.0 >= 0;
             tr.partitions
-                .push(partition_offset(ctx, &t.name, p, version).await);
+                .push(partition_offset(ctx, &t.name, p, (version, replica)).await);
         }
         response.topics.push(tr);
     }
@@ -44,7 +45,7 @@ async fn partition_offset(
     ctx: &RequestContext,
     topic: &TopicName,
     p: ListOffsetsPartition,
-    version: i16,
+    (version, replica): (i16, bool),
 ) -> ListOffsetsPartitionResponse {
     let mut pr = ListOffsetsPartitionResponse::default();
     pr.partition_index = p.partition_index;
@@ -63,7 +64,7 @@ async fn partition_offset(
         Ok(_) if p.timestamp == EARLIEST_LOCAL && version < 8 => {
             Err(ResponseError::UnsupportedVersion)
         }
-        Ok(partition) => look_up(ctx, &partition, p.timestamp).await,
+        Ok(partition) => look_up(ctx, &partition, p.timestamp, replica).await,
     };
     match found {
         Ok(Some((timestamp, offset))) => {
@@ -81,15 +82,18 @@ async fn partition_offset(
 
 /// The (timestamp, offset) that `timestamp` (or one of the special values) names in
 /// `partition`, below its high watermark; a lookup inside a batch decodes it off the runtime.
+/// A replica (a follower) asking for the latest offset is told the log end, as in Kafka.
 async fn look_up(
     ctx: &RequestContext,
     partition: &Partition,
     timestamp: i64,
+    replica: bool,
 ) -> Result<Option<(i64, i64)>, ResponseError> {
     let high_watermark = partition.high_watermark();
     let lookup = {
         let log = partition.log();
         match timestamp {
+            LATEST if replica => Ok(Some(TimestampLookup::Found(-1, log.log_end_offset()))),
             LATEST => Ok(Some(TimestampLookup::Found(-1, high_watermark))),
             EARLIEST | EARLIEST_LOCAL => {
                 Ok(Some(TimestampLookup::Found(-1, log.log_start_offset())))

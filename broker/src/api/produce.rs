@@ -165,12 +165,14 @@ async fn wait_replicated(
     let deadline = tokio::time::Instant::now() + timeout;
     let permit = tokio::time::timeout_at(deadline, ctx.produce_purgatory.acquire()).await;
     let admitted = matches!(permit, Ok(Ok(_)));
-    let waits = to_replicate.iter().map(|(_, p, appended, min_isr)| async move {
-        match admitted {
-            true => p.wait_replicated(*appended, *min_isr, timeout).await,
-            false => Err(ResponseError::RequestTimedOut),
-        }
-    });
+    let waits = to_replicate
+        .iter()
+        .map(|(_, p, appended, min_isr)| async move {
+            match admitted {
+                true => p.wait_replicated(*appended, *min_isr, timeout).await,
+                false => Err(ResponseError::RequestTimedOut),
+            }
+        });
     let outcomes = futures_util::future::join_all(waits).await;
     drop(permit);
     for (((t, p), ..), outcome) in to_replicate.iter().zip(outcomes) {

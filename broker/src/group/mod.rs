@@ -185,7 +185,8 @@ impl GroupCoordinator {
             true => 1,
             false => self.config.offsets_topic_replication_factor,
         };
-        let placement = Placement::auto(self.config.offsets_topic_num_partitions, replication_factor);
+        let placement =
+            Placement::auto(self.config.offsets_topic_num_partitions, replication_factor);
         match controller.create_topic(offsets_topic::TOPIC, &placement, overrides) {
             Err(MetadataError::TopicExists(_)) => controller
                 .metadata()

@@ -21,8 +21,8 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use openraft::error::{ClientWriteError, RaftError};
 use quipu_protocol::messages::broker_registration_request::Listener;
 use quipu_protocol::messages::{
-    ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
-    BrokerRegistrationResponse, RequestHeader, ResponseHeader,
+    AlterPartitionRequest, ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, RequestHeader, ResponseHeader,
 };
 use quipu_protocol::{Decodable, Encodable, ResponseError, StrBytes};
 use tokio::io::AsyncWriteExt;
@@ -63,6 +63,11 @@ impl Server {
             ApiKey::BrokerRegistration if (0..=REGISTRATION_VERSION).contains(&version) => {
                 let request = BrokerRegistrationRequest::decode(&mut frame, version).ok()?;
                 let response = self.register(request).await;
+                encode(header.correlation_id, header.api_key, version, &response)
+            }
+            ApiKey::AlterPartition if (2..=super::alter_partition::VERSION).contains(&version) => {
+                let request = AlterPartitionRequest::decode(&mut frame, version).ok()?;
+                let response = self.alter_partition(request).await;
                 encode(header.correlation_id, header.api_key, version, &response)
             }
             ApiKey::BrokerHeartbeat if (0..=HEARTBEAT_VERSION).contains(&version) => {
@@ -122,7 +127,8 @@ impl Server {
         let epoch = match &records {
             None => image.broker(node_id).map_or(-1, |b| b.broker_epoch),
             Some((epoch, records)) => {
-                self.commit(records.clone()).await?;
+                self.commit(self.with_elections(&image, records.clone()))
+                    .await?;
                 tracing::info!(node_id, broker_epoch = epoch, %host, port, "registered broker");
                 *epoch
             }
@@ -166,13 +172,25 @@ impl Server {
                 node_id,
                 fenced: true,
             }];
-            self.commit(fence).await?;
+            self.commit(self.with_elections(&image, fence)).await?;
             tracing::info!(node_id, "controlled shutdown: fenced");
         }
         Ok((true, true))
     }
 
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ResponseError> {
+    /// `records` (registrations, fencing) and the partition changes they call for.
+    fn with_elections(
+        &self,
+        image: &crate::image::MetadataImage,
+        mut records: Vec<MetadataRecord>,
+    ) -> Vec<MetadataRecord> {
+        let elections =
+            crate::election::after_broker_changes(image, &records, self.unclean_default);
+        records.extend(elections);
+        records
+    }
+
+    pub(super) async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ResponseError> {
         match self.raft.client_write(RecordBatch(records)).await {
             Ok(written) => written.data.map_err(|e| {
                 tracing::warn!(error = %e, "a broker's registration change did not apply");
@@ -250,7 +268,7 @@ pub async fn send_heartbeat(
 }
 
 /// One request and its response on a new connection to `address`, within `timeout`.
-async fn call<Req: Encodable, Resp: Decodable>(
+pub(super) async fn call<Req: Encodable, Resp: Decodable>(
     address: &str,
     (api, version): (ApiKey, i16),
     request: &Req,

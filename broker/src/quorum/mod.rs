@@ -21,6 +21,7 @@
 //! outcome is unknown); the data directory belongs to one cluster (`meta.properties`), and a
 //! voter of another cluster is refused.
 
+pub mod alter_partition;
 pub mod broker_api;
 pub mod liveness;
 pub mod log_store;
@@ -81,6 +82,8 @@ pub struct Quorum {
     voter_addresses: Arc<[String]>,
     next_voter: Arc<AtomicUsize>,
     runtime: tokio::runtime::Handle,
+    /// The broker's `unclean.leader.election.enable`, for elections after fencing.
+    unclean_default: bool,
 }
 
 /// Opens this node's part of the quorum: the image from its snapshot and committed entries
@@ -140,6 +143,7 @@ pub fn open(
         voter_addresses,
         next_voter: Arc::default(),
         runtime,
+        unclean_default: broker.unclean_leader_election_enable,
     };
     let controller = Controller::new(broker, Box::new(quorum.clone()), metadata.clone(), logs);
     Ok((metadata, controller, quorum))
@@ -244,6 +248,7 @@ async fn start_raft(
             machine,
             liveness,
             heard_from,
+            unclean_default: broker.unclean_leader_election_enable,
         });
         tokio::spawn(rpc::serve(listener, cluster_id.clone(), server));
     }
@@ -403,8 +408,13 @@ impl Quorum {
         }
     }
 
+    /// This broker's registration epoch, -1 before the controller answered it.
+    pub fn broker_epoch(&self) -> i64 {
+        self.broker_epoch.load(Ordering::Relaxed)
+    }
+
     /// The controller listener of the active controller, or of a voter while none is known.
-    fn controller_address(&self) -> Option<String> {
+    pub fn controller_address(&self) -> Option<String> {
         if let Some((_, address)) = self.leader() {
             return Some(address);
         }
@@ -455,10 +465,13 @@ impl Quorum {
                 continue;
             };
             let image = self.machine.applier().metadata().image();
-            let changes = self.liveness.changes(term, &image, Instant::now());
+            let mut changes = self.liveness.changes(term, &image, Instant::now());
             if changes.is_empty() {
                 continue;
             }
+            let elections =
+                crate::election::after_broker_changes(&image, &changes, self.unclean_default);
+            changes.extend(elections);
             match self.propose(&changes).await {
                 Ok(()) => tracing::info!(?changes, "broker fencing changed"),
                 Err(e) => tracing::warn!(error = %e, "broker fencing not committed"),
@@ -696,6 +709,7 @@ struct Server {
     machine: StateMachine,
     liveness: Arc<Liveness>,
     heard_from: network::HeardFrom,
+    unclean_default: bool,
 }
 
 impl rpc::Handler for Server {

@@ -2175,6 +2175,111 @@ pub static BROKER_HEARTBEAT_REQUEST: Shape = Shape {
     }],
 };
 
+/// `AlterPartitionRequest`.
+pub static ALTER_PARTITION_REQUEST: Shape = Shape {
+    name: "AlterPartitionRequest",
+    versions: (2, 3),
+    fields: &[
+        Field {
+            name: "broker_id",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "broker_epoch",
+            versions: (0, 32767),
+            wire: Wire::I64,
+        },
+        Field {
+            name: "topics",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&ALTER_PARTITION__TOPIC_DATA)),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `BrokerState`.
+pub static ALTER_PARTITION__BROKER_STATE: Shape = Shape {
+    name: "BrokerState",
+    versions: (2, 3),
+    fields: &[
+        Field {
+            name: "broker_id",
+            versions: (3, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "broker_epoch",
+            versions: (3, 32767),
+            wire: Wire::I64,
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `PartitionData`.
+pub static ALTER_PARTITION__PARTITION_DATA: Shape = Shape {
+    name: "PartitionData",
+    versions: (2, 3),
+    fields: &[
+        Field {
+            name: "partition_index",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "leader_epoch",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "new_isr",
+            versions: (2, 2),
+            wire: Wire::CompactArray(&Wire::I32),
+        },
+        Field {
+            name: "new_isr_with_epochs",
+            versions: (3, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&ALTER_PARTITION__BROKER_STATE)),
+        },
+        Field {
+            name: "leader_recovery_state",
+            versions: (0, 32767),
+            wire: Wire::I8,
+        },
+        Field {
+            name: "partition_epoch",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `TopicData`.
+pub static ALTER_PARTITION__TOPIC_DATA: Shape = Shape {
+    name: "TopicData",
+    versions: (2, 3),
+    fields: &[
+        Field {
+            name: "topic_id",
+            versions: (0, 32767),
+            wire: Wire::Uuid,
+        },
+        Field {
+            name: "partitions",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&ALTER_PARTITION__PARTITION_DATA)),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
 /// `ConsumerProtocolSubscription`.
 pub static CONSUMER_PROTOCOL_SUBSCRIPTION: Shape = Shape {
     name: "ConsumerProtocolSubscription",
@@ -2265,6 +2370,7 @@ pub fn request(api: kafka_protocol::messages::ApiKey) -> Option<&'static Shape> 
         K::DescribeQuorum => &DESCRIBE_QUORUM_REQUEST,
         K::BrokerRegistration => &BROKER_REGISTRATION_REQUEST,
         K::BrokerHeartbeat => &BROKER_HEARTBEAT_REQUEST,
+        K::AlterPartition => &ALTER_PARTITION_REQUEST,
         _ => return None,
     })
 }

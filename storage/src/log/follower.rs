@@ -72,7 +72,11 @@ impl Log {
             )));
         }
         let epoch = batch.partition_leader_epoch();
-        if self.epochs.latest_epoch().is_some_and(|latest| epoch < latest) {
+        if self
+            .epochs
+            .latest_epoch()
+            .is_some_and(|latest| epoch < latest)
+        {
             return Err(AppendError::InvalidRecord(format!(
                 "a replicated batch has leader epoch {epoch}, below the log's latest epoch"
             )));

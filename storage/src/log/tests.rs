@@ -713,21 +713,41 @@ fn a_follower_copies_the_leaders_batches_byte_for_byte_with_epochs_and_producers
     let mut leader = Log::open(leader_dir.path(), config(&[]), Some(0), 0).unwrap();
     let mut follower = Log::open(follower_dir.path(), config(&[]), Some(0), 0).unwrap();
     leader.set_leader_epoch(3);
-    leader.append(&batch(4, 1_000, Compression::None), 0).unwrap();
+    leader
+        .append(&batch(4, 1_000, Compression::None), 0)
+        .unwrap();
     let idempotent = quipu_protocol::testing::idempotent_batch(3, 7, 0, 0);
     leader.append(&idempotent, 0).unwrap();
     leader.set_leader_epoch(5);
-    leader.append(&batch(2, 2_000, Compression::Lz4), 0).unwrap();
-    let bytes = leader.read(0, leader.log_end_offset(), 1 << 20, true).unwrap().unwrap();
+    leader
+        .append(&batch(2, 2_000, Compression::Lz4), 0)
+        .unwrap();
+    let bytes = leader
+        .read(0, leader.log_end_offset(), 1 << 20, true)
+        .unwrap()
+        .unwrap();
     // The last batch cut short stays for the next fetch.
     let cut = &bytes[..bytes.len() - 10];
     let first = follower.append_as_follower(cut, 0).unwrap().unwrap();
-    assert_eq!((first.first_offset, first.last_offset, first.batches), (0, 6, 2));
-    let rest = leader.read(7, leader.log_end_offset(), 1 << 20, true).unwrap().unwrap();
+    assert_eq!(
+        (first.first_offset, first.last_offset, first.batches),
+        (0, 6, 2)
+    );
+    let rest = leader
+        .read(7, leader.log_end_offset(), 1 << 20, true)
+        .unwrap()
+        .unwrap();
     follower.append_as_follower(&rest, 0).unwrap().unwrap();
     assert_eq!(follower.log_end_offset(), leader.log_end_offset());
-    let copy = follower.read(0, follower.log_end_offset(), 1 << 20, true).unwrap().unwrap();
-    assert_eq!(&copy[..], &bytes[..], "the follower's log is the leader's, byte for byte");
+    let copy = follower
+        .read(0, follower.log_end_offset(), 1 << 20, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        &copy[..],
+        &bytes[..],
+        "the follower's log is the leader's, byte for byte"
+    );
     assert_eq!(follower.epoch_entries(), leader.epoch_entries());
     // The producer's batch is known: its retry is a duplicate on the follower too.
     let retry = follower.append(&idempotent, 0).unwrap();
@@ -745,7 +765,10 @@ fn a_follower_copies_the_leaders_batches_byte_for_byte_with_epochs_and_producers
     // A follower behind its leader's log start starts over there.
     follower.append_as_follower(&bytes, 0).unwrap();
     follower.truncate_fully_and_start_at(100, 0).unwrap();
-    assert_eq!((follower.log_start_offset(), follower.log_end_offset()), (100, 100));
+    assert_eq!(
+        (follower.log_start_offset(), follower.log_end_offset()),
+        (100, 100)
+    );
     assert!(follower.epoch_entries().is_empty());
     assert!(follower.producer_state().is_empty());
 }

@@ -1,0 +1,103 @@
+//! The leader's side of in-sync set changes, as Kafka's AlterPartitionManager: every
+//! `replica.lag.time.max.ms / 2` (at most every 250 ms) it asks each partition this broker leads
+//! whether its in-sync set should change, and sends the proposals to the active controller in
+//! one AlterPartition request. A partition acts on a change only once its committed record
+//! reaches this broker's image (KIP-497); the answer only ends the proposal in flight.
+//!
+//! Invariant: at most one proposal per partition is in flight; nothing is proposed before this
+//! broker is registered (it has no broker epoch to send).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::metadata::Metadata;
+use crate::partition::Partition;
+use crate::quorum::alter_partition::{self, Proposal};
+use crate::quorum::Quorum;
+use crate::replica_manager::ReplicaManager;
+
+/// How long one AlterPartition may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs until its task is aborted.
+pub async fn run(
+    replicas: Arc<ReplicaManager>,
+    metadata: Arc<Metadata>,
+    quorum: Quorum,
+    lag_max_ms: i64,
+) {
+    let period = Duration::from_millis((lag_max_ms / 2).clamp(10, 250) as u64);
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        let broker_epoch = quorum.broker_epoch();
+        if broker_epoch < 0 {
+            continue;
+        }
+        let proposals = proposals(&replicas, &metadata, lag_max_ms);
+        if proposals.is_empty() {
+            continue;
+        }
+        let node_id = replicas.node_id();
+        let sent: Vec<Proposal> = proposals.iter().map(|(_, p)| p.clone()).collect();
+        let answer = match quorum.controller_address() {
+            Some(address) => Some(
+                alter_partition::send(&address, (node_id, broker_epoch), &sent, REQUEST_TIMEOUT)
+                    .await,
+            ),
+            None => None,
+        };
+        match &answer {
+            Some(Ok(Ok(codes))) => {
+                for ((partition, p), code) in proposals.iter().zip(codes) {
+                    match *code {
+                        0 => {
+                            tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, "in-sync replicas changed")
+                        }
+                        code => {
+                            tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, code, "in-sync replica change refused")
+                        }
+                    }
+                }
+            }
+            other => crate::warn_limited!(answer = ?other, "AlterPartition not answered"),
+        }
+        for (partition, _) in &proposals {
+            partition.end_isr_proposal();
+        }
+    }
+}
+
+/// The changes of the in-sync sets this broker's partitions want now.
+fn proposals(
+    replicas: &ReplicaManager,
+    metadata: &Metadata,
+    lag_max_ms: i64,
+) -> Vec<(Arc<Partition>, Proposal)> {
+    let now_ms = crate::clock::now_ms();
+    let image = metadata.image();
+    let mut out = Vec::new();
+    for partition in replicas.all() {
+        if !partition.is_leader() || partition.is_offline() {
+            continue;
+        }
+        let Some(change) = partition.isr_proposal(now_ms, lag_max_ms) else {
+            continue;
+        };
+        let Some(topic) = image.topic(partition.topic()) else {
+            partition.end_isr_proposal();
+            continue;
+        };
+        let epoch_of = |b: i32| image.broker(b).map_or(-1, |r| r.broker_epoch);
+        let proposal = Proposal {
+            topic_id: topic.id,
+            partition: partition.index(),
+            leader_epoch: change.leader_epoch,
+            partition_epoch: change.partition_epoch,
+            isr: change.isr.iter().map(|b| (*b, epoch_of(*b))).collect(),
+        };
+        out.push((partition, proposal));
+    }
+    out
+}
