@@ -82,7 +82,8 @@ fn proposals(
         if !partition.is_leader() || partition.is_offline() {
             continue;
         }
-        let Some(change) = partition.isr_proposal(now_ms, lag_max_ms) else {
+        let eligible = |b: i32| image.broker(b).is_some_and(|r| !r.fenced);
+        let Some(change) = partition.isr_proposal(now_ms, lag_max_ms, &eligible) else {
             continue;
         };
         let Some(topic) = image.topic(partition.topic()) else {

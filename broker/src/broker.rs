@@ -79,6 +79,7 @@ impl Broker {
         // the quorum may have no leader yet, so the lifecycle registers in the background.
         if broker.quorum.is_single_node() {
             broker.register()?;
+            broker.requests.replicas.set_caught_up();
         }
         Ok(broker)
     }

@@ -104,6 +104,19 @@ pub fn registration(
     if current.is_some_and(|b| b.host == host && b.port == port && !b.fenced) {
         return None;
     }
+    Some(new_registration(image, node_id, host, port))
+}
+
+/// The records registering broker `node_id` at `host:port` (unfenced) at its next broker
+/// epoch, and that epoch: a broker process's registration with the active controller, always
+/// a new epoch, so that the broker knows its image is caught up once it holds it.
+pub fn new_registration(
+    image: &MetadataImage,
+    node_id: i32,
+    host: &str,
+    port: i32,
+) -> (i64, Vec<MetadataRecord>) {
+    let current = image.broker(node_id);
     let broker_epoch = current.map_or(1, |b| b.broker_epoch + 1);
     let records = vec![
         MetadataRecord::BrokerRegistered {
@@ -117,7 +130,7 @@ pub fn registration(
             fenced: false,
         },
     ];
-    Some((broker_epoch, records))
+    (broker_epoch, records)
 }
 
 /// Attempts at a change refused only because another controller's change came first.

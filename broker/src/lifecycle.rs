@@ -69,9 +69,13 @@ fn cluster_tasks(
     }
     if broker.config().is_broker() {
         let (quorum, me) = (broker.quorum.clone(), registration_of(broker));
+        let ctx = broker.requests.clone();
         tasks.push(tokio::spawn(async move {
-            if let Err(reason) = quorum.register(me).await {
-                let _ = stop.send(reason);
+            match quorum.register(me).await {
+                Ok(epoch) => catch_up(&ctx, epoch).await,
+                Err(reason) => {
+                    let _ = stop.send(reason);
+                }
             }
         }));
         let node_id = broker.config().node_id;
@@ -82,6 +86,20 @@ fn cluster_tasks(
         tasks.push(tokio::spawn(broker.quorum.clone().run_fencing()));
     }
     tasks
+}
+
+/// Waits until this broker's image holds its registration at `broker_epoch` (and so every
+/// record committed before it), then lets its partitions lead.
+async fn catch_up(ctx: &RequestContext, broker_epoch: i64) {
+    let node_id = ctx.config.node_id;
+    loop {
+        let registered = ctx.metadata.image().broker(node_id).map(|b| b.broker_epoch);
+        if registered.is_some_and(|e| e >= broker_epoch) {
+            ctx.replicas.set_caught_up();
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// A cluster broker's replication: its fetchers (as follower), its in-sync set proposals (as

@@ -40,6 +40,8 @@ pub struct Partition {
     index: i32,
     /// The broker hosting this replica.
     node_id: i32,
+    /// Whether the broker's image has caught up since it started (its leadership is current).
+    caught_up: Arc<AtomicBool>,
     log: SharedLog,
     high_watermark: watch::Sender<i64>,
     /// The log end offset, published after every append (replica fetches wait on it).
@@ -61,7 +63,7 @@ impl Partition {
     /// replica and at the log start otherwise (it only grows from there as replicas fetch).
     pub fn new(
         (topic, index): (Arc<str>, i32),
-        node_id: i32,
+        (node_id, caught_up): (i32, Arc<AtomicBool>),
         log: SharedLog,
         state: &PartitionImage,
         checkpointed_high_watermark: Option<i64>,
@@ -82,6 +84,7 @@ impl Partition {
             topic,
             index,
             node_id,
+            caught_up,
             log,
             high_watermark: watch::channel(hw).0,
             log_end: watch::channel(end).0,
@@ -147,9 +150,10 @@ impl Partition {
         self.leader.load(Ordering::Acquire)
     }
 
-    /// Whether this broker leads the partition.
+    /// Whether this broker leads the partition: the metadata names it, and its image has caught
+    /// up since it started (a restarted broker's leadership may be stale until then).
     pub fn is_leader(&self) -> bool {
-        self.leader() == self.node_id
+        self.leader() == self.node_id && self.caught_up.load(Ordering::Acquire)
     }
 
     pub fn leader_epoch(&self) -> i32 {
@@ -269,10 +273,15 @@ impl Partition {
 
     /// As leader, the change of the in-sync set to propose now, if any (see
     /// [`ReplicaSet::isr_proposal`]).
-    pub fn isr_proposal(&self, now_ms: i64, lag_max_ms: i64) -> Option<IsrProposal> {
+    pub fn isr_proposal(
+        &self,
+        now_ms: i64,
+        lag_max_ms: i64,
+        eligible: &dyn Fn(i32) -> bool,
+    ) -> Option<IsrProposal> {
         let high_watermark = self.high_watermark();
         self.replica_set()
-            .isr_proposal(high_watermark, now_ms, lag_max_ms)
+            .isr_proposal(high_watermark, (now_ms, lag_max_ms), eligible)
     }
 
     /// The proposal sent last was answered or lost: another may be made.
@@ -390,7 +399,11 @@ mod tests {
             leader_epoch: 2,
             partition_epoch: 0,
         };
-        (logs, Partition::new(("t".into(), 0), 0, log, &state, None))
+        let ready = Arc::new(AtomicBool::new(true));
+        (
+            logs,
+            Partition::new(("t".into(), 0), (0, ready), log, &state, None),
+        )
     }
 
     #[test]

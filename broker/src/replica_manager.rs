@@ -12,6 +12,7 @@
 //! a partition's leadership changes only by a committed record (through `apply_topic`).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use quipu_config::topic::TopicConfig;
@@ -30,6 +31,10 @@ pub struct ReplicaManager {
     checkpointed: checkpoint::Offsets,
     /// Told after every committed change the partitions took (the replica fetchers follow it).
     leadership_changes: Arc<tokio::sync::Notify>,
+    /// Whether this broker's image has caught up with the metadata log since it started: until
+    /// then no partition acts as leader (its leadership may be stale). Set at once on a single
+    /// node.
+    caught_up: Arc<AtomicBool>,
 }
 
 /// Kafka's file of every hosted partition's high watermark.
@@ -51,6 +56,16 @@ impl ReplicaManager {
             partitions: RwLock::new(BTreeMap::new()),
             checkpointed,
             leadership_changes: Arc::default(),
+            caught_up: Arc::default(),
+        }
+    }
+
+    /// This broker's image now holds everything committed before its registration: its
+    /// partitions may act as leaders.
+    pub fn set_caught_up(&self) {
+        if !self.caught_up.swap(true, Ordering::AcqRel) {
+            tracing::info!("caught up with the metadata log: leading partitions");
+            self.leadership_changes.notify_one();
         }
     }
 
@@ -116,7 +131,7 @@ impl ReplicaManager {
             e if e > epoch => return Err(ResponseError::UnknownLeaderEpoch),
             _ => {}
         }
-        if partition.leader() != self.node_id {
+        if !partition.is_leader() {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         Ok(partition)
@@ -175,7 +190,7 @@ impl ReplicaManager {
                     let checkpointed = self.checkpointed.get(&(t.name.to_string(), index));
                     let partition = Partition::new(
                         (t.name.clone(), index),
-                        self.node_id,
+                        (self.node_id, self.caught_up.clone()),
                         log,
                         image,
                         checkpointed.copied(),
@@ -262,6 +277,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let logs = Arc::new(LogManager::lock(dir.path(), 1).unwrap());
         let replicas = ReplicaManager::new(1, logs);
+        replicas.set_caught_up();
         let config = TopicConfig::defaults_from(&Default::default()).unwrap();
         let t = topic(vec![placed(1, 3), placed(2, 0)]);
         replicas.apply_topic(&t, &config, false);

@@ -172,14 +172,15 @@ impl ReplicaSet {
     }
 
     /// The in-sync set to propose, if it should change and no change is in flight: followers
-    /// behind for longer than `lag_max_ms` leave; replicas that reached the high watermark and
-    /// this epoch's start, fetching within `lag_max_ms`, join. The proposal is then in flight
+    /// behind for longer than `lag_max_ms` leave; `eligible` replicas (registered, unfenced)
+    /// that reached the high watermark and this epoch's start, fetching within `lag_max_ms`,
+    /// join. The proposal is then in flight
     /// until a committed state or [`ReplicaSet::end_proposal`] ends it.
     pub fn isr_proposal(
         &mut self,
         high_watermark: i64,
-        now_ms: i64,
-        lag_max_ms: i64,
+        (now_ms, lag_max_ms): (i64, i64),
+        eligible: &dyn Fn(i32) -> bool,
     ) -> Option<IsrProposal> {
         if !self.leading || self.pending.is_some() {
             return None;
@@ -196,6 +197,7 @@ impl ReplicaSet {
                 return !lagging;
             }
             !lagging
+                && eligible(*id)
                 && f.log_end_offset >= high_watermark
                 && f.log_end_offset >= self.leader_epoch_start_offset
         };
@@ -268,14 +270,14 @@ mod tests {
         set.update(&state(1, 1, &[1, 2, 3], 0), 0, 0);
         set.record_fetch(2, 100, 100, 1_000).unwrap();
         set.record_fetch(3, 50, 100, 1_000).unwrap();
-        assert_eq!(set.isr_proposal(50, 20_000, 30_000), None);
+        assert_eq!(set.isr_proposal(50, (20_000, 30_000), &|_| true), None);
         // Follower 3 never reaches the end; after the lag time it leaves.
         set.record_fetch(2, 100, 100, 31_000).unwrap();
-        let shrink = set.isr_proposal(50, 31_001, 30_000).unwrap();
+        let shrink = set.isr_proposal(50, (31_001, 30_000), &|_| true).unwrap();
         assert_eq!(shrink.isr, vec![1, 2]);
         assert_eq!((shrink.leader_epoch, shrink.partition_epoch), (1, 0));
         assert_eq!(
-            set.isr_proposal(50, 31_001, 30_000),
+            set.isr_proposal(50, (31_001, 30_000), &|_| true),
             None,
             "one change in flight"
         );
@@ -285,10 +287,10 @@ mod tests {
         assert_eq!(set.high_watermark(100), Some(100));
         // 3 catches up to the high watermark and comes back.
         set.record_fetch(3, 100, 100, 32_000).unwrap();
-        let expand = set.isr_proposal(100, 32_001, 30_000).unwrap();
+        let expand = set.isr_proposal(100, (32_001, 30_000), &|_| true).unwrap();
         assert_eq!(expand.isr, vec![1, 2, 3]);
         set.end_proposal();
-        assert!(set.isr_proposal(100, 32_001, 30_000).is_some());
+        assert!(set.isr_proposal(100, (32_001, 30_000), &|_| true).is_some());
     }
 
     #[test]
@@ -298,7 +300,7 @@ mod tests {
         set.record_fetch(2, 10, 20, 1_000).unwrap();
         // At 25 s it reaches 20, the leader's end at its previous fetch (1 s).
         set.record_fetch(2, 20, 30, 25_000).unwrap();
-        assert_eq!(set.isr_proposal(0, 30_500, 30_000), None);
-        assert!(set.isr_proposal(0, 31_500, 30_000).is_some());
+        assert_eq!(set.isr_proposal(0, (30_500, 30_000), &|_| true), None);
+        assert!(set.isr_proposal(0, (31_500, 30_000), &|_| true).is_some());
     }
 }

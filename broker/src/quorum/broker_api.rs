@@ -2,8 +2,8 @@
 //! BrokerRegistration (62) and BrokerHeartbeat (63), as the active controller answers them and
 //! as a broker of a cluster sends them.
 //!
-//! - Registration commits the broker's address and unfences it (a new broker epoch only when
-//!   the address changed or it was fenced). Another incarnation of an id whose broker is live
+//! - Registration commits the broker's address and unfences it, at a new broker epoch each
+//!   time (the broker serves as leader once its own image holds that epoch: caught up). Another incarnation of an id whose broker is live
 //!   (unfenced, heard within its session) gets DUPLICATE_BROKER_REGISTRATION, as in Kafka: a
 //!   broker restarted after `kill -9` is let in once its old session has run out; one of
 //!   another cluster gets INCONSISTENT_CLUSTER_ID.
@@ -123,16 +123,9 @@ impl Server {
             return Err(ResponseError::DuplicateBrokerRegistration);
         }
         let (host, port) = (listener.host.to_string(), i32::from(listener.port));
-        let records = crate::controller::registration(&image, node_id, &host, port);
-        let epoch = match &records {
-            None => image.broker(node_id).map_or(-1, |b| b.broker_epoch),
-            Some((epoch, records)) => {
-                self.commit(self.with_elections(&image, records.clone()))
-                    .await?;
-                tracing::info!(node_id, broker_epoch = epoch, %host, port, "registered broker");
-                *epoch
-            }
-        };
+        let (epoch, records) = crate::controller::new_registration(&image, node_id, &host, port);
+        self.commit(self.with_elections(&image, records)).await?;
+        tracing::info!(node_id, broker_epoch = epoch, %host, port, "registered broker");
         self.liveness.heard(node_id, epoch, now);
         Ok(epoch)
     }

@@ -374,7 +374,7 @@ impl Quorum {
     /// backoff until it is committed. Another live broker with this id (DUPLICATE_BROKER_
     /// REGISTRATION for longer than twice the session: not merely this broker's previous run)
     /// or a controller of another cluster ends it with the reason the node must stop.
-    pub async fn register(&self, me: broker_api::Registration) -> Result<(), String> {
+    pub async fn register(&self, me: broker_api::Registration) -> Result<i64, String> {
         let mut backoff = Duration::from_millis(100);
         let mut duplicate_since: Option<Instant> = None;
         loop {
@@ -386,7 +386,7 @@ impl Quorum {
             match answer {
                 Some(Ok(Ok(epoch))) => {
                     self.broker_epoch.store(epoch, Ordering::Relaxed);
-                    return Ok(());
+                    return Ok(epoch);
                 }
                 Some(Ok(Err(ResponseError::DuplicateBrokerRegistration))) => {
                     let since = *duplicate_since.get_or_insert_with(Instant::now);

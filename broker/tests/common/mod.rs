@@ -2,6 +2,8 @@
 //! Kafka-protocol connection to it built on the kafka-protocol crate's codecs.
 #![allow(dead_code)]
 
+pub mod cluster;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,253 @@
+//! Replicated partitions on a cluster of three combined nodes (replication factor 3,
+//! `min.insync.replicas=2`), each its own `quipu` process: acks=all writes reach every replica,
+//! survive the leader's `kill -9`, and the replicas' logs are the same bytes; a follower
+//! stopped past `replica.lag.time.max.ms` leaves the in-sync set and comes back.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::cluster::Cluster;
+use common::{batch, fetch_request, name, produce_request, Conn};
+use quipu_protocol::messages::create_topics_request::CreatableTopic;
+use quipu_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
+use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
+use quipu_protocol::messages::{
+    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    MetadataResponse, ProduceResponse,
+};
+use quipu_protocol::record_batch::BatchIter;
+use quipu_protocol::StrBytes;
+
+const NONE: i16 = 0;
+const NOT_ENOUGH_REPLICAS: i16 = 19;
+
+/// Short sessions and lag times, so failures are seen within seconds.
+const SETTINGS: &[&str] = &[
+    "min.insync.replicas=2",
+    "default.replication.factor=3",
+    "broker.session.timeout.ms=1500",
+    "broker.heartbeat.interval.ms=300",
+    "replica.lag.time.max.ms=2000",
+    "replica.fetch.wait.max.ms=100",
+    "replica.fetch.backoff.ms=100",
+];
+
+fn create(conn: &mut Conn, topic: &str) {
+    let mut t = CreatableTopic::default();
+    t.name = name(topic);
+    t.num_partitions = 1;
+    t.replication_factor = 3;
+    let mut r = CreateTopicsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 20_000;
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &r);
+    assert_eq!(resp.topics[0].error_code, NONE);
+}
+
+/// Partition 0 of `topic` as node `i` sees it: leader, leader epoch, in-sync replicas.
+fn partition_state(cluster: &Cluster, i: usize, topic: &str) -> Option<(i32, i32, Vec<i32>)> {
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name(topic));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    let resp: MetadataResponse = cluster.nodes[i].connect().call(ApiKey::Metadata, 12, &r);
+    let p = resp.topics.first()?.partitions.first()?;
+    let isr = p.isr_nodes.iter().map(|b| b.0).collect();
+    Some((p.leader_id.0, p.leader_epoch, isr))
+}
+
+/// Waits until a live node names a live leader of `topic` that `accept` takes; returns the
+/// leader's index and the state.
+fn wait_for(
+    cluster: &mut Cluster,
+    topic: &str,
+    what: &str,
+    accept: impl Fn(&(i32, i32, Vec<i32>)) -> bool,
+) -> (usize, (i32, i32, Vec<i32>)) {
+    wait_for_skipping(cluster, &[], topic, what, accept)
+}
+
+/// As [`wait_for`], not asking the nodes in `paused` (stopped with SIGSTOP: they would not
+/// answer).
+fn wait_for_skipping(
+    cluster: &mut Cluster,
+    paused: &[usize],
+    topic: &str,
+    what: &str,
+    accept: impl Fn(&(i32, i32, Vec<i32>)) -> bool,
+) -> (usize, (i32, i32, Vec<i32>)) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // A node restarted a moment ago may still hold stale metadata: the newest leader
+        // epoch any node knows wins, as the leader itself states it.
+        let mut alive = cluster.alive();
+        alive.retain(|i| !paused.contains(i));
+        let states: Vec<(usize, (i32, i32, Vec<i32>))> = alive
+            .iter()
+            .filter_map(|i| Some((*i, partition_state(cluster, *i, topic)?)))
+            .collect();
+        let newest = states.iter().map(|(_, s)| s.1).max();
+        let seen = states
+            .iter()
+            .filter(|(_, s)| Some(s.1) == newest)
+            .find(|(i, s)| s.0 == *i as i32 + 1)
+            .or_else(|| states.iter().find(|(_, s)| Some(s.1) == newest))
+            .map(|(_, s)| s.clone());
+        if let Some(state) = &seen {
+            let leader = state.0 as usize;
+            if state.0 > 0 && alive.contains(&(leader - 1)) && accept(state) {
+                return (leader - 1, state.clone());
+            }
+        }
+        assert!(Instant::now() < deadline, "never {what}: {seen:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Produces `count` records with acks=all to the current leader, retrying a refused batch until
+/// it is acknowledged; returns the acknowledged base offsets.
+fn produce_acked(cluster: &mut Cluster, topic: &str, batches: usize) -> Vec<i64> {
+    let mut offsets = Vec::new();
+    while offsets.len() < batches {
+        let (leader, _) = wait_for(cluster, topic, "led", |_| true);
+        let mut conn = cluster.nodes[leader].connect();
+        let resp: ProduceResponse = conn.call(
+            ApiKey::Produce,
+            9,
+            &produce_request(topic, 0, -1, batch(10)),
+        );
+        let p = &resp.responses[0].partition_responses[0];
+        match p.error_code {
+            NONE => offsets.push(p.base_offset),
+            _ => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    offsets
+}
+
+/// Every record of partition 0 below the high watermark, read from node `i` as a consumer:
+/// the batches' bytes and base offsets.
+fn read_all(cluster: &Cluster, i: usize, topic: &str) -> (Vec<u8>, Vec<i64>) {
+    let mut conn = cluster.nodes[i].connect();
+    let (mut bytes, mut bases, mut offset) = (Vec::new(), Vec::new(), 0);
+    loop {
+        let resp: FetchResponse = conn.call(
+            ApiKey::Fetch,
+            12,
+            &fetch_request(topic, offset, 1 << 20, 1 << 20),
+        );
+        let p = &resp.responses[0].partitions[0];
+        assert_eq!(p.error_code, NONE);
+        let records = p.records.clone().unwrap_or_default();
+        if records.is_empty() {
+            eprintln!("read to {offset}: high watermark {}", p.high_watermark);
+            return (bytes, bases);
+        }
+        for item in BatchIter::new(&records) {
+            let (_, b) = item.unwrap();
+            bases.push(b.base_offset());
+            bytes.extend_from_slice(b.as_bytes());
+            offset = b.last_offset() + 1;
+        }
+    }
+}
+
+/// The first `len` bytes of node `i`'s first segment of partition 0.
+fn segment_prefix(cluster: &Cluster, i: usize, topic: &str, len: usize) -> Vec<u8> {
+    let path = cluster.nodes[i]
+        .data_dir()
+        .join(format!("{topic}-0"))
+        .join("00000000000000000000.log");
+    let bytes = std::fs::read(path).unwrap();
+    bytes[..len.min(bytes.len())].to_vec()
+}
+
+#[test]
+fn acknowledged_writes_survive_leader_kills_and_every_replica_holds_the_same_bytes() {
+    let mut cluster = Cluster::start(3, 1000, SETTINGS);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "r");
+    let mut acked = produce_acked(&mut cluster, "r", 20);
+    for _round in 0..3 {
+        let (old, (_, epoch, _)) = wait_for(&mut cluster, "r", "fully in sync", |s| s.2.len() == 3);
+        cluster.nodes[old].kill();
+        let (_, (_, new_epoch, isr)) = wait_for(&mut cluster, "r", "led anew", |s| s.1 > epoch);
+        assert!(!isr.contains(&(old as i32 + 1)), "{isr:?}");
+        assert!(new_epoch > epoch);
+        acked.extend(produce_acked(&mut cluster, "r", 20));
+        cluster.nodes[old].start_again();
+    }
+    let (leader, _) = wait_for(&mut cluster, "r", "fully in sync", |s| s.2.len() == 3);
+    let (bytes, bases) = read_all(&cluster, leader, "r");
+    for offset in &acked {
+        assert!(
+            bases.contains(offset),
+            "acknowledged batch at {offset} lost: read {bases:?}, acknowledged {acked:?}"
+        );
+    }
+    // Every replica's log is the leader's, byte for byte, once it has caught up.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..3 {
+        while segment_prefix(&cluster, i, "r", bytes.len()) != bytes {
+            assert!(
+                Instant::now() < deadline,
+                "node {i}'s log differs from the leader's"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+fn set_config(conn: &mut Conn, topic: &str, key: &str, value: &str) -> i16 {
+    let mut c = AlterableConfig::default();
+    c.name = StrBytes::from_string(key.to_string());
+    c.value = Some(StrBytes::from_string(value.to_string()));
+    let mut res = AlterConfigsResource::default();
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configs = vec![c];
+    let mut r = IncrementalAlterConfigsRequest::default();
+    r.resources = vec![res];
+    let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &r);
+    resp.responses[0].error_code
+}
+
+#[test]
+fn a_stopped_follower_leaves_the_in_sync_set_and_comes_back_and_acks_all_needs_enough() {
+    let mut cluster = Cluster::start(3, 1000, SETTINGS);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "s");
+    produce_acked(&mut cluster, "s", 5);
+    let (leader, _) = wait_for(&mut cluster, "s", "fully in sync", |s| s.2.len() == 3);
+    let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
+    // SIGSTOP one follower: it leaves the in-sync set after the lag time; writes go on.
+    let stopped = followers[0];
+    let pid = cluster.nodes[stopped].pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let paused = [stopped];
+    let (leader, _) = wait_for_skipping(&mut cluster, &paused, "s", "shrunk", |s| s.2.len() == 2);
+    let mut conn = cluster.nodes[leader].connect();
+    for _ in 0..5 {
+        let acked: ProduceResponse =
+            conn.call(ApiKey::Produce, 9, &produce_request("s", 0, -1, batch(1)));
+        assert_eq!(acked.responses[0].partition_responses[0].error_code, NONE);
+    }
+    // More in-sync replicas asked than there are: acks=all is refused, acks=1 still answers.
+    // (Stopping a second node would stop the metadata quorum of these combined nodes too.)
+    assert_eq!(set_config(&mut conn, "s", "min.insync.replicas", "3"), NONE);
+    let all: ProduceResponse =
+        conn.call(ApiKey::Produce, 9, &produce_request("s", 0, -1, batch(1)));
+    assert_eq!(
+        all.responses[0].partition_responses[0].error_code,
+        NOT_ENOUGH_REPLICAS
+    );
+    let one: ProduceResponse = conn.call(ApiKey::Produce, 9, &produce_request("s", 0, 1, batch(1)));
+    assert_eq!(one.responses[0].partition_responses[0].error_code, NONE);
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    wait_for(&mut cluster, "s", "back in sync", |s| s.2.len() == 3);
+    produce_acked(&mut cluster, "s", 5);
+}
