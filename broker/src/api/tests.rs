@@ -189,6 +189,7 @@ async fn the_coordinator_named_is_the_leader_of_the_groups_offsets_partition() {
     let moved = crate::metadata_log::record::PartitionRecord {
         leader: 2,
         leader_epoch: 1,
+        partition_epoch: 1,
         ..crate::metadata_log::record::PartitionRecord::on_one_node("__consumer_offsets", index, 0)
     };
     image

@@ -1240,10 +1240,12 @@ mod tests {
     /// change that says so, as the publisher hands them over.
     fn led_by(b: &Broker, index: i32, leader: i32) -> (MetadataImage, Vec<Change>) {
         let mut image = (*b.requests.metadata.image()).clone();
+        let current = image.topic(offsets_topic::TOPIC).unwrap().partitions[index as usize].clone();
         let record = crate::metadata_log::record::MetadataRecord::Partition(
             crate::metadata_log::record::PartitionRecord {
                 leader,
-                leader_epoch: leader,
+                leader_epoch: current.leader_epoch + 1,
+                partition_epoch: current.partition_epoch + 1,
                 ..crate::metadata_log::record::PartitionRecord::on_one_node(
                     offsets_topic::TOPIC,
                     index,
