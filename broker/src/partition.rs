@@ -205,9 +205,18 @@ impl Partition {
 
     /// Appends a produced batch as leader (the broker's own writes: `__consumer_offsets`).
     pub fn append(&self, records: &[u8], now_ms: i64) -> Result<AppendInfo, LeaderAppendError> {
+        self.append_checked_batch(records, now_ms)
+            .map(|(info, _)| info)
+    }
+
+    /// [`Partition::append`], with the leader epoch the batch went in under.
+    pub fn append_checked_batch(
+        &self,
+        records: &[u8],
+        now_ms: i64,
+    ) -> Result<(AppendInfo, i32), LeaderAppendError> {
         let checked = check_records(records, self.log().config().cleanup_compact)?;
         self.append_checked(records, checked, now_ms)
-            .map(|(info, _)| info)
     }
 
     /// [`Partition::append`] for a batch whose records were checked already (off the runtime);

@@ -169,15 +169,26 @@ fn describe(
         .filter(|t| t.id == topic.id)
         .map(|t| t.partitions.as_slice())
         .unwrap_or_default();
+    // A replica on a fenced (or unregistered) broker is offline, as Kafka lists it.
+    let alive = |b: i32| image.broker(b).is_some_and(|r| !r.fenced);
     for (index, p) in partitions.iter().enumerate() {
         let mut mp = MetadataResponsePartition::default();
         mp.partition_index = index as i32;
         mp.leader_id = BrokerId(p.leader);
+        if !alive(p.leader) {
+            // No leader (all in-sync replicas gone) or one not reachable: clients wait.
+            mp.error_code = ResponseError::LeaderNotAvailable.code();
+            mp.leader_id = BrokerId(-1);
+        }
         if version >= 7 {
             mp.leader_epoch = p.leader_epoch;
         }
         mp.replica_nodes = p.replicas.iter().copied().map(BrokerId).collect();
         mp.isr_nodes = p.isr.iter().copied().map(BrokerId).collect();
+        if version >= 5 {
+            let offline = p.replicas.iter().copied().filter(|b| !alive(*b));
+            mp.offline_replicas = offline.map(BrokerId).collect();
+        }
         t.partitions.push(mp);
     }
     t

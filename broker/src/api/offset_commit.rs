@@ -1,5 +1,6 @@
 //! OffsetCommit: a group's committed offsets, kept by the group coordinator in
-//! `__consumer_offsets`. Partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION, as in Kafka.
+//! `__consumer_offsets`, answered once the commit is replicated to the partition's in-sync
+//! replicas. Partitions that do not exist get UNKNOWN_TOPIC_OR_PARTITION, as in Kafka.
 
 use quipu_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
@@ -10,10 +11,13 @@ use crate::group::state::{NONE, UNKNOWN_TOPIC_OR_PARTITION};
 use crate::group::CommitEntry;
 use crate::request_context::RequestContext;
 
+/// How long a commit waits to be replicated (Kafka's `offsets.commit.timeout.ms` default).
+const OFFSET_COMMIT_TIMEOUT_MS: u64 = 5_000;
+
 /// OffsetCommit: partitions of topics or partitions that do not exist get
 /// UNKNOWN_TOPIC_OR_PARTITION, as in Kafka, whatever the group says; the rest go to the
 /// coordinator, which is not asked at all when nothing is left.
-pub fn offset_commit(
+pub async fn offset_commit(
     ctx: &RequestContext,
     request: OffsetCommitRequest,
     version: i16,
@@ -51,8 +55,8 @@ pub fn offset_commit(
                 })
         })
         .collect();
-    let mut errors = if entries.is_empty() {
-        Vec::new()
+    let (mut errors, appended) = if entries.is_empty() {
+        (Vec::new(), None)
     } else {
         ctx.groups.commit(
             &request.group_id.0,
@@ -62,8 +66,23 @@ pub fn offset_commit(
             entries,
             version,
         )
+    };
+    // Acknowledged once replicated, as Kafka's coordinator answers a commit once its append
+    // completes with acks=all.
+    if let Some(appended) = appended {
+        let timeout = std::time::Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS);
+        let min_insync = ctx
+            .metadata
+            .topic(crate::group::offsets_topic::TOPIC)
+            .map_or(1, |t| t.config.min_insync_replicas);
+        let code = appended.replicated(min_insync, timeout).await;
+        if code != NONE {
+            for e in errors.iter_mut().filter(|e| **e == NONE) {
+                *e = code;
+            }
+        }
     }
-    .into_iter();
+    let mut errors = errors.into_iter();
     let mut response = OffsetCommitResponse::default();
     for (t, known) in request.topics.iter().zip(&known) {
         let mut rt = OffsetCommitResponseTopic::default();
@@ -87,5 +106,5 @@ super::handler::api!(
     OffsetCommit,
     2..=9,
     OffsetCommitRequest,
-    |ctx, request, meta| { meta.reply(&offset_commit(&ctx, request, meta.version)) }
+    |ctx, request, meta| { meta.reply(&offset_commit(&ctx, request, meta.version).await) }
 );

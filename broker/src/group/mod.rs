@@ -30,7 +30,7 @@ use crate::clock::now_ms;
 use crate::controller::{Controller, Placement};
 use crate::image::{Change, MetadataImage};
 use crate::metadata::MetadataError;
-use crate::partition::Partition;
+use crate::partition::{LeaderAppendError, Partition};
 use crate::publisher::MetadataSubscriber;
 use crate::replica_manager::ReplicaManager;
 use offsets_topic::{GroupValue, Key, OffsetValue};
@@ -69,6 +69,38 @@ pub struct CommitEntry {
     pub offset: i64,
     pub leader_epoch: i32,
     pub metadata: Option<String>,
+}
+
+/// Records the coordinator appended to a `__consumer_offsets` partition as its leader: the last
+/// offset and the leader epoch they went in under.
+pub struct Appended {
+    pub partition: Arc<Partition>,
+    pub last_offset: i64,
+    pub leader_epoch: i32,
+}
+
+impl Appended {
+    /// Waits until the records are replicated (below the high watermark), for at most `timeout`;
+    /// Kafka's coordinator errors otherwise: NOT_COORDINATOR when leadership moved,
+    /// COORDINATOR_NOT_AVAILABLE with too few in-sync replicas, REQUEST_TIMED_OUT.
+    pub async fn replicated(&self, min_insync_replicas: i32, timeout: std::time::Duration) -> i16 {
+        let outcome = self
+            .partition
+            .wait_replicated(
+                (self.last_offset, self.leader_epoch),
+                min_insync_replicas,
+                timeout,
+            )
+            .await;
+        match outcome {
+            Ok(()) => NONE,
+            Err(quipu_protocol::ResponseError::NotLeaderOrFollower) => NOT_COORDINATOR,
+            Err(quipu_protocol::ResponseError::RequestTimedOut) => {
+                quipu_protocol::ResponseError::RequestTimedOut.code()
+            }
+            Err(_) => COORDINATOR_NOT_AVAILABLE,
+        }
+    }
 }
 
 pub struct GroupCoordinator {
@@ -199,8 +231,18 @@ impl GroupCoordinator {
     /// Appends records for one group to its partition; the change may take effect once this
     /// returns `Ok`.
     fn persist(&self, group_id: &str, records: Vec<(Key, Option<Bytes>)>) -> Result<(), i16> {
+        self.persist_appended(group_id, records).map(drop)
+    }
+
+    /// As [`GroupCoordinator::persist`]; returns where the records went, for a caller that waits
+    /// until they are replicated (below the high watermark) before it answers.
+    fn persist_appended(
+        &self,
+        group_id: &str,
+        records: Vec<(Key, Option<Bytes>)>,
+    ) -> Result<Option<Appended>, i16> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let partition = self.partition(group_id)?;
         let now = now_ms();
@@ -213,10 +255,18 @@ impl GroupCoordinator {
             tracing::error!(error = %e, "cannot encode a __consumer_offsets batch");
             COORDINATOR_NOT_AVAILABLE
         })?;
-        partition.append(&batch, now).map(|_| ()).map_err(|e| {
-            tracing::error!(group = group_id, error = %e, "cannot write to __consumer_offsets");
-            COORDINATOR_NOT_AVAILABLE
-        })
+        match partition.append_checked_batch(&batch, now) {
+            Ok((info, epoch)) => Ok(Some(Appended {
+                partition,
+                last_offset: info.last_offset,
+                leader_epoch: epoch,
+            })),
+            Err(LeaderAppendError::NotLeader) => Err(NOT_COORDINATOR),
+            Err(e) => {
+                tracing::error!(group = group_id, error = %e, "cannot write to __consumer_offsets");
+                Err(COORDINATOR_NOT_AVAILABLE)
+            }
+        }
     }
 
     fn persist_group(&self, group: &Group) -> Result<(), i16> {
@@ -606,7 +656,8 @@ impl GroupCoordinator {
         self.maybe_complete_join(group, now, now_ms);
     }
 
-    /// OffsetCommit: returns a group-wide error, or commits every entry (each with its error).
+    /// OffsetCommit: returns a group-wide error, or commits every entry (each with its error),
+    /// and where the commit was appended: the caller answers once it is replicated.
     #[allow(clippy::too_many_arguments)]
     pub fn commit(
         &self,
@@ -616,8 +667,8 @@ impl GroupCoordinator {
         group_instance_id: Option<&str>,
         entries: Vec<CommitEntry>,
         version: i16,
-    ) -> Vec<i16> {
-        let all = |code: i16| vec![code; entries.len()];
+    ) -> (Vec<i16>, Option<Appended>) {
+        let all = |code: i16| (vec![code; entries.len()], None);
         if group_id.is_empty() {
             return all(INVALID_GROUP_ID);
         }
@@ -664,17 +715,18 @@ impl GroupCoordinator {
             ));
             accepted.push(((e.topic, e.partition), value));
         }
-        if let Err(code) = self.persist(group_id, records) {
-            return errors
-                .into_iter()
-                .map(|e| if e == NONE { code } else { e })
-                .collect();
-        }
+        let appended = match self.persist_appended(group_id, records) {
+            Ok(appended) => appended,
+            Err(code) => {
+                let errors = errors.into_iter().map(|e| if e == NONE { code } else { e });
+                return (errors.collect(), None);
+            }
+        };
         group.offsets.extend(accepted);
         if let Some(m) = group.members.get_mut(member_id) {
             m.refresh(Instant::now());
         }
-        errors
+        (errors, appended)
     }
 
     /// OffsetFetch: the committed offsets of `partitions`, or of every partition when `None`.
@@ -1178,20 +1230,23 @@ mod tests {
     }
 
     fn commit(b: &Broker, group: &str, offset: i64) -> Vec<i16> {
-        b.requests.groups.commit(
-            group,
-            -1,
-            "",
-            None,
-            vec![CommitEntry {
-                topic: "t".into(),
-                partition: 0,
-                offset,
-                leader_epoch: -1,
-                metadata: None,
-            }],
-            9,
-        )
+        b.requests
+            .groups
+            .commit(
+                group,
+                -1,
+                "",
+                None,
+                vec![CommitEntry {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset,
+                    leader_epoch: -1,
+                    metadata: None,
+                }],
+                9,
+            )
+            .0
     }
 
     fn offset(b: &Broker, group: &str) -> Option<i64> {
