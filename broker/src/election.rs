@@ -83,6 +83,8 @@ pub fn partition_change(
         leader,
         leader_epoch: p.leader_epoch + i32::from(leader != p.leader),
         partition_epoch: p.partition_epoch + 1,
+        adding_replicas: p.adding_replicas.clone(),
+        removing_replicas: p.removing_replicas.clone(),
     })
 }
 
@@ -95,6 +97,8 @@ pub fn record(topic: &str, partition: i32, p: PartitionImage) -> MetadataRecord 
         leader: p.leader,
         leader_epoch: p.leader_epoch,
         partition_epoch: p.partition_epoch,
+        adding_replicas: p.adding_replicas,
+        removing_replicas: p.removing_replicas,
     })
 }
 
@@ -109,6 +113,8 @@ mod tests {
             leader,
             leader_epoch: 4,
             partition_epoch: 9,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

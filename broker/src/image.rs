@@ -57,6 +57,16 @@ pub struct PartitionImage {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress (both empty otherwise): `replicas` holds both sets.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
+}
+
+impl PartitionImage {
+    /// Whether a reassignment is in progress.
+    pub fn is_reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
 }
 
 /// What one record changed, for those that act on changes (the LogManager, the partitions,
@@ -269,6 +279,8 @@ impl MetadataImage {
             leader: p.leader,
             leader_epoch: p.leader_epoch,
             partition_epoch: p.partition_epoch,
+            adding_replicas: p.adding_replicas.clone(),
+            removing_replicas: p.removing_replicas.clone(),
         };
         let created = index == count;
         if let Some(current) = topic.partitions.get(index) {
@@ -319,6 +331,8 @@ mod tests {
             leader: 1,
             leader_epoch,
             partition_epoch: leader_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         })
     }
 

@@ -37,6 +37,7 @@ pub mod metadata_log;
 pub mod partition;
 pub mod publisher;
 pub mod quorum;
+pub mod reassignment;
 pub mod replica_fetcher;
 pub mod replica_manager;
 pub mod replica_set;

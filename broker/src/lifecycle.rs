@@ -84,8 +84,39 @@ fn cluster_tasks(
     }
     if broker.config().is_controller() {
         tasks.push(tokio::spawn(broker.quorum.clone().run_fencing()));
+        if broker.config().auto_leader_rebalance_enable {
+            tasks.push(tokio::spawn(rebalance_leaders(broker.requests.clone())));
+        }
     }
     tasks
+}
+
+/// As the active controller, every `leader.imbalance.check.interval.seconds`, moves leadership
+/// back to preferred replicas where a broker leads too few of its own (off the runtime).
+async fn rebalance_leaders(ctx: Arc<RequestContext>) {
+    let period = std::time::Duration::from_secs(ctx.config.leader_imbalance_check_interval_seconds);
+    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        if ctx.quorum.leader_id() != Some(ctx.config.node_id) {
+            continue;
+        }
+        let percentage = ctx.config.leader_imbalance_per_broker_percentage;
+        let moved = ctx
+            .off_runtime({
+                let ctx = ctx.clone();
+                move || ctx.controller.rebalance_leaders(percentage)
+            })
+            .await;
+        match moved {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(partitions = n, "preferred leaders elected"),
+            other => {
+                crate::warn_limited!(outcome = ?other.map(|r| r.map_err(|e| e.to_string())), "preferred leader rebalance failed")
+            }
+        }
+    }
 }
 
 /// Waits until this broker's image holds its registration at `broker_epoch` (and so every

@@ -407,6 +407,8 @@ mod tests {
             leader: 0,
             leader_epoch: 2,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         };
         let ready = Arc::new(AtomicBool::new(true));
         (

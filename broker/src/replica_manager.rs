@@ -202,10 +202,21 @@ impl ReplicaManager {
                 }
             }
         }
+        // Replicas moved off this broker (a reassignment completed): their logs go.
+        let moved_off: Vec<i32> = existing
+            .partitions
+            .keys()
+            .copied()
+            .filter(|i| !hosted.partitions.contains_key(i))
+            .collect();
         self.partitions
             .write()
             .expect("replica manager lock")
             .insert(t.name.to_string(), hosted);
+        for index in moved_off {
+            tracing::info!(topic = %t.name, partition = index, "replica moved off this broker: removing its log");
+            self.logs.remove_logs(&t.name, t.id, index..index + 1);
+        }
         self.leadership_changes.notify_one();
     }
 
@@ -260,6 +271,8 @@ mod tests {
             leader,
             leader_epoch,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -240,6 +240,8 @@ mod tests {
             leader,
             leader_epoch,
             partition_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 

@@ -46,6 +46,8 @@ pub fn records_of(image: &MetadataImage) -> Vec<MetadataRecord> {
                 leader: p.leader,
                 leader_epoch: p.leader_epoch,
                 partition_epoch: p.partition_epoch,
+                adding_replicas: p.adding_replicas.clone(),
+                removing_replicas: p.removing_replicas.clone(),
             }));
         }
     }
@@ -98,6 +100,8 @@ mod tests {
                         leader: node,
                         leader_epoch: epoch,
                         partition_epoch: epoch,
+                        adding_replicas: Vec::new(),
+                        removing_replicas: Vec::new(),
                     })
                 }
             ),

@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 27);
+            assert_eq!(r.api_keys.len(), 30);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -665,6 +665,47 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
                 parts[0].high_watermark
             );
             assert_eq!(parts[1].error_code, 3, "UNKNOWN_TOPIC_OR_PARTITION");
+        }
+        ApiKey::ElectLeaders => {
+            let mut t = elect_leaders_request::TopicPartitions::default();
+            t.topic = name("vt");
+            t.partitions = vec![0, 9];
+            let mut r = ElectLeadersRequest::default();
+            r.topic_partitions = Some(vec![t]);
+            r.timeout_ms = 5_000;
+            let resp: ElectLeadersResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            let results = &resp.replica_election_results[0].partition_result;
+            // The one replica leads already; a partition that does not exist is unknown.
+            assert_eq!(
+                (results[0].error_code, results[1].error_code),
+                (84, 3),
+                "v{v}"
+            );
+        }
+        ApiKey::AlterPartitionReassignments => {
+            let partition = |index: i32, replicas: Option<Vec<i32>>| {
+                let mut p = alter_partition_reassignments_request::ReassignablePartition::default();
+                p.partition_index = index;
+                p.replicas = replicas.map(|r| r.into_iter().map(BrokerId).collect());
+                p
+            };
+            let mut t = alter_partition_reassignments_request::ReassignableTopic::default();
+            t.name = name("vt");
+            t.partitions = vec![partition(0, Some(vec![7])), partition(0, None)];
+            let mut r = AlterPartitionReassignmentsRequest::default();
+            r.topics = vec![t];
+            r.timeout_ms = 5_000;
+            let resp: AlterPartitionReassignmentsResponse = conn.call(api, v, &r);
+            assert_eq!(resp.error_code, 0);
+            let parts = &resp.responses[0].partitions;
+            // Broker 7 is not registered; nothing is in progress to cancel.
+            assert_eq!((parts[0].error_code, parts[1].error_code), (39, 85), "v{v}");
+        }
+        ApiKey::ListPartitionReassignments => {
+            let r = ListPartitionReassignmentsRequest::default();
+            let resp: ListPartitionReassignmentsResponse = conn.call(api, v, &r);
+            assert_eq!((resp.error_code, resp.topics.len()), (0, 0));
         }
         other => panic!("{other:?} is advertised but this test does not call it"),
     }

@@ -325,6 +325,15 @@ broker_keys! {
     /// (`replication-offset-checkpoint`).
     "replica.high.watermark.checkpoint.interval.ms" replica_high_watermark_checkpoint_interval_ms:
         u64 = 5_000, Check::AtLeast(1);
+    /// The active controller moves leadership back to each partition's preferred replica (its
+    /// first) when a broker leads too few of the partitions it prefers.
+    "auto.leader.rebalance.enable" auto_leader_rebalance_enable: bool = true, Check::Any;
+    /// How often the active controller checks the leaders' balance.
+    "leader.imbalance.check.interval.seconds" leader_imbalance_check_interval_seconds: u64 = 300,
+        Check::AtLeast(1);
+    /// Share of a broker's preferred partitions led elsewhere above which they are moved back.
+    "leader.imbalance.per.broker.percentage" leader_imbalance_per_broker_percentage: i32 = 10,
+        Check::Between(0, 100);
     /// acks=all produce requests waiting for their records to be replicated, at most; one more
     /// waits for a place until its timeout.
     "produce.purgatory.max.requests" produce_purgatory_max_requests: u32 = 10_000,

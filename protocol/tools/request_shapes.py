@@ -25,7 +25,8 @@ SERVED = [
     "delete_records", "alter_configs", "incremental_alter_configs", "offset_for_leader_epoch",
     "init_producer_id", "find_coordinator", "join_group", "sync_group", "heartbeat",
     "leave_group", "offset_commit", "offset_fetch", "offset_delete", "list_groups",
-    "describe_groups", "delete_groups", "describe_quorum",
+    "describe_groups", "delete_groups", "describe_quorum", "elect_leaders",
+    "alter_partition_reassignments", "list_partition_reassignments",
     # Served on the controller listener (broker/src/quorum/broker_api.rs).
     "broker_registration", "broker_heartbeat", "alter_partition",
 ]

@@ -112,6 +112,7 @@ def cluster(tmp_path):
                     pass
                 assert time.time() < deadline, "the brokers never all registered"
                 time.sleep(0.1)
+            del admin
         yield nodes
     finally:
         shutdown(nodes)
@@ -149,6 +150,14 @@ def partition_view(node: Broker, topic: str, partition: int):
         md = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(topic, timeout=5)
         p = md.topics[topic].partitions[partition]
         return p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs))
+    except Exception:
+        return None
+
+
+def brokers_listed(node: Broker):
+    """The broker ids `node`'s Metadata lists (the unfenced brokers), or None if it does not answer."""
+    try:
+        return sorted(AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=5).brokers)
     except Exception:
         return None
 
@@ -404,11 +413,19 @@ def test_stopped_follower_shows_in_under_replicated_and_under_min_isr_and_rejoin
     stopped.proc.send_signal(signal.SIGSTOP)
     t0 = time.time()
     try:
+        # Fenced after broker.session.timeout.ms: the live nodes' Metadata no longer lists it (so
+        # kafka-topics' admin client, bootstrapped from them, never sends a request to it).
+        def fenced():
+            listed = [brokers_listed(n) for n in others]
+            return all(b is not None and stopped_id not in b for b in listed) or Pending(listed)
+        wait_until(f"node {stopped_id} fenced", fenced, 15)
+        print(f"node {stopped_id} stopped; fenced after {time.time() - t0:.1f} s")
+
         def under_replicated():
             rows, _ = describe_partitions(ask, topic, "--under-replicated-partitions")
             return rows if 0 in rows and stopped_id not in rows[0][2] else Pending(rows)
         rows = wait_until("partition 0 under-replicated in kafka-topics", under_replicated, 30, 0.5)
-        print(f"node {stopped_id} stopped; under-replicated after {time.time() - t0:.1f} s: {rows}")
+        print(f"under-replicated after {time.time() - t0:.1f} s: {rows}")
         assert len(rows[0][2]) == 2, rows
 
         # ISR 2 >= min.insync.replicas 2: acks=all is acknowledged.

@@ -5,6 +5,7 @@
 //! answered with UNSUPPORTED_VERSION in its v0 form so the client can pick a version we serve.
 
 mod alter_configs;
+mod alter_partition_reassignments;
 mod api_versions;
 mod authorized_operations;
 mod create_partitions;
@@ -16,6 +17,7 @@ mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
 mod describe_quorum;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 pub mod handler;
@@ -26,6 +28,7 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_partition_reassignments;
 mod metadata;
 mod offset_commit;
 mod offset_delete;
@@ -97,6 +100,9 @@ registry![
     list_groups,
     describe_groups,
     delete_groups,
+    elect_leaders,
+    alter_partition_reassignments,
+    list_partition_reassignments,
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).

@@ -66,6 +66,10 @@ pub struct PartitionRecord {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// A reassignment in progress: the replicas being added and those to be removed once the
+    /// added ones are in sync (Kafka's adding and removing replicas). Both empty otherwise.
+    pub adding_replicas: Vec<i32>,
+    pub removing_replicas: Vec<i32>,
 }
 
 impl PartitionRecord {
@@ -79,6 +83,8 @@ impl PartitionRecord {
             leader: node,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
         }
     }
 }
@@ -108,8 +114,10 @@ const BROKER_REGISTERED: u8 = 6;
 const BROKER_FENCING: u8 = 7;
 /// The highest record type known.
 const LAST_TYPE: u8 = BROKER_FENCING;
-/// Every record type is at version 0 so far.
+/// Every record type is at version 0, except a partition with a reassignment in progress.
 const VERSION_0: u8 = 0;
+/// A partition record with its adding and removing replicas after the version 0 fields.
+const PARTITION_VERSION_1: u8 = 1;
 
 impl MetadataRecord {
     /// Appends the record's encoding to `out`.
@@ -126,7 +134,13 @@ impl MetadataRecord {
                 put_map(out, configs);
             }
             MetadataRecord::Partition(p) => {
-                out.put_slice(&[PARTITION, VERSION_0]);
+                let reassigning = !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty();
+                let version = if reassigning {
+                    PARTITION_VERSION_1
+                } else {
+                    VERSION_0
+                };
+                out.put_slice(&[PARTITION, version]);
                 put_string(out, &p.topic);
                 out.put_i32(p.partition);
                 put_ids(out, &p.replicas);
@@ -134,6 +148,10 @@ impl MetadataRecord {
                 out.put_i32(p.leader);
                 out.put_i32(p.leader_epoch);
                 out.put_i32(p.partition_epoch);
+                if reassigning {
+                    put_ids(out, &p.adding_replicas);
+                    put_ids(out, &p.removing_replicas);
+                }
             }
             MetadataRecord::TopicDeleted { name } => {
                 out.put_slice(&[TOPIC_DELETED, VERSION_0]);
@@ -172,7 +190,9 @@ impl MetadataRecord {
     pub fn decode(buf: &mut &[u8]) -> Result<Self, RecordError> {
         let kind = take_u8(buf)?;
         let version = take_u8(buf)?;
-        if version != VERSION_0 || !(TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
+        let known_version =
+            version == VERSION_0 || (kind == PARTITION && version == PARTITION_VERSION_1);
+        if !known_version || !(TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
             return Err(if (TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
                 RecordError::UnknownVersion { kind, version }
             } else {
@@ -185,15 +205,24 @@ impl MetadataRecord {
                 topic_id: take_uuid(buf)?,
                 configs: take_map(buf)?,
             },
-            PARTITION => MetadataRecord::Partition(PartitionRecord {
-                topic: take_string(buf)?,
-                partition: take_i32(buf)?,
-                replicas: take_ids(buf)?,
-                isr: take_ids(buf)?,
-                leader: take_i32(buf)?,
-                leader_epoch: take_i32(buf)?,
-                partition_epoch: take_i32(buf)?,
-            }),
+            PARTITION => {
+                let mut p = PartitionRecord {
+                    topic: take_string(buf)?,
+                    partition: take_i32(buf)?,
+                    replicas: take_ids(buf)?,
+                    isr: take_ids(buf)?,
+                    leader: take_i32(buf)?,
+                    leader_epoch: take_i32(buf)?,
+                    partition_epoch: take_i32(buf)?,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                };
+                if version == PARTITION_VERSION_1 {
+                    p.adding_replicas = take_ids(buf)?;
+                    p.removing_replicas = take_ids(buf)?;
+                }
+                MetadataRecord::Partition(p)
+            }
             TOPIC_DELETED => MetadataRecord::TopicDeleted {
                 name: take_string(buf)?,
             },
@@ -344,6 +373,8 @@ mod tests {
                 leader: 3,
                 leader_epoch: 7,
                 partition_epoch: 9,
+                adding_replicas: vec![4],
+                removing_replicas: vec![1],
             }),
             MetadataRecord::TopicConfigChanged {
                 name: "orders".into(),

@@ -149,6 +149,9 @@ fn check(
         partition_epoch: current.partition_epoch + 1,
         ..current.clone()
     };
+    // A reassignment whose target replicas are now all in sync completes in the same change.
+    let fenced = |b: i32| image.broker(b).is_none_or(|r| r.fenced);
+    let changed = crate::reassignment::complete_if_ready(changed, &fenced);
     let record = crate::election::record(&topic.name, p.partition_index, changed.clone());
     Ok((changed, Some(record)))
 }

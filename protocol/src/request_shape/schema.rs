@@ -2023,6 +2023,177 @@ pub static DESCRIBE_QUORUM__TOPIC_DATA: Shape = Shape {
     tagged: &[],
 };
 
+/// `ElectLeadersRequest`.
+pub static ELECT_LEADERS_REQUEST: Shape = Shape {
+    name: "ElectLeadersRequest",
+    versions: (0, 2),
+    fields: &[
+        Field {
+            name: "election_type",
+            versions: (1, 32767),
+            wire: Wire::I8,
+        },
+        Field {
+            name: "topic_partitions",
+            versions: (2, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&ELECT_LEADERS__TOPIC_PARTITIONS)),
+        },
+        Field {
+            name: "topic_partitions",
+            versions: (0, 1),
+            wire: Wire::Array(&Wire::Struct(&ELECT_LEADERS__TOPIC_PARTITIONS)),
+        },
+        Field {
+            name: "timeout_ms",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+    ],
+    tagged_versions: Some((2, 32767)),
+    tagged: &[],
+};
+
+/// `TopicPartitions`.
+pub static ELECT_LEADERS__TOPIC_PARTITIONS: Shape = Shape {
+    name: "TopicPartitions",
+    versions: (0, 2),
+    fields: &[
+        Field {
+            name: "topic",
+            versions: (2, 32767),
+            wire: Wire::CompactStr,
+        },
+        Field {
+            name: "topic",
+            versions: (0, 1),
+            wire: Wire::Str,
+        },
+        Field {
+            name: "partitions",
+            versions: (2, 32767),
+            wire: Wire::CompactArray(&Wire::I32),
+        },
+        Field {
+            name: "partitions",
+            versions: (0, 1),
+            wire: Wire::Array(&Wire::I32),
+        },
+    ],
+    tagged_versions: Some((2, 32767)),
+    tagged: &[],
+};
+
+/// `AlterPartitionReassignmentsRequest`.
+pub static ALTER_PARTITION_REASSIGNMENTS_REQUEST: Shape = Shape {
+    name: "AlterPartitionReassignmentsRequest",
+    versions: (0, 1),
+    fields: &[
+        Field {
+            name: "timeout_ms",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "allow_replication_factor_change",
+            versions: (1, 32767),
+            wire: Wire::Bool,
+        },
+        Field {
+            name: "topics",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(
+                &ALTER_PARTITION_REASSIGNMENTS__REASSIGNABLE_TOPIC,
+            )),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `ReassignablePartition`.
+pub static ALTER_PARTITION_REASSIGNMENTS__REASSIGNABLE_PARTITION: Shape = Shape {
+    name: "ReassignablePartition",
+    versions: (0, 1),
+    fields: &[
+        Field {
+            name: "partition_index",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "replicas",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::I32),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `ReassignableTopic`.
+pub static ALTER_PARTITION_REASSIGNMENTS__REASSIGNABLE_TOPIC: Shape = Shape {
+    name: "ReassignableTopic",
+    versions: (0, 1),
+    fields: &[
+        Field {
+            name: "name",
+            versions: (0, 32767),
+            wire: Wire::CompactStr,
+        },
+        Field {
+            name: "partitions",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(
+                &ALTER_PARTITION_REASSIGNMENTS__REASSIGNABLE_PARTITION,
+            )),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `ListPartitionReassignmentsRequest`.
+pub static LIST_PARTITION_REASSIGNMENTS_REQUEST: Shape = Shape {
+    name: "ListPartitionReassignmentsRequest",
+    versions: (0, 32767),
+    fields: &[
+        Field {
+            name: "timeout_ms",
+            versions: (0, 32767),
+            wire: Wire::I32,
+        },
+        Field {
+            name: "topics",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(
+                &LIST_PARTITION_REASSIGNMENTS__LIST_PARTITION_REASSIGNMENTS_TOPICS,
+            )),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
+/// `ListPartitionReassignmentsTopics`.
+pub static LIST_PARTITION_REASSIGNMENTS__LIST_PARTITION_REASSIGNMENTS_TOPICS: Shape = Shape {
+    name: "ListPartitionReassignmentsTopics",
+    versions: (0, 32767),
+    fields: &[
+        Field {
+            name: "name",
+            versions: (0, 32767),
+            wire: Wire::CompactStr,
+        },
+        Field {
+            name: "partition_indexes",
+            versions: (0, 32767),
+            wire: Wire::CompactArray(&Wire::I32),
+        },
+    ],
+    tagged_versions: Some((0, 32767)),
+    tagged: &[],
+};
+
 /// `BrokerRegistrationRequest`.
 pub static BROKER_REGISTRATION_REQUEST: Shape = Shape {
     name: "BrokerRegistrationRequest",
@@ -2368,6 +2539,9 @@ pub fn request(api: kafka_protocol::messages::ApiKey) -> Option<&'static Shape> 
         K::DescribeGroups => &DESCRIBE_GROUPS_REQUEST,
         K::DeleteGroups => &DELETE_GROUPS_REQUEST,
         K::DescribeQuorum => &DESCRIBE_QUORUM_REQUEST,
+        K::ElectLeaders => &ELECT_LEADERS_REQUEST,
+        K::AlterPartitionReassignments => &ALTER_PARTITION_REASSIGNMENTS_REQUEST,
+        K::ListPartitionReassignments => &LIST_PARTITION_REASSIGNMENTS_REQUEST,
         K::BrokerRegistration => &BROKER_REGISTRATION_REQUEST,
         K::BrokerHeartbeat => &BROKER_HEARTBEAT_REQUEST,
         K::AlterPartition => &ALTER_PARTITION_REQUEST,

@@ -15,6 +15,10 @@
 //! before it is appended); records are applied in log order; a producer id is never handed out
 //! twice; topic changes are serialized, and producer-id blocks never wait behind them.
 
+mod partition_admin;
+
+pub use partition_admin::{ElectionType, ReassignmentOutcome};
+
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
