@@ -46,6 +46,8 @@ pub struct BrokerImage {
     pub broker_epoch: i64,
     pub host: String,
     pub port: i32,
+    /// `broker.rack`, if the broker has one.
+    pub rack: Option<String>,
     pub fenced: bool,
 }
 
@@ -186,11 +188,13 @@ impl MetadataImage {
                 broker_epoch,
                 host,
                 port,
+                rack,
             } => self.register_broker(BrokerImage {
                 node_id: *node_id,
                 broker_epoch: *broker_epoch,
                 host: host.clone(),
                 port: *port,
+                rack: rack.clone(),
                 fenced: true,
             }),
             MetadataRecord::BrokerFencing { node_id, fenced } => {

@@ -211,6 +211,7 @@ fn registration_of(broker: &Broker) -> crate::quorum::broker_api::Registration {
         incarnation: uuid::Uuid::new_v4(),
         host: identity.advertised_host.clone(),
         port: identity.advertised_port,
+        rack: broker.config().broker_rack.clone(),
     }
 }
 

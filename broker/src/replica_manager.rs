@@ -109,6 +109,27 @@ impl ReplicaManager {
         index: i32,
         current_leader_epoch: i32,
     ) -> Result<Arc<Partition>, ResponseError> {
+        self.lookup(topic, index, current_leader_epoch, true)
+    }
+
+    /// As [`ReplicaManager::leader_partition`], a follower's replica too: a consumer may read
+    /// from a follower (KIP-392), up to the follower's high watermark.
+    pub fn readable_partition(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+    ) -> Result<Arc<Partition>, ResponseError> {
+        self.lookup(topic, index, current_leader_epoch, false)
+    }
+
+    fn lookup(
+        &self,
+        topic: &str,
+        index: i32,
+        current_leader_epoch: i32,
+        leader_only: bool,
+    ) -> Result<Arc<Partition>, ResponseError> {
         let partition = {
             let partitions = self.partitions.read().expect("replica manager lock");
             let hosted = partitions
@@ -131,7 +152,7 @@ impl ReplicaManager {
             e if e > epoch => return Err(ResponseError::UnknownLeaderEpoch),
             _ => {}
         }
-        if !partition.is_leader() {
+        if leader_only && !partition.is_leader() {
             return Err(ResponseError::NotLeaderOrFollower);
         }
         Ok(partition)

@@ -23,6 +23,7 @@ pub fn records_of(image: &MetadataImage) -> Vec<MetadataRecord> {
             broker_epoch: b.broker_epoch,
             host: b.host.clone(),
             port: b.port,
+            rack: b.rack.clone(),
         });
         if !b.fenced {
             records.push(MetadataRecord::BrokerFencing {
@@ -116,6 +117,7 @@ mod tests {
                     broker_epoch,
                     host: format!("b{node_id}"),
                     port,
+                    rack: (node_id % 2 == 0).then(|| format!("r{node_id}")),
                 }
             }),
             (1i32..4, any::<bool>())

@@ -1,7 +1,8 @@
 //! Replicated partitions on a cluster of three combined nodes (replication factor 3,
 //! `min.insync.replicas=2`), each its own `quipu` process: acks=all writes reach every replica,
 //! survive the leader's `kill -9`, and the replicas' logs are the same bytes; a follower
-//! stopped past `replica.lag.time.max.ms` leaves the in-sync set and comes back.
+//! stopped past `replica.lag.time.max.ms` leaves the in-sync set and comes back; a
+//! reassignment moves a partition with its data to a fourth broker.
 
 mod common;
 
@@ -9,15 +10,17 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::{batch, fetch_request, name, produce_request, Conn};
+use quipu_protocol::messages::alter_partition_reassignments_request;
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
 use quipu_protocol::messages::{
-    ApiKey, CreateTopicsRequest, CreateTopicsResponse, FetchResponse,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
-    MetadataResponse, ProduceResponse,
+    AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
+    CreateTopicsRequest, CreateTopicsResponse, FetchResponse, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListPartitionReassignmentsRequest,
+    ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
 };
 use quipu_protocol::record_batch::BatchIter;
 use quipu_protocol::StrBytes;
@@ -144,7 +147,6 @@ fn read_all(cluster: &Cluster, i: usize, topic: &str) -> (Vec<u8>, Vec<i64>) {
         assert_eq!(p.error_code, NONE);
         let records = p.records.clone().unwrap_or_default();
         if records.is_empty() {
-            eprintln!("read to {offset}: high watermark {}", p.high_watermark);
             return (bytes, bases);
         }
         for item in BatchIter::new(&records) {
@@ -250,4 +252,128 @@ fn a_stopped_follower_leaves_the_in_sync_set_and_comes_back_and_acks_all_needs_e
     unsafe { libc::kill(pid, libc::SIGCONT) };
     wait_for(&mut cluster, "s", "back in sync", |s| s.2.len() == 3);
     produce_acked(&mut cluster, "s", 5);
+}
+
+/// Partition 0's replicas as node `i` sees them.
+fn replicas_of(cluster: &Cluster, i: usize, topic: &str) -> Vec<i32> {
+    let mut t = MetadataRequestTopic::default();
+    t.name = Some(name(topic));
+    let mut r = MetadataRequest::default();
+    r.topics = Some(vec![t]);
+    let resp: MetadataResponse = cluster.nodes[i].connect().call(ApiKey::Metadata, 12, &r);
+    resp.topics[0].partitions[0]
+        .replica_nodes
+        .iter()
+        .map(|b| b.0)
+        .collect()
+}
+
+fn reassign(conn: &mut Conn, topic: &str, target: &[i32]) -> i16 {
+    let mut p = alter_partition_reassignments_request::ReassignablePartition::default();
+    p.partition_index = 0;
+    p.replicas = Some(target.iter().copied().map(BrokerId).collect());
+    let mut t = alter_partition_reassignments_request::ReassignableTopic::default();
+    t.name = name(topic);
+    t.partitions = vec![p];
+    let mut r = AlterPartitionReassignmentsRequest::default();
+    r.topics = vec![t];
+    r.timeout_ms = 10_000;
+    let resp: AlterPartitionReassignmentsResponse =
+        conn.call(ApiKey::AlterPartitionReassignments, 0, &r);
+    assert_eq!(resp.error_code, NONE);
+    resp.responses[0].partitions[0].error_code
+}
+
+fn reassignments_in_progress(conn: &mut Conn) -> usize {
+    let r = ListPartitionReassignmentsRequest::default();
+    let resp: ListPartitionReassignmentsResponse =
+        conn.call(ApiKey::ListPartitionReassignments, 0, &r);
+    resp.topics.iter().map(|t| t.partitions.len()).sum()
+}
+
+#[test]
+fn a_reassignment_moves_a_partition_with_its_data_to_a_fourth_broker() {
+    let mut cluster = Cluster::with_observers(3, 1, 1000, SETTINGS);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "m");
+    let acked = produce_acked(&mut cluster, "m", 30);
+    let current = replicas_of(&cluster, 0, "m");
+    let newcomer = (1..=4).find(|b| !current.contains(b)).unwrap();
+    let leaving = current[0];
+    let target: Vec<i32> = current[1..].iter().copied().chain([newcomer]).collect();
+    let mut conn = cluster.nodes[0].connect();
+    assert_eq!(reassign(&mut conn, "m", &target), NONE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reassignments_in_progress(&mut conn) > 0 || replicas_of(&cluster, 0, "m") != target {
+        assert!(Instant::now() < deadline, "the move never completed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (leader, (_, _, isr)) = wait_for(&mut cluster, "m", "moved", |s| s.2.len() == 3);
+    assert!(!isr.contains(&leaving), "{isr:?}");
+    let (_, bases) = read_all(&cluster, leader, "m");
+    for offset in &acked {
+        assert!(bases.contains(offset), "batch at {offset} lost in the move");
+    }
+    // The broker the replica left holds its log no more.
+    let dir = cluster.nodes[leaving as usize - 1].data_dir().join("m-0");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while dir.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "{} is still there",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce_acked(&mut cluster, "m", 5);
+}
+
+/// A consumer Fetch v12 of partition 0 of `topic` from `offset`, sent from rack `rack`.
+fn fetch_from_rack(conn: &mut Conn, topic: &str, rack: &str, version: i16) -> (i16, i32, usize) {
+    let mut r = fetch_request(topic, 0, 1 << 20, 1 << 20);
+    r.rack_id = StrBytes::from_string(rack.to_string());
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, version, &r);
+    let p = &resp.responses[0].partitions[0];
+    let records = p.records.as_ref().map_or(0, |r| r.len());
+    (p.error_code, p.preferred_read_replica.0, records)
+}
+
+#[test]
+fn a_consumer_is_sent_to_the_in_sync_replica_of_its_rack_and_reads_there() {
+    let mut settings = SETTINGS.to_vec();
+    settings.extend([
+        "broker.rack=rack-{id}",
+        "replica.selector.class=org.apache.kafka.common.replica.RackAwareReplicaSelector",
+    ]);
+    let mut cluster = Cluster::start(3, 1000, &settings);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "f");
+    produce_acked(&mut cluster, "f", 5);
+    let (leader, (_, _, _)) = wait_for(&mut cluster, "f", "fully in sync", |s| s.2.len() == 3);
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let rack = format!("rack-{}", follower + 1);
+    // The leader names the replica of the consumer's rack and sends no records.
+    let mut conn = cluster.nodes[leader].connect();
+    let (code, preferred, records) = fetch_from_rack(&mut conn, "f", &rack, 12);
+    assert_eq!((code, preferred, records), (NONE, follower as i32 + 1, 0));
+    // The leader's own rack reads from the leader.
+    let own = format!("rack-{}", leader + 1);
+    let (_, preferred, records) = fetch_from_rack(&mut conn, "f", &own, 12);
+    assert_eq!(preferred, -1);
+    assert!(records > 0);
+    // The follower serves the consumer, up to its high watermark.
+    let mut at_follower = cluster.nodes[follower].connect();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, _, records) = fetch_from_rack(&mut at_follower, "f", &rack, 12);
+        assert_eq!(code, NONE);
+        if records > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the follower served nothing");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // A consumer too old for KIP-392 (v10) is sent to the leader.
+    let (code, _, _) = fetch_from_rack(&mut at_follower, "f", "", 10);
+    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
 }

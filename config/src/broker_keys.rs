@@ -334,6 +334,14 @@ broker_keys! {
     /// Share of a broker's preferred partitions led elsewhere above which they are moved back.
     "leader.imbalance.per.broker.percentage" leader_imbalance_per_broker_percentage: i32 = 10,
         Check::Between(0, 100);
+    /// The rack (or zone) this broker is in: consumers in the same rack may read from its
+    /// replicas (KIP-392, with `replica.selector.class`).
+    "broker.rack" broker_rack: Option<String> = None, Check::Any;
+    /// How a leader picks the replica a consumer should read from: unset, the leader itself;
+    /// `org.apache.kafka.common.replica.RackAwareReplicaSelector`, an in-sync replica in the
+    /// consumer's `client.rack`.
+    "replica.selector.class" replica_selector_class: Option<String> = None,
+        Check::Parsed(replica_selector);
     /// acks=all produce requests waiting for their records to be replicated, at most; one more
     /// waits for a place until its timeout.
     "produce.purgatory.max.requests" produce_purgatory_max_requests: u32 = 10_000,
@@ -402,6 +410,19 @@ fn process_roles(text: &str) -> Result<(), String> {
         return Ok(());
     }
     Err("`broker,controller` (a combined node), `broker` (a broker-only node) or `controller` (a controller-only node)".into())
+}
+
+/// Kafka's rack-aware selector, the one selector Quipu has.
+pub const RACK_AWARE_REPLICA_SELECTOR: &str =
+    "org.apache.kafka.common.replica.RackAwareReplicaSelector";
+
+fn replica_selector(text: &str) -> Result<(), String> {
+    match text == RACK_AWARE_REPLICA_SELECTOR {
+        true => Ok(()),
+        false => Err(format!(
+            "{RACK_AWARE_REPLICA_SELECTOR} (the one selector there is)"
+        )),
+    }
 }
 
 fn voters(text: &str) -> Result<(), String> {

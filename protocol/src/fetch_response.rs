@@ -24,6 +24,8 @@ pub struct FetchPartition {
     pub log_start_offset: i64,
     /// Whole record batches, in offset order; `None` writes null records.
     pub records: Option<Vec<Bytes>>,
+    /// The replica the consumer should fetch from instead (KIP-392, v11+); `None` writes -1.
+    pub preferred_read_replica: Option<i32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -136,7 +138,7 @@ fn put_partition(out: &mut Chunks, version: i16, p: &FetchPartition) {
     }
     put_array_len(buf, flexible, 0); // aborted transactions: none
     if version >= 11 {
-        buf.put_i32(-1); // preferred read replica
+        buf.put_i32(p.preferred_read_replica.unwrap_or(-1));
     }
     match &p.records {
         None if flexible => put_unsigned_varint(buf, 0),
@@ -182,6 +184,7 @@ mod tests {
                             Bytes::from_static(b"abc"),
                             Bytes::from_static(b"defgh"),
                         ]),
+                        preferred_read_replica: None,
                     },
                     FetchPartition {
                         partition_index: 1,
@@ -190,6 +193,7 @@ mod tests {
                         last_stable_offset: -1,
                         log_start_offset: -1,
                         records: None,
+                        preferred_read_replica: Some(3),
                     },
                 ],
             }],
@@ -213,7 +217,10 @@ mod tests {
                 pd.last_stable_offset = p.last_stable_offset;
                 pd.log_start_offset = p.log_start_offset;
                 pd.aborted_transactions = Some(vec![]);
-                pd.preferred_read_replica = kafka_protocol::messages::BrokerId(-1);
+                // The crate refuses the field before v11, where it does not exist.
+                let preferred = p.preferred_read_replica.filter(|_| version >= 11);
+                pd.preferred_read_replica =
+                    kafka_protocol::messages::BrokerId(preferred.unwrap_or(-1));
                 pd.records = p.records.as_ref().map(|s| Bytes::from(s.concat()));
                 ft.partitions.push(pd);
             }

@@ -47,6 +47,7 @@ pub fn handle(ctx: &RequestContext, request: DescribeClusterRequest) -> Describe
         let mut b = DescribeClusterBroker::default();
         b.broker_id = BrokerId(registered.node_id);
         b.host = StrBytes::from_string(registered.host.clone());
+        b.rack = registered.rack.clone().map(StrBytes::from_string);
         b.port = registered.port;
         b.is_fenced = registered.fenced;
         response.brokers.push(b);

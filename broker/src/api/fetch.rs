@@ -30,6 +30,8 @@ const MAX_WAIT_MS_LIMIT: i32 = 60_000;
 
 enum Target {
     Found(Arc<Partition>),
+    /// Led here, but the consumer should read from this replica in its rack (KIP-392).
+    Elsewhere(Arc<Partition>, i32),
     Error(ResponseError),
 }
 
@@ -64,7 +66,7 @@ pub async fn handle(
     // A follower's fetch (KIP-392's consumers send -1): it reads up to the log end, and its
     // fetch offset is its log end, which moves the high watermark.
     let replica = (request.replica_id.0 >= 0).then_some(request.replica_id.0);
-    let targets = resolve(ctx, &request, replica);
+    let targets = resolve(ctx, &request, (replica, version));
     let max_bytes = request.max_bytes.clamp(0, ctx.config.fetch_max_bytes) as usize;
     let min_bytes = request.min_bytes.max(0) as usize;
     let max_wait = Duration::from_millis(request.max_wait_ms.clamp(0, MAX_WAIT_MS_LIMIT) as u64);
@@ -76,7 +78,7 @@ pub async fn handle(
         .filter_map(|p| match &p.target {
             Target::Found(p) if replica.is_some() => Some(p.subscribe_log_end()),
             Target::Found(p) => Some(p.subscribe()),
-            Target::Error(_) => None,
+            Target::Elsewhere(..) | Target::Error(_) => None,
         })
         .collect();
     loop {
@@ -113,20 +115,28 @@ fn session_error(request: &FetchRequest) -> Option<ResponseError> {
 
 /// Every partition of the request resolved once, through the replica manager; a follower's
 /// fetch is recorded as its progress (NOT_LEADER_OR_FOLLOWER from a broker that is no replica).
-fn resolve(ctx: &RequestContext, request: &FetchRequest, replica: Option<i32>) -> Vec<TopicRead> {
+fn resolve(
+    ctx: &RequestContext,
+    request: &FetchRequest,
+    (replica, version): (Option<i32>, i16),
+) -> Vec<TopicRead> {
     let now = crate::clock::now_ms();
+    // A consumer that sends its rack (v11+) may read from a follower (KIP-392).
+    let from_follower = replica.is_none() && version >= 11;
+    let selector = ReadReplicaSelector::of(ctx, request);
     let mut targets: Vec<TopicRead> = Vec::new();
     for t in &request.topics {
         let topic = ctx.metadata.topic(&t.topic);
         let mut parts = Vec::with_capacity(t.partitions.len());
         for p in &t.partitions {
-            let target = match ctx.replicas.leader_partition(
-                &t.topic,
-                p.partition,
-                p.current_leader_epoch,
-            ) {
+            let (topic, index, epoch) = (&t.topic, p.partition, p.current_leader_epoch);
+            let found = match from_follower {
+                true => ctx.replicas.readable_partition(topic, index, epoch),
+                false => ctx.replicas.leader_partition(topic, index, epoch),
+            };
+            let target = match found {
                 Ok(partition) => match replica {
-                    None => Target::Found(partition),
+                    None => selector.target(partition),
                     Some(r) => match partition.record_follower_fetch(r, p.fetch_offset, now) {
                         Ok(()) => Target::Found(partition),
                         Err(e) => {
@@ -151,6 +161,46 @@ fn resolve(ctx: &RequestContext, request: &FetchRequest, replica: Option<i32>) -
         });
     }
     targets
+}
+
+/// Kafka's RackAwareReplicaSelector, when `replica.selector.class` names it and the consumer
+/// sent its `client.rack`: an in-sync replica on a live broker of that rack, the leader first.
+struct ReadReplicaSelector {
+    client_rack: Option<String>,
+    image: Arc<crate::image::MetadataImage>,
+}
+
+impl ReadReplicaSelector {
+    fn of(ctx: &RequestContext, request: &FetchRequest) -> Self {
+        let enabled = ctx.config.replica_selector_class.is_some();
+        let client_rack = request.rack_id.as_str().to_string();
+        Self {
+            client_rack: (enabled && !client_rack.is_empty()).then_some(client_rack),
+            image: ctx.metadata.image(),
+        }
+    }
+
+    /// Where a consumer reads `partition`: here, or (led here) another replica in its rack.
+    fn target(&self, partition: Arc<Partition>) -> Target {
+        let Some(rack) = &self.client_rack else {
+            return Target::Found(partition);
+        };
+        if !partition.is_leader() {
+            return Target::Found(partition);
+        }
+        let in_rack = |b: &&i32| {
+            self.image
+                .broker(**b)
+                .is_some_and(|r| !r.fenced && r.rack.as_deref() == Some(rack.as_str()))
+        };
+        let (_, isr) = partition.replica_ids();
+        let leader = partition.leader();
+        let leader_in_rack = isr.iter().filter(in_rack).any(|b| *b == leader);
+        match isr.iter().find(in_rack) {
+            Some(&b) if !leader_in_rack && b != leader => Target::Elsewhere(partition, b),
+            _ => Target::Found(partition),
+        }
+    }
 }
 
 /// One pass over the partitions, up to the high watermark (up to the log end for a follower);
@@ -189,6 +239,14 @@ fn read_all(
             match target {
                 Target::Error(e) => {
                     out.error_code = e.code();
+                    errors = true;
+                }
+                Target::Elsewhere(partition, replica) => {
+                    out.high_watermark = partition.high_watermark();
+                    out.last_stable_offset = out.high_watermark;
+                    out.log_start_offset = partition.log().log_start_offset();
+                    out.preferred_read_replica = Some(*replica);
+                    // Answered at once: the consumer goes to that replica.
                     errors = true;
                 }
                 Target::Found(partition) if partition.is_offline() => {

@@ -80,6 +80,9 @@ fn cluster(ctx: &RequestContext, request: &MetadataRequest, version: i16) -> Met
         b.node_id = BrokerId(registered.node_id);
         b.host = StrBytes::from_string(registered.host.clone());
         b.port = registered.port;
+        if version >= 1 {
+            b.rack = registered.rack.clone().map(StrBytes::from_string);
+        }
         response.brokers.push(b);
     }
     response.cluster_id = Some(StrBytes::from_string(ctx.identity.cluster_id.clone()));

@@ -210,6 +210,7 @@ async fn the_coordinator_named_is_the_leader_of_the_groups_offsets_partition() {
             broker_epoch: 1,
             host: "two.local".into(),
             port: 9192,
+            rack: None,
         },
         MetadataRecord::BrokerFencing {
             node_id: 2,

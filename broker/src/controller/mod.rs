@@ -101,14 +101,16 @@ pub fn open_applier(
 pub fn registration(
     image: &MetadataImage,
     node_id: i32,
-    host: &str,
-    port: i32,
+    (host, port, rack): (&str, i32, Option<&str>),
 ) -> Option<(i64, Vec<MetadataRecord>)> {
     let current = image.broker(node_id);
-    if current.is_some_and(|b| b.host == host && b.port == port && !b.fenced) {
+    let same = |b: &crate::image::BrokerImage| {
+        b.host == host && b.port == port && b.rack.as_deref() == rack && !b.fenced
+    };
+    if current.is_some_and(same) {
         return None;
     }
-    Some(new_registration(image, node_id, host, port))
+    Some(new_registration(image, node_id, (host, port, rack)))
 }
 
 /// The records registering broker `node_id` at `host:port` (unfenced) at its next broker
@@ -117,8 +119,7 @@ pub fn registration(
 pub fn new_registration(
     image: &MetadataImage,
     node_id: i32,
-    host: &str,
-    port: i32,
+    (host, port, rack): (&str, i32, Option<&str>),
 ) -> (i64, Vec<MetadataRecord>) {
     let current = image.broker(node_id);
     let broker_epoch = current.map_or(1, |b| b.broker_epoch + 1);
@@ -128,6 +129,7 @@ pub fn new_registration(
             broker_epoch,
             host: host.to_string(),
             port,
+            rack: rack.map(str::to_string),
         },
         MetadataRecord::BrokerFencing {
             node_id,
@@ -192,7 +194,9 @@ impl Controller {
     ) -> Result<(), MetadataError> {
         let _change = self.changes.lock().expect("metadata change lock");
         let image = self.metadata.image();
-        let Some((broker_epoch, records)) = registration(&image, node_id, host, port) else {
+        let rack = self.broker.broker_rack.as_deref();
+        let Some((broker_epoch, records)) = registration(&image, node_id, (host, port, rack))
+        else {
             return Ok(());
         };
         self.commit(&records)?;

@@ -48,6 +48,8 @@ pub enum MetadataRecord {
         broker_epoch: i64,
         host: String,
         port: i32,
+        /// `broker.rack`, if set (version 1 of the record).
+        rack: Option<String>,
     },
     /// A registered broker was fenced or unfenced (Kafka's BrokerRegistrationChangeRecord).
     BrokerFencing {
@@ -118,6 +120,8 @@ const LAST_TYPE: u8 = BROKER_FENCING;
 const VERSION_0: u8 = 0;
 /// A partition record with its adding and removing replicas after the version 0 fields.
 const PARTITION_VERSION_1: u8 = 1;
+/// A broker registration with its rack after the version 0 fields.
+const BROKER_VERSION_1: u8 = 1;
 
 impl MetadataRecord {
     /// Appends the record's encoding to `out`.
@@ -171,12 +175,20 @@ impl MetadataRecord {
                 broker_epoch,
                 host,
                 port,
+                rack,
             } => {
-                out.put_slice(&[BROKER_REGISTERED, VERSION_0]);
+                let version = match rack {
+                    Some(_) => BROKER_VERSION_1,
+                    None => VERSION_0,
+                };
+                out.put_slice(&[BROKER_REGISTERED, version]);
                 out.put_i32(*node_id);
                 out.put_i64(*broker_epoch);
                 put_string(out, host);
                 out.put_i32(*port);
+                if let Some(rack) = rack {
+                    put_string(out, rack);
+                }
             }
             MetadataRecord::BrokerFencing { node_id, fenced } => {
                 out.put_slice(&[BROKER_FENCING, VERSION_0]);
@@ -190,8 +202,9 @@ impl MetadataRecord {
     pub fn decode(buf: &mut &[u8]) -> Result<Self, RecordError> {
         let kind = take_u8(buf)?;
         let version = take_u8(buf)?;
-        let known_version =
-            version == VERSION_0 || (kind == PARTITION && version == PARTITION_VERSION_1);
+        let known_version = version == VERSION_0
+            || (kind == PARTITION && version == PARTITION_VERSION_1)
+            || (kind == BROKER_REGISTERED && version == BROKER_VERSION_1);
         if !known_version || !(TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
             return Err(if (TOPIC_CREATED..=LAST_TYPE).contains(&kind) {
                 RecordError::UnknownVersion { kind, version }
@@ -238,6 +251,10 @@ impl MetadataRecord {
                 broker_epoch: take_i64(buf)?,
                 host: take_string(buf)?,
                 port: take_i32(buf)?,
+                rack: match version {
+                    BROKER_VERSION_1 => Some(take_string(buf)?),
+                    _ => None,
+                },
             },
             _ => MetadataRecord::BrokerFencing {
                 node_id: take_i32(buf)?,
@@ -389,6 +406,14 @@ mod tests {
                 broker_epoch: 17,
                 host: "broker-2.local".into(),
                 port: 9092,
+                rack: None,
+            },
+            MetadataRecord::BrokerRegistered {
+                node_id: 3,
+                broker_epoch: 1,
+                host: "broker-3.local".into(),
+                port: 9092,
+                rack: Some("eu-west-1a".into()),
             },
             MetadataRecord::BrokerFencing {
                 node_id: 2,

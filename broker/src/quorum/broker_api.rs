@@ -45,6 +45,8 @@ pub struct Registration {
     pub incarnation: uuid::Uuid,
     pub host: String,
     pub port: u16,
+    /// `broker.rack`, if set.
+    pub rack: Option<String>,
 }
 
 impl Server {
@@ -123,7 +125,9 @@ impl Server {
             return Err(ResponseError::DuplicateBrokerRegistration);
         }
         let (host, port) = (listener.host.to_string(), i32::from(listener.port));
-        let (epoch, records) = crate::controller::new_registration(&image, node_id, &host, port);
+        let rack = r.rack.as_ref().map(|r| r.to_string());
+        let address = (host.as_str(), port, rack.as_deref());
+        let (epoch, records) = crate::controller::new_registration(&image, node_id, address);
         self.commit(self.with_elections(&image, records)).await?;
         tracing::info!(node_id, broker_epoch = epoch, %host, port, "registered broker");
         self.liveness.heard(node_id, epoch, now);
@@ -225,6 +229,7 @@ pub async fn send_registration(
     r.cluster_id = StrBytes::from_string(me.cluster_id.clone());
     r.incarnation_id = me.incarnation;
     r.listeners = vec![listener];
+    r.rack = me.rack.clone().map(StrBytes::from_string);
     r.previous_broker_epoch = -1;
     let response: BrokerRegistrationResponse = call(
         address,

@@ -134,6 +134,7 @@ mod tests {
                     broker_epoch: 3,
                     host: "h".into(),
                     port: 1,
+                    rack: None,
                 },
                 MetadataRecord::BrokerFencing { node_id: 1, fenced },
             ])
@@ -194,6 +195,7 @@ mod tests {
                     broker_epoch: 1,
                     host: "h".into(),
                     port: 2,
+                    rack: None,
                 },
                 MetadataRecord::BrokerFencing {
                     node_id: 2,

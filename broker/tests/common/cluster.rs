@@ -37,7 +37,8 @@ impl Cluster {
         )
     }
 
-    /// `voters` nodes of `voter_roles` (ids 1..=voters), then `observers` broker-only nodes.
+    /// `voters` nodes of `voter_roles` (ids 1..=voters), then `observers` broker-only nodes;
+    /// `{id}` in an `extra` setting is replaced by each node's id.
     pub fn with_roles(
         voter_roles: &str,
         (voters, observers): (usize, usize),
@@ -67,7 +68,12 @@ impl Cluster {
                 let args: Vec<String> = settings
                     .iter()
                     .cloned()
-                    .chain(extra.iter().map(|e| e.to_string()))
+                    // `{id}` in a setting is this node's id (a rack of its own, say).
+                    .chain(
+                        extra
+                            .iter()
+                            .map(|e| e.replace("{id}", &(i + 1).to_string())),
+                    )
                     .flat_map(|s| ["--set".to_string(), s])
                     .collect();
                 let args: Vec<&str> = args.iter().map(String::as_str).collect();
