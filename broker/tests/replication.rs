@@ -377,3 +377,64 @@ fn a_consumer_is_sent_to_the_in_sync_replica_of_its_rack_and_reads_there() {
     let (code, _, _) = fetch_from_rack(&mut at_follower, "f", "", 10);
     assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER");
 }
+
+/// Waits until every node's log of partition 0 is the leader's, byte for byte: everything
+/// below the high watermark, read back from the leader.
+fn replicas_agree(cluster: &mut Cluster, topic: &str) -> Vec<i64> {
+    let (leader, _) = wait_for(cluster, topic, "fully in sync", |s| s.2.len() == 3);
+    let (bytes, bases) = read_all(cluster, leader, topic);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for i in 0..cluster.nodes.len() {
+        while segment_prefix(cluster, i, topic, bytes.len() + 1) != [&bytes[..], &[0]].concat() {
+            assert!(
+                Instant::now() < deadline,
+                "node {i}'s log differs from the leader's"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    bases
+}
+
+#[test]
+fn a_leader_back_with_records_nobody_else_has_truncates_them_at_the_epoch_boundary() {
+    let mut cluster = Cluster::start(3, 1000, SETTINGS);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "d");
+    let committed = produce_acked(&mut cluster, "d", 10);
+    let (old, (_, epoch, _)) = wait_for(&mut cluster, "d", "fully in sync", |s| s.2.len() == 3);
+    // The followers stop: the leader alone takes acks=1 writes nobody else will ever hold.
+    let followers: Vec<usize> = (0..3).filter(|i| *i != old).collect();
+    let pids: Vec<i32> = followers
+        .iter()
+        .map(|i| cluster.nodes[*i].pid() as i32)
+        .collect();
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let mut conn = cluster.nodes[old].connect();
+    for _ in 0..5 {
+        let one: ProduceResponse =
+            conn.call(ApiKey::Produce, 9, &produce_request("d", 0, 1, batch(3)));
+        assert_eq!(one.responses[0].partition_responses[0].error_code, NONE);
+    }
+    // It dies; the followers come back and one of them leads, at a new epoch, and writes.
+    cluster.nodes[old].kill();
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    wait_for(&mut cluster, "d", "led anew", |s| s.1 > epoch);
+    let later = produce_acked(&mut cluster, "d", 10);
+    // The old leader comes back: its extra records go, and it copies the new leader's log.
+    cluster.nodes[old].start_again();
+    let bases = replicas_agree(&mut cluster, "d");
+    for offset in committed.iter().chain(&later) {
+        assert!(
+            bases.contains(offset),
+            "acknowledged batch at {offset} lost"
+        );
+    }
+    // An acks=1 batch a follower fetched before it stopped may live on; no more than those.
+    let extra = bases.len() - committed.len() - later.len();
+    assert!(extra <= 5, "{bases:?}");
+}
