@@ -438,3 +438,112 @@ fn a_leader_back_with_records_nobody_else_has_truncates_them_at_the_epoch_bounda
     let extra = bases.len() - committed.len() - later.len();
     assert!(extra <= 5, "{bases:?}");
 }
+
+/// The `quipu` CLI's `topic describe` of `topic`, against the cluster's brokers.
+fn cli_describe(cluster: &Cluster, topic: &str) -> String {
+    let bootstrap: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_quipu"))
+        .args(["topic", "describe", topic])
+        .env("QUIPU_BOOTSTRAP", bootstrap.join(","))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn our_idempotent_producer_and_consumer_group_ride_through_leader_kills() {
+    use quipu_client::config::Acks;
+    use quipu_client::{
+        Consumer, ConsumerConfig, OffsetReset, Producer, ProducerConfig, ProducerRecord,
+    };
+    const RECORDS: usize = 3_000;
+    let mut cluster = Cluster::start(3, 1000, SETTINGS);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "c");
+    let bootstrap: Vec<String> = cluster
+        .nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let bootstrap = bootstrap.join(",");
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let mut config = ProducerConfig::new(&bootstrap);
+    config.acks = Acks::All;
+    config.enable_idempotence = Some(true);
+    config.delivery_timeout_ms = 60_000;
+    let producer = runtime.block_on(async { Producer::new(config) }).unwrap();
+    let sending = runtime.spawn(async move {
+        let mut deliveries = Vec::new();
+        for i in 0..RECORDS {
+            let record = ProducerRecord::new("c", format!("v-{i}")).with_key(format!("k-{i}"));
+            deliveries.push(producer.send(record).await.unwrap());
+            if i % 100 == 0 {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        let mut offsets = Vec::new();
+        for d in deliveries {
+            offsets.push(d.await.unwrap().offset);
+        }
+        producer.close().await.unwrap();
+        offsets
+    });
+    for _ in 0..2 {
+        let (old, (_, epoch, _)) = wait_for(&mut cluster, "c", "fully in sync", |s| s.2.len() == 3);
+        cluster.nodes[old].kill();
+        wait_for(&mut cluster, "c", "led anew", |s| s.1 > epoch);
+        cluster.nodes[old].start_again();
+    }
+    let offsets = runtime.block_on(sending).unwrap();
+    let mut sorted = offsets.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    assert_eq!(
+        sorted.len(),
+        RECORDS,
+        "each record acknowledged at an offset of its own"
+    );
+    // A consumer group reads every record exactly once, in order.
+    let mut config = ConsumerConfig::new(&bootstrap).with_group("riders");
+    config.auto_offset_reset = OffsetReset::Earliest;
+    let values = runtime.block_on(async move {
+        let mut consumer = Consumer::new(config).unwrap();
+        consumer.subscribe(&["c"]).unwrap();
+        let mut values = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while values.len() < RECORDS && Instant::now() < deadline {
+            for r in consumer.poll(Duration::from_millis(500)).await.unwrap() {
+                let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                values.push((r.offset, value));
+            }
+            consumer.commit().await.unwrap();
+        }
+        consumer.close().await.unwrap();
+        values
+    });
+    let read: Vec<String> = values.iter().map(|(_, v)| v.clone()).collect();
+    let expected: Vec<String> = (0..RECORDS).map(|i| format!("v-{i}")).collect();
+    assert_eq!(read, expected, "every record once, in order");
+    let read_offsets: Vec<i64> = values.iter().map(|(o, _)| *o).collect();
+    assert_eq!(
+        read_offsets, offsets,
+        "read where the producer was told it went"
+    );
+    // The CLI shows the partition's leader, replicas and in-sync replicas.
+    wait_for(&mut cluster, "c", "fully in sync", |s| s.2.len() == 3);
+    let described = cli_describe(&cluster, "c");
+    let isr = described
+        .split("Isr: ")
+        .nth(1)
+        .map(|s| s.trim().split(',').count());
+    assert_eq!(isr, Some(3), "{described}");
+}
