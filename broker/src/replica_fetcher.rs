@@ -551,7 +551,9 @@ fn cut(partition: &Partition, offset: i64, start_over_at: Option<i64>) {
         return;
     }
     tracing::info!(topic = %partition.topic(), partition = partition.index(), log_end_offset, offset, "truncating the follower's log to its leader's");
-    if let Err(e) = partition.truncate(offset, start_over_at) {
+    // A truncation may copy and fsync a segment a reader holds: not on the runtime's time.
+    let truncated = tokio::task::block_in_place(|| partition.truncate(offset, start_over_at));
+    if let Err(e) = truncated {
         partition.take_offline(&e);
     }
 }

@@ -203,10 +203,32 @@ def describe_partitions(bootstrap, topic, *options):
     return rows, out
 
 
+def segment_data(path: Path) -> bytes:
+    """A segment's batches, without the preallocated zero tail (a segment is preallocated to
+    log.segment.bytes, 1 GiB, while the broker runs). The batches are walked by their headers
+    (base offset, 8 bytes; batch length, 4) up to the first zero length, so the zeros are never
+    read; the result is what stripping the trailing zero bytes would leave, but for a last
+    record's own trailing zero bytes (its empty header count), which are kept."""
+    out = bytearray()
+    with open(path, "rb") as f:
+        while True:
+            head = f.read(12)
+            if len(head) < 12:
+                break
+            length = int.from_bytes(head[8:12], "big", signed=True)
+            if length <= 0:
+                break
+            body = f.read(length)
+            out += head + body
+            if len(body) < length:
+                break
+    return bytes(out)
+
+
 def segment_files(node: Broker, topic: str, partition: int):
-    """{file name: bytes with the preallocated zero tail stripped} of a partition's segments."""
+    """{file name: batches} of a partition's segments."""
     d = node.data_dir / f"{topic}-{partition}"
-    return {f.name: f.read_bytes().rstrip(b"\0") for f in sorted(d.glob("*.log"))}
+    return {f.name: segment_data(f) for f in sorted(d.glob("*.log"))}
 
 
 def read_everything(bootstrap, topic, partitions, timeout_s=60):
@@ -308,12 +330,14 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
             if not killer_done.is_set():
                 time.sleep(0.1)
         remaining = producer.flush(90)
+        flushed_s = time.time() - started
         thread.join(120)
         assert not thread.is_alive(), "the killer thread never finished"
         if killer_errors:
             raise killer_errors[0]
         print(f"kills (round, node, produced by then, new leader, s to elect): {kills}; "
-              f"produced {n} in {time.time() - started:.1f} s")
+              f"produced {n}, all delivered {flushed_s:.1f} s after the start, killer done at "
+              f"{time.time() - started:.1f} s")
         assert len(kills) == 3, kills
         assert all(k[2] < records for k in kills), f"a kill came after the last record was produced: {kills}"
         assert remaining == 0, f"{remaining} records still undelivered after flush"
@@ -322,6 +346,7 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
 
         # Everything acknowledged is there exactly once, at the offset it was acknowledged at.
         read = read_everything(bootstraps(nodes), topic, partitions)
+        print(f"read back by {time.time() - started:.1f} s")
         by_position = {}
         for p, rows in read.items():
             offsets = [o for o, _ in rows]
@@ -345,7 +370,8 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
             rows, out = describe_partitions(nodes[0].bootstrap, topic)
             ok = len(rows) == partitions and all(len(r[2]) == NODES for r in rows.values())
             return rows if ok else Pending(rows)
-        wait_until("every partition with Isr of 3 brokers in kafka-topics --describe", all_in_sync, 60, 1)
+        rows = wait_until("every partition with Isr of 3 brokers in kafka-topics --describe", all_in_sync, 60, 1)
+        print(f"all in sync by {time.time() - started:.1f} s: {rows}")
 
         # ... and every replica's log is the same bytes.
         def same_bytes(p):
@@ -370,7 +396,7 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
                                          f"first differing byte {firsts}")
                 time.sleep(0.2)
         sizes = {p: len(b"".join(segment_files(nodes[0], topic, p).values())) for p in range(partitions)}
-        print(f"replicas identical, segment bytes per partition {sizes}; "
+        print(f"replicas identical by {time.time() - started:.1f} s, segment bytes per partition {sizes}; "
               f"records per partition {[len(read[p]) for p in range(partitions)]}")
     finally:
         killer_done.wait(60)
