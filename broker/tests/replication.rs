@@ -10,17 +10,18 @@ use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
 use common::{batch, fetch_request, name, produce_request, Conn};
-use quipu_protocol::messages::alter_partition_reassignments_request;
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
+use quipu_protocol::messages::{alter_partition_reassignments_request, elect_leaders_request};
 use quipu_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
-    CreateTopicsRequest, CreateTopicsResponse, FetchResponse, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListPartitionReassignmentsRequest,
-    ListPartitionReassignmentsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
+    CreateTopicsRequest, CreateTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
+    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
+    MetadataResponse, ProduceResponse,
 };
 use quipu_protocol::record_batch::BatchIter;
 use quipu_protocol::StrBytes;
@@ -546,4 +547,88 @@ fn our_idempotent_producer_and_consumer_group_ride_through_leader_kills() {
         .nth(1)
         .map(|s| s.trim().split(',').count());
     assert_eq!(isr, Some(3), "{described}");
+}
+
+#[test]
+fn replica_fetches_and_epochs_are_checked_and_the_purgatory_is_bounded() {
+    let mut settings = SETTINGS.to_vec();
+    // A stopped follower stays in the in-sync set for the whole test: acks=all waits on it.
+    settings
+        .retain(|s| !s.starts_with("replica.lag.time.max.ms") && !s.starts_with("broker.session"));
+    settings.extend([
+        "replica.lag.time.max.ms=60000",
+        "broker.session.timeout.ms=60000",
+        "produce.purgatory.max.requests=1",
+    ]);
+    let mut cluster = Cluster::start(3, 1000, &settings);
+    cluster.registered();
+    create(&mut cluster.nodes[0].connect(), "b");
+    produce_acked(&mut cluster, "b", 2);
+    let (first, _) = wait_for(&mut cluster, "b", "fully in sync", |s| s.2.len() == 3);
+    // Another replica first in the list, then a preferred election: a new leader, epoch 1.
+    let mut replicas = replicas_of(&cluster, 0, "b");
+    replicas.rotate_left(1);
+    let mut admin = cluster.nodes[0].connect();
+    assert_eq!(reassign(&mut admin, "b", &replicas), NONE);
+    let mut t = elect_leaders_request::TopicPartitions::default();
+    t.topic = name("b");
+    t.partitions = vec![0];
+    let mut r = ElectLeadersRequest::default();
+    r.topic_partitions = Some(vec![t]);
+    let resp: ElectLeadersResponse = admin.call(ApiKey::ElectLeaders, 2, &r);
+    assert_eq!(
+        resp.replica_election_results[0].partition_result[0].error_code,
+        NONE
+    );
+    let (leader, (_, epoch, _)) =
+        wait_for(&mut cluster, "b", "led by the preferred replica", |s| {
+            s.1 == 1 && s.2.len() == 3
+        });
+    assert_ne!(leader, first);
+    assert_eq!(leader as i32 + 1, replicas[0]);
+    let mut conn = cluster.nodes[leader].connect();
+    // A replica fetch from a broker that is no replica; stale and future epochs.
+    let mut r = fetch_request("b", 0, 1 << 20, 1 << 20);
+    r.replica_id = BrokerId(99);
+    let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &r);
+    assert_eq!(
+        resp.responses[0].partitions[0].error_code, 6,
+        "NOT_LEADER_OR_FOLLOWER"
+    );
+    for (asked, code) in [(epoch - 1, 74), (epoch + 1, 75)] {
+        let mut r = fetch_request("b", 0, 1 << 20, 1 << 20);
+        r.topics[0].partitions[0].current_leader_epoch = asked;
+        let resp: FetchResponse = conn.call(ApiKey::Fetch, 12, &r);
+        assert_eq!(
+            resp.responses[0].partitions[0].error_code, code,
+            "epoch {asked}"
+        );
+    }
+    // One follower stopped: an acks=all produce waits in the purgatory's one place, and the
+    // next one is answered at once, long before its timeout.
+    let follower = (0..3).find(|i| *i != leader).unwrap();
+    let pid = cluster.nodes[follower].pid() as i32;
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut waiting = cluster.nodes[leader].connect();
+    let mut held = produce_request("b", 0, -1, batch(1));
+    held.timeout_ms = 10_000;
+    let id = waiting.send(ApiKey::Produce, 9, &held);
+    std::thread::sleep(Duration::from_millis(300));
+    let started = Instant::now();
+    let mut refused = produce_request("b", 0, -1, batch(1));
+    refused.timeout_ms = 10_000;
+    let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &refused);
+    assert_eq!(
+        resp.responses[0].partition_responses[0].error_code, 7,
+        "REQUEST_TIMED_OUT"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    // The follower resumes: the waiting produce is acknowledged.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let resp: ProduceResponse = waiting.receive(ApiKey::Produce, 9, id);
+    assert_eq!(resp.responses[0].partition_responses[0].error_code, NONE);
 }

@@ -343,7 +343,7 @@ broker_keys! {
     "replica.selector.class" replica_selector_class: Option<String> = None,
         Check::Parsed(replica_selector);
     /// acks=all produce requests waiting for their records to be replicated, at most; one more
-    /// waits for a place until its timeout.
+    /// is answered REQUEST_TIMED_OUT at once (its records are in the leader's log).
     "produce.purgatory.max.requests" produce_purgatory_max_requests: u32 = 10_000,
         Check::Between(1, 1_000_000);
     /// How long a tombstone outlives its first clean.
