@@ -304,13 +304,23 @@ impl Partition {
         (r.replicas().to_vec(), r.isr().to_vec())
     }
 
-    /// As follower, appends batches fetched from the leader, as they are.
+    /// As follower in `leader_epoch`, appends batches fetched from the leader, as they are.
+    /// Refused once leadership moved (a fetch answered after this broker became leader, or
+    /// from a leader of an older epoch).
     pub fn append_as_follower(
         &self,
         records: &[u8],
+        leader_epoch: i32,
         now_ms: i64,
     ) -> Result<Option<ReplicaAppend>, AppendError> {
         let mut log = self.log();
+        if self.leader_epoch() != leader_epoch || self.leader() == self.node_id {
+            return Err(AppendError::InvalidRecord(format!(
+                "fetched in leader epoch {leader_epoch}, but the partition is now at {} led by {}",
+                self.leader_epoch(),
+                self.leader()
+            )));
+        }
         let appended = log.append_as_follower(records, now_ms).inspect_err(|e| {
             if let AppendError::Io(e) = e {
                 if !log.is_closed() {

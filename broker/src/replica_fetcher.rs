@@ -482,7 +482,7 @@ impl Fetcher {
             return;
         };
         let partition = s.followed.partition.clone();
-        match partition.append_as_follower(records, now_ms) {
+        match partition.append_as_follower(records, s.followed.leader_epoch, now_ms) {
             Ok(_) => {}
             Err(AppendError::InvalidRecord(e)) => {
                 // Not at this log's end: the logs diverged again; truncate before going on.
