@@ -213,7 +213,7 @@ fn five_nodes_keep_every_acknowledged_change_through_ten_leader_kills() {
 #[test]
 fn a_node_whose_data_directory_is_gone_rejoins_from_a_snapshot() {
     let mut cluster = Cluster::start(3, 10, &[]);
-    cluster.leader();
+    cluster.registered();
     for n in 0..30 {
         let (code, _) =
             with_retries(|| create(&mut cluster.nodes[n % 3].connect(), &format!("t{n}"), 1));

@@ -49,13 +49,9 @@ SETTINGS = [
 ]
 
 
-def tool_run(main_class: str, *args, timeout=60) -> subprocess.CompletedProcess:
-    return subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
-                          capture_output=True, text=True, timeout=timeout)
-
-
 def tool(main_class: str, *args) -> str:
-    out = tool_run(main_class, *args)
+    out = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
+                         capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, f"{main_class} {args}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
     return out.stdout
 
@@ -162,11 +158,10 @@ def brokers_listed(node: Broker):
         return None
 
 
-def agreed_view(nodes, topic, partition, skip=()):
-    """The partition's (leader, replicas, isr) once every live node (but `skip`) states the same one
-    and names a live leader; else None."""
-    views = {n.bootstrap: partition_view(n, topic, partition)
-             for n in nodes if alive(n) and n not in skip}
+def agreed_view(nodes, topic, partition):
+    """The partition's (leader, replicas, isr) once every live node states the same one and names
+    a live leader; else None."""
+    views = {n.bootstrap: partition_view(n, topic, partition) for n in nodes if alive(n)}
     distinct = set(views.values())
     if len(distinct) != 1:
         return None
@@ -376,9 +371,7 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
         # ... and every replica's log is the same bytes.
         def same_bytes(p):
             files = [segment_files(n, topic, p) for n in nodes]
-            if files[0] and all(f == files[0] for f in files):
-                return True
-            return False
+            return bool(files[0]) and all(files[0].values()) and all(f == files[0] for f in files)
         for p in range(partitions):
             deadline = time.time() + 30
             while not same_bytes(p):
@@ -525,9 +518,9 @@ def test_java_producer_acks_all_survives_a_leader_kill(cluster):
             if java.poll() is not None:
                 return "exited"
             end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
-            return end >= count // 15 or Pending(end)
+            return end >= count // 15 and end or Pending(end)
         try:
-            wait_until("the Java producer a fifth through partition 0", a_fifth_in, 60, 0.05)
+            at_kill = wait_until("the Java producer a fifth through partition 0", a_fifth_in, 60, 0.05)
         finally:
             c.close()
         assert java.poll() is None, f"the producer finished before the kill: {java.communicate()}"
@@ -536,17 +529,19 @@ def test_java_producer_acks_all_survives_a_leader_kill(cluster):
         new_leader, _, _ = wait_until(
             "a new leader of partition 0",
             lambda: (lambda v: v if v and v[0] != leader else None)(agreed_view(nodes, topic, 0)), 20)
-        print(f"killed node {leader}; node {new_leader} leads after {time.time() - killed_at:.1f} s")
+        print(f"killed node {leader} at partition 0's high watermark {at_kill} of {count // partitions}; "
+              f"node {new_leader} leads after {time.time() - killed_at:.1f} s")
         time.sleep(max(0.0, 3.0 - (time.time() - killed_at)))
         victim.start()
         out, err = java.communicate(timeout=120)
+        print(f"the Java producer finished {time.time() - killed_at:.1f} s after the kill")
         assert java.returncode == 0, f"{out[-2000:]}{err[-3000:]}\n{log_tails(nodes)}"
         assert f"produced {count}" in out, out
 
         read = read_everything(bootstraps(nodes), topic, partitions)
         for p, rows in read.items():
             offsets = [o for o, _ in rows]
-            assert offsets == list(range(len(offsets))) or all(a < b for a, b in zip(offsets, offsets[1:])), p
+            assert all(a < b for a, b in zip(offsets, offsets[1:])), f"partition {p}: offsets not increasing"
             indexes = [int(re.match(r"v(\d{8})-", v).group(1)) for _, v in rows]
             dup = [i for i, c in collections.Counter(indexes).items() if c > 1]
             assert not dup, f"partition {p}: records read more than once: {sorted(dup)[:10]}"
