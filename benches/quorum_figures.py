@@ -183,13 +183,18 @@ def wait_brokers(nodes, timeout_s=120):
         time.sleep(0.1)
 
 
-def measure(nodes, creates, kills, label):
+def start_cluster(nodes):
+    """Starts every node, then returns once each answers and Metadata lists every broker."""
     for n in nodes:
         n.start()
+    for n in nodes:
+        wait_port(n.port, 180)
+    wait_brokers(nodes)
+
+
+def measure(nodes, creates, kills, label):
     try:
-        for n in nodes:
-            wait_port(n.port, 180)
-        wait_brokers(nodes)
+        start_cluster(nodes)
         admin = AdminClient({"bootstrap.servers": ",".join(n.bootstrap for n in nodes)})
         assert create(admin, f"{label}-warm", 30)
         latencies = []

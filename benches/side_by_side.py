@@ -78,8 +78,9 @@ def settle():
     time.sleep(1)
 
 
-def perf_producer(bootstrap, topic, records, acks, batch_bytes, moved):
-    create(bootstrap, topic)
+def perf_producer(bootstrap, topic, records, acks, batch_bytes, moved, create_topic=True):
+    if create_topic:
+        create(bootstrap, topic)
     settle()
     out = subprocess.run(["java", "-cp", ensure_jars(), "org.apache.kafka.tools.ProducerPerformance",
                           "--topic", topic, "--num-records", str(records), "--record-size", str(RECORD_BYTES),
@@ -139,10 +140,10 @@ def perf_consumer(bootstrap, topic, records, moved):
     return float(row[8].strip())  # fetch MB/s: the rebalance before the first fetch excluded
 
 
-def latency(bootstrap, rate, seconds, moved):
+def latency(bootstrap, rate, seconds, moved, topic="latency", create_topic=True):
     """Percentiles (ms) of producer send to consumer receipt at a fixed rate."""
-    topic = "latency"
-    create(bootstrap, topic)
+    if create_topic:
+        create(bootstrap, topic)
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "latency", "enable.auto.commit": False})
     c.assign([TopicPartition(topic, p, 0) for p in range(PARTITIONS)])
     c.consume(1, timeout=1.0)  # connected and fetching

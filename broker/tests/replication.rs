@@ -27,6 +27,9 @@ use quipu_protocol::record_batch::BatchIter;
 use quipu_protocol::StrBytes;
 
 const NONE: i16 = 0;
+
+/// A partition as Metadata shows it: leader, leader epoch, in-sync replicas.
+type State = (i32, i32, Vec<i32>);
 const NOT_ENOUGH_REPLICAS: i16 = 19;
 
 /// Short sessions and lag times, so failures are seen within seconds.
@@ -53,7 +56,7 @@ fn create(conn: &mut Conn, topic: &str) {
 }
 
 /// Partition 0 of `topic` as node `i` sees it: leader, leader epoch, in-sync replicas.
-fn partition_state(cluster: &Cluster, i: usize, topic: &str) -> Option<(i32, i32, Vec<i32>)> {
+fn partition_state(cluster: &Cluster, i: usize, topic: &str) -> Option<State> {
     let mut t = MetadataRequestTopic::default();
     t.name = Some(name(topic));
     let mut r = MetadataRequest::default();
@@ -70,8 +73,8 @@ fn wait_for(
     cluster: &mut Cluster,
     topic: &str,
     what: &str,
-    accept: impl Fn(&(i32, i32, Vec<i32>)) -> bool,
-) -> (usize, (i32, i32, Vec<i32>)) {
+    accept: impl Fn(&State) -> bool,
+) -> (usize, State) {
     wait_for_skipping(cluster, &[], topic, what, accept)
 }
 
@@ -82,15 +85,15 @@ fn wait_for_skipping(
     paused: &[usize],
     topic: &str,
     what: &str,
-    accept: impl Fn(&(i32, i32, Vec<i32>)) -> bool,
-) -> (usize, (i32, i32, Vec<i32>)) {
+    accept: impl Fn(&State) -> bool,
+) -> (usize, State) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         // A node restarted a moment ago may still hold stale metadata: the newest leader
         // epoch any node knows wins, as the leader itself states it.
         let mut alive = cluster.alive();
         alive.retain(|i| !paused.contains(i));
-        let states: Vec<(usize, (i32, i32, Vec<i32>))> = alive
+        let states: Vec<(usize, State)> = alive
             .iter()
             .filter_map(|i| Some((*i, partition_state(cluster, *i, topic)?)))
             .collect();

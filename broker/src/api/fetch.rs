@@ -254,33 +254,12 @@ fn read_all(
                     errors = true;
                 }
                 Target::Found(partition) => {
-                    let high_watermark = partition.high_watermark();
-                    let log = partition.log();
-                    out.high_watermark = high_watermark;
-                    out.last_stable_offset = high_watermark;
-                    out.log_start_offset = log.log_start_offset();
                     // KIP-74: the first batch may exceed `max_bytes`; what is left is then 0, never negative.
                     let budget = (*partition_max_bytes).min(max_bytes.saturating_sub(total));
-                    let limit = match to_log_end {
-                        true => log.log_end_offset(),
-                        false => high_watermark,
-                    };
-                    match log.read(*fetch_offset, limit, budget, total == 0) {
-                        Ok(Some(bytes)) => {
-                            total += bytes.len();
-                            out.records = Some(vec![bytes]);
-                        }
-                        Ok(None) => out.records = Some(vec![]),
-                        Err(ReadError::OutOfRange(e)) => {
-                            tracing::debug!(topic = %t.name, partition = index, error = %e, "fetch out of range");
-                            out.error_code = ResponseError::OffsetOutOfRange.code();
-                            errors = true;
-                        }
-                        Err(ReadError::Storage(e)) => {
-                            partition.take_offline(&e);
-                            out.error_code = ResponseError::KafkaStorageError.code();
-                            errors = true;
-                        }
+                    let read = (*fetch_offset, budget, total == 0, to_log_end);
+                    match read_partition(partition, read, &mut out) {
+                        Ok(bytes) => total += bytes,
+                        Err(()) => errors = true,
                     }
                 }
             }
@@ -289,6 +268,43 @@ fn read_all(
         response.topics.push(topic);
     }
     (response, total, errors)
+}
+
+/// Reads `partition` from `fetch_offset`, up to `budget` bytes (at least one batch when
+/// `min_one`), up to its high watermark or, for a follower, its log end, into `out`; the record
+/// bytes read, or `Err` when `out` carries an error.
+fn read_partition(
+    partition: &Partition,
+    (fetch_offset, budget, min_one, to_log_end): (i64, usize, bool, bool),
+    out: &mut FetchPartition,
+) -> Result<usize, ()> {
+    let high_watermark = partition.high_watermark();
+    let log = partition.log();
+    out.high_watermark = high_watermark;
+    out.last_stable_offset = high_watermark;
+    out.log_start_offset = log.log_start_offset();
+    let limit = match to_log_end {
+        true => log.log_end_offset(),
+        false => high_watermark,
+    };
+    match log.read(fetch_offset, limit, budget, min_one) {
+        Ok(Some(bytes)) => {
+            let len = bytes.len();
+            out.records = Some(vec![bytes]);
+            Ok(len)
+        }
+        Ok(None) => Ok(0),
+        Err(ReadError::OutOfRange(e)) => {
+            tracing::debug!(topic = partition.topic(), partition = partition.index(), error = %e, "fetch out of range");
+            out.error_code = ResponseError::OffsetOutOfRange.code();
+            Err(())
+        }
+        Err(ReadError::Storage(e)) => {
+            partition.take_offline(&e);
+            out.error_code = ResponseError::KafkaStorageError.code();
+            Err(())
+        }
+    }
 }
 
 super::handler::api!(Fetch, 4..=12, FetchRequest, |ctx, request, meta| {

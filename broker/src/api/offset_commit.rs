@@ -37,24 +37,7 @@ pub async fn offset_commit(
                 .collect()
         })
         .collect();
-    let entries: Vec<CommitEntry> = request
-        .topics
-        .iter()
-        .zip(&known)
-        .flat_map(|(t, known)| {
-            t.partitions
-                .iter()
-                .zip(known)
-                .filter(|(_, known)| **known)
-                .map(|(p, _)| CommitEntry {
-                    topic: t.name.0.to_string(),
-                    partition: p.partition_index,
-                    offset: p.committed_offset,
-                    leader_epoch: p.committed_leader_epoch,
-                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
-                })
-        })
-        .collect();
+    let entries = entries_of(&request, &known);
     let (mut errors, appended) = if entries.is_empty() {
         (Vec::new(), None)
     } else {
@@ -67,20 +50,8 @@ pub async fn offset_commit(
             version,
         )
     };
-    // Acknowledged once replicated, as Kafka's coordinator answers a commit once its append
-    // completes with acks=all.
     if let Some(appended) = appended {
-        let timeout = std::time::Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS);
-        let min_insync = ctx
-            .metadata
-            .topic(crate::group::offsets_topic::TOPIC)
-            .map_or(1, |t| t.config.min_insync_replicas);
-        let code = appended.replicated(min_insync, timeout).await;
-        if code != NONE {
-            for e in errors.iter_mut().filter(|e| **e == NONE) {
-                *e = code;
-            }
-        }
+        replicated(ctx, appended, &mut errors).await;
     }
     let mut errors = errors.into_iter();
     let mut response = OffsetCommitResponse::default();
@@ -100,6 +71,44 @@ pub async fn offset_commit(
         response.topics.push(rt);
     }
     response
+}
+
+/// The entries of the partitions that exist (`known`), for the coordinator.
+fn entries_of(request: &OffsetCommitRequest, known: &[Vec<bool>]) -> Vec<CommitEntry> {
+    request
+        .topics
+        .iter()
+        .zip(known)
+        .flat_map(|(t, known)| {
+            t.partitions
+                .iter()
+                .zip(known)
+                .filter(|(_, known)| **known)
+                .map(|(p, _)| CommitEntry {
+                    topic: t.name.0.to_string(),
+                    partition: p.partition_index,
+                    offset: p.committed_offset,
+                    leader_epoch: p.committed_leader_epoch,
+                    metadata: p.committed_metadata.as_ref().map(|m| m.to_string()),
+                })
+        })
+        .collect()
+}
+
+/// Acknowledged once replicated, as Kafka's coordinator answers a commit once its append
+/// completes with acks=all: the accepted entries get the coordinator's error otherwise.
+async fn replicated(ctx: &RequestContext, appended: crate::group::Appended, errors: &mut [i16]) {
+    let timeout = std::time::Duration::from_millis(OFFSET_COMMIT_TIMEOUT_MS);
+    let min_insync = ctx
+        .metadata
+        .topic(crate::group::offsets_topic::TOPIC)
+        .map_or(1, |t| t.config.min_insync_replicas);
+    let code = appended.replicated(min_insync, timeout).await;
+    if code != NONE {
+        for e in errors.iter_mut().filter(|e| **e == NONE) {
+            *e = code;
+        }
+    }
 }
 
 super::handler::api!(

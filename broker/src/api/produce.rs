@@ -132,6 +132,10 @@ pub async fn handle(
 /// Where a partition's answer is in the response: topic and partition indexes.
 type AnswerAt = (usize, usize);
 
+/// An acks=all batch to wait on: where its answer is, its partition, its last offset and leader
+/// epoch, and the topic's `min.insync.replicas`.
+type Replicating = (AnswerAt, Arc<Partition>, (i64, i32), i32);
+
 /// fsync off the runtime; a failed flush fails the produce, as the data may not be durable.
 async fn flush_before_answer(
     ctx: &RequestContext,
@@ -156,7 +160,7 @@ async fn flush_before_answer(
 /// acknowledged.
 async fn wait_replicated(
     ctx: &RequestContext,
-    to_replicate: Vec<(AnswerAt, Arc<Partition>, (i64, i32), i32)>,
+    to_replicate: Vec<Replicating>,
     timeout: Duration,
     response: &mut ProduceResponse,
 ) {

@@ -38,6 +38,10 @@ pub type ReassignmentOutcome = Vec<(String, Vec<(i32, PartitionOutcome)>)>;
 /// Which partitions a request names: by topic, the indexes.
 pub type Named = Vec<(String, Vec<i32>)>;
 
+/// AlterPartitionReassignments' entries: by topic, each partition's target replicas (`None`:
+/// cancel).
+pub type Targets = Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>;
+
 impl Controller {
     /// ElectLeaders: elects the preferred (or, unclean, any live) replica of each partition
     /// named, or of every partition when `None` (then only those that changed or failed are
@@ -80,7 +84,7 @@ impl Controller {
     /// partition named. `allow_rf_change` false refuses a target of another size.
     pub fn alter_reassignments(
         &self,
-        entries: Vec<(String, Vec<(i32, Option<Vec<i32>>)>)>,
+        entries: Targets,
         allow_rf_change: bool,
     ) -> Result<ReassignmentOutcome, MetadataError> {
         self.change_partitions(|image| {

@@ -137,26 +137,7 @@ impl MetadataRecord {
                 out.put_slice(topic_id.as_bytes());
                 put_map(out, configs);
             }
-            MetadataRecord::Partition(p) => {
-                let reassigning = !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty();
-                let version = if reassigning {
-                    PARTITION_VERSION_1
-                } else {
-                    VERSION_0
-                };
-                out.put_slice(&[PARTITION, version]);
-                put_string(out, &p.topic);
-                out.put_i32(p.partition);
-                put_ids(out, &p.replicas);
-                put_ids(out, &p.isr);
-                out.put_i32(p.leader);
-                out.put_i32(p.leader_epoch);
-                out.put_i32(p.partition_epoch);
-                if reassigning {
-                    put_ids(out, &p.adding_replicas);
-                    put_ids(out, &p.removing_replicas);
-                }
-            }
+            MetadataRecord::Partition(p) => encode_partition(p, out),
             MetadataRecord::TopicDeleted { name } => {
                 out.put_slice(&[TOPIC_DELETED, VERSION_0]);
                 put_string(out, name);
@@ -265,6 +246,28 @@ impl MetadataRecord {
                 },
             },
         })
+    }
+}
+
+/// A partition record: version 1, with the reassignment's replicas, only while one runs.
+fn encode_partition(p: &PartitionRecord, out: &mut Vec<u8>) {
+    let reassigning = !p.adding_replicas.is_empty() || !p.removing_replicas.is_empty();
+    let version = if reassigning {
+        PARTITION_VERSION_1
+    } else {
+        VERSION_0
+    };
+    out.put_slice(&[PARTITION, version]);
+    put_string(out, &p.topic);
+    out.put_i32(p.partition);
+    put_ids(out, &p.replicas);
+    put_ids(out, &p.isr);
+    out.put_i32(p.leader);
+    out.put_i32(p.leader_epoch);
+    out.put_i32(p.partition_epoch);
+    if reassigning {
+        put_ids(out, &p.adding_replicas);
+        put_ids(out, &p.removing_replicas);
     }
 }
 
