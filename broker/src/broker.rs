@@ -80,6 +80,8 @@ impl Broker {
         if broker.quorum.is_single_node() {
             broker.register()?;
             broker.requests.replicas.set_caught_up();
+            let image = broker.requests.metadata.image();
+            broker.requests.groups.take_up_after_catch_up(&image);
         }
         Ok(broker)
     }

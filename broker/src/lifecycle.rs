@@ -127,6 +127,7 @@ async fn catch_up(ctx: &RequestContext, broker_epoch: i64) {
         let registered = ctx.metadata.image().broker(node_id).map(|b| b.broker_epoch);
         if registered.is_some_and(|e| e >= broker_epoch) {
             ctx.replicas.set_caught_up();
+            ctx.groups.take_up_after_catch_up(&ctx.metadata.image());
             return;
         }
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;

@@ -60,6 +60,11 @@ impl ReplicaManager {
         }
     }
 
+    /// Whether this broker's image has caught up since it started (see `set_caught_up`).
+    pub fn is_caught_up(&self) -> bool {
+        self.caught_up.load(Ordering::Acquire)
+    }
+
     /// This broker's image now holds everything committed before its registration: its
     /// partitions may act as leaders.
     pub fn set_caught_up(&self) {

@@ -42,7 +42,7 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
         ApiKey::ApiVersions => {
             let r: ApiVersionsResponse = conn.call(api, v, &ApiVersionsRequest::default());
             assert_eq!(r.error_code, 0);
-            assert_eq!(r.api_keys.len(), 30);
+            assert_eq!(r.api_keys.len(), 31);
         }
         ApiKey::Metadata => {
             let mut t = MetadataRequestTopic::default();
@@ -701,6 +701,20 @@ fn call_at(conn: &mut Conn, api: ApiKey, v: i16) {
             let parts = &resp.responses[0].partitions;
             // Broker 7 is not registered; nothing is in progress to cancel.
             assert_eq!((parts[0].error_code, parts[1].error_code), (39, 85), "v{v}");
+        }
+        ApiKey::DescribeLogDirs => {
+            let mut t = describe_log_dirs_request::DescribableLogDirTopic::default();
+            t.topic = name("vt");
+            t.partitions = vec![0];
+            let mut r = DescribeLogDirsRequest::default();
+            r.topics = Some(vec![t]);
+            let resp: DescribeLogDirsResponse = conn.call(api, v, &r);
+            let dir = &resp.results[0];
+            assert_eq!((dir.error_code, dir.topics.len()), (0, 1), "v{v}");
+            assert!(dir.topics[0].partitions[0].partition_size > 0);
+            if v >= 4 {
+                assert!(dir.total_bytes > 0 && dir.usable_bytes > 0);
+            }
         }
         ApiKey::ListPartitionReassignments => {
             let r = ListPartitionReassignmentsRequest::default();

@@ -26,7 +26,7 @@ SERVED = [
     "init_producer_id", "find_coordinator", "join_group", "sync_group", "heartbeat",
     "leave_group", "offset_commit", "offset_fetch", "offset_delete", "list_groups",
     "describe_groups", "delete_groups", "describe_quorum", "elect_leaders",
-    "alter_partition_reassignments", "list_partition_reassignments",
+    "alter_partition_reassignments", "list_partition_reassignments", "describe_log_dirs",
     # Served on the controller listener (broker/src/quorum/broker_api.rs).
     "broker_registration", "broker_heartbeat", "alter_partition",
 ]

@@ -30,8 +30,10 @@ fn group_coordinator(ctx: &RequestContext, key: &str) -> Result<(i32, String, i3
         .topic(OFFSETS_TOPIC)
         .and_then(|t| t.partitions.get(index as usize))
         .map_or(-1, |p| p.leader);
+    // A broker whose image has not caught up since its start does not name itself.
+    let stale_self = leader == ctx.config.node_id && !ctx.replicas.is_caught_up();
     match image.broker(leader) {
-        Some(b) if !b.fenced => Ok((b.node_id, b.host.clone(), b.port)),
+        Some(b) if !b.fenced && !stale_self => Ok((b.node_id, b.host.clone(), b.port)),
         _ => Err(format!(
             "partition {index} of {OFFSETS_TOPIC} is led by broker {leader}, which is not registered and unfenced"
         )),

@@ -1,5 +1,6 @@
 //! IncrementalAlterConfigs: sets, deletes, appends to or subtracts from single settings of a
-//! topic, recorded and applied as AlterConfigs is. Broker settings are static: refused.
+//! topic, recorded and applied as AlterConfigs is. Broker settings are static: refused, except
+//! the deletion of the replication throttles, which are never set.
 
 use std::collections::BTreeMap;
 
@@ -28,9 +29,13 @@ pub fn handle_incremental(
     let mut response = IncrementalAlterConfigsResponse::default();
     for resource in request.resources {
         let name = resource.resource_name.to_string();
-        let outcome = refuse_non_topic(resource.resource_type)
-            .and_then(|()| changed_overrides(ctx, &name, &resource.configs))
-            .and_then(|overrides| apply(ctx, &name, overrides, request.validate_only));
+        let outcome = if clears_unset_throttles(resource.resource_type, &resource.configs) {
+            Ok(())
+        } else {
+            refuse_non_topic(resource.resource_type)
+                .and_then(|()| changed_overrides(ctx, &name, &resource.configs))
+                .and_then(|overrides| apply(ctx, &name, overrides, request.validate_only))
+        };
         let mut r = incremental_alter_configs_response::AlterConfigsResourceResponse::default();
         r.resource_type = resource.resource_type;
         r.resource_name = resource.resource_name;
@@ -38,6 +43,25 @@ pub fn handle_incremental(
         response.responses.push(r);
     }
     response
+}
+
+/// Kafka's dynamic broker throttles, which `kafka-reassign-partitions --verify` deletes when a
+/// move is done. Quipu has no replication throttle: they are never set.
+const THROTTLE_KEYS: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+    "replica.alter.log.dirs.io.max.bytes.per.second",
+];
+
+/// The broker resource's deletion of throttles that are not set: nothing to do, as Kafka
+/// answers it.
+fn clears_unset_throttles(resource_type: i8, configs: &[AlterableConfig]) -> bool {
+    const RESOURCE_BROKER: i8 = 4;
+    resource_type == RESOURCE_BROKER
+        && !configs.is_empty()
+        && configs
+            .iter()
+            .all(|c| c.config_operation == OP_DELETE && THROTTLE_KEYS.contains(&c.name.as_str()))
 }
 
 /// Topic `name`'s overrides with `configs`' operations applied in order.

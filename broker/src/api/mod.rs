@@ -16,6 +16,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_quorum;
 mod elect_leaders;
 mod fetch;
@@ -103,6 +104,7 @@ registry![
     elect_leaders,
     alter_partition_reassignments,
     list_partition_reassignments,
+    describe_log_dirs,
 ];
 
 /// What a handler produced: a response frame as chunks, or nothing (Produce with acks=0).

@@ -1087,15 +1087,27 @@ impl MetadataSubscriber for GroupCoordinator {
 }
 
 impl GroupCoordinator {
+    /// Once this broker's image has caught up: takes up every offsets partition it leads.
+    pub fn take_up_after_catch_up(&self, image: &MetadataImage) {
+        let Some(t) = image.topic(offsets_topic::TOPIC) else {
+            return;
+        };
+        for index in 0..t.partitions.len() as i32 {
+            self.follow_leadership(image, index);
+        }
+    }
+
     /// Elects or resigns for offsets partition `index` as the image's leadership says.
     fn follow_leadership(&self, image: &MetadataImage, index: i32) {
         let Some(t) = image.topic(offsets_topic::TOPIC) else {
             return;
         };
-        let leads = t
-            .partitions
-            .get(index as usize)
-            .is_some_and(|p| p.leader == self.replicas.node_id());
+        // A restarted broker's image may be stale until it has caught up: it coordinates
+        // nothing before then (see `take_up_after_catch_up`).
+        let leads = self.replicas.is_caught_up()
+            && t.partitions
+                .get(index as usize)
+                .is_some_and(|p| p.leader == self.replicas.node_id());
         if leads {
             self.elect(index, t.partitions.len() as i32);
         } else {

@@ -164,6 +164,8 @@ impl Server {
         if !r.want_shut_down {
             return Ok((broker.fenced, false));
         }
+        // A heartbeat that arrives after this one must not unfence it.
+        self.liveness.shutting_down(node_id, r.broker_epoch);
         if !broker.fenced {
             let fence = vec![MetadataRecord::BrokerFencing {
                 node_id,

@@ -29,6 +29,9 @@ struct State {
     heard: BTreeMap<i32, (Instant, i64)>,
     /// The run (incarnation id) each broker id last registered from, as this leader saw it.
     incarnations: BTreeMap<i32, uuid::Uuid>,
+    /// Brokers in controlled shutdown, at the registration epoch that asked for it: they stay
+    /// fenced, whatever heartbeat still arrives, until they register anew.
+    shutting_down: BTreeMap<i32, i64>,
 }
 
 impl Liveness {
@@ -72,6 +75,13 @@ impl Liveness {
     }
 
     /// Forgets what was heard: this node does not lead (or no longer does).
+    /// `node_id` at `broker_epoch` asked for controlled shutdown: it stays fenced until a
+    /// registration at a newer epoch.
+    pub fn shutting_down(&self, node_id: i32, broker_epoch: i64) {
+        let mut state = self.state.lock().expect("liveness lock");
+        state.shutting_down.insert(node_id, broker_epoch);
+    }
+
     pub fn not_leading(&self) {
         *self.state.lock().expect("liveness lock") = State::default();
     }
@@ -103,9 +113,11 @@ impl Liveness {
                     *heard = (now, broker.broker_epoch);
                 }
             }
-            let live = state.heard.get(&broker.node_id).is_some_and(|(at, epoch)| {
-                *epoch == broker.broker_epoch && now.duration_since(*at) < self.session_timeout
-            });
+            let shut_down = state.shutting_down.get(&broker.node_id) == Some(&broker.broker_epoch);
+            let live = !shut_down
+                && state.heard.get(&broker.node_id).is_some_and(|(at, epoch)| {
+                    *epoch == broker.broker_epoch && now.duration_since(*at) < self.session_timeout
+                });
             if live == broker.fenced {
                 changes.push(MetadataRecord::BrokerFencing {
                     node_id: broker.node_id,
@@ -114,6 +126,10 @@ impl Liveness {
             }
         }
         state.heard.retain(|id, _| image.broker(*id).is_some());
+        // A registration at a newer epoch ends a controlled shutdown.
+        state
+            .shutting_down
+            .retain(|id, epoch| image.broker(*id).is_some_and(|b| b.broker_epoch == *epoch));
         state
             .incarnations
             .retain(|id, _| image.broker(*id).is_some());

@@ -2194,6 +2194,56 @@ pub static LIST_PARTITION_REASSIGNMENTS__LIST_PARTITION_REASSIGNMENTS_TOPICS: Sh
     tagged: &[],
 };
 
+/// `DescribableLogDirTopic`.
+pub static DESCRIBE_LOG_DIRS__DESCRIBABLE_LOG_DIR_TOPIC: Shape = Shape {
+    name: "DescribableLogDirTopic",
+    versions: (1, 4),
+    fields: &[
+        Field {
+            name: "topic",
+            versions: (2, 32767),
+            wire: Wire::CompactStr,
+        },
+        Field {
+            name: "topic",
+            versions: (0, 1),
+            wire: Wire::Str,
+        },
+        Field {
+            name: "partitions",
+            versions: (2, 32767),
+            wire: Wire::CompactArray(&Wire::I32),
+        },
+        Field {
+            name: "partitions",
+            versions: (0, 1),
+            wire: Wire::Array(&Wire::I32),
+        },
+    ],
+    tagged_versions: Some((2, 32767)),
+    tagged: &[],
+};
+
+/// `DescribeLogDirsRequest`.
+pub static DESCRIBE_LOG_DIRS_REQUEST: Shape = Shape {
+    name: "DescribeLogDirsRequest",
+    versions: (1, 4),
+    fields: &[
+        Field {
+            name: "topics",
+            versions: (2, 32767),
+            wire: Wire::CompactArray(&Wire::Struct(&DESCRIBE_LOG_DIRS__DESCRIBABLE_LOG_DIR_TOPIC)),
+        },
+        Field {
+            name: "topics",
+            versions: (0, 1),
+            wire: Wire::Array(&Wire::Struct(&DESCRIBE_LOG_DIRS__DESCRIBABLE_LOG_DIR_TOPIC)),
+        },
+    ],
+    tagged_versions: Some((2, 32767)),
+    tagged: &[],
+};
+
 /// `BrokerRegistrationRequest`.
 pub static BROKER_REGISTRATION_REQUEST: Shape = Shape {
     name: "BrokerRegistrationRequest",
@@ -2542,6 +2592,7 @@ pub fn request(api: kafka_protocol::messages::ApiKey) -> Option<&'static Shape> 
         K::ElectLeaders => &ELECT_LEADERS_REQUEST,
         K::AlterPartitionReassignments => &ALTER_PARTITION_REASSIGNMENTS_REQUEST,
         K::ListPartitionReassignments => &LIST_PARTITION_REASSIGNMENTS_REQUEST,
+        K::DescribeLogDirs => &DESCRIBE_LOG_DIRS_REQUEST,
         K::BrokerRegistration => &BROKER_REGISTRATION_REQUEST,
         K::BrokerHeartbeat => &BROKER_HEARTBEAT_REQUEST,
         K::AlterPartition => &ALTER_PARTITION_REQUEST,
