@@ -25,7 +25,7 @@ pub async fn run(
     let broker = Arc::new(tokio::task::block_in_place(|| {
         Broker::open(config, bound.port())
     })?);
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<String>();
+    let (stop_tx, mut stop_rx) = tokio::sync::mpsc::channel::<String>(1);
     let mut tasks = cluster_tasks(&broker, stop_tx);
     tracing::info!(listen = %bound, data_dir = %data_dir.display(), cluster_id = %broker.requests.identity.cluster_id, topics = broker.requests.metadata.topics().len(), "quipu broker started");
     tasks.push(tokio::spawn(crate::retention::run(broker.clone())));
@@ -36,7 +36,7 @@ pub async fn run(
     let until = async {
         tokio::select! {
             () = shutdown => {}
-            Ok(reason) = stop_rx => {
+            Some(reason) = stop_rx.recv() => {
                 tracing::error!(%reason, "stopping");
                 fatal = Some(reason);
             }
@@ -57,11 +57,12 @@ pub async fn run(
 }
 
 /// A cluster node's own tasks: a broker's registration (which sends `stop` the reason the
-/// node must stop, if it must) and heartbeats; a controller's fencing. A single node registered
+/// node must stop, if it must), heartbeats, replication, and its stop when its log directory
+/// fails; a controller's fencing and leader rebalance. A single node registered
 /// as it opened and is never fenced: it is the whole cluster.
 fn cluster_tasks(
     broker: &Arc<Broker>,
-    stop: tokio::sync::oneshot::Sender<String>,
+    stop: tokio::sync::mpsc::Sender<String>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if broker.quorum.is_single_node() {
@@ -69,18 +70,25 @@ fn cluster_tasks(
     }
     if broker.config().is_broker() {
         let (quorum, me) = (broker.quorum.clone(), registration_of(broker));
+        let stop_on_failure = stop.clone();
         let ctx = broker.requests.clone();
         tasks.push(tokio::spawn(async move {
             match quorum.register(me).await {
                 Ok(epoch) => catch_up(&ctx, epoch).await,
                 Err(reason) => {
-                    let _ = stop.send(reason);
+                    let _ = stop.send(reason).await;
                 }
             }
         }));
         let node_id = broker.config().node_id;
         tasks.push(tokio::spawn(broker.quorum.clone().run_heartbeats(node_id)));
         tasks.extend(replication_tasks(broker));
+        let failures = broker.requests.replicas.storage_failures();
+        tasks.push(tokio::spawn(async move {
+            failures.notified().await;
+            let reason = "the log directory failed (a storage error): stopping, so that the partitions' leadership moves to replicas on working disks";
+            let _ = stop_on_failure.send(reason.to_string()).await;
+        }));
     }
     if broker.config().is_controller() {
         tasks.push(tokio::spawn(broker.quorum.clone().run_fencing()));

@@ -42,6 +42,8 @@ pub struct Partition {
     node_id: i32,
     /// Whether the broker's image has caught up since it started (its leadership is current).
     caught_up: Arc<AtomicBool>,
+    /// Told at this partition's first storage error (the broker's log directory failed).
+    storage_failed: Arc<tokio::sync::Notify>,
     log: SharedLog,
     high_watermark: watch::Sender<i64>,
     /// The log end offset, published after every append (replica fetches wait on it).
@@ -63,7 +65,7 @@ impl Partition {
     /// replica and at the log start otherwise (it only grows from there as replicas fetch).
     pub fn new(
         (topic, index): (Arc<str>, i32),
-        (node_id, caught_up): (i32, Arc<AtomicBool>),
+        (node_id, caught_up, storage_failed): (i32, Arc<AtomicBool>, Arc<tokio::sync::Notify>),
         log: SharedLog,
         state: &PartitionImage,
         checkpointed_high_watermark: Option<i64>,
@@ -85,6 +87,7 @@ impl Partition {
             index,
             node_id,
             caught_up,
+            storage_failed,
             log,
             high_watermark: watch::channel(hw).0,
             log_end: watch::channel(end).0,
@@ -181,6 +184,7 @@ impl Partition {
     pub fn take_offline(&self, error: &dyn std::fmt::Display) {
         if !self.offline.swap(true, Ordering::AcqRel) {
             tracing::error!(topic = %self.topic, partition = self.index, %error, "storage error: partition taken offline until restart");
+            self.storage_failed.notify_one();
         }
     }
 
@@ -423,7 +427,13 @@ mod tests {
         let ready = Arc::new(AtomicBool::new(true));
         (
             logs,
-            Partition::new(("t".into(), 0), (0, ready), log, &state, None),
+            Partition::new(
+                ("t".into(), 0),
+                (0, ready, Arc::default()),
+                log,
+                &state,
+                None,
+            ),
         )
     }
 
@@ -465,7 +475,12 @@ mod tests {
         let (_logs, p) = partition(dir.path());
         let batch = quipu_protocol::testing::batch(1, 8, 1_000, Compression::None);
         p.append(&batch, 1_000).unwrap();
+        let failed = p.storage_failed.clone();
+        let told = failed.notified();
         p.take_offline(&"test");
+        // The broker is told (a cluster's broker stops, as Kafka's does when its only log
+        // directory fails).
+        futures_util::FutureExt::now_or_never(told).expect("the failure is signalled");
         assert!(matches!(
             p.append(&batch, 1_000),
             Err(LeaderAppendError::Append(AppendError::Io(_)))

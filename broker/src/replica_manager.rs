@@ -35,6 +35,8 @@ pub struct ReplicaManager {
     /// then no partition acts as leader (its leadership may be stale). Set at once on a single
     /// node.
     caught_up: Arc<AtomicBool>,
+    /// Told when a partition's log meets a storage error (see `storage_failures`).
+    storage_failed: Arc<tokio::sync::Notify>,
 }
 
 /// Kafka's file of every hosted partition's high watermark.
@@ -57,7 +59,15 @@ impl ReplicaManager {
             checkpointed,
             leadership_changes: Arc::default(),
             caught_up: Arc::default(),
+            storage_failed: Arc::default(),
         }
+    }
+
+    /// Notified when a hosted partition's log fails (a failed write or damaged bytes): its
+    /// directory has failed. A cluster broker stops, so that its partitions' leadership moves
+    /// to replicas whose disks work, as Kafka's broker does when its only log directory fails.
+    pub fn storage_failures(&self) -> Arc<tokio::sync::Notify> {
+        self.storage_failed.clone()
     }
 
     /// Whether this broker's image has caught up since it started (see `set_caught_up`).
@@ -216,7 +226,11 @@ impl ReplicaManager {
                     let checkpointed = self.checkpointed.get(&(t.name.to_string(), index));
                     let partition = Partition::new(
                         (t.name.clone(), index),
-                        (self.node_id, self.caught_up.clone()),
+                        (
+                            self.node_id,
+                            self.caught_up.clone(),
+                            self.storage_failed.clone(),
+                        ),
                         log,
                         image,
                         checkpointed.copied(),

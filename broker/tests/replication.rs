@@ -118,9 +118,19 @@ fn wait_for_skipping(
 /// Produces `count` records with acks=all to the current leader, retrying a refused batch until
 /// it is acknowledged; returns the acknowledged base offsets.
 fn produce_acked(cluster: &mut Cluster, topic: &str, batches: usize) -> Vec<i64> {
+    produce_acked_skipping(cluster, &[], topic, batches)
+}
+
+/// As [`produce_acked`], not asking the nodes in `skip` (stopped, or serving no clients).
+fn produce_acked_skipping(
+    cluster: &mut Cluster,
+    skip: &[usize],
+    topic: &str,
+    batches: usize,
+) -> Vec<i64> {
     let mut offsets = Vec::new();
     while offsets.len() < batches {
-        let (leader, _) = wait_for(cluster, topic, "led", |_| true);
+        let (leader, _) = wait_for_skipping(cluster, skip, topic, "led", |_| true);
         let mut conn = cluster.nodes[leader].connect();
         let resp: ProduceResponse = conn.call(
             ApiKey::Produce,
@@ -634,4 +644,49 @@ fn replica_fetches_and_epochs_are_checked_and_the_purgatory_is_bounded() {
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let resp: ProduceResponse = waiting.receive(ApiKey::Produce, 9, id);
     assert_eq!(resp.responses[0].partition_responses[0].error_code, NONE);
+}
+
+#[test]
+fn with_two_followers_stopped_acks_all_is_refused_and_acks_one_answers() {
+    // Separate controllers (nodes 1-3) keep the metadata quorum while two brokers are stopped.
+    let mut cluster = Cluster::with_roles("controller", (3, 3), 1000, SETTINGS);
+    let controllers = [0, 1, 2];
+    for i in 3..6 {
+        cluster.brokers_listed_by(i, 3);
+    }
+    create(&mut cluster.nodes[3].connect(), "two");
+    produce_acked_skipping(&mut cluster, &controllers, "two", 3);
+    let (leader, _) = wait_for_skipping(&mut cluster, &controllers, "two", "fully in sync", |s| {
+        s.2.len() == 3
+    });
+    let followers: Vec<usize> = (3..6).filter(|i| *i != leader).collect();
+    let pids: Vec<i32> = followers
+        .iter()
+        .map(|i| cluster.nodes[*i].pid() as i32)
+        .collect();
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGSTOP) };
+    }
+    let mut skip = controllers.to_vec();
+    skip.extend(&followers);
+    wait_for_skipping(&mut cluster, &skip, "two", "shrunk to the leader", |s| {
+        s.2.len() == 1
+    });
+    let mut conn = cluster.nodes[leader].connect();
+    let all: ProduceResponse =
+        conn.call(ApiKey::Produce, 9, &produce_request("two", 0, -1, batch(1)));
+    assert_eq!(
+        all.responses[0].partition_responses[0].error_code,
+        NOT_ENOUGH_REPLICAS
+    );
+    let one: ProduceResponse =
+        conn.call(ApiKey::Produce, 9, &produce_request("two", 0, 1, batch(1)));
+    assert_eq!(one.responses[0].partition_responses[0].error_code, NONE);
+    for pid in &pids {
+        unsafe { libc::kill(*pid, libc::SIGCONT) };
+    }
+    wait_for_skipping(&mut cluster, &controllers, "two", "back in sync", |s| {
+        s.2.len() == 3
+    });
+    produce_acked_skipping(&mut cluster, &controllers, "two", 3);
 }
