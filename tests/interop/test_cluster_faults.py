@@ -32,137 +32,19 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from conftest import Broker, free_port
+from cluster import (JAVA_CLASSPATH, JAVA_DIR, REPLICATION_SETTINGS, TOPIC_COMMAND, Pending, bootstraps,
+                     describe_partitions, make_nodes, shutdown, start_cluster, tool, wait_until)
+from conftest import Broker
 
-_KAFKA_TARGET = Path(__file__).parent / "kafka" / "target"
-KAFKA_LIB = next((d for d in (_KAFKA_TARGET / "lib", _KAFKA_TARGET / "dependency") if d.exists()),
-                 _KAFKA_TARGET / "lib")
-JAVA_DIR = Path(__file__).parent / "java" / "target"
-JAVA_CLASSPATH = f"{JAVA_DIR / 'quipu-interop-0.1.0.jar'}:{JAVA_DIR / 'lib'}/*"
-TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
 REASSIGN_COMMAND = "org.apache.kafka.tools.reassign.ReassignPartitionsCommand"
 # A hard bound per test (conftest's SIGALRM); each test is meant to take well under it.
 TEST_LIMIT_S = 180
 
-SETTINGS = [
-    "num.partitions=3",
-    "min.insync.replicas=2",
-    "default.replication.factor=3",
-    "offsets.topic.replication.factor=3",
-    "broker.session.timeout.ms=2000",
-    "broker.heartbeat.interval.ms=300",
-    "replica.lag.time.max.ms=3000",
-    "controller.quorum.election.timeout.ms=500",
-    "group.initial.rebalance.delay.ms=0",
-]
+SETTINGS = [*REPLICATION_SETTINGS, "group.initial.rebalance.delay.ms=0"]
 
 
 # ---------------------------------------------------------------------------------------------
-# The cluster and the tools
-
-
-def tool(main_class: str, *args, timeout=60) -> str:
-    out = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
-                         capture_output=True, text=True, timeout=timeout)
-    assert out.returncode == 0, f"{main_class} {args}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
-    return out.stdout
-
-
-def alive(node: Broker) -> bool:
-    return node.proc is not None and node.proc.poll() is None
-
-
-def bootstraps(nodes) -> str:
-    return ",".join(n.bootstrap for n in nodes)
-
-
-def make_nodes(tmp_path, voters=3, observers=0):
-    """`voters` combined nodes (ids 1..voters), then `observers` broker-only nodes (not voters)."""
-    ports = [free_port() for _ in range(voters + observers)]
-    voter_list = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports[:voters]))
-    nodes = []
-    for i, port in enumerate(ports):
-        roles = "broker,controller" if i < voters else "broker"
-        settings = [f"node.id={i + 1}", f"process.roles={roles}", f"controller.quorum.voters={voter_list}",
-                    f"controller.listener=127.0.0.1:{port}", *SETTINGS]
-        args = [a for s in settings for a in ("--set", s)]
-        nodes.append(Broker(tmp_path / f"node{i + 1}" / "data", args))
-    return nodes
-
-
-def brokers_listed(node: Broker):
-    """The broker ids `node`'s Metadata lists (the unfenced brokers), or None if it does not answer."""
-    try:
-        return sorted(AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=5).brokers)
-    except Exception:
-        return None
-
-
-def start_cluster(nodes):
-    for n in nodes:
-        n.data_dir.parent.mkdir(parents=True, exist_ok=True)
-        n.start()
-    # Every node places replicas over the brokers its own image holds: wait for all to list all.
-    wanted = list(range(1, len(nodes) + 1))
-    for n in nodes:
-        wait_until(f"node at {n.bootstrap} lists brokers {wanted}",
-                   lambda: brokers_listed(n) == wanted or Pending(brokers_listed(n)), 30)
-
-
-def shutdown(nodes):
-    """Stops every node, whatever state it is in."""
-    for n in nodes:
-        if alive(n):
-            n.proc.send_signal(signal.SIGCONT)
-            n.proc.send_signal(signal.SIGTERM)
-    for n in nodes:
-        if n.proc is None:
-            continue
-        try:
-            n.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            n.proc.kill()
-            n.proc.wait()
-        n.proc = None
-
-
-class Pending:
-    """A falsy answer to `wait_until` that says what was seen."""
-
-    def __init__(self, seen):
-        self.seen = seen
-
-    def __bool__(self):
-        return False
-
-    def __repr__(self):
-        return repr(self.seen)
-
-
-def wait_until(what, check, timeout_s=30, interval_s=0.2):
-    """Calls `check` until it returns something truthy (returned); fails after `timeout_s` with
-    the last value seen."""
-    deadline = time.time() + timeout_s
-    while True:
-        last = check()
-        if last:
-            return last
-        assert time.time() < deadline, f"never {what} within {timeout_s} s: last seen {last!r}"
-        time.sleep(interval_s)
-
-
-def describe_partitions(bootstrap, topic):
-    """kafka-topics --describe: {partition: (leader, replicas, sorted isr)} and the text printed."""
-    out = tool(TOPIC_COMMAND, "--bootstrap-server", bootstrap, "--describe", "--topic", topic)
-    rows = {}
-    for line in out.splitlines():
-        if "Partition:" in line and "Leader:" in line:
-            p = int(re.search(r"Partition: (\d+)", line).group(1))
-            isr = re.search(r"Isr: ([\d,]*)", line).group(1)
-            rows[p] = (re.search(r"Leader: (-?\d+|none)", line).group(1),
-                       re.search(r"Replicas: ([\d,]*)", line).group(1),
-                       tuple(sorted(int(b) for b in isr.split(",") if b)))
-    return rows, out
+# Helpers
 
 
 def wait_full_isr_by_kafka_topics(node, topic, partitions, replicas=3, timeout_s=60):
@@ -190,6 +72,16 @@ def log_lines(node: Broker, pattern: str, limit=40):
 def create_topic(bootstrap, topic, partitions):
     admin = AdminClient({"bootstrap.servers": bootstrap})
     admin.create_topics([NewTopic(topic, partitions, replication_factor=3)])[topic].result(30)
+
+
+def start_with_topic(nodes, topic, partitions):
+    """Starts the cluster and creates `topic` (replication factor 3) on it, fully in sync per
+    kafka-topics; returns the bootstrap list of every node."""
+    start_cluster(nodes)
+    boot = bootstraps(nodes)
+    create_topic(boot, topic, partitions)
+    wait_full_isr_by_kafka_topics(nodes[0], topic, partitions)
+    return boot
 
 
 def produce_acked(bootstrap, topic, count, partitions, prefix):
@@ -430,15 +322,12 @@ def test_consumer_group_keeps_its_offsets_when_the_coordinators_broker_is_killed
     assert (JAVA_DIR / "lib").exists(), "tests/interop/java is not built: tests/run.sh builds it"
     topic, group, partitions = "faulted-group", "g", 3
     first_wave, second_wave = 3000, 1500
-    nodes = make_nodes(tmp_path)
+    nodes = make_nodes(tmp_path, SETTINGS)
     consumer = None
     java = None
     started = time.time()
     try:
-        start_cluster(nodes)
-        boot = bootstraps(nodes)
-        create_topic(boot, topic, partitions)
-        wait_full_isr_by_kafka_topics(nodes[0], topic, partitions)
+        boot = start_with_topic(nodes, topic, partitions)
         produce_acked(boot, topic, first_wave, partitions, "first")
 
         consumed = {p: set() for p in range(partitions)}   # by the librdkafka member
@@ -713,14 +602,11 @@ def read_partition(bootstrap, topic, partition, end):
 
 def test_rolling_restart_under_load_loses_nothing(tmp_path):
     topic, partitions, rate = "rolled", 3, 200
-    nodes = make_nodes(tmp_path)
+    nodes = make_nodes(tmp_path, SETTINGS)
     producer = None
     started = time.time()
     try:
-        start_cluster(nodes)
-        boot = bootstraps(nodes)
-        create_topic(boot, topic, partitions)
-        wait_full_isr_by_kafka_topics(nodes[0], topic, partitions)
+        boot = start_with_topic(nodes, topic, partitions)
 
         producer = SteadyProducer(boot, topic, rate)
         producer.start()
@@ -813,7 +699,7 @@ def partition_dirs(node: Broker, topic, partition):
 
 def test_kafka_reassign_partitions_moves_a_partition_to_a_fourth_broker(tmp_path):
     topic, count = "moving", 2000
-    nodes = make_nodes(tmp_path, voters=3, observers=1)
+    nodes = make_nodes(tmp_path, SETTINGS, voters=3, observers=1)
     started = time.time()
     try:
         start_cluster(nodes)

@@ -2,51 +2,26 @@
 against a 3-node Quipu cluster (combined nodes, a Raft metadata quorum) on loopback: topics created
 with replication factor 3 through any node, the quorum described, the cluster id read back."""
 import re
-import subprocess
-import time
-from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic
 
-from conftest import Broker, free_port
+from cluster import NODES, TOPIC_COMMAND, describe_partitions, run_tool, running_cluster
+from cluster import tool as _tool
 
-KAFKA_LIB = Path(__file__).parent / "kafka" / "target" / "lib"
-NODES = 3
+# Kafka's tools get two minutes each here.
+TOOL_TIMEOUT_S = 120
 
 
 def tool(main_class: str, *args) -> str:
-    out = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
-                         capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, f"{main_class} {args}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
-    return out.stdout
+    return _tool(main_class, *args, timeout=TOOL_TIMEOUT_S)
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    assert KAFKA_LIB.exists(), "tests/interop/kafka is not built: tests/run.sh builds it"
-    ports = [free_port() for _ in range(NODES)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes = []
-    for i, port in enumerate(ports):
-        settings = [f"node.id={i + 1}", f"controller.quorum.voters={voters}",
-                    f"controller.listener=127.0.0.1:{port}", "num.partitions=3"]
-        args = [a for s in settings for a in ("--set", s)]
-        nodes.append(Broker(tmp_path / f"node{i + 1}" / "data", args))
-    try:
-        for n in nodes:
-            n.data_dir.parent.mkdir(parents=True)
-            n.start()
-        admin = AdminClient({"bootstrap.servers": nodes[0].bootstrap})
-        deadline = time.time() + 30
-        while len(admin.list_topics(timeout=10).brokers) < NODES:
-            assert time.time() < deadline, "the brokers never all registered"
-            time.sleep(0.1)
+    with running_cluster(tmp_path, ["num.partitions=3"]) as nodes:
         yield nodes
-    finally:
-        for n in nodes:
-            n.stop()
 
 
 def test_kafka_topics_creates_and_describes_replicated_topics_through_any_node(cluster):
@@ -65,10 +40,8 @@ def test_kafka_topics_creates_and_describes_replicated_topics_through_any_node(c
         leaders.add(re.search(r"Leader: (\d+)", row).group(1))
     assert leaders == {"1", "2", "3"}, f"leaders are spread over the brokers: {out}"
     # A factor above the brokers is refused, as Kafka refuses it.
-    bad = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", "org.apache.kafka.tools.TopicCommand",
-                          "--bootstrap-server", cluster[1].bootstrap, "--create", "--topic", "too-many",
-                          "--partitions", "1", "--replication-factor", "4"],
-                         capture_output=True, text=True, timeout=120)
+    bad = run_tool(TOPIC_COMMAND, "--bootstrap-server", cluster[1].bootstrap, "--create", "--topic", "too-many",
+                   "--partitions", "1", "--replication-factor", "4", timeout=TOOL_TIMEOUT_S)
     assert bad.returncode != 0 and "only 3 broker(s) are registered" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
     listed = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", cluster[1].bootstrap, "--list")
     assert {f"replicated-{i}" for i in range(NODES)} <= set(listed.split()), listed
@@ -110,19 +83,13 @@ def test_kafka_cluster_id_and_confluent_admin_see_one_cluster(cluster):
 
 
 def describe_rows(bootstrap, topic):
-    out = tool("org.apache.kafka.tools.TopicCommand", "--bootstrap-server", bootstrap, "--describe",
-               "--topic", topic)
-    rows = {}
-    for l in out.splitlines():
-        if "Partition:" in l and "Leader:" in l:
-            p = int(re.search(r"Partition: (\d+)", l).group(1))
-            rows[p] = (re.search(r"Leader: (\d+)", l).group(1), re.search(r"Replicas: ([\d,]+)", l).group(1))
-    return rows
+    """kafka-topics --describe: {partition: (leader, replicas)}."""
+    rows, _ = describe_partitions(bootstrap, topic, timeout=TOOL_TIMEOUT_S)
+    return {p: (leader, replicas) for p, (leader, replicas, _) in rows.items()}
 
 
 def topic_command_fails(bootstrap, *args) -> str:
-    bad = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", "org.apache.kafka.tools.TopicCommand",
-                          "--bootstrap-server", bootstrap, *args], capture_output=True, text=True, timeout=120)
+    bad = run_tool(TOPIC_COMMAND, "--bootstrap-server", bootstrap, *args, timeout=TOOL_TIMEOUT_S)
     assert bad.returncode != 0, bad.stdout
     return bad.stdout + bad.stderr
 

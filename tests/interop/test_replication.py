@@ -19,126 +19,22 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import (OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer,
-                             TopicPartition)
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
                                    ConfigResource, NewTopic)
 
-from conftest import Broker, free_port
+from cluster import (JAVA_CLASSPATH, JAVA_DIR, NODES, REPLICATION_SETTINGS, Pending, alive, bootstraps,
+                     brokers_listed, describe_partitions, running_cluster, wait_until)
+from conftest import Broker
 
-# tests/run.sh copies Kafka's jars to target/lib; a plain `mvn dependency:copy-dependencies`
-# puts them in target/dependency.
-_KAFKA_TARGET = Path(__file__).parent / "kafka" / "target"
-KAFKA_LIB = next((d for d in (_KAFKA_TARGET / "lib", _KAFKA_TARGET / "dependency") if d.exists()),
-                 _KAFKA_TARGET / "lib")
-JAVA_DIR = Path(__file__).parent / "java" / "target"
-JAVA_CLASSPATH = f"{JAVA_DIR / 'quipu-interop-0.1.0.jar'}:{JAVA_DIR / 'lib'}/*"
-TOPIC_COMMAND = "org.apache.kafka.tools.TopicCommand"
-NODES = 3
 # A hard bound per test (conftest's SIGALRM); each test is meant to take well under it.
 TEST_LIMIT_S = 240
-
-SETTINGS = [
-    "num.partitions=3",
-    "min.insync.replicas=2",
-    "default.replication.factor=3",
-    "broker.session.timeout.ms=2000",
-    "broker.heartbeat.interval.ms=300",
-    "replica.lag.time.max.ms=3000",
-    "controller.quorum.election.timeout.ms=500",
-    "offsets.topic.replication.factor=3",
-]
-
-
-def tool(main_class: str, *args) -> str:
-    out = subprocess.run(["java", "-cp", f"{KAFKA_LIB}/*", main_class, *args],
-                         capture_output=True, text=True, timeout=60)
-    assert out.returncode == 0, f"{main_class} {args}: {out.stdout[-2000:]}{out.stderr[-3000:]}"
-    return out.stdout
-
-
-def alive(node: Broker) -> bool:
-    return node.proc is not None and node.proc.poll() is None
-
-
-def bootstraps(nodes) -> str:
-    return ",".join(n.bootstrap for n in nodes)
-
-
-def shutdown(nodes):
-    """Stops every node, whatever state it is in: a SIGSTOPped one is continued first."""
-    for n in nodes:
-        if alive(n):
-            n.proc.send_signal(signal.SIGCONT)
-            n.proc.send_signal(signal.SIGTERM)
-    for n in nodes:
-        if n.proc is None:
-            continue
-        try:
-            n.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            n.proc.kill()
-            n.proc.wait()
-        n.proc = None
 
 
 @pytest.fixture
 def cluster(tmp_path):
-    assert KAFKA_LIB.exists(), "tests/interop/kafka is not built: tests/run.sh builds it"
-    ports = [free_port() for _ in range(NODES)]
-    voters = ",".join(f"{i + 1}@127.0.0.1:{p}" for i, p in enumerate(ports))
-    nodes = []
-    for i, port in enumerate(ports):
-        settings = [f"node.id={i + 1}", f"controller.quorum.voters={voters}",
-                    f"controller.listener=127.0.0.1:{port}", *SETTINGS]
-        args = [a for s in settings for a in ("--set", s)]
-        nodes.append(Broker(tmp_path / f"node{i + 1}" / "data", args))
-    try:
-        for n in nodes:
-            n.data_dir.parent.mkdir(parents=True)
-            n.start()
-        # Every node places replicas over the brokers its own image holds: wait for all to list all.
-        deadline = time.time() + 30
-        for n in nodes:
-            admin = AdminClient({"bootstrap.servers": n.bootstrap})
-            while True:
-                try:
-                    if len(admin.list_topics(timeout=10).brokers) >= NODES:
-                        break
-                except KafkaException:  # a node still starting answers "partial response"
-                    pass
-                assert time.time() < deadline, "the brokers never all registered"
-                time.sleep(0.1)
-            del admin
+    with running_cluster(tmp_path, REPLICATION_SETTINGS) as nodes:
         yield nodes
-    finally:
-        shutdown(nodes)
-
-
-class Pending:
-    """A falsy answer to `wait_until` that says what was seen."""
-
-    def __init__(self, seen):
-        self.seen = seen
-
-    def __bool__(self):
-        return False
-
-    def __repr__(self):
-        return repr(self.seen)
-
-
-def wait_until(what, check, timeout_s=30, interval_s=0.2):
-    """Calls `check` until it returns something truthy (returned); fails after `timeout_s` with
-    the last value seen."""
-    deadline = time.time() + timeout_s
-    last = None
-    while True:
-        last = check()
-        if last:
-            return last
-        assert time.time() < deadline, f"never {what} within {timeout_s} s: last seen {last!r}"
-        time.sleep(interval_s)
 
 
 def partition_view(node: Broker, topic: str, partition: int):
@@ -147,14 +43,6 @@ def partition_view(node: Broker, topic: str, partition: int):
         md = AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(topic, timeout=5)
         p = md.topics[topic].partitions[partition]
         return p.leader, tuple(sorted(p.replicas)), tuple(sorted(p.isrs))
-    except Exception:
-        return None
-
-
-def brokers_listed(node: Broker):
-    """The broker ids `node`'s Metadata lists (the unfenced brokers), or None if it does not answer."""
-    try:
-        return sorted(AdminClient({"bootstrap.servers": node.bootstrap}).list_topics(timeout=5).brokers)
     except Exception:
         return None
 
@@ -183,20 +71,6 @@ def create_topic(nodes, topic, partitions):
     admin = AdminClient({"bootstrap.servers": bootstraps(nodes)})
     admin.create_topics([NewTopic(topic, partitions, replication_factor=3)])[topic].result(30)
     wait_fully_in_sync(nodes, topic, partitions)
-
-
-def describe_partitions(bootstrap, topic, *options):
-    """kafka-topics --describe: {partition: (leader, replicas, isr)} of the rows it prints."""
-    out = tool(TOPIC_COMMAND, "--bootstrap-server", bootstrap, "--describe", "--topic", topic, *options)
-    rows = {}
-    for line in out.splitlines():
-        if "Partition:" in line and "Leader:" in line:
-            p = int(re.search(r"Partition: (\d+)", line).group(1))
-            isr = re.search(r"Isr: ([\d,]*)", line).group(1)
-            rows[p] = (re.search(r"Leader: (-?\d+|none)", line).group(1),
-                       re.search(r"Replicas: ([\d,]*)", line).group(1),
-                       tuple(sorted(int(b) for b in isr.split(",") if b)))
-    return rows, out
 
 
 def segment_data(path: Path) -> bytes:
