@@ -11,28 +11,38 @@ every partition with 3 in-sync replicas on every node before it starts:
   records, batch.size 16 KiB and 1 MiB) and the librdkafka generator (batch 1 MiB) of
   side_by_side.py, bootstrapped from all three nodes; the topic is deleted afterwards;
 - end-to-end latency p50 / p99 / p99.9 at --latency-rate records/s of 1 KiB for --latency-s
-  seconds, acks=all (side_by_side.py's: librdkafka producer to librdkafka consumer);
+  seconds, acks=all (side_by_side.py's: librdkafka producer, linger 0, to a librdkafka consumer),
+  and the seconds the run took to deliver them all: more than --latency-s when the cluster fell
+  behind the rate, and then the latencies grow with the length of the run;
 - failover, --kills times: an idempotent librdkafka producer (acks=all, linger 0,
-  message.timeout.ms 120 s) sends --failover-rate records/s of 1 KiB to one partition whose leader
-  is not the active controller (so that no controller election is timed); its leader is killed
-  with SIGKILL; the figure is the time from the kill to the first acknowledgement that follows it
-  (more than 50 ms after the killed process was reaped: an acknowledgement the old leader sent
-  before it died may still be handed over by the client's next poll). Then the victim is started
-  again and must be back in every in-sync set before the next kill. Every acknowledged record is
-  read back afterwards at its acknowledged offset;
+  message.timeout.ms 120 s, retries and metadata refreshes at most 100 ms apart) sends
+  --failover-rate records/s of 1 KiB to one partition whose leader is not the active controller
+  (so that no controller election is timed); that leader is killed with SIGKILL. Two figures: the
+  time from the kill to the first acknowledgement after it (later than 50 ms after the killed
+  process was reaped: an acknowledgement the old leader sent before it died may still be handed
+  over by the client's next poll), and to the first Metadata answer (of the active controller's
+  node, asked every 10 ms) naming another leader. librdkafka asks for the leader of a partition
+  whose broker is down once a second (its topic scan), so the first figure comes in steps of
+  about a second after the second. Then the victim is started again and must be back in every
+  in-sync set before the next kill; every acknowledged record is read back at its acknowledged
+  offset, once, and nothing else is there;
 - follower catch-up, --catchup-runs times: a topic of 3 partitions placed by hand so that one
   node F (not the active controller) follows all three; F is stopped with SIGSTOP and, once the
   live nodes' Metadata shows it out of every in-sync set (fenced after the session timeout),
   --catchup-mb MB are written at acks=1 by the librdkafka generator (to the live nodes); then F
   is continued (SIGCONT) and the figure is the MB written over the seconds from SIGCONT until a
   live node's Metadata shows F in all three in-sync sets again (polled every 50 ms).
-After every figure the topic's record count (sum of the partitions' end offsets) is checked
-against what was acknowledged. A figure that fails, or whose records do not add up, is reported as
-not measured, with the error and the matching lines of the nodes' logs.
+After every figure the topic's record count (the sum of its partitions' high watermarks) is
+checked against what was acknowledged. A figure that fails, or whose records do not add up, is
+reported as not measured, with the error and the nodes' warnings, errors and fencing log lines.
 
-Prints a Markdown table: median (min–max) per system and the ratio Quipu/Kafka of the medians.
+Prints a Markdown table: median (min–max, n) per system and the ratio Quipu/Kafka of the medians,
+then every sample, marked * when another session's brokers, JVMs, builds or tests ran at its start
+or end (the machine is shared; --quiet-wait-s waits for them to be gone before each sample).
 
 Run: cargo build --release -p quipu-broker && python3 benches/cluster_figures.py [--dir D]
+(about 50 minutes on 2 cores; `--figures latency --latency-rate 200` for one figure at another
+rate, `--set KEY=VALUE` for an experiment with one more setting on both systems' nodes).
 Smoke run (the test command runs it): --smoke (Quipu only, tiny numbers).
 """
 import argparse
@@ -67,7 +77,8 @@ SETTINGS = {
     "broker.session.timeout.ms": 2000,
     "broker.heartbeat.interval.ms": 300,
 }
-LOG_PATTERN = re.compile(r"(?i)\b(warn|error|panic)|fenc|isr|in-sync|truncat|not.enough")
+# The log lines reported beside a figure that failed: warnings and errors, and fencing.
+LOG_PATTERN = re.compile(r"\b(WARN|ERROR|FATAL)\b|panic|fencing changed|fenced=1")
 
 
 def metadata_v4(port, topic, timeout_s=2.0):
@@ -92,7 +103,7 @@ def metadata_v4(port, topic, timeout_s=2.0):
         at += struct.calcsize(fmt)
         return values if len(values) > 1 else values[0]
 
-    def string(nullable=False):
+    def string():
         nonlocal at
         n = take(">h")
         if n < 0:
@@ -101,8 +112,8 @@ def metadata_v4(port, topic, timeout_s=2.0):
         return buf[at - n:at].decode()
 
     for _ in range(take(">i")):  # brokers: node id, host, port, rack
-        take(">i"), string(), take(">i"), string(True)
-    string(True), take(">i")  # cluster id, controller id
+        take(">i"), string(), take(">i"), string()
+    string(), take(">i")  # cluster id, controller id
     partitions = None
     for _ in range(take(">i")):
         error, t, _internal = take(">h"), string(), take(">?")
@@ -115,6 +126,56 @@ def metadata_v4(port, topic, timeout_s=2.0):
         if t == topic and error == 0:
             partitions = rows
     return partitions
+
+
+WATCHED = {"quipu", "java", "cargo", "rustc", "cc1", "ld", "clang"}
+
+
+def foreign_processes():
+    """Busy-looking processes outside this benchmark's process tree (another session's brokers,
+    JVMs, builds or tests): {pid: name}. The machine is shared; they make a figure noisier."""
+    parents, names = {}, {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmdline = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        parents[int(d.name)] = int(stat[stat.rindex(")") + 2:].split()[1])
+        if name in WATCHED or "pytest" in cmdline:
+            names[int(d.name)] = "pytest" if "pytest" in cmdline else name
+    mine = {os.getpid()}
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if ppid in mine and pid not in mine:
+                mine.add(pid)
+                grew = True
+    return {pid: name for pid, name in names.items() if pid not in mine}
+
+
+def wait_quiet(limit_s, quiet_s=5.0):
+    """Waits, up to `limit_s`, until no other session's processes (foreign_processes) have been seen
+    for `quiet_s`."""
+    if limit_s <= 0:
+        return
+    began = last_seen = time.time()
+    seen = set()
+    while time.time() - began < limit_s:
+        others = foreign_processes()
+        if others:
+            seen |= set(others.values())
+            last_seen = time.time()
+        elif time.time() - last_seen >= quiet_s:
+            break
+        time.sleep(1.0)
+    if seen:
+        print(f"  waited {time.time() - began:.0f} s for other sessions' {sorted(seen)} to finish"
+              + ("" if time.time() - last_seen >= quiet_s else " (still running)"), file=sys.stderr, flush=True)
 
 
 class Unmeasured(Exception):
@@ -196,22 +257,27 @@ class Cluster:
         except Exception as e:
             print(f"  {self.name}: deleting {topic}: {e}", file=sys.stderr, flush=True)
 
-    def records_in(self, topic, partitions, bootstrap=None):
+    def end_offsets(self, topic, partitions, bootstrap=None):
+        """The partitions' high watermarks."""
         c = Consumer({"bootstrap.servers": bootstrap or self.bootstrap(), "group.id": "count", "log_level": 0})
         try:
-            return sum(c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions))
+            return [c.get_watermark_offsets(TopicPartition(topic, p), timeout=30)[1] for p in range(partitions)]
         finally:
             c.close()
 
-    def check_count(self, topic, expected, partitions=PARTITIONS, bootstrap=None):
-        found = self.records_in(topic, partitions, bootstrap)
+    def check_count(self, topic, expected, partitions=PARTITIONS, bootstrap=None, timeout_s=60):
+        """That the topic's high watermarks add up to `expected` records, within `timeout_s` (at
+        acks=1 the high watermark follows the followers)."""
+        deadline = time.time() + timeout_s
+        while (found := sum(self.end_offsets(topic, partitions, bootstrap))) < expected and time.time() < deadline:
+            time.sleep(0.1)
         if found != expected:
-            raise Unmeasured(f"{topic} holds {found} records (sum of end offsets), {expected} were acknowledged")
+            raise Unmeasured(f"{topic} holds {found} records (sum of high watermarks), {expected} were acknowledged")
 
     def controller(self):
         return qf.leader_id(self.bootstrap())
 
-    def log_lines(self, since, limit=25):
+    def log_lines(self, since, limit=15):
         """Per node, the last `limit` lines past the offsets `since` that match LOG_PATTERN."""
         out = []
         for n, offset in zip(self.nodes, since):
@@ -254,9 +320,12 @@ def latency_figure(cluster, args, run, moved):
     topic = f"latency-{run}"
     cluster.create(topic)
     try:
+        began = time.perf_counter()
         p50, p99, p999 = sbs.latency(cluster.bootstrap(), args.latency_rate, args.latency_s, moved, topic, False)
+        # Past --latency-s when the cluster fell behind the rate (the latencies then grow with the run).
+        delivered_s = time.perf_counter() - began - 1.0  # the consumer's first 1 s poll before the timed loop
         cluster.check_count(topic, int(args.latency_rate * args.latency_s))
-        return p50, p99, p999
+        return p50, p99, p999, delivered_s
     finally:
         cluster.delete(topic)
 
@@ -268,8 +337,12 @@ class SteadyProducer(threading.Thread):
     def __init__(self, bootstrap, topic, partition, rate):
         super().__init__(daemon=True)
         self.topic, self.partition, self.rate = topic, partition, rate
+        # Retries and metadata refreshes at most 100 ms and 50 ms apart (librdkafka's defaults back
+        # off to 1 s), so that the figure is the cluster's more than the client's back-off.
         self.producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True,
-                                  "linger.ms": 0, "message.timeout.ms": 120_000, "log_level": 0})
+                                  "linger.ms": 0, "message.timeout.ms": 120_000, "retry.backoff.ms": 20,
+                                  "retry.backoff.max.ms": 100, "topic.metadata.refresh.fast.interval.ms": 50,
+                                  "log_level": 0})
         self.acks, self.failed = [], []   # (time, seq, offset); (seq, error)
         self.stopping = threading.Event()
         self.sent = self.left = 0
@@ -343,14 +416,21 @@ def failover_round(cluster, args, k):
         time.sleep(args.failover_warm_s)
         if not producer.acks or producer.failed:
             raise Unmeasured(f"before the kill: {len(producer.acks)} acknowledged, failed {producer.failed[:3]}")
+        survivor = cluster.node(controller)
         killed_at = time.perf_counter()
         victim.kill()
         reaped = time.perf_counter()
-        while (first := producer.acked_after(reaped + 0.05)) is None:
+        elected_ms = None
+        while (first := producer.acked_after(reaped + 0.05)) is None or elected_ms is None:
+            if elected_ms is None:
+                v = cluster.view(survivor, topic)
+                if v and v[partition][0] not in (victim_id, -1):
+                    elected_ms = (time.perf_counter() - killed_at) * 1000
             if time.perf_counter() - killed_at > 60:
-                raise Unmeasured(f"no acknowledgement within 60 s of killing node {victim_id} (leader of "
-                                 f"{topic}-{partition}); failed: {producer.failed[:3]}")
-            time.sleep(0.005)
+                raise Unmeasured(f"within 60 s of killing node {victim_id} (leader of {topic}-{partition}): "
+                                 f"{'an' if first else 'no'} acknowledgement, {'a' if elected_ms else 'no'} new "
+                                 f"leader in the Metadata of node {controller}; failed: {producer.failed[:3]}")
+            time.sleep(0.01)
         failover_ms = (first[0] - killed_at) * 1000
         time.sleep(1.0)
     finally:
@@ -358,14 +438,15 @@ def failover_round(cluster, args, k):
         producer.join(180)
     new_view = cluster.view(cluster.nodes[victim_id % NODES], topic)
     print(f"  {cluster.name} kill {k + 1}: node {victim_id} (leader of {topic}-{partition}; controller "
-          f"{controller}) killed; next ack {failover_ms:.0f} ms later; now {new_view and new_view.get(partition)}",
+          f"{controller}) killed; new leader in Metadata {elected_ms:.0f} ms, next ack {failover_ms:.0f} ms later; "
+          f"now {new_view and new_view.get(partition)}",
           file=sys.stderr, flush=True)
     cluster.restart(victim)
     if producer.left or producer.failed:
         raise Unmeasured(f"{producer.left} records undelivered after flush, {len(producer.failed)} failed "
                          f"(first: {producer.failed[:3]})")
     acked = {seq: offset for _, seq, offset in producer.acks}
-    end = cluster.records_in(topic, PARTITIONS)
+    end = cluster.end_offsets(topic, PARTITIONS)[partition]
     read, seen = read_partition(cluster.bootstrap(), topic, partition, end)
     missing = [(s, o) for s, o in acked.items() if read.get(o) != s]
     twice = [s for s, c in seen.items() if c > 1]
@@ -378,7 +459,7 @@ def failover_round(cluster, args, k):
     except Unmeasured as e:
         raise Unmeasured(f"node {victim_id} never rejoined after its restart: {e}")
     cluster.delete(topic)
-    return failover_ms
+    return failover_ms, elected_ms
 
 
 def catchup_round(cluster, args, k):
@@ -430,27 +511,32 @@ def catchup_round(cluster, args, k):
 
 
 def measure(cluster, args):
-    """{figure: [values]} (every figure, in order; empty: not measured), and the failures:
-    [(figure, when and why, log lines)]."""
+    """{figure: [(value, contended)]} (every figure, in order; empty: not measured; contended: other
+    sessions' brokers, JVMs, builds or tests ran at the start or end of that sample), and the
+    failures: [(figure, when and why, log lines)]."""
     produce = ["ProducerPerformance acks=all batch=16 KiB (MB/s)", "ProducerPerformance acks=all batch=1024 KiB (MB/s)",
                "librdkafka produce acks=all batch=1024 KiB (MB/s)"]
     rate = f"{args.latency_rate} records/s"
-    latencies = [f"end-to-end latency {q} at {rate}, acks=all (ms)" for q in ["p50", "p99", "p99.9"]]
-    failover = "failover: kill -9 of a partition leader to the next acknowledged produce (ms)"
+    latencies = [f"end-to-end latency {q} at {rate}, acks=all (ms)" for q in ["p50", "p99", "p99.9"]] + [
+        f"end-to-end latency run: seconds to deliver {args.latency_s:g} s of records"]
+    failover = ["failover: kill -9 of a partition leader to the next acknowledged produce (ms)",
+                "failover: kill -9 of a partition leader to a new leader in Metadata (ms)"]
     catchup = [f"follower catch-up from {args.catchup_mb:g} MB behind, SIGCONT to back in the ISR (MB/s)",
                f"follower catch-up from {args.catchup_mb:g} MB behind (s)"]
-    results = {k: [] for k in [*produce, *latencies, failover, *catchup]}
+    results = {k: [] for k in [*produce, *latencies, *failover, *catchup]}
     issues = []
 
-    def attempt(key, fn):
+    def attempt(keys, fn):
+        wait_quiet(args.quiet_wait_s)
         offsets = cluster.log_offsets()
         began = time.strftime("%H:%M:%S")
+        others = foreign_processes()
         try:
             value = fn()
         except Exception as e:  # noqa: BLE001 - every failure is reported, none hidden
             why = str(e) if isinstance(e, Unmeasured) else f"{type(e).__name__}: {e}"
-            issues.append((key, f"{began}–{time.strftime('%H:%M:%S')}: {why}", cluster.log_lines(offsets)))
-            print(f"  {cluster.name}: {key}: NOT MEASURED: {why}", file=sys.stderr, flush=True)
+            issues.append((keys[0], f"{began}–{time.strftime('%H:%M:%S')}: {why}", cluster.log_lines(offsets)))
+            print(f"  {cluster.name}: {keys[0]}: NOT MEASURED: {why}", file=sys.stderr, flush=True)
             for n in cluster.nodes:  # a node the figure left dead or stopped comes back for the next
                 if n.proc is not None and n.proc.poll() is None:
                     n.proc.send_signal(signal.SIGCONT)
@@ -458,39 +544,50 @@ def measure(cluster, args):
                     print(f"  {cluster.name}: node {n.node_id} exited ({n.proc.returncode}); restarting it",
                           file=sys.stderr, flush=True)
                     cluster.restart(n)
-            return None
-        print(f"  {cluster.name}: {key}: {value}", file=sys.stderr, flush=True)
-        return value
+            return
+        others.update(foreign_processes())
+        contended = bool(others)
+        values = value if isinstance(value, tuple) else (value,)
+        for key, v in zip(keys, values):
+            results[key].append((v, contended))
+        load = open("/proc/loadavg").read().split()[0]
+        print(f"  {time.strftime('%H:%M:%S')} {cluster.name}: {keys[0]}: "
+              f"{', '.join(f'{v:.2f}' for v in values)}; load {load}"
+              + (f"; other sessions' processes: {sorted(set(others.values()))}" if contended else ""),
+              file=sys.stderr, flush=True)
 
+    wanted = set(args.figures.split(","))
+    results = {k: v for k, v in results.items()
+               if (k in produce and "produce" in wanted) or (k in latencies and "latency" in wanted)
+               or (k in failover and "failover" in wanted) or (k in catchup and "catchup" in wanted)}
     moved = sbs.Moved()
-    for run in range(args.runs):
+    for run in range(args.runs if "produce" in wanted else 0):
         for key, (batch, fn) in zip(produce, [(16 << 10, sbs.perf_producer), (1 << 20, sbs.perf_producer),
                                               (1 << 20, sbs.rdkafka_producer)]):
-            topic = f"produce-{len(results[key])}-{batch >> 10}-{fn.__name__}-{run}"
-            if (v := attempt(key, lambda: one_produce(cluster, args, topic, batch, fn, moved))) is not None:
-                results[key].append(v)
-    for run in range(args.runs):
-        v = attempt(f"end-to-end latency at {rate}", lambda: latency_figure(cluster, args, run, moved))
-        for key, x in zip(latencies, v or []):
-            results[key].append(x)
-    for k in range(args.kills):
-        if (v := attempt(failover, lambda: failover_round(cluster, args, k))) is not None:
-            results[failover].append(v)
-    for k in range(args.catchup_runs):
-        if (v := attempt(catchup[0], lambda: catchup_round(cluster, args, k))) is not None:
-            results[catchup[0]].append(v[0])
-            results[catchup[1]].append(v[1])
+            topic = f"produce-{batch >> 10}-{fn.__name__}-{run}"
+            attempt([key], lambda: one_produce(cluster, args, topic, batch, fn, moved))
+    for run in range(args.runs if "latency" in wanted else 0):
+        attempt(latencies, lambda: latency_figure(cluster, args, run, moved))
+    for k in range(args.kills if "failover" in wanted else 0):
+        attempt(failover, lambda: failover_round(cluster, args, k))
+    for k in range(args.catchup_runs if "catchup" in wanted else 0):
+        attempt(catchup, lambda: catchup_round(cluster, args, k))
     return results, issues
 
 
-def fmt(values):
-    if not values:
+def fmt(samples):
+    if not samples:
         return "not measured"
+    values = [v for v, _ in samples]
     med = statistics.median(values)
     digits = 0 if med >= 100 else 1 if med >= 1 else 2
     if len(values) == 1:
         return f"{med:.{digits}f}"
     return f"{med:.{digits}f} ({min(values):.{digits}f}–{max(values):.{digits}f}, n={len(values)})"
+
+
+def median(samples):
+    return statistics.median(v for v, _ in samples)
 
 
 def print_table(all_results, args):
@@ -505,8 +602,15 @@ def print_table(all_results, args):
         ratio = ""
         if len(names) == 2:
             a, b = (all_results[n][0].get(key) for n in names)
-            ratio = f" {statistics.median(a) / statistics.median(b):.2f} |" if a and b else " - |"
+            r = median(a) / median(b) if a and b and median(b) else None
+            ratio = (" - |" if r is None else f" {r:.2f} |" if r >= 0.1 else f" {r:.3f} |" if r >= 0.001
+                     else " <0.001 |")
         print(f"| {key} | " + " | ".join(cells) + " |" + ratio)
+    print("\nEvery sample, in order; * = other sessions' processes (brokers, JVMs, builds, tests) ran "
+          "at its start or end:")
+    for name, (results, _) in all_results.items():
+        for key, samples in results.items():
+            print(f"- {name}, {key}: " + (", ".join(f"{v:.2f}{'*' if c else ''}" for v, c in samples) or "-"))
     for name, (_, issues) in all_results.items():
         for key, why, lines in issues:
             print(f"\n{name}: NOT MEASURED once: {key}\n  {why}" + (f"\n{lines}" if lines else ""))
@@ -516,6 +620,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--bin", default=str(ROOT / "target" / "release" / "quipu"))
     ap.add_argument("--brokers", default="quipu,kafka")
+    ap.add_argument("--figures", default="produce,latency,failover,catchup",
+                    help="which figures, comma-separated: produce, latency, failover, catchup")
     ap.add_argument("--runs", type=int, default=3, help="runs of each produce and latency figure")
     ap.add_argument("--records", type=int, default=1_000_000, help="records per produce figure")
     ap.add_argument("--latency-rate", type=int, default=5000)
@@ -529,21 +635,26 @@ def main():
     ap.add_argument("--dir", help="the nodes' directories go here and stay (their logs; the data is "
                     "removed after each system unless --keep-data); by default a temporary directory")
     ap.add_argument("--keep-data", action="store_true")
+    ap.add_argument("--quiet-wait-s", type=float, default=0.0, help="before each sample, wait up to this "
+                    "long for other sessions' brokers, JVMs, builds and tests to be gone (the machine is shared)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="one more setting for both systems' nodes (for experiments; the figures use none)")
     ap.add_argument("--smoke", action="store_true", help="tiny numbers, Quipu only")
     args = ap.parse_args()
     if args.smoke:
         args.brokers, args.runs, args.records, args.latency_rate, args.latency_s = "quipu", 1, 2000, 200, 1.0
         args.kills, args.failover_warm_s, args.catchup_mb, args.catchup_runs = 1, 1.0, 20.0, 1
     names = args.brokers.split(",")
+    settings = {**SETTINGS, **dict(kv.split("=", 1) for kv in args.set)}
     all_results = {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.dir or tmp)
         for name in names:
             directory = root / name
             if name == "quipu":
-                cluster = Cluster("Quipu", qf.quipu_cluster(args.bin, directory, SETTINGS))
+                cluster = Cluster("Quipu", qf.quipu_cluster(args.bin, directory, settings))
             else:
-                cluster = Cluster("Kafka", qf.kafka_cluster(directory, SETTINGS))
+                cluster = Cluster("Kafka", qf.kafka_cluster(directory, settings))
             print(f"{cluster.name}: starting 3 nodes in {directory} ({time.strftime('%Y-%m-%d %H:%M:%S')})",
                   file=sys.stderr, flush=True)
             try:

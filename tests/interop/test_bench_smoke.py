@@ -41,3 +41,12 @@ def test_client_figures_script_smoke():
     for figure in ["produce acks=all, Rust client (MB/s)", "produce acks=1, librdkafka (MB/s)",
                    "replay from offset 0, Rust client (MB/s)", "Rust client / librdkafka"]:
         assert figure in out, out
+
+
+def test_cluster_figures_script_smoke():
+    out = run("cluster_figures.py", "--smoke")
+    for figure in ["ProducerPerformance acks=all batch=1024 KiB (MB/s)", "librdkafka produce acks=all",
+                   "end-to-end latency p99.9", "kill -9 of a partition leader to the next acknowledged produce",
+                   "follower catch-up from 20 MB behind"]:
+        assert figure in out, out
+    assert "NOT MEASURED" not in out, out
