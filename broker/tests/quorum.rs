@@ -12,16 +12,12 @@ use common::{free_port, name, BrokerProcess, Conn};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
 use quipu_protocol::messages::delete_topics_request::DeleteTopicState;
 use quipu_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use quipu_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use quipu_protocol::messages::{broker_registration_request, describe_quorum_request};
 use quipu_protocol::messages::{
     ApiKey, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest,
     BrokerRegistrationResponse, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest,
     DeleteTopicsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeQuorumRequest,
-    DescribeQuorumResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    MetadataRequest, MetadataResponse,
+    DescribeQuorumResponse, MetadataRequest, MetadataResponse,
 };
 use quipu_protocol::StrBytes;
 
@@ -67,18 +63,7 @@ fn delete(conn: &mut Conn, topic: &str) -> i16 {
 
 /// Sets `retention.ms` of `topic` (IncrementalAlterConfigs SET).
 fn set_retention(conn: &mut Conn, topic: &str, retention_ms: i64) -> i16 {
-    let mut c = AlterableConfig::default();
-    c.name = StrBytes::from_static_str("retention.ms");
-    c.config_operation = 0;
-    c.value = Some(StrBytes::from_string(retention_ms.to_string()));
-    let mut res = AlterConfigsResource::default();
-    res.resource_type = 2;
-    res.resource_name = StrBytes::from_string(topic.to_string());
-    res.configs = vec![c];
-    let mut r = IncrementalAlterConfigsRequest::default();
-    r.resources = vec![res];
-    let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &r);
-    resp.responses[0].error_code
+    common::set_config(conn, topic, "retention.ms", &retention_ms.to_string())
 }
 
 /// `retention.ms` of `topic` as node `node` describes it.

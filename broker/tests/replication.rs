@@ -9,19 +9,15 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::cluster::Cluster;
-use common::{batch, fetch_request, name, produce_request, Conn};
+use common::{batch, fetch_request, name, produce_request, set_config, Conn};
 use quipu_protocol::messages::create_topics_request::CreatableTopic;
-use quipu_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use quipu_protocol::messages::metadata_request::MetadataRequestTopic;
 use quipu_protocol::messages::{alter_partition_reassignments_request, elect_leaders_request};
 use quipu_protocol::messages::{
     AlterPartitionReassignmentsRequest, AlterPartitionReassignmentsResponse, ApiKey, BrokerId,
     CreateTopicsRequest, CreateTopicsResponse, ElectLeadersRequest, ElectLeadersResponse,
-    FetchResponse, IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
-    ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse, MetadataRequest,
-    MetadataResponse, ProduceResponse,
+    FetchResponse, ListPartitionReassignmentsRequest, ListPartitionReassignmentsResponse,
+    MetadataRequest, MetadataResponse, ProduceResponse,
 };
 use quipu_protocol::record_batch::BatchIter;
 use quipu_protocol::StrBytes;
@@ -216,20 +212,6 @@ fn acknowledged_writes_survive_leader_kills_and_every_replica_holds_the_same_byt
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-}
-
-fn set_config(conn: &mut Conn, topic: &str, key: &str, value: &str) -> i16 {
-    let mut c = AlterableConfig::default();
-    c.name = StrBytes::from_string(key.to_string());
-    c.value = Some(StrBytes::from_string(value.to_string()));
-    let mut res = AlterConfigsResource::default();
-    res.resource_type = 2;
-    res.resource_name = StrBytes::from_string(topic.to_string());
-    res.configs = vec![c];
-    let mut r = IncrementalAlterConfigsRequest::default();
-    r.resources = vec![res];
-    let resp: IncrementalAlterConfigsResponse = conn.call(ApiKey::IncrementalAlterConfigs, 1, &r);
-    resp.responses[0].error_code
 }
 
 #[test]

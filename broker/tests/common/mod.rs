@@ -502,3 +502,22 @@ pub fn find_coordinator(conn: &mut Conn, group: &str) {
         "FindCoordinator {group}"
     );
 }
+
+/// IncrementalAlterConfigs v1 setting one topic config; the resource's error code.
+pub fn set_config(conn: &mut Conn, topic: &str, key: &str, value: &str) -> i16 {
+    let mut c =
+        quipu_protocol::messages::incremental_alter_configs_request::AlterableConfig::default();
+    c.name = StrBytes::from_string(key.to_string());
+    c.value = Some(StrBytes::from_string(value.to_string()));
+    let mut res =
+        quipu_protocol::messages::incremental_alter_configs_request::AlterConfigsResource::default(
+        );
+    res.resource_type = 2;
+    res.resource_name = StrBytes::from_string(topic.to_string());
+    res.configs = vec![c];
+    let mut r = quipu_protocol::messages::IncrementalAlterConfigsRequest::default();
+    r.resources = vec![res];
+    let resp: quipu_protocol::messages::IncrementalAlterConfigsResponse =
+        conn.call(ApiKey::IncrementalAlterConfigs, 1, &r);
+    resp.responses[0].error_code
+}
