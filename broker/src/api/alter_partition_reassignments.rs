@@ -10,6 +10,7 @@ use quipu_protocol::messages::{
 };
 use quipu_protocol::StrBytes;
 
+use super::alter_configs::error_of;
 use super::metadata_error_code;
 use crate::request_context::RequestContext;
 
@@ -45,10 +46,7 @@ pub fn handle(
                 for (index, outcome) in partitions {
                     let mut p = ReassignablePartitionResponse::default();
                     p.partition_index = index;
-                    if let Err((code, message)) = outcome {
-                        p.error_code = code.code();
-                        p.error_message = Some(StrBytes::from_string(message));
-                    }
+                    (p.error_code, p.error_message) = error_of(outcome);
                     r.partitions.push(p);
                 }
                 response.responses.push(r);

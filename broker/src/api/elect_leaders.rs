@@ -5,6 +5,7 @@ use quipu_protocol::messages::elect_leaders_response::{PartitionResult, ReplicaE
 use quipu_protocol::messages::{ElectLeadersRequest, ElectLeadersResponse, TopicName};
 use quipu_protocol::{ResponseError, StrBytes};
 
+use super::alter_configs::error_of;
 use super::metadata_error_code;
 use crate::controller::ElectionType;
 use crate::request_context::RequestContext;
@@ -37,16 +38,13 @@ pub fn handle(
                 for (index, outcome) in partitions {
                     let mut p = PartitionResult::default();
                     p.partition_id = index;
-                    if let Err((code, message)) = outcome {
-                        p.error_code = code.code();
-                        p.error_message = Some(StrBytes::from_string(message));
-                    }
+                    (p.error_code, p.error_message) = error_of(outcome);
                     r.partition_result.push(p);
                 }
                 response.replica_election_results.push(r);
             }
         }
-        // v0 has no top-level error: the request fails as a whole with a closed answer.
+        // v0 has no top-level error: it is answered with no results, and the failure logged.
         Err(e) if version >= 1 => response.error_code = metadata_error_code(&e).code(),
         Err(e) => tracing::warn!(error = %e, "leader election not committed"),
     }
