@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry,
                                    ConfigResource, NewTopic)
 
@@ -186,11 +186,13 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
     started = time.time()
     thread.start()
     try:
-        # About 1000 records a second while the killer runs, so the kills land mid-stream;
+        # Paced while the killer runs (about eight seconds a round), so that the kills land
+        # throughout the stream: 1000 records a second in the short form, more in the long one;
         # whatever is left once it is done goes at full speed.
+        per_tenth_s = max(100, records // (kill_rounds * 80))
         n = 0
         while n < records:
-            chunk = 100 if not killer_done.is_set() else records - n
+            chunk = per_tenth_s if not killer_done.is_set() else records - n
             for _ in range(chunk):
                 while True:
                     try:
@@ -212,7 +214,7 @@ def test_idempotent_acks_all_producer_loses_and_duplicates_nothing_through_leade
         print(f"kills (round, node, produced by then, new leader, s to elect): {kills}; "
               f"produced {n}, all delivered {flushed_s:.1f} s after the start, killer done at "
               f"{time.time() - started:.1f} s")
-        assert len(kills) == 3, kills
+        assert len(kills) == kill_rounds, kills
         assert all(k[2] < records for k in kills), f"a kill came after the last record was produced: {kills}"
         assert remaining == 0, f"{remaining} records still undelivered after flush"
         assert not failed, f"{len(failed)} records failed, first {failed[:5]}\n{log_tails(nodes)}"
@@ -382,36 +384,52 @@ def test_stopped_follower_shows_in_under_replicated_and_under_min_isr_and_rejoin
 def test_java_producer_acks_all_survives_a_leader_kill(cluster):
     assert (JAVA_DIR / "lib").exists(), "tests/interop/java is not built: tests/run.sh builds it"
     nodes = cluster
-    topic, partitions, count = "java-replicated", 3, 150_000
+    # The short form by default, one kill; the long one on demand, with the librdkafka test's
+    # variables: REPLICATION_RECORDS=1000000 REPLICATION_KILLS=10.
+    count = int(os.environ.get("REPLICATION_RECORDS", "150000"))
+    kill_rounds = int(os.environ.get("REPLICATION_KILLS", "1"))
+    topic, partitions = "java-replicated", 3
     create_topic(nodes, topic, partitions)
-    leader, _, _ = agreed_view(nodes, topic, 0)
-    victim = nodes[leader - 1]
+    # Paced in the long form, about eight seconds a kill, so that the kills land throughout.
+    env = dict(os.environ, **({"QUIPU_PRODUCE_RATE": str(count // (kill_rounds * 8))} if kill_rounds > 1 else {}))
     java = subprocess.Popen(["java", "-cp", JAVA_CLASSPATH, "quipu.Interop", "produce",
                              bootstraps(nodes), topic, "none", str(count)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     try:
-        # Kill partition 0's leader once a fifth of its records are in.
-        c = Consumer({"bootstrap.servers": bootstraps(nodes), "group.id": "java-watch"})
-
-        def a_fifth_in():
-            if java.poll() is not None:
-                return "exited"
-            end = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
-            return end >= count // 15 and end or Pending(end)
+        watch = [Consumer({"bootstrap.servers": bootstraps(nodes), "group.id": "java-watch"})]
         try:
-            at_kill = wait_until("the Java producer a fifth through partition 0", a_fifth_in, 60, 0.05)
+            for round_no in range(kill_rounds):
+                # Kill partition 0's leader at evenly spaced points of its stream, the first once
+                # a fifteenth of its records are in.
+                wanted = (count // partitions) * (round_no + 1) // (kill_rounds + 4)
+
+                def far_enough():
+                    if java.poll() is not None:
+                        return "exited"
+                    try:
+                        end = watch[0].get_watermark_offsets(TopicPartition(topic, 0), timeout=5)[1]
+                    except KafkaException as e:  # its metadata lags a kill: ask with a new one
+                        watch[0].close()
+                        watch[0] = Consumer({"bootstrap.servers": bootstraps(nodes), "group.id": "java-watch"})
+                        return Pending(e)
+                    return end >= wanted and end or Pending(end)
+                at_kill = wait_until(f"the Java producer at {wanted} in partition 0", far_enough, 90, 0.05)
+                assert java.poll() is None, f"the producer finished before kill {round_no + 1}: {java.communicate()}"
+                leader, _, _ = wait_until(f"partition 0 fully in sync before kill {round_no + 1}",
+                                          lambda: (lambda v: v if v and len(v[2]) == NODES else None)(
+                                              agreed_view(nodes, topic, 0)), 45)
+                victim = nodes[leader - 1]
+                victim.stop(signal.SIGKILL)
+                killed_at = time.time()
+                new_leader, _, _ = wait_until(
+                    "a new leader of partition 0",
+                    lambda: (lambda v: v if v and v[0] != leader else None)(agreed_view(nodes, topic, 0)), 20)
+                print(f"kill {round_no + 1}: node {leader} at partition 0's high watermark {at_kill} of "
+                      f"{count // partitions}; node {new_leader} leads after {time.time() - killed_at:.1f} s")
+                time.sleep(max(0.0, 3.0 - (time.time() - killed_at)))
+                victim.start()
         finally:
-            c.close()
-        assert java.poll() is None, f"the producer finished before the kill: {java.communicate()}"
-        victim.stop(signal.SIGKILL)
-        killed_at = time.time()
-        new_leader, _, _ = wait_until(
-            "a new leader of partition 0",
-            lambda: (lambda v: v if v and v[0] != leader else None)(agreed_view(nodes, topic, 0)), 20)
-        print(f"killed node {leader} at partition 0's high watermark {at_kill} of {count // partitions}; "
-              f"node {new_leader} leads after {time.time() - killed_at:.1f} s")
-        time.sleep(max(0.0, 3.0 - (time.time() - killed_at)))
-        victim.start()
+            watch[0].close()
         out, err = java.communicate(timeout=120)
         print(f"the Java producer finished {time.time() - killed_at:.1f} s after the kill")
         assert java.returncode == 0, f"{out[-2000:]}{err[-3000:]}\n{log_tails(nodes)}"

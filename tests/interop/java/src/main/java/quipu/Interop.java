@@ -25,7 +25,8 @@ import org.apache.kafka.common.serialization.ByteArraySerializer;
  * Drives Apache Kafka's Java client for the interop suite (tests/interop/test_java_client.py).
  *
  * <pre>
- * produce BOOTSTRAP TOPIC CODEC COUNT    records 0..COUNT as workload.py defines them
+ * produce BOOTSTRAP TOPIC CODEC COUNT    records 0..COUNT as workload.py defines them, at most
+ *   QUIPU_PRODUCE_RATE records a second when that variable is set
  * consume BOOTSTRAP TOPIC SPEC...   each SPEC is PARTITION:START:COUNT, START an offset or tTIMESTAMP
  *   (looked up with offsetsForTimes); prints "# PARTITION START" and then one line per record:
  *   offset, key, value, headers, timestamp, tab-separated
@@ -82,7 +83,17 @@ public final class Interop {
     p.put(ProducerConfig.VALUE_SERIALIZER_CLASS_CONFIG, ByteArraySerializer.class.getName());
     try (KafkaProducer<byte[], byte[]> producer = new KafkaProducer<>(p)) {
       List<Future<RecordMetadata>> futures = new ArrayList<>(count);
+      String rateVar = System.getenv("QUIPU_PRODUCE_RATE");
+      double perSecond = rateVar == null ? 0 : Double.parseDouble(rateVar);
+      long startNs = System.nanoTime();
       for (int i = 0; i < count; i++) {
+        if (perSecond > 0 && i % 500 == 0) {
+          long dueNs = startNs + (long) (i / perSecond * 1e9);
+          long aheadMs = (dueNs - System.nanoTime()) / 1_000_000;
+          if (aheadMs > 0) {
+            Thread.sleep(aheadMs);
+          }
+        }
         List<Header> headers = List.of(
             new RecordHeader("idx", Integer.toString(i).getBytes(StandardCharsets.UTF_8)),
             new RecordHeader("client", "java".getBytes(StandardCharsets.UTF_8)));
