@@ -4,6 +4,8 @@ them and stopping them:
 
 - `start_rdkafka_producer` / `start_rdkafka_consumer`: tests/faults/rdkafka_client.py, on librdkafka
   (confluent-kafka);
+- `start_rust_producer` / `start_rust_consumer`: client/examples/fault_client.rs, on our own
+  quipu-client;
 - `start_java_producer` / `start_java_consumer`: quipu.FaultClient in the interop Java module
   (tests/interop/java, built with mvn package), on Apache Kafka's Java client;
 - `Client`: one of them running (its `role` "producer" or "consumer"), with its history at `out`,
@@ -13,6 +15,7 @@ them and stopping them:
 Every start_* takes keyword arguments: client (its name, the prefix of its values), out, bootstrap,
 topic, and count (producers) or stop_file plus group= or assign= (consumers).
 """
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +25,8 @@ HERE = Path(__file__).resolve().parent
 RDKAFKA_CLIENT = HERE / "rdkafka_client.py"
 JAVA_DIR = HERE.parent / "interop" / "java" / "target"
 JAVA_CLASSPATH = f"{JAVA_DIR / 'quipu-interop-0.1.0.jar'}:{JAVA_DIR / 'lib'}/*"
+# cargo build -p quipu-client --example fault_client (tests/run.sh builds it).
+RUST_CLIENT = Path(os.environ.get("FAULT_RUST_CLIENT", HERE.parents[1] / "target" / "debug" / "examples" / "fault_client"))
 # A small heap and quiet logs: several JVMs share a 2-core machine with the brokers.
 JAVA = ["java", "-Xmx256m", "-XX:+UseSerialGC", "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
         "-cp", JAVA_CLASSPATH, "quipu.FaultClient"]
@@ -136,5 +141,15 @@ def start_java_consumer(*, client, out, bootstrap, topic, stop_file, **options) 
     return _start("consumer", [*JAVA, "consume", *args], client, out, stop_file)
 
 
-# start_rust_producer / start_rust_consumer (the Rust client) go here, added by another change,
-# with the same keyword arguments and a Client of the same roles.
+def start_rust_producer(*, client, out, bootstrap, topic, count, **options) -> Client:
+    """A quipu-client producer (client/examples/fault_client.rs); as start_rdkafka_producer."""
+    args = producer_args(bootstrap, topic, count, **options)
+    return _start("producer", [str(RUST_CLIENT), "produce", *args], client, out)
+
+
+def start_rust_consumer(*, client, out, bootstrap, topic, stop_file, **options) -> Client:
+    """A quipu-client group member; as start_rdkafka_consumer, but by group only (its
+    assignment strategies are the client's defaults: --strategy is ignored)."""
+    assert options.get("group"), "the Rust fault client consumes in a group"
+    args = consumer_args(bootstrap, topic, stop_file, **options)
+    return _start("consumer", [str(RUST_CLIENT), "consume", *args], client, out, stop_file)
