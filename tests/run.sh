@@ -11,12 +11,14 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-step "system packages (kcat, Java, Maven, Go)"
+step "system packages (kcat, Java, Maven, Go, iproute2, libfaketime)"
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
 command -v java >/dev/null || missing+=(default-jdk-headless)
 command -v mvn >/dev/null || missing+=(maven)
 command -v go >/dev/null || missing+=(golang-go)
+command -v ip >/dev/null || missing+=(iproute2)   # the fault suite's network namespaces
+ls /usr/lib/*/faketime/libfaketimeMT.so.1 >/dev/null 2>&1 || missing+=(libfaketime)   # its clock jumps
 if [ ${#missing[@]} -gt 0 ]; then
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
@@ -60,6 +62,14 @@ done
 step "interoperability suite"
 cargo build -q -p quipu-benches --bin client_throughput   # the client benchmark's driver (smoke test)
 cargo build -q -p quipu-client --example interop_group_member   # our member of the mixed groups
+cargo build -q -p quipu-client --example fault_client   # the fault suite's Rust client
 export TEST_QUIPU_BIN="$PWD/target/debug/quipu"
-cd tests/interop
-python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=10
+(cd tests/interop && python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=10)
+
+step "fault suite: the checker, the harness, and the short form of every scenario (RELIABILITY.md)"
+# Network namespaces and tmpfs mounts need root.
+if [ "$(id -u)" = 0 ]; then
+  (cd tests/faults && python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=20)
+else
+  (cd tests/faults && sudo -E env "PATH=$PATH" python3 -m pytest -q -p no:warnings -p no:cacheprovider --durations=20)
+fi

@@ -8,7 +8,7 @@
 //!   outcome is known. SIGTERM flushes for up to `--flush-s` seconds, then writes `unknown` for
 //!   every record still in flight.
 //! - `fault_client consume --bootstrap B --topic T --client NAME --group G --stop-file F --out FILE
-//!   [--commit-every-s S] [--idle-s S]`: a group member with `assign` events on every rebalance,
+//!   [--strategy range|cooperative-sticky] [--commit-every-s S] [--idle-s S]`: a group member with `assign` events on every rebalance,
 //!   a `poll` event per record and a `commit` event per committed partition; it leaves the group
 //!   once the stop file exists and nothing new came for `--idle-s`.
 //!
@@ -306,6 +306,9 @@ fn consumer_config(args: &Args) -> ConsumerConfig {
     config.enable_auto_commit = false;
     config.session_timeout_ms = 6_000;
     config.heartbeat_interval_ms = 1_000;
+    if let Some(strategy) = args.0.get("strategy") {
+        config.assignment_strategies = vec![strategy.clone()];
+    }
     config
 }
 

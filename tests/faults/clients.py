@@ -148,8 +148,7 @@ def start_rust_producer(*, client, out, bootstrap, topic, count, **options) -> C
 
 
 def start_rust_consumer(*, client, out, bootstrap, topic, stop_file, **options) -> Client:
-    """A quipu-client group member; as start_rdkafka_consumer, but by group only (its
-    assignment strategies are the client's defaults: --strategy is ignored)."""
+    """A quipu-client group member; as start_rdkafka_consumer, but by group only."""
     assert options.get("group"), "the Rust fault client consumes in a group"
     args = consumer_args(bootstrap, topic, stop_file, **options)
     return _start("consumer", [str(RUST_CLIENT), "consume", *args], client, out, stop_file)

@@ -37,7 +37,8 @@ ROOT = Path(__file__).resolve().parents[2]
 QUIPU_BIN = Path(os.environ.get("TEST_QUIPU_BIN", ROOT / "target" / "debug" / "quipu"))
 BROKER_PORT = 9092
 CONTROLLER_PORT = 9093
-FAKETIME_LIB = Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1")
+FAKETIME_LIB = next(Path("/usr/lib").glob("*/faketime/libfaketimeMT.so.1"),
+                    Path("/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1"))
 
 # Short session and lag times, so that failures are seen within seconds.
 FAULT_SETTINGS = [
@@ -51,6 +52,19 @@ FAULT_SETTINGS = [
     "controller.quorum.election.timeout.ms=500",
     "auto.create.topics.enable=false",
 ]
+
+
+class Pending:
+    """A falsy answer to `wait_until` that says what was seen."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def __bool__(self):
+        return False
+
+    def __repr__(self):
+        return repr(self.seen)
 
 
 def wait_until(what, check, timeout_s=30, interval_s=0.2):
@@ -245,7 +259,8 @@ class FaultCluster:
     def create_topic(self, topic, partitions=3, replication=3, config=None):
         nt = NewTopic(topic, partitions, replication_factor=replication, config=config or {})
         admin = self.admin()  # held while its future is pending: a dropped client cancels it
-        admin.create_topics([nt])[topic].result(30)
+        # The quorum may still be electing its first leader: wait for a controller up to 30 s.
+        admin.create_topics([nt], request_timeout=30)[topic].result(40)
         wait_until(f"{topic} fully in sync", lambda: self.fully_in_sync(topic, partitions), 30)
 
     def partitions(self, topic):
@@ -329,6 +344,27 @@ def final_events(bootstrap, topic, partitions, timeout_s=90):
         return events, hws
     finally:
         c.close()
+
+
+def end_offsets(bootstrap, topic, partitions):
+    """{partition: high watermark}."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "fault-end-offsets"})
+    try:
+        return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    finally:
+        c.close()
+
+
+def committed_offsets(cluster, group, topic, partitions):
+    """{partition: the group's committed offset} (-1001 where none), or None if not answered."""
+    from confluent_kafka import ConsumerGroupTopicPartitions
+    try:
+        request = ConsumerGroupTopicPartitions(group, [TopicPartition(topic, p) for p in range(partitions)])
+        admin = cluster.admin()
+        answer = admin.list_consumer_group_offsets([request])[group].result(10)
+        return {tp.partition: tp.offset for tp in answer.topic_partitions}
+    except Exception:
+        return None
 
 
 def _event(kind, client, topic, partition, offset, key, value):

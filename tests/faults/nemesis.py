@@ -136,7 +136,9 @@ def last_replica_standing(run, cluster, until):
     deadline = time.time() + 6
     while time.time() < deadline:
         view = (cluster.partitions(TOPIC) or {}).get(p)
-        assert view is None or view[0] == -1, f"{TOPIC}-{p} led by {view[0]}, which was not in the in-sync set"
+        # -1, or the last to fail until the controller has fenced it (the session timeout).
+        assert view is None or view[0] in (-1, order[-1]), \
+            f"{TOPIC}-{p} led by {view[0]}, which was not in the in-sync set ({order[-1]},)"
         time.sleep(0.3)
     cluster.log(f"{TOPIC}-{p} stayed without a leader for 6 s")
     cluster.node(order[-1]).start()

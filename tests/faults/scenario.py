@@ -23,14 +23,17 @@ from pathlib import Path
 
 import checker
 import clients
-from harness import ROOT, FaultCluster, FaultLog, final_events, replica_events, wait_until, write_events
+from harness import (ROOT, FaultCluster, FaultLog, Pending, committed_offsets, end_offsets, final_events,
+                     replica_events, wait_until, write_events)
 
 TOPIC = "queue"
 PARTITIONS = 3
 SCALE = float(os.environ.get("FAULT_SCALE", "1"))
 RESULTS = Path(os.environ.get("FAULT_RESULTS", ROOT / "target" / "faults" / "results.md"))
 
-# (name, language, role, options): 6 producers and 5 consumers.
+# (name, language, role, options): 6 producers and 5 consumers. The group's members share one
+# assignment strategy (members without one in common are refused: INCONSISTENT_GROUP_PROTOCOL).
+GROUP = {"group": "g1", "strategy": "range"}
 MIX = [
     ("rdkafka-p1", "rdkafka", "producer", {"idempotent": True}),
     ("rdkafka-p2", "rdkafka", "producer", {"idempotent": False}),
@@ -38,10 +41,10 @@ MIX = [
     ("rust-p1", "rust", "producer", {"idempotent": True}),
     ("rust-p2", "rust", "producer", {"idempotent": False}),
     ("rdkafka-p3", "rdkafka", "producer", {"idempotent": True}),
-    ("rdkafka-c1", "rdkafka", "consumer", {"group": "g1"}),
-    ("rdkafka-c2", "rdkafka", "consumer", {"group": "g1"}),
-    ("java-c1", "java", "consumer", {"group": "g1"}),
-    ("rust-c1", "rust", "consumer", {"group": "g1"}),
+    ("rdkafka-c1", "rdkafka", "consumer", GROUP),
+    ("rdkafka-c2", "rdkafka", "consumer", GROUP),
+    ("java-c1", "java", "consumer", GROUP),
+    ("rust-c1", "rust", "consumer", GROUP),
     ("rdkafka-a1", "rdkafka", "consumer", {"assign": list(range(PARTITIONS))}),
 ]
 RATE_PER_PRODUCER = 100  # records a second
@@ -110,10 +113,21 @@ class Run:
         for c in self.clients:
             if c.role == "producer":
                 c.stop(timeout_s=60)
+        self.wait_group_drained(cluster)
         self.stop_file.touch()
         for c in self.clients:
             if c.role == "consumer":
                 c.stop(timeout_s=60, signal_first=False)
+
+    def wait_group_drained(self, cluster, timeout_s=90):
+        """Until the group's committed offsets reach every partition's end: its members have
+        read everything (a member that died or never joined fails the run here)."""
+        if not any(opts.get("group") for _, _, role, opts in self.mix if role == "consumer"):
+            return
+        ends = {p: hw for p, hw in end_offsets(cluster.bootstrap, TOPIC, PARTITIONS).items()}
+        wait_until(f"group {GROUP['group']} committed up to the ends {ends}",
+                   lambda: committed_offsets(cluster, GROUP["group"], TOPIC, PARTITIONS) == ends or
+                   Pending(committed_offsets(cluster, GROUP["group"], TOPIC, PARTITIONS)), timeout_s, 1)
 
     def verdict(self, cluster):
         events = checker.load(sorted(self.history_dir.glob("*.jsonl")))
