@@ -289,22 +289,22 @@ impl Fetcher {
             if s.truncated || s.delayed_until.is_some_and(|t| t > Instant::now()) {
                 continue;
             }
-            let (empty, latest) = {
+            let first = {
                 let log = s.followed.partition.log();
-                let empty = log.log_end_offset() == log.log_start_offset();
-                (empty, log.epoch_entries().last().map(|e| e.epoch))
-            };
-            if empty {
-                // An empty log has nothing to cut.
-                s.truncated = true;
-                continue;
-            }
-            let Some(latest) = latest else {
-                // Records with no epoch known: only the high watermark is known committed.
                 let hw = s.followed.partition.high_watermark();
-                cut(&s.followed.partition, hw, None);
-                s.truncated = true;
-                continue;
+                first_step(&PartitionLog::of(&log, hw))
+            };
+            let latest = match first {
+                FirstStep::Agreed => {
+                    s.truncated = true;
+                    continue;
+                }
+                FirstStep::CutTo(offset) => {
+                    cut(&s.followed.partition, offset, None);
+                    s.truncated = true;
+                    continue;
+                }
+                FirstStep::Ask(latest) => latest,
             };
             let mut p = OffsetForLeaderPartition::default();
             p.partition = key.1;
@@ -510,38 +510,104 @@ impl Fetcher {
 
 /// Cuts `partition` at the end the leader gave for the epoch asked (`asked_epoch`, the log's
 /// latest): returns whether the logs now agree on their last epoch.
-fn truncate_to_leader(
-    partition: &Partition,
+fn truncate_to_leader(partition: &Partition, asked_epoch: i32, leader_answer: (i32, i64)) -> bool {
+    let (offset, agreed) = {
+        let log = partition.log();
+        let local = PartitionLog::of(&log, partition.high_watermark());
+        truncation_point(asked_epoch, leader_answer, &local)
+    };
+    cut(partition, offset, None);
+    agreed
+}
+
+/// What the truncation decisions read of a follower's log: pure, so that the simulation
+/// (`crate::simulation`) decides with the same code over its own logs.
+pub(crate) trait LocalLog {
+    fn log_start_offset(&self) -> i64;
+    fn log_end_offset(&self) -> i64;
+    fn high_watermark(&self) -> i64;
+    fn latest_epoch(&self) -> Option<i32>;
+    /// The largest epoch at or below `epoch` this log holds and where it ends here.
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)>;
+}
+
+/// A partition's log and high watermark, as the decisions read them.
+struct PartitionLog<'a> {
+    log: &'a quipu_storage::log::Log,
+    high_watermark: i64,
+}
+
+impl<'a> PartitionLog<'a> {
+    fn of(log: &'a quipu_storage::log::Log, high_watermark: i64) -> Self {
+        Self {
+            log,
+            high_watermark,
+        }
+    }
+}
+
+impl LocalLog for PartitionLog<'_> {
+    fn log_start_offset(&self) -> i64 {
+        self.log.log_start_offset()
+    }
+    fn log_end_offset(&self) -> i64 {
+        self.log.log_end_offset()
+    }
+    fn high_watermark(&self) -> i64 {
+        self.high_watermark
+    }
+    fn latest_epoch(&self) -> Option<i32> {
+        self.log.epoch_entries().last().map(|e| e.epoch)
+    }
+    fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+        self.log.end_offset_for_epoch(epoch)
+    }
+}
+
+/// What a follower does before it fetches in a new leader epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FirstStep {
+    /// An empty log has nothing to cut.
+    Agreed,
+    /// Records with no epoch known: only the high watermark is known committed.
+    CutTo(i64),
+    /// Ask the leader OffsetForLeaderEpoch for this epoch, the log's latest.
+    Ask(i32),
+}
+
+pub(crate) fn first_step(local: &impl LocalLog) -> FirstStep {
+    if local.log_end_offset() == local.log_start_offset() {
+        return FirstStep::Agreed;
+    }
+    match local.latest_epoch() {
+        None => FirstStep::CutTo(local.high_watermark()),
+        Some(latest) => FirstStep::Ask(latest),
+    }
+}
+
+/// Where a follower cuts its log given the leader's OffsetForLeaderEpoch answer `(leader_epoch,
+/// leader_end)` for `asked_epoch` (KIP-101, KIP-279), and whether the logs then agree on their
+/// last epoch (`false`: cut there and ask again). A cut at or past the log end cuts nothing.
+pub(crate) fn truncation_point(
     asked_epoch: i32,
     (leader_epoch, leader_end): (i32, i64),
-) -> bool {
+    local: &impl LocalLog,
+) -> (i64, bool) {
     if leader_epoch < 0 || leader_end < 0 {
         // The leader knows no epoch at or below ours: only our high watermark is known good.
-        cut(partition, partition.high_watermark(), None);
-        return true;
+        return (local.high_watermark(), true);
     }
-    let log_end_offset = partition.log().log_end_offset();
+    let log_end_offset = local.log_end_offset();
     if leader_epoch == asked_epoch {
-        cut(partition, leader_end.min(log_end_offset), None);
-        return true;
+        return (leader_end.min(log_end_offset), true);
     }
     // The leader's log has an older last epoch at or below ours (KIP-279): cut at the end of
     // that epoch here, or, if this log never had it, at the end of the epoch before, and ask
     // again.
-    let local = partition.log().end_offset_for_epoch(leader_epoch);
-    match local {
-        Some((epoch, end)) if epoch == leader_epoch => {
-            cut(partition, leader_end.min(end), None);
-            true
-        }
-        Some((_, end)) => {
-            cut(partition, end.min(leader_end), None);
-            false
-        }
-        None => {
-            cut(partition, partition.log().log_start_offset(), None);
-            true
-        }
+    match local.end_offset_for_epoch(leader_epoch) {
+        Some((epoch, end)) if epoch == leader_epoch => (leader_end.min(end), true),
+        Some((_, end)) => (end.min(leader_end), false),
+        None => (local.log_start_offset(), true),
     }
 }
 
@@ -576,4 +642,68 @@ fn push_partition<T: Default, P>(
         topics.len() - 1
     });
     partitions(&mut topics[at]).push(partition);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A log of `(epoch, start_offset)` entries ending at `end`, with a high watermark.
+    struct Fake {
+        epochs: Vec<(i32, i64)>,
+        end: i64,
+        hw: i64,
+    }
+
+    impl LocalLog for Fake {
+        fn log_start_offset(&self) -> i64 {
+            0
+        }
+        fn log_end_offset(&self) -> i64 {
+            self.end
+        }
+        fn high_watermark(&self) -> i64 {
+            self.hw
+        }
+        fn latest_epoch(&self) -> Option<i32> {
+            self.epochs.last().map(|e| e.0)
+        }
+        fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, i64)> {
+            let i = self.epochs.iter().rposition(|e| e.0 <= epoch)?;
+            let end = self.epochs.get(i + 1).map_or(self.end, |next| next.1);
+            Some((self.epochs[i].0, end))
+        }
+    }
+
+    #[test]
+    fn a_follower_cuts_where_the_epochs_say_never_at_its_high_watermark() {
+        let log = Fake {
+            epochs: vec![(1, 0), (3, 10), (5, 20)],
+            end: 30,
+            hw: 12,
+        };
+        assert_eq!(first_step(&log), FirstStep::Ask(5));
+        // The leader has epoch 5 up to 25: cut there.
+        assert_eq!(truncation_point(5, (5, 25), &log), (25, true));
+        // Up to past our end: nothing to cut.
+        assert_eq!(truncation_point(5, (5, 40), &log), (30, true));
+        // The leader's last epoch at or below 5 is 3, ending at 15: cut there (KIP-279).
+        assert_eq!(truncation_point(5, (3, 15), &log), (15, true));
+        // Epoch 4, which this log never had: cut at the end of 3 here and ask again.
+        assert_eq!(truncation_point(5, (4, 22), &log), (20, false));
+        // The leader knows no epoch at or below ours: only the high watermark is known.
+        assert_eq!(truncation_point(5, (-1, -1), &log), (12, true));
+        let empty = Fake {
+            epochs: Vec::new(),
+            end: 0,
+            hw: 0,
+        };
+        assert_eq!(first_step(&empty), FirstStep::Agreed);
+        let no_epochs = Fake {
+            epochs: Vec::new(),
+            end: 8,
+            hw: 3,
+        };
+        assert_eq!(first_step(&no_epochs), FirstStep::CutTo(3));
+    }
 }

@@ -42,59 +42,76 @@ pub struct Proposal {
 
 impl Server {
     pub(super) async fn alter_partition(&self, r: AlterPartitionRequest) -> AlterPartitionResponse {
-        let mut response = AlterPartitionResponse::default();
         if !is_leader(&self.raft) {
+            let mut response = AlterPartitionResponse::default();
             response.error_code = ResponseError::NotController.code();
             return response;
         }
         let image = self.machine.applier().metadata().image();
-        let sender = image.broker(r.broker_id.0);
-        if sender.is_none_or(|b| b.broker_epoch != r.broker_epoch) {
-            response.error_code = ResponseError::StaleBrokerEpoch.code();
-            return response;
-        }
-        let mut records = Vec::new();
-        for t in &r.topics {
-            let mut answer = TopicAnswer::default();
-            answer.topic_id = t.topic_id;
-            let topic = image.topic_by_id(t.topic_id);
-            for p in &t.partitions {
-                let outcome = match topic {
-                    None => Err(ResponseError::UnknownTopicId),
-                    Some(topic) => check(&image, topic, r.broker_id.0, p),
-                };
-                let mut pa = PartitionAnswer::default();
-                pa.partition_index = p.partition_index;
-                match outcome {
-                    Ok((changed, record)) => {
-                        fill(&mut pa, &changed);
-                        records.extend(record);
-                    }
-                    Err(e) => pa.error_code = e.code(),
-                }
-                answer.partitions.push(pa);
-            }
-            response.topics.push(answer);
-        }
+        let (mut response, records) = decide(&image, &r);
         if !records.is_empty() {
             if let Err(e) = self.commit(records).await {
-                // Refused whole (a partition changed meanwhile) or not committed: nothing took.
-                let code = match e {
-                    ResponseError::UnknownServerError => ResponseError::InvalidUpdateVersion,
-                    other => other,
-                };
-                for pa in response
-                    .topics
-                    .iter_mut()
-                    .flat_map(|t| t.partitions.iter_mut())
-                {
-                    if pa.error_code == 0 {
-                        pa.error_code = code.code();
-                    }
-                }
+                refuse_uncommitted(&mut response, e);
             }
         }
         response
+    }
+}
+
+/// The active controller's answer to `r` over `image`, and the records to commit for it (one
+/// batch): everything AlterPartition does but the NOT_CONTROLLER check and the commit. Pure, so
+/// that the simulation (`crate::simulation`) answers with the same code.
+pub(crate) fn decide(
+    image: &MetadataImage,
+    r: &AlterPartitionRequest,
+) -> (AlterPartitionResponse, Vec<MetadataRecord>) {
+    let mut response = AlterPartitionResponse::default();
+    let sender = image.broker(r.broker_id.0);
+    if sender.is_none_or(|b| b.broker_epoch != r.broker_epoch) {
+        response.error_code = ResponseError::StaleBrokerEpoch.code();
+        return (response, Vec::new());
+    }
+    let mut records = Vec::new();
+    for t in &r.topics {
+        let mut answer = TopicAnswer::default();
+        answer.topic_id = t.topic_id;
+        let topic = image.topic_by_id(t.topic_id);
+        for p in &t.partitions {
+            let outcome = match topic {
+                None => Err(ResponseError::UnknownTopicId),
+                Some(topic) => check(image, topic, r.broker_id.0, p),
+            };
+            let mut pa = PartitionAnswer::default();
+            pa.partition_index = p.partition_index;
+            match outcome {
+                Ok((changed, record)) => {
+                    fill(&mut pa, &changed);
+                    records.extend(record);
+                }
+                Err(e) => pa.error_code = e.code(),
+            }
+            answer.partitions.push(pa);
+        }
+        response.topics.push(answer);
+    }
+    (response, records)
+}
+
+/// The batch of `response`'s changes was refused whole (a partition changed meanwhile) or not
+/// committed (`e`): nothing took, and every change it accepted says so.
+pub(crate) fn refuse_uncommitted(response: &mut AlterPartitionResponse, e: ResponseError) {
+    let code = match e {
+        ResponseError::UnknownServerError => ResponseError::InvalidUpdateVersion,
+        other => other,
+    };
+    for pa in response
+        .topics
+        .iter_mut()
+        .flat_map(|t| t.partitions.iter_mut())
+    {
+        if pa.error_code == 0 {
+            pa.error_code = code.code();
+        }
     }
 }
 
@@ -167,10 +184,21 @@ fn fill(pa: &mut PartitionAnswer, state: &PartitionImage) {
 /// error code of each proposal, in order, or the error of the whole request.
 pub async fn send(
     address: &str,
-    (node_id, broker_epoch): (i32, i64),
+    sender: (i32, i64),
     proposals: &[Proposal],
     timeout: Duration,
 ) -> std::io::Result<Result<Vec<i16>, ResponseError>> {
+    let r = request(sender, proposals);
+    let response: AlterPartitionResponse =
+        super::broker_api::call(address, (ApiKey::AlterPartition, VERSION), &r, timeout).await?;
+    Ok(codes(&response, proposals))
+}
+
+/// The AlterPartition request a leader sends for `proposals`, one topic entry per topic.
+pub(crate) fn request(
+    (node_id, broker_epoch): (i32, i64),
+    proposals: &[Proposal],
+) -> AlterPartitionRequest {
     let mut r = AlterPartitionRequest::default();
     r.broker_id = BrokerId(node_id);
     r.broker_epoch = broker_epoch;
@@ -200,10 +228,16 @@ pub async fn send(
             .collect();
         r.topics[at].partitions.push(pd);
     }
-    let response: AlterPartitionResponse =
-        super::broker_api::call(address, (ApiKey::AlterPartition, VERSION), &r, timeout).await?;
+    r
+}
+
+/// The error code of each of `proposals` in `response`, in order, or the error of the whole.
+pub(crate) fn codes(
+    response: &AlterPartitionResponse,
+    proposals: &[Proposal],
+) -> Result<Vec<i16>, ResponseError> {
     if let Some(e) = ResponseError::try_from_code(response.error_code) {
-        return Ok(Err(e));
+        return Err(e);
     }
     let codes = proposals
         .iter()
@@ -217,5 +251,5 @@ pub async fn send(
                 .map_or(ResponseError::UnknownServerError.code(), |a| a.error_code)
         })
         .collect();
-    Ok(Ok(codes))
+    Ok(codes)
 }
