@@ -2,10 +2,14 @@
 //! `replica.lag.time.max.ms / 2` (at most every 250 ms) it asks each partition this broker leads
 //! whether its in-sync set should change, and sends the proposals to the active controller in
 //! one AlterPartition request. A partition acts on a change only once its committed record
-//! reaches this broker's image (KIP-497); the answer only ends the proposal in flight.
+//! reaches this broker's image (KIP-497). The answer only settles the proposal in flight: a
+//! refusal ends it; an acceptance leaves it in flight (still counted toward the high watermark)
+//! until the committed record arrives; no answer, or one that does not say whether it was
+//! applied, has it sent again, as Kafka's AlterPartitionManager retries.
 //!
-//! Invariant: at most one proposal per partition is in flight; nothing is proposed before this
-//! broker is registered (it has no broker epoch to send).
+//! Invariant: at most one proposal per partition is in flight, and it is ended only by its
+//! committed state or by a refusal that proves it was not applied; nothing is proposed before
+//! this broker is registered (it has no broker epoch to send).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,6 +19,8 @@ use crate::partition::Partition;
 use crate::quorum::alter_partition::{self, Proposal};
 use crate::quorum::Quorum;
 use crate::replica_manager::ReplicaManager;
+use crate::replica_set::Settled;
+use quipu_protocol::ResponseError;
 
 /// How long one AlterPartition may take.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,24 +54,46 @@ pub async fn run(
             ),
             None => None,
         };
-        match &answer {
-            Some(Ok(Ok(codes))) => {
-                for ((partition, p), code) in proposals.iter().zip(codes) {
-                    match *code {
-                        0 => {
-                            tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, "in-sync replicas changed")
-                        }
-                        code => {
-                            tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, code, "in-sync replica change refused")
-                        }
-                    }
-                }
+        let codes: Vec<Option<i16>> = match &answer {
+            Some(Ok(Ok(codes))) => codes.iter().copied().map(Some).collect(),
+            other => {
+                crate::warn_limited!(answer = ?other, "AlterPartition not answered");
+                vec![None; proposals.len()]
             }
-            other => crate::warn_limited!(answer = ?other, "AlterPartition not answered"),
+        };
+        for ((partition, p), code) in proposals.iter().zip(codes) {
+            match code {
+                Some(0) => {
+                    tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, "in-sync replicas changed")
+                }
+                Some(code) => {
+                    tracing::info!(topic = partition.topic(), partition = partition.index(), isr = ?p.isr, code, "in-sync replica change refused")
+                }
+                None => {}
+            }
+            partition.settle_isr_proposal(settled(code));
         }
-        for (partition, _) in &proposals {
-            partition.end_isr_proposal();
-        }
+    }
+}
+
+/// What the answer `code` to one proposal (`None`: no answer) says of it. Only a refusal
+/// checked against the partition epoch the proposal was made from, before anything was written,
+/// proves that neither this send nor an earlier one of it was applied; INVALID_UPDATE_VERSION,
+/// FENCED_LEADER_EPOCH, NOT_LEADER_OR_FOLLOWER (the partition moved, perhaps by an earlier send)
+/// and a commit that failed do not.
+pub(crate) fn settled(code: Option<i16>) -> Settled {
+    let Some(code) = code else {
+        return Settled::Unknown;
+    };
+    match ResponseError::try_from_code(code) {
+        None => Settled::Applied,
+        Some(
+            ResponseError::IneligibleReplica
+            | ResponseError::InvalidRequest
+            | ResponseError::UnknownTopicId
+            | ResponseError::UnknownTopicOrPartition,
+        ) => Settled::Refused,
+        Some(_) => Settled::Unknown,
     }
 }
 
@@ -87,7 +115,7 @@ fn proposals(
             continue;
         };
         let Some(topic) = image.topic(partition.topic()) else {
-            partition.end_isr_proposal();
+            partition.settle_isr_proposal(Settled::Refused);
             continue;
         };
         let epoch_of = |b: i32| image.broker(b).map_or(-1, |r| r.broker_epoch);
@@ -101,4 +129,33 @@ fn proposals(
         out.push((partition, proposal));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_refusal_that_proves_nothing_was_applied_ends_a_proposal() {
+        assert_eq!(settled(Some(0)), Settled::Applied);
+        assert_eq!(settled(None), Settled::Unknown);
+        let code = |e: ResponseError| Some(e.code());
+        assert_eq!(
+            settled(code(ResponseError::IneligibleReplica)),
+            Settled::Refused
+        );
+        assert_eq!(
+            settled(code(ResponseError::InvalidRequest)),
+            Settled::Refused
+        );
+        // The partition epoch moved: perhaps by an earlier send of this very proposal.
+        assert_eq!(
+            settled(code(ResponseError::InvalidUpdateVersion)),
+            Settled::Unknown
+        );
+        assert_eq!(
+            settled(code(ResponseError::NotController)),
+            Settled::Unknown
+        );
+    }
 }

@@ -23,7 +23,7 @@ use quipu_storage::log::{
 use quipu_storage::log_manager::SharedLog;
 
 use crate::image::PartitionImage;
-use crate::replica_set::{IsrProposal, NotAReplica, ReplicaSet};
+use crate::replica_set::{IsrProposal, NotAReplica, ReplicaSet, Settled};
 use tokio::sync::watch;
 
 /// Why a leader's append was refused.
@@ -297,9 +297,10 @@ impl Partition {
             .isr_proposal(high_watermark, (now_ms, lag_max_ms), eligible)
     }
 
-    /// The proposal sent last was answered or lost: another may be made.
-    pub fn end_isr_proposal(&self) {
-        self.replica_set().end_proposal();
+    /// What the answer to the proposal sent last (or its absence) says of it (see
+    /// [`ReplicaSet::settle_proposal`]).
+    pub fn settle_isr_proposal(&self, settled: Settled) {
+        self.replica_set().settle_proposal(settled);
     }
 
     /// The replicas and in-sync replicas, as this broker knows them.

@@ -520,8 +520,8 @@ fn truncate_to_leader(partition: &Partition, asked_epoch: i32, leader_answer: (i
     agreed
 }
 
-/// What the truncation decisions read of a follower's log: pure, so that the simulation
-/// (`crate::simulation`) decides with the same code over its own logs.
+/// What the truncation decisions read of a follower's log: pure, so that the replication
+/// simulation decides with the same code over its own logs.
 pub(crate) trait LocalLog {
     fn log_start_offset(&self) -> i64;
     fn log_end_offset(&self) -> i64;

@@ -11,7 +11,10 @@
 //! leader in its current epoch (its log end is unknown until then); the high watermark is the
 //! smallest log end over the in-sync set, the proposed additions included and the proposed
 //! removals still counted, so that a change in flight never lets it pass what a committed
-//! in-sync replica holds; at most one change of the in-sync set is in flight.
+//! in-sync replica holds; at most one change of the in-sync set is in flight, and it stays in
+//! flight (counted) until a committed state ends it or the controller refused it as it stands:
+//! an accepted change whose record has not reached this broker yet, or one whose answer was
+//! lost, may already be committed.
 
 use std::collections::BTreeMap;
 
@@ -48,6 +51,18 @@ pub struct IsrProposal {
     pub isr: Vec<i32>,
 }
 
+/// What the controller's answer says of the change in flight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Committed: it ends when its committed record reaches this broker.
+    Applied,
+    /// Refused as it stands, checked against the current partition epoch: it was not applied.
+    Refused,
+    /// No answer, or one that does not say whether this send or an earlier one was applied: it
+    /// may be committed, so it stays counted and is sent again.
+    Unknown,
+}
+
 /// The replica a fetch names is not one of the partition's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NotAReplica;
@@ -64,6 +79,8 @@ pub struct ReplicaSet {
     leader_epoch_start_offset: i64,
     followers: BTreeMap<i32, Follower>,
     pending: Option<Vec<i32>>,
+    /// The change in flight is to be sent again (its outcome is unknown).
+    resend: bool,
 }
 
 impl ReplicaSet {
@@ -79,6 +96,7 @@ impl ReplicaSet {
             leader_epoch_start_offset: 0,
             followers: BTreeMap::new(),
             pending: None,
+            resend: false,
         }
     }
 
@@ -110,6 +128,7 @@ impl ReplicaSet {
         }
         if state.partition_epoch != self.partition_epoch || new_term {
             self.pending = None;
+            self.resend = false;
         }
         self.replicas = state.replicas.clone();
         self.isr = state.isr.clone();
@@ -174,16 +193,27 @@ impl ReplicaSet {
     /// The in-sync set to propose, if it should change and no change is in flight: followers
     /// behind for longer than `lag_max_ms` leave; `eligible` replicas (registered, unfenced)
     /// that reached the high watermark and this epoch's start, fetching within `lag_max_ms`,
-    /// join. The proposal is then in flight
-    /// until a committed state or [`ReplicaSet::end_proposal`] ends it.
+    /// join. The proposal is then in flight until a committed state (at another partition
+    /// epoch) or a refusal ([`ReplicaSet::settle_proposal`]) ends it; while its outcome is
+    /// unknown, it is what this returns again.
     pub fn isr_proposal(
         &mut self,
         high_watermark: i64,
         (now_ms, lag_max_ms): (i64, i64),
         eligible: &dyn Fn(i32) -> bool,
     ) -> Option<IsrProposal> {
-        if !self.leading || self.pending.is_some() {
+        if !self.leading {
             return None;
+        }
+        if let Some(isr) = &self.pending {
+            if !std::mem::take(&mut self.resend) {
+                return None;
+            }
+            return Some(IsrProposal {
+                leader_epoch: self.leader_epoch,
+                partition_epoch: self.partition_epoch,
+                isr: isr.clone(),
+            });
         }
         let in_sync = |id: &i32| -> bool {
             if *id == self.local {
@@ -217,10 +247,22 @@ impl ReplicaSet {
         })
     }
 
-    /// The controller answered the proposal (its outcome comes as committed metadata) or did not
-    /// answer: another may be made.
-    pub fn end_proposal(&mut self) {
-        self.pending = None;
+    /// What the controller's answer (or its absence) says of the proposal in flight: refused,
+    /// another may be made; applied, it waits for its committed record; unknown, it is sent
+    /// again. Ending an applied change before its record arrives would let the high watermark
+    /// pass what a replica the controller already counts in sync holds.
+    pub fn settle_proposal(&mut self, settled: Settled) {
+        if self.pending.is_none() {
+            return;
+        }
+        match settled {
+            Settled::Applied => self.resend = false,
+            Settled::Refused => {
+                self.pending = None;
+                self.resend = false;
+            }
+            Settled::Unknown => self.resend = true,
+        }
     }
 
     /// Followers' log ends, for DescribeQuorum-like views and tests.
@@ -291,7 +333,7 @@ mod tests {
         set.record_fetch(3, 100, 100, 32_000).unwrap();
         let expand = set.isr_proposal(100, (32_001, 30_000), &|_| true).unwrap();
         assert_eq!(expand.isr, vec![1, 2, 3]);
-        set.end_proposal();
+        set.settle_proposal(Settled::Refused);
         assert!(set.isr_proposal(100, (32_001, 30_000), &|_| true).is_some());
     }
 
@@ -304,5 +346,40 @@ mod tests {
         set.record_fetch(2, 20, 30, 25_000).unwrap();
         assert_eq!(set.isr_proposal(0, (30_500, 30_000), &|_| true), None);
         assert!(set.isr_proposal(0, (31_500, 30_000), &|_| true).is_some());
+    }
+
+    /// Found by the replication simulation (seed 15): the leader ended an expansion when the
+    /// controller's answer came, before the committed record did, and published a high
+    /// watermark past the log end of a replica the controller already had in sync (which an
+    /// election could then pick, losing acknowledged records).
+    #[test]
+    fn an_accepted_or_unanswered_expansion_counts_until_its_record_arrives() {
+        let mut set = ReplicaSet::new(1);
+        set.update(&state(1, 1, &[1, 2], 0), 10, 0);
+        set.record_fetch(2, 10, 10, 1_000).unwrap();
+        set.record_fetch(3, 10, 10, 1_000).unwrap();
+        let expand = set.isr_proposal(10, (1_001, 30_000), &|_| true).unwrap();
+        assert_eq!(expand.isr, vec![1, 2, 3]);
+        // Accepted: the committed record is on its way. Appends replicate to 2 only.
+        set.settle_proposal(Settled::Applied);
+        set.record_fetch(2, 12, 12, 1_100).unwrap();
+        assert_eq!(
+            set.high_watermark(12),
+            Some(10),
+            "3 is in sync at the controller"
+        );
+        assert_eq!(set.isr_proposal(10, (1_101, 30_000), &|_| true), None);
+        // The answer of a change is lost: sent again, counted meanwhile.
+        set.settle_proposal(Settled::Unknown);
+        assert_eq!(
+            set.isr_proposal(10, (1_102, 30_000), &|_| true),
+            Some(expand)
+        );
+        assert_eq!(set.high_watermark(12), Some(10));
+        // The record arrives: 3 counts as a member.
+        set.update(&state(1, 1, &[1, 2, 3], 1), 12, 1_200);
+        assert_eq!(set.high_watermark(12), Some(10));
+        set.record_fetch(3, 12, 12, 1_300).unwrap();
+        assert_eq!(set.high_watermark(12), Some(12));
     }
 }

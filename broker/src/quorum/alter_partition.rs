@@ -60,7 +60,7 @@ impl Server {
 
 /// The active controller's answer to `r` over `image`, and the records to commit for it (one
 /// batch): everything AlterPartition does but the NOT_CONTROLLER check and the commit. Pure, so
-/// that the simulation (`crate::simulation`) answers with the same code.
+/// that the replication simulation answers with the same code.
 pub(crate) fn decide(
     image: &MetadataImage,
     r: &AlterPartitionRequest,
