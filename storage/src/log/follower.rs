@@ -3,8 +3,9 @@
 //! epoch cache, idempotent producers) rebuilt from those batches, so that a follower that becomes
 //! leader answers retries and epochs as its old leader would have.
 //!
-//! Invariants: a follower's batch lands at the log end exactly (its base offset is the log end
-//! offset) and only after its CRC checks; epochs in the cache only grow with offsets.
+//! Invariants: a follower's batch lands at or after the log end (after it only across a gap the
+//! leader's cleaner left: offsets only grow) and only after its CRC checks; epochs in the cache
+//! only grow with offsets.
 
 use std::io;
 
@@ -65,9 +66,11 @@ impl Log {
         now_ms: i64,
     ) -> Result<(), AppendError> {
         let log_end_offset = self.log_end_offset();
-        if batch.base_offset() != log_end_offset {
+        // Above the log end is a gap the leader's cleaner made (a compacted topic): the batch
+        // lands after it, as Kafka's follower appends it. Below would rewrite what is there.
+        if batch.base_offset() < log_end_offset {
             return Err(AppendError::InvalidRecord(format!(
-                "a replicated batch starts at offset {}, not at the log end offset {log_end_offset}",
+                "a replicated batch starts at offset {}, below the log end offset {log_end_offset}",
                 batch.base_offset()
             )));
         }

@@ -370,7 +370,9 @@ impl Log {
         (log_append_time_ms, max_timestamp): (Option<i64>, i64),
         now_ms: i64,
     ) -> Result<(), AppendError> {
-        debug_assert_eq!(base_offset, self.log_end_offset());
+        // A leader's batch starts at the log end; a follower's may start past it, across a gap
+        // its leader's cleaner left.
+        debug_assert!(base_offset >= self.log_end_offset());
         let sizes = sizes_of(&self.config);
         let roll = self.active().should_roll(
             records.len(),
@@ -381,7 +383,7 @@ impl Log {
             now_ms,
         );
         if roll {
-            self.roll(records.len(), now_ms)?;
+            self.roll(base_offset, records.len(), now_ms)?;
         }
         let active = self
             .segments
@@ -397,10 +399,16 @@ impl Log {
         Ok(())
     }
 
-    /// Closes the active segment and starts a new one at the log end offset, large enough for a
-    /// batch of `next_batch_bytes` even when that exceeds `segment.bytes`.
-    fn roll(&mut self, next_batch_bytes: usize, now_ms: i64) -> io::Result<()> {
-        let base = self.log_end_offset();
+    /// Closes the active segment and starts a new one at the next batch's base offset
+    /// (`next_base_offset`: the log end offset, or past it across a follower's gap), large
+    /// enough for a batch of `next_batch_bytes` even when that exceeds `segment.bytes`.
+    fn roll(
+        &mut self,
+        next_base_offset: i64,
+        next_batch_bytes: usize,
+        now_ms: i64,
+    ) -> io::Result<()> {
+        let base = next_base_offset.max(self.log_end_offset());
         let mut sizes = sizes_of(&self.config);
         sizes.capacity_bytes = sizes.capacity_bytes.max(next_batch_bytes);
         let (old_base, old_size) = (self.active().base_offset(), self.active().size_bytes());

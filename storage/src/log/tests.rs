@@ -700,6 +700,43 @@ mod model {
     }
 }
 
+#[test]
+fn a_follower_appends_across_a_gap_its_leaders_cleaner_left() {
+    let (leader_dir, follower_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut leader = Log::open(leader_dir.path(), config(&[]), Some(0), 0).unwrap();
+    let mut follower = Log::open(follower_dir.path(), config(&[]), Some(0), 0).unwrap();
+    leader.set_leader_epoch(2);
+    for ts in [1_000, 2_000, 3_000] {
+        leader.append(&batch(3, ts, Compression::None), 0).unwrap();
+    }
+    let first = leader.read(0, 3, 1 << 20, true).unwrap().unwrap();
+    let third = leader.read(6, 9, 1 << 20, true).unwrap().unwrap();
+    follower.append_as_follower(&first, 0).unwrap();
+    // Offsets 3..6 were cleaned away on the leader: its next batch starts at 6.
+    let after_gap = follower.append_as_follower(&third, 0).unwrap().unwrap();
+    assert_eq!((after_gap.first_offset, after_gap.last_offset), (6, 8));
+    assert_eq!(follower.log_end_offset(), 9);
+    let from_gap = follower.read(3, 9, 1 << 20, true).unwrap().unwrap();
+    assert_eq!(
+        &from_gap[..],
+        &third[..],
+        "a read in the gap starts at the next batch"
+    );
+    // A gap wider than a segment's relative offsets reach starts a new segment at the batch.
+    let mut far = third.to_vec();
+    let far_base: i64 = 9 + (1 << 32);
+    far[..8].copy_from_slice(&far_base.to_be_bytes());
+    follower.append_as_follower(&far, 0).unwrap().unwrap();
+    assert_eq!(follower.log_end_offset(), far_base + 3);
+    let tail = follower
+        .read(far_base, far_base + 3, 1 << 20, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(&tail[8..], &third[8..]);
+    // Below the log end is refused.
+    assert!(follower.append_as_follower(&first, 0).is_err());
+}
+
 /// A timestamp lookup carried through, as the ListOffsets handler does off the lock.
 fn lookup(log: &Log, timestamp_ms: i64) -> Option<(i64, i64)> {
     log.offset_for_timestamp(timestamp_ms)
