@@ -127,6 +127,8 @@ class Node:
     def _env(self):
         env = dict(os.environ, RUST_LOG=os.environ.get("FAULT_RUST_LOG", "info"))
         if self.faketime:
+            if not self.clock_file.exists():
+                self.clock_file.write_text("+0s\n")
             # Only the wall clock jumps: monotonic timers keep running as they did.
             env.update(LD_PRELOAD=str(FAKETIME_LIB), FAKETIME_TIMESTAMP_FILE=str(self.clock_file),
                        FAKETIME_NO_CACHE="1", FAKETIME_DONT_FAKE_MONOTONIC="1")
@@ -353,6 +355,15 @@ def end_offsets(bootstrap, topic, partitions):
         return {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
     finally:
         c.close()
+
+
+def group_state(cluster, group):
+    """(state name, member count) of a consumer group as DescribeGroups answers, or None."""
+    try:
+        desc = cluster.admin().describe_consumer_groups([group], request_timeout=10)[group].result(15)
+        return desc.state.name, len(desc.members)
+    except Exception:
+        return None
 
 
 def committed_offsets(cluster, group, topic, partitions):

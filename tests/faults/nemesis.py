@@ -253,6 +253,12 @@ def clock_jumps(run, cluster, until):
     """The wall clock of one broker (started under libfaketime) jumps forward and back by up to an
     hour, again and again; timers run on the monotonic clock and must not care."""
     jumpers = [n for n in cluster.nodes if n.faketime]
+    # First, that a jump reaches the broker at all: its LogAppendTime moves by the jump.
+    probe = jumpers[0]
+    probe.jump_clock(3600)
+    seen_s = _log_append_time_offset_s(cluster, probe.id)
+    assert 3000 < seen_s < 4200, f"node {probe.id}'s clock moved {seen_s:.0f} s, not about +3600 s"
+    cluster.log(f"clock node {probe.id} +3600 s (its LogAppendTime moved {seen_s:.0f} s)")
     while time.time() < until:
         node = run.random.choice(jumpers)
         offset_s = run.random.choice([-3600, -600, -60, 60, 600, 3600])
@@ -266,6 +272,29 @@ def clock_jumps(run, cluster, until):
             run.sleep(1, 2, until + 30)
             cluster.node(victim).start()
             cluster.log(f"start node {victim}")
+
+
+def _log_append_time_offset_s(cluster, node_id):
+    """How far from the real clock the broker `node_id` stamps a LogAppendTime record: one record
+    produced to a topic whose only replica it is."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
+    from confluent_kafka.admin import NewTopic
+    topic = f"clock-probe-{node_id}-{int(time.time() * 1000)}"
+    admin = cluster.admin()
+    admin.create_topics([NewTopic(topic, replica_assignment=[[node_id]],
+                                  config={"message.timestamp.type": "LogAppendTime"})],
+                        request_timeout=30)[topic].result(40)
+    producer = Producer({"bootstrap.servers": cluster.bootstrap})
+    sent_at = time.time()
+    producer.produce(topic, value=b"tick", partition=0)
+    assert producer.flush(30) == 0, "the clock probe was not acknowledged"
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap, "group.id": "clock-probe"})
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        msg = wait_until("the clock probe read back", lambda: consumer.poll(1), 30, 0)
+        return msg.timestamp()[1] / 1000 - sent_at
+    finally:
+        consumer.close()
 
 
 SOAK_FAULTS = [leader_chasing, random_partitions, double_failover, zombie_leader, coordinator_restarts]

@@ -24,7 +24,7 @@ from pathlib import Path
 import checker
 import clients
 from harness import (ROOT, FaultCluster, FaultLog, Pending, committed_offsets, end_offsets, final_events,
-                     replica_events, wait_until, write_events)
+                     group_state, replica_events, wait_until, write_events)
 
 TOPIC = "queue"
 PARTITIONS = 3
@@ -93,7 +93,8 @@ class Run:
         cluster.create_topic(TOPIC, PARTITIONS, 3, self.topic_config)
         try:
             self.start_workload(cluster)
-            time.sleep(3)  # the consumers join their group and the producers get going
+            self.wait_group_stable(cluster)
+            time.sleep(1)  # the producers get going
             until = time.time() + duration_s * SCALE
             nemesis(self, cluster, until)
             self.heal(cluster)
@@ -118,6 +119,16 @@ class Run:
         for c in self.clients:
             if c.role == "consumer":
                 c.stop(timeout_s=60, signal_first=False)
+
+    def wait_group_stable(self, cluster, timeout_s=60):
+        """Until every member of the group has joined and the group is stable, so that the
+        faults hit a group that consumes."""
+        members = sum(1 for _, _, role, opts in self.mix if role == "consumer" and opts.get("group"))
+        if members:
+            wait_until(f"group {GROUP['group']} stable with {members} members",
+                       lambda: group_state(cluster, GROUP["group"]) == ("STABLE", members) or
+                       Pending(group_state(cluster, GROUP["group"])), timeout_s, 0.5)
+        self.log(f"group {GROUP['group']} stable")
 
     def wait_group_drained(self, cluster, timeout_s=90):
         """Until the group's committed offsets reach every partition's end: its members have
