@@ -44,5 +44,7 @@ pub mod replica_set;
 pub mod request_context;
 pub mod retention;
 pub mod server;
+#[cfg(test)]
+mod simulation;
 pub mod snapshot;
 pub mod work_pool;
