@@ -94,9 +94,18 @@ class FaultLog:
         with open(self.path, "a") as f:
             f.write(f"{at:8.2f} {what}\n")
 
+    FAULT_KINDS = {"kill": "kill -9", "terminate": "SIGTERM", "pause": "SIGSTOP", "partition:": "partition",
+                   "corrupt": "corrupt segment", "full": "full disk", "clock": "clock jump"}
+
     def kinds(self):
-        """The distinct kinds of fault done (the first word of each entry), for the table."""
-        return sorted({what.split()[0] for _, what in self.entries})
+        """The faults done, as "kind ×count", for the table (entries that are not faults, such as
+        starts and healing, are left out)."""
+        counts = {}
+        for _, what in self.entries:
+            kind = self.FAULT_KINDS.get(what.split()[0])
+            if kind and what != "partition: heal":
+                counts[kind] = counts.get(kind, 0) + 1
+        return [f"{kind} ×{n}" for kind, n in sorted(counts.items())]
 
 
 class Node:
@@ -360,7 +369,8 @@ def end_offsets(bootstrap, topic, partitions):
 def group_state(cluster, group):
     """(state name, member count) of a consumer group as DescribeGroups answers, or None."""
     try:
-        desc = cluster.admin().describe_consumer_groups([group], request_timeout=10)[group].result(15)
+        admin = cluster.admin()  # held while its future is pending: a dropped client cancels it
+        desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
         return desc.state.name, len(desc.members)
     except Exception:
         return None

@@ -217,7 +217,8 @@ def coordinator_restarts(run, cluster, until, rounds=4):
 def _coordinator(cluster, group):
     def check():
         try:
-            desc = cluster.admin().describe_consumer_groups([group])[group].result(10)
+            admin = cluster.admin()  # held while its future is pending
+            desc = admin.describe_consumer_groups([group], request_timeout=10)[group].result(15)
             return desc.coordinator.id if desc.coordinator and desc.coordinator.id > 0 else None
         except Exception:
             return None
@@ -254,9 +255,11 @@ def clock_jumps(run, cluster, until):
     hour, again and again; timers run on the monotonic clock and must not care."""
     jumpers = [n for n in cluster.nodes if n.faketime]
     # First, that a jump reaches the broker at all: its LogAppendTime moves by the jump.
-    probe = jumpers[0]
+    topic = _probe_topic(cluster)
+    probe = cluster.node(_leader_of(cluster, topic))
+    assert probe.faketime, f"node {probe.id} leads the clock probe but was not started under libfaketime"
     probe.jump_clock(3600)
-    seen_s = _log_append_time_offset_s(cluster, probe.id)
+    seen_s = _log_append_time_offset_s(cluster, topic)
     assert 3000 < seen_s < 4200, f"node {probe.id}'s clock moved {seen_s:.0f} s, not about +3600 s"
     cluster.log(f"clock node {probe.id} +3600 s (its LogAppendTime moved {seen_s:.0f} s)")
     while time.time() < until:
@@ -274,16 +277,24 @@ def clock_jumps(run, cluster, until):
             cluster.log(f"start node {victim}")
 
 
-def _log_append_time_offset_s(cluster, node_id):
-    """How far from the real clock the broker `node_id` stamps a LogAppendTime record: one record
-    produced to a topic whose only replica it is."""
-    from confluent_kafka import Consumer, Producer, TopicPartition
+def _probe_topic(cluster):
+    """A topic of one partition and one replica, whose records get the broker's LogAppendTime."""
     from confluent_kafka.admin import NewTopic
-    topic = f"clock-probe-{node_id}-{int(time.time() * 1000)}"
-    admin = cluster.admin()
-    admin.create_topics([NewTopic(topic, replica_assignment=[[node_id]],
-                                  config={"message.timestamp.type": "LogAppendTime"})],
+    topic = f"clock-probe-{int(time.time() * 1000)}"
+    admin = cluster.admin()  # held while its future is pending
+    config = {"message.timestamp.type": "LogAppendTime", "min.insync.replicas": "1"}
+    admin.create_topics([NewTopic(topic, 1, replication_factor=1, config=config)],
                         request_timeout=30)[topic].result(40)
+    return topic
+
+
+def _leader_of(cluster, topic):
+    return wait_until(f"a leader of {topic}", lambda: max(cluster.leader_of(topic, 0), 0), 30, 0.2)
+
+
+def _log_append_time_offset_s(cluster, topic):
+    """How far from the real clock the leader of `topic` stamps a record's LogAppendTime."""
+    from confluent_kafka import Consumer, Producer, TopicPartition
     producer = Producer({"bootstrap.servers": cluster.bootstrap})
     sent_at = time.time()
     producer.produce(topic, value=b"tick", partition=0)
