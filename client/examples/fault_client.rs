@@ -248,7 +248,12 @@ async fn produce(args: Args) -> quipu_client::Result<()> {
     let _ = tokio::time::timeout(flush, producer.flush()).await;
     sender.settle_done(&mut pending).await;
     for r in &pending {
-        sender.report(&r.sent, "unknown", None, Some("still in flight at exit".into()));
+        sender.report(
+            &r.sent,
+            "unknown",
+            None,
+            Some("still in flight at exit".into()),
+        );
     }
     // Whatever is still queued stays unknown; do not wait on a broker that may be gone.
     let _ = tokio::time::timeout(Duration::from_secs(2), producer.close()).await;
@@ -320,7 +325,8 @@ struct Member {
 
 impl Member {
     fn polled(&self, r: &quipu_client::ConsumerRecord) {
-        let text = |b: &Option<bytes::Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
+        let text =
+            |b: &Option<bytes::Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
         write_line(
             &self.out,
             &format!(
